@@ -1,0 +1,31 @@
+/**
+ * @module auth/scope
+ * The one seam between every route and access control: a route declares the scopes it needs
+ * (`repository:<name>:pull`, `repository:<name>:push`, `registry:catalog:*` …) and the
+ * surface calls `Authorizer.authorize` before the handler runs. Until the access-control issue
+ * lands the server uses `allowAll`; the real authorizer replaces it in the composition root
+ * without touching any handler.
+ */
+import type { FastifyRequest } from 'fastify';
+
+export type AccessAction = 'pull' | 'push' | 'delete' | '*';
+
+export interface AccessScope {
+  type: 'repository' | 'registry';
+  name: string;
+  actions: AccessAction[];
+}
+
+export interface Authorizer {
+  /** Resolves when the request may proceed; throws an error the surface renders (401/403) otherwise. */
+  authorize(request: FastifyRequest, scopes: AccessScope[]): Promise<void>;
+}
+
+export const allowAll: Authorizer = {
+  authorize: async () => undefined,
+};
+
+/** `repository:library/alpine:pull,push` — the token-scope syntax of registry auth. */
+export function formatScope(scope: AccessScope): string {
+  return `${scope.type}:${scope.name}:${scope.actions.join(',')}`;
+}

@@ -1,0 +1,138 @@
+/**
+ * @module config
+ * Owns Slipway's one configuration object: read from a YAML file, then environment variables,
+ * then command-line flags (later sources win), validated once with strict keys, then frozen.
+ * `process.env` is read here and nowhere else.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+const listenPattern = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+
+const durationPattern = /^(\d+)(ms|s|m|h|d)$/;
+
+/** A duration such as `30s`, `15m`, `24h`; a bare number is seconds. Parsed to milliseconds. */
+const duration = z.union([z.number().nonnegative(), z.string().regex(durationPattern, 'a duration such as 30s, 15m or 24h')])
+  .transform((value) => parseDuration(value));
+
+export function parseDuration(value: number | string): number {
+  if (typeof value === 'number') return value * 1000;
+  const match = durationPattern.exec(value);
+  if (!match) throw new Error(`not a duration: ${value}`);
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  return Number(match[1]) * units[match[2]!]!;
+}
+
+export const configSchema = z.strictObject({
+  listen: z.string().regex(listenPattern, 'HOST:PORT, e.g. 127.0.0.1:5000').default('127.0.0.1:5000'),
+  dataDir: z.string().min(1).default('./data'),
+  /** `sqlite` (a file in the data folder, the default) or a `postgres://` URL. */
+  database: z.string().refine((v) => v === 'sqlite' || /^postgres(ql)?:\/\//.test(v), 'either "sqlite" or a postgres:// URL').default('sqlite'),
+  log: z.strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Log one line per request; costs throughput on small requests. */
+    requests: z.boolean().default(true),
+  }).prefault({}),
+  registry: z.strictObject({
+    /** Deletes of manifests, tags and blobs; off answers UNSUPPORTED (405). */
+    deleteEnabled: z.boolean().default(true),
+    /** Largest manifest accepted (bytes); the spec asks for at least 4 MB. */
+    maxManifestBytes: z.number().int().min(4 * 1024 * 1024).default(4 * 1024 * 1024),
+    /** Upload sessions untouched this long are removed. */
+    uploadExpiry: duration.prefault('24h'),
+    gc: z.strictObject({
+      /** Content unreferenced and untouched for this long may be collected. */
+      gracePeriod: duration.prefault('1h'),
+      /** Run GC in the server this often; 0 turns the schedule off. */
+      interval: duration.prefault('6h'),
+    }).prefault({}),
+  }).prefault({}),
+  shutdownTimeout: duration.prefault('30s'),
+});
+
+export type Config = Readonly<z.output<typeof configSchema>>;
+export type ConfigInput = z.input<typeof configSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface ConfigSources {
+  /** Path of a YAML file (`--config`). */
+  file?: string;
+  /** The environment; only `SLIPWAY_*` variables are read. */
+  env?: Record<string, string | undefined>;
+  /** Values from command-line flags, already in config shape. */
+  flags?: ConfigInput;
+}
+
+/** Merge file → env → flags, validate, resolve the data folder, freeze. */
+export function loadConfig(sources: ConfigSources = {}): Config {
+  let fromFile: unknown = {};
+  if (sources.file) {
+    let text: string;
+    try {
+      text = readFileSync(sources.file, 'utf8');
+    } catch (error) {
+      throw new ConfigError(`cannot read config file ${sources.file}: ${(error as Error).message}`);
+    }
+    try {
+      fromFile = parseYaml(text) ?? {};
+    } catch (error) {
+      throw new ConfigError(`config file ${sources.file} is not valid YAML: ${(error as Error).message}`);
+    }
+    if (typeof fromFile !== 'object' || Array.isArray(fromFile)) throw new ConfigError(`config file ${sources.file} must hold a mapping`);
+  }
+  const merged = deepMerge(deepMerge(fromFile as Record<string, unknown>, fromEnv(sources.env ?? {})), (sources.flags ?? {}) as Record<string, unknown>);
+  const result = configSchema.safeParse(merged);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      const key = issue.path.join('.');
+      if (issue.code === 'unrecognized_keys') return `unknown key ${issue.keys.map((k) => (key ? `${key}.${k}` : k)).join(', ')}`;
+      return `${key || '(root)'}: ${issue.message}`;
+    });
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  }
+  const config = { ...result.data, dataDir: path.resolve(result.data.dataDir) };
+  return deepFreeze(config);
+}
+
+function fromEnv(env: Record<string, string | undefined>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (env.SLIPWAY_LISTEN) out.listen = env.SLIPWAY_LISTEN;
+  if (env.SLIPWAY_DATA_DIR) out.dataDir = env.SLIPWAY_DATA_DIR;
+  if (env.SLIPWAY_DATABASE) out.database = env.SLIPWAY_DATABASE;
+  if (env.SLIPWAY_LOG_LEVEL) out.log = { level: env.SLIPWAY_LOG_LEVEL };
+  return out;
+}
+
+function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(over)) {
+    if (value === undefined) continue;
+    const current = out[key];
+    out[key] = isPlainObject(current) && isPlainObject(value) ? deepMerge(current, value) : value;
+  }
+  return out;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (isPlainObject(value)) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Split `HOST:PORT` (IPv6 in brackets) for `listen()`. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const match = listenPattern.exec(listen);
+  if (!match) throw new ConfigError(`listen: not HOST:PORT: ${listen}`);
+  return { host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) };
+}

@@ -1,0 +1,58 @@
+/**
+ * @module http/server
+ * Builds the Fastify server from already-constructed services: health endpoints, the `/v2`
+ * registry plugin and the `/api` plugin, each encapsulated with its own error shape.
+ */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Authorizer } from '../auth/scope.js';
+import type { Database } from '../db/db.js';
+import { registryRoutes, type RegistryRoutesOptions } from '../registry/routes.js';
+import { ApiError, toApiError } from './errors.js';
+
+export interface ServerDependencies {
+  logger: FastifyBaseLogger;
+  logRequests: boolean;
+  db: Database;
+  authorizer: Authorizer;
+  registry: Omit<RegistryRoutesOptions, 'authorizer'>;
+  /** Extra readiness checks (storage reachable, …). */
+  readinessChecks?: Array<() => Promise<void>>;
+}
+
+export async function buildServer(deps: ServerDependencies): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    logController: new LogController({ disableRequestLogging: !deps.logRequests }),
+    // Blob bodies are streamed to storage, never buffered; the limit only applies to JSON APIs.
+    bodyLimit: 1024 * 1024,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    keepAliveTimeout: 65_000,
+    requestTimeout: 0,
+    routerOptions: { maxParamLength: 1024 },
+  });
+
+  app.setErrorHandler(async (error, request, reply) => {
+    const apiError = toApiError(error);
+    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.code(apiError.status).send(apiError.toJSON());
+  });
+  app.setNotFoundHandler(async (request, reply) => {
+    const error = new ApiError('NOT_FOUND', `no route ${request.method} ${request.url}`);
+    return reply.code(404).send(error.toJSON());
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    try {
+      await deps.db.kysely.selectFrom('schema_migrations').select('version').limit(1).execute();
+      for (const check of deps.readinessChecks ?? []) await check();
+      return { status: 'ready' };
+    } catch (error) {
+      return reply.code(503).send(new ApiError('UNAVAILABLE', `not ready: ${(error as Error).message}`).toJSON());
+    }
+  });
+
+  await app.register(registryRoutes, { ...deps.registry, authorizer: deps.authorizer });
+  return app;
+}

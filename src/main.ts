@@ -1,0 +1,116 @@
+/**
+ * @module main
+ * The composition root: the one place that turns a validated config into open resources and
+ * wired services. Nothing else constructs a database, a store or a service.
+ */
+import path from 'node:path';
+import { access } from 'node:fs/promises';
+import type { FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
+import { allowAll, type Authorizer } from './auth/scope.js';
+import type { Config } from './config/config.js';
+import { parseListen } from './config/config.js';
+import { openDatabase, type Database } from './db/db.js';
+import { buildServer } from './http/server.js';
+import { BlobService } from './registry/blob-service.js';
+import { collectGarbage, scheduleGarbageCollection, type GcReport } from './registry/gc.js';
+import { fsck, type FsckReport } from './registry/fsck.js';
+import { ManifestService } from './registry/manifest-service.js';
+import { UploadService } from './registry/upload-service.js';
+import type { BlobStore } from './storage/blob-store.js';
+import { FsBlobStore } from './storage/fs-blob-store.js';
+
+/**
+ * Data folder layout (embedded defaults):
+ *
+ *   <dataDir>/
+ *   ├── slipway.db        SQLite metadata (absent when `database` is a postgres:// URL)
+ *   └── blobs/            the filesystem BlobStore (see storage/fs-blob-store.ts)
+ */
+export interface Registry {
+  db: Database;
+  store: BlobStore;
+  blobs: BlobService;
+  uploads: UploadService;
+  manifests: ManifestService;
+  gc(now?: number): Promise<GcReport>;
+  fsck(): Promise<FsckReport>;
+  close(): Promise<void>;
+}
+
+export async function openRegistry(config: Config, logger?: Logger): Promise<Registry> {
+  const db = await openDatabase({ url: config.database, dataDir: config.dataDir });
+  const store = new FsBlobStore(path.join(config.dataDir, 'blobs'));
+  const { deleteEnabled, maxManifestBytes, gc, uploadExpiry } = config.registry;
+  const blobs = new BlobService({ db, store, gracePeriodMs: gc.gracePeriod, deleteEnabled });
+  const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry });
+  const manifests = new ManifestService({ db, deleteEnabled, maxManifestBytes });
+  const gcOptions = { db, store, uploads, gracePeriodMs: gc.gracePeriod, logger };
+  return {
+    db, store, blobs, uploads, manifests,
+    gc: (now) => collectGarbage(gcOptions, now),
+    fsck: () => fsck(db, store),
+    close: () => db.close(),
+  };
+}
+
+export interface RunningServer {
+  app: FastifyInstance;
+  registry: Registry;
+  /** `http://host:port` the server listens on. */
+  url: string;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  authorizer?: Authorizer;
+}
+
+export function createLogger(config: Config): Logger {
+  return pino({ level: config.log.level, base: { service: 'slipway' } });
+}
+
+export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
+  const logger = options.logger ?? createLogger(config);
+  const registry = await openRegistry(config, logger);
+  const gcSchedule = config.registry.gc.interval > 0
+    ? scheduleGarbageCollection({ db: registry.db, store: registry.store, uploads: registry.uploads, gracePeriodMs: config.registry.gc.gracePeriod, logger }, config.registry.gc.interval)
+    : undefined;
+  let app: FastifyInstance;
+  try {
+    app = await buildServer({
+      logger,
+      logRequests: config.log.requests,
+      db: registry.db,
+      authorizer: options.authorizer ?? allowAll,
+      registry: { blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes },
+      readinessChecks: [() => access(config.dataDir)],
+    });
+    const { host, port } = parseListen(config.listen);
+    await app.listen({ host, port });
+  } catch (error) {
+    await gcSchedule?.stop();
+    await registry.close();
+    throw error;
+  }
+  const address = app.server.address();
+  const url = typeof address === 'object' && address
+    ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+    : String(address);
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    registry,
+    url,
+    close() {
+      // Stop accepting, let in-flight requests finish, then release the db.
+      closing ??= (async () => {
+        await gcSchedule?.stop();
+        await app.close();
+        await registry.close();
+      })();
+      return closing;
+    },
+  };
+}

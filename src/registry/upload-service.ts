@@ -1,0 +1,211 @@
+/**
+ * @module registry/upload-service
+ * Blob upload sessions: monolithic (POST+PUT or a single POST), chunked (PATCH …), status,
+ * cancel. The running hash of a session lives in memory so completion costs no second read;
+ * after a restart (or on another replica) the stored bytes are hashed again instead. Content
+ * is verified against the client's digest before it becomes a blob; a mismatch deletes the
+ * session and leaves nothing behind.
+ */
+import { createHash, randomBytes, type Hash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { Database } from '../db/db.js';
+import { UploadNotFoundError, UploadOffsetError, type BlobStore } from '../storage/blob-store.js';
+import type { BlobService } from './blob-service.js';
+import { RegistryError } from './errors.js';
+import { checkDigest, type DigestAlgorithm } from './grammar.js';
+
+export interface UploadServiceOptions {
+  db: Database;
+  store: BlobStore;
+  blobs: BlobService;
+  /** Sessions untouched for this long are removed by `expire()`. */
+  expiryMs: number;
+}
+
+/** `Content-Range: <start>-<end>` of a PATCH (inclusive). */
+export interface ChunkRange {
+  start: number;
+  end: number;
+}
+
+interface HashState {
+  algorithm: DigestAlgorithm;
+  hash: Hash;
+  offset: number;
+}
+
+export class UploadService {
+  private readonly hashes = new Map<string, HashState>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly options: UploadServiceOptions) {}
+
+  async start(repository: string, algorithm: DigestAlgorithm = 'sha256'): Promise<string> {
+    const id = randomBytes(16).toString('hex');
+    const now = Date.now();
+    await this.options.store.uploads.create(id);
+    await this.options.db.write((trx) => trx.insertInto('uploads').values({ id, repository, algorithm, created_at: now, updated_at: now }).execute());
+    this.hashes.set(id, { algorithm, hash: createHash(algorithm), offset: 0 });
+    return id;
+  }
+
+  /** Current size of the session. */
+  async status(repository: string, id: string): Promise<number> {
+    await this.session(repository, id);
+    const size = await this.options.store.uploads.size(id);
+    if (size === null) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
+    return size;
+  }
+
+  /** Appends a chunk; an out-of-order `range` is RANGE_INVALID (416) carrying the current `Range`. */
+  async append(repository: string, id: string, body: Readable, range?: ChunkRange, contentLength?: number): Promise<number> {
+    return this.locked(id, async () => {
+      const session = await this.session(repository, id);
+      return this.write(id, session.algorithm, body, range, contentLength);
+    });
+  }
+
+  /** Appends the last chunk (if any), verifies the digest, and stores the blob. */
+  async complete(repository: string, id: string, digest: string | undefined, body?: Readable, range?: ChunkRange, contentLength?: number): Promise<string> {
+    return this.locked(id, async () => {
+      const session = await this.session(repository, id);
+      const expected = parseDigestParameter(digest);
+      if (body && (range || (contentLength ?? 1) > 0)) await this.write(id, session.algorithm, body, range, contentLength);
+      const size = await this.options.store.uploads.size(id);
+      if (size === null) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
+      const actual = await this.digestOf(id, expected.algorithm, size);
+      if (actual !== digest) {
+        await this.remove(id);
+        throw new RegistryError('DIGEST_INVALID', `provided digest ${digest} does not match the uploaded content (${actual})`, { digest });
+      }
+      await this.options.blobs.adopt(repository, actual, size,
+        () => this.options.store.uploads.commit(id, actual),
+        () => this.options.store.uploads.abort(id));
+      await this.forget(id);
+      return actual;
+    });
+  }
+
+  /** A whole blob in one request (single POST, or POST then PUT). Nothing remains on failure. */
+  async monolithic(repository: string, digest: string, body: Readable, contentLength?: number): Promise<string> {
+    const expected = parseDigestParameter(digest);
+    const id = await this.start(repository, expected.algorithm);
+    try {
+      return await this.complete(repository, id, digest, body, undefined, contentLength ?? 0);
+    } catch (error) {
+      await this.remove(id).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async cancel(repository: string, id: string): Promise<void> {
+    await this.locked(id, async () => {
+      await this.session(repository, id);
+      await this.remove(id);
+    });
+  }
+
+  /** Removes sessions untouched for the expiry period (and stray files with no session row). */
+  async expire(now = Date.now()): Promise<number> {
+    const cutoff = now - this.options.expiryMs;
+    const stale = await this.options.db.kysely.selectFrom('uploads').select('id').where('updated_at', '<', cutoff).execute();
+    for (const { id } of stale) await this.locked(id, () => this.remove(id));
+    let strays = 0;
+    for await (const file of this.options.store.uploads.list()) {
+      if (file.modifiedAt >= cutoff) continue;
+      const row = await this.options.db.kysely.selectFrom('uploads').select('id').where('id', '=', file.id).executeTakeFirst();
+      if (!row) {
+        await this.options.store.uploads.abort(file.id);
+        strays++;
+      }
+    }
+    return stale.length + strays;
+  }
+
+  private async write(id: string, algorithm: DigestAlgorithm, body: Readable, range?: ChunkRange, contentLength?: number): Promise<number> {
+    const uploads = this.options.store.uploads;
+    const current = await uploads.size(id);
+    if (current === null) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
+    if (range) {
+      if (range.start !== current || range.end < range.start - 1) {
+        body.resume();
+        throw rangeError(current, `chunk starts at ${range.start}, the upload is at ${current}`);
+      }
+      if (contentLength !== undefined && contentLength !== range.end - range.start + 1) {
+        body.resume();
+        throw rangeError(current, `Content-Length ${contentLength} does not match Content-Range ${range.start}-${range.end}`);
+      }
+    }
+    let state = this.hashes.get(id);
+    if (!state || state.offset !== current || state.algorithm !== algorithm) {
+      // Lost or out of step (restart, another replica): re-hash from storage at completion.
+      this.hashes.delete(id);
+      state = undefined;
+    }
+    const hashing = state;
+    try {
+      const size = await uploads.append(id, body, current, hashing ? (chunk) => hashing.hash.update(chunk) : undefined);
+      if (hashing) hashing.offset = size;
+      await this.options.db.write((trx) => trx.updateTable('uploads').set({ updated_at: Date.now() }).where('id', '=', id).execute());
+      return size;
+    } catch (error) {
+      this.hashes.delete(id);
+      if (error instanceof UploadOffsetError) throw rangeError(error.actual, error.message);
+      if (error instanceof UploadNotFoundError) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
+      throw error;
+    }
+  }
+
+  private async digestOf(id: string, algorithm: DigestAlgorithm, size: number): Promise<string> {
+    const state = this.hashes.get(id);
+    if (state && state.algorithm === algorithm && state.offset === size) {
+      this.hashes.delete(id);
+      return `${algorithm}:${state.hash.digest('hex')}`;
+    }
+    const hash = createHash(algorithm);
+    for await (const chunk of await this.options.store.uploads.read(id)) hash.update(chunk as Buffer);
+    return `${algorithm}:${hash.digest('hex')}`;
+  }
+
+  private async session(repository: string, id: string): Promise<{ algorithm: DigestAlgorithm }> {
+    const row = await this.options.db.kysely.selectFrom('uploads').select(['repository', 'algorithm']).where('id', '=', id).executeTakeFirst();
+    if (!row || row.repository !== repository) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
+    return { algorithm: row.algorithm as DigestAlgorithm };
+  }
+
+  private async remove(id: string): Promise<void> {
+    await this.options.store.uploads.abort(id);
+    await this.forget(id);
+  }
+
+  private async forget(id: string): Promise<void> {
+    this.hashes.delete(id);
+    await this.options.db.write((trx) => trx.deleteFrom('uploads').where('id', '=', id).execute());
+  }
+
+  /** Serialises operations on one session within this process. */
+  private async locked<T>(id: string, run: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(id) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(run);
+    this.locks.set(id, next);
+    try {
+      return await next;
+    } finally {
+      if (this.locks.get(id) === next) this.locks.delete(id);
+    }
+  }
+}
+
+function rangeError(size: number, message: string): RegistryError {
+  return new RegistryError('RANGE_INVALID', message, { size }).withHeaders({ Range: `0-${Math.max(size - 1, 0)}` });
+}
+
+/** The `digest` query parameter of a completing PUT or single POST. */
+export function parseDigestParameter(digest: string | undefined): { algorithm: DigestAlgorithm } {
+  if (!digest) throw new RegistryError('DIGEST_INVALID', 'the digest query parameter is required');
+  const check = checkDigest(digest);
+  if (!check.ok) {
+    throw new RegistryError('DIGEST_INVALID', check.reason === 'unsupported' ? `unsupported digest algorithm in ${digest}` : `invalid digest ${digest}`, { digest });
+  }
+  return { algorithm: check.algorithm };
+}

@@ -1,0 +1,74 @@
+/**
+ * @module storage/blob-store
+ * The `BlobStore` contract: content-addressed bytes that every part stores through — registry
+ * layers, build logs, component archives. Drivers: `fs` (embedded default, here) and `s3`
+ * (scale-out, same contract). A driver knows nothing of repositories or auth: it stores bytes
+ * under digests and keeps upload sessions until they are committed or aborted.
+ */
+import type { Readable } from 'node:stream';
+
+/** Inclusive byte range, as HTTP writes it. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface BlobStat {
+  size: number;
+}
+
+export interface BlobStore {
+  stat(digest: string): Promise<BlobStat | null>;
+  /** Opens the blob for reading; throws `BlobNotFoundError` before any byte is sent if absent. */
+  get(digest: string, range?: ByteRange): Promise<Readable>;
+  /** Deletes the blob; false when it was not there. */
+  delete(digest: string): Promise<boolean>;
+  /** Every stored digest, in no particular order. */
+  list(): AsyncIterable<string>;
+  readonly uploads: UploadStore;
+}
+
+/**
+ * Resumable upload sessions. Content is invisible to `get` until `commit`: a commit makes the
+ * bytes durable (flushed to stable storage) and then publishes them atomically under the digest,
+ * so a crash at any point leaves either the whole verified blob or nothing.
+ */
+export interface UploadStore {
+  create(id: string): Promise<void>;
+  /**
+   * Appends `source` at `offset`, which must equal the session's current size (else
+   * `UploadOffsetError`). `observe` sees every chunk in order (the caller hashes with it).
+   * Returns the new size.
+   */
+  append(id: string, source: AsyncIterable<Buffer>, offset: number, observe?: (chunk: Buffer) => void): Promise<number>;
+  /** Current size, or null when the session does not exist. */
+  size(id: string): Promise<number | null>;
+  /** Reads the session's bytes so far (to re-hash after a restart). */
+  read(id: string): Promise<Readable>;
+  /** Publishes the session's bytes as `digest`; the caller has verified them. */
+  commit(id: string, digest: string): Promise<void>;
+  abort(id: string): Promise<void>;
+  /** Every session with its last modification time (ms), for expiry. */
+  list(): AsyncIterable<{ id: string; modifiedAt: number }>;
+}
+
+export class BlobNotFoundError extends Error {
+  override name = 'BlobNotFoundError';
+  constructor(readonly digest: string) {
+    super(`blob ${digest} not found`);
+  }
+}
+
+export class UploadNotFoundError extends Error {
+  override name = 'UploadNotFoundError';
+  constructor(readonly id: string) {
+    super(`upload ${id} not found`);
+  }
+}
+
+export class UploadOffsetError extends Error {
+  override name = 'UploadOffsetError';
+  constructor(readonly id: string, readonly expected: number, readonly actual: number) {
+    super(`upload ${id} is at offset ${actual}, not ${expected}`);
+  }
+}

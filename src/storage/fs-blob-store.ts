@@ -1,0 +1,210 @@
+/**
+ * @module storage/fs-blob-store
+ * The filesystem `BlobStore` driver. Layout of its folder:
+ *
+ *   <root>/
+ *   ├── sha256/
+ *   │   └── ab/
+ *   │       └── abcdef0123…      verified, immutable content, named by its digest
+ *   ├── sha512/…                 the same for sha512 digests
+ *   └── _uploads/
+ *       └── <upload id>          sessions in progress: appended to, never served
+ *
+ * Publishing is `fdatasync(file)` → `rename` into place → `fsync(dir)`, so a blob is either
+ * complete and durable or absent.
+ */
+import { createReadStream, constants as fsConstants } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobStat, type BlobStore, type ByteRange, type UploadStore } from './blob-store.js';
+
+const uploadIdPattern = /^[A-Za-z0-9_-]{8,128}$/;
+const readHighWaterMark = 1024 * 1024;
+
+export class FsBlobStore implements BlobStore {
+  readonly uploads: UploadStore;
+  private readonly knownDirs = new Set<string>();
+
+  constructor(readonly root: string) {
+    this.uploads = new FsUploadStore(this, path.join(root, '_uploads'));
+  }
+
+  /** Path of a digest's file; digests are validated by the caller, checked again here. */
+  blobPath(digest: string): string {
+    const match = /^(sha256|sha512):([a-f0-9]{64,128})$/.exec(digest);
+    if (!match) throw new Error(`not a storable digest: ${digest}`);
+    return path.join(this.root, match[1]!, match[2]!.slice(0, 2), match[2]!);
+  }
+
+  async stat(digest: string): Promise<BlobStat | null> {
+    try {
+      const info = await stat(this.blobPath(digest));
+      return { size: info.size };
+    } catch (error) {
+      if (isMissing(error)) return null;
+      throw error;
+    }
+  }
+
+  async get(digest: string, range?: ByteRange): Promise<Readable> {
+    let handle;
+    try {
+      handle = await open(this.blobPath(digest), fsConstants.O_RDONLY);
+    } catch (error) {
+      if (isMissing(error)) throw new BlobNotFoundError(digest);
+      throw error;
+    }
+    return handle.createReadStream({ start: range?.start, end: range?.end, highWaterMark: readHighWaterMark, autoClose: true });
+  }
+
+  async delete(digest: string): Promise<boolean> {
+    try {
+      await unlink(this.blobPath(digest));
+      return true;
+    } catch (error) {
+      if (isMissing(error)) return false;
+      throw error;
+    }
+  }
+
+  async *list(): AsyncIterable<string> {
+    for (const algorithm of ['sha256', 'sha512']) {
+      for (const prefix of await readdirOrEmpty(path.join(this.root, algorithm))) {
+        for (const name of await readdirOrEmpty(path.join(this.root, algorithm, prefix))) {
+          if (!name.startsWith('.')) yield `${algorithm}:${name}`;
+        }
+      }
+    }
+  }
+
+  /** Moves a finished, flushed file into place under its digest, durably. */
+  async publish(file: string, digest: string): Promise<void> {
+    const target = this.blobPath(digest);
+    const dir = path.dirname(target);
+    if (!this.knownDirs.has(dir)) {
+      await mkdir(dir, { recursive: true });
+      await fsyncPath(path.dirname(dir));
+      this.knownDirs.add(dir);
+    }
+    await rename(file, target);
+    await fsyncPath(dir);
+  }
+}
+
+class FsUploadStore implements UploadStore {
+  private dirReady = false;
+
+  constructor(private readonly store: FsBlobStore, private readonly dir: string) {}
+
+  private file(id: string): string {
+    if (!uploadIdPattern.test(id)) throw new UploadNotFoundError(id);
+    return path.join(this.dir, id);
+  }
+
+  async create(id: string): Promise<void> {
+    if (!this.dirReady) {
+      await mkdir(this.dir, { recursive: true });
+      this.dirReady = true;
+    }
+    const handle = await open(this.file(id), 'wx');
+    await handle.close();
+  }
+
+  async append(id: string, source: AsyncIterable<Buffer>, offset: number, observe?: (chunk: Buffer) => void): Promise<number> {
+    let handle;
+    try {
+      handle = await open(this.file(id), 'r+');
+    } catch (error) {
+      if (isMissing(error)) throw new UploadNotFoundError(id);
+      throw error;
+    }
+    try {
+      const { size } = await handle.stat();
+      if (size !== offset) throw new UploadOffsetError(id, offset, size);
+      let position = size;
+      // Writes are issued without waiting for each other's completion only up to a small queue,
+      // so hashing (main thread) overlaps with disk writes (thread pool).
+      const pending: Promise<unknown>[] = [];
+      for await (const chunk of source) {
+        observe?.(chunk);
+        pending.push(handle.write(chunk, 0, chunk.length, position));
+        position += chunk.length;
+        if (pending.length >= 8) await pending.shift();
+      }
+      await Promise.all(pending);
+      return position;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async size(id: string): Promise<number | null> {
+    try {
+      return (await stat(this.file(id))).size;
+    } catch (error) {
+      if (isMissing(error) || error instanceof UploadNotFoundError) return null;
+      throw error;
+    }
+  }
+
+  async read(id: string): Promise<Readable> {
+    const file = this.file(id);
+    if ((await this.size(id)) === null) throw new UploadNotFoundError(id);
+    return createReadStream(file, { highWaterMark: readHighWaterMark });
+  }
+
+  async commit(id: string, digest: string): Promise<void> {
+    const file = this.file(id);
+    let handle;
+    try {
+      handle = await open(file, 'r+');
+    } catch (error) {
+      if (isMissing(error)) throw new UploadNotFoundError(id);
+      throw error;
+    }
+    try {
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+    await this.store.publish(file, digest);
+  }
+
+  async abort(id: string): Promise<void> {
+    await rm(this.file(id), { force: true });
+  }
+
+  async *list(): AsyncIterable<{ id: string; modifiedAt: number }> {
+    for (const name of await readdirOrEmpty(this.dir)) {
+      try {
+        const info = await stat(path.join(this.dir, name));
+        yield { id: name, modifiedAt: info.mtimeMs };
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+      }
+    }
+  }
+}
+
+async function fsyncPath(target: string): Promise<void> {
+  const handle = await open(target, fsConstants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (error) {
+    if (isMissing(error)) return [];
+    throw error;
+  }
+}
+
+function isMissing(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException)?.code === 'ENOENT';
+}
