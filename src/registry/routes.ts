@@ -223,7 +223,7 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
         const artifactType = single((request.query as Query).artifactType);
         const { index, filtered } = await manifests.referrers(match[1]!, digest, artifactType);
         if (filtered) reply.header('OCI-Filters-Applied', 'artifactType');
-        return reply.type('application/vnd.oci.image.index.v1+json').send(index);
+        return reply.type('application/vnd.oci.image.index.v1+json').send(Buffer.from(JSON.stringify(index)));
       },
     },
   ];

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything Slipway and its tests need on a fresh Debian 12 machine with Node.js:
+# Debian packages (registry clients, container tools, PostgreSQL, the benchmark peer), npm
+# packages, and the compiled TypeScript. Idempotent: a second run only rebuilds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(postgresql buildah skopeo runc umoci podman busybox-static docker-registry wrk apache2-utils curl git iproute2 ca-certificates)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's docker-registry package starts a registry with htpasswd auth on :5000; the benchmark
+# runs its own, so keep the packaged one from holding the port.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  systemctl stop docker-registry || true
+fi
+pkill -x docker-registry 2>/dev/null || true
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm packages" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npx --no-install tsc -p tsconfig.json

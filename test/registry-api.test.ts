@@ -1,0 +1,591 @@
+/**
+ * The OCI Distribution v1.1 API, endpoint by endpoint, status by status, error code by error
+ * code, against a real server on both db dialects.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { dialects, startTestServer, type TestServer } from './helpers/harness.js';
+import { asBody, errorCode, imageIndex, imageManifest, ociManifestType, pushBlob, pushImage, putManifest, randomBlob, sha256 } from './helpers/oci.js';
+
+const timeout = 60_000;
+
+for (const dialect of dialects) {
+  describe(`registry API (${dialect.name})`, { timeout: 300_000 }, () => {
+    let server: TestServer;
+    let base: string;
+    before(async () => {
+      server = await startTestServer({ dialect });
+      base = server.url;
+    });
+    after(async () => server?.close());
+
+    test('GET /v2/ answers 200 with the API version header', { timeout }, async () => {
+      const response = await fetch(`${base}/v2/`);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('docker-distribution-api-version'), 'registry/2.0');
+    });
+
+    describe('blob push and pull', () => {
+      test('POST then PUT stores a blob; GET and HEAD return it with digest, length and ETag', { timeout }, async () => {
+        const blob = randomBlob(5000);
+        const put = await pushBlob(base, 'push/mono', blob.data);
+        assert.equal(put.status, 201);
+        assert.equal(put.headers.get('docker-content-digest'), blob.digest);
+        assert.equal(put.headers.get('location'), `/v2/push/mono/blobs/${blob.digest}`);
+        const get = await fetch(`${base}/v2/push/mono/blobs/${blob.digest}`);
+        assert.equal(get.status, 200);
+        assert.equal(get.headers.get('docker-content-digest'), blob.digest);
+        assert.equal(get.headers.get('content-length'), '5000');
+        assert.equal(get.headers.get('etag'), `"${blob.digest}"`);
+        assert.deepEqual(Buffer.from(await get.arrayBuffer()), blob.data);
+        const head = await fetch(`${base}/v2/push/mono/blobs/${blob.digest}`, { method: 'HEAD' });
+        assert.equal(head.status, 200);
+        assert.equal(head.headers.get('content-length'), '5000');
+        assert.equal(head.headers.get('docker-content-digest'), blob.digest);
+      });
+
+      test('a single POST with ?digest and a body stores the blob (201)', { timeout }, async () => {
+        const blob = randomBlob(300);
+        const response = await fetch(`${base}/v2/push/single/blobs/uploads/?digest=${blob.digest}`, { method: 'POST', body: asBody(blob.data), headers: { 'Content-Type': 'application/octet-stream' } });
+        assert.equal(response.status, 201);
+        assert.equal(response.headers.get('docker-content-digest'), blob.digest);
+        const get = await fetch(`${base}/v2/push/single/blobs/${blob.digest}`);
+        assert.deepEqual(Buffer.from(await get.arrayBuffer()), blob.data);
+      });
+
+      test('an empty blob can be pushed and pulled', { timeout }, async () => {
+        const empty = Buffer.alloc(0);
+        const put = await pushBlob(base, 'push/empty', empty);
+        assert.equal(put.status, 201);
+        const get = await fetch(`${base}/v2/push/empty/blobs/${sha256(empty)}`);
+        assert.equal(get.status, 200);
+        assert.equal((await get.arrayBuffer()).byteLength, 0);
+      });
+
+      test('a wrong digest is DIGEST_INVALID and leaves neither blob nor session behind', { timeout }, async () => {
+        const blob = randomBlob(1000);
+        const wrong = sha256('something else');
+        const start = await fetch(`${base}/v2/push/wrong/blobs/uploads/`, { method: 'POST' });
+        const location = new URL(start.headers.get('location')!, base);
+        const sessionUrl = location.toString();
+        location.searchParams.set('digest', wrong);
+        const put = await fetch(location, { method: 'PUT', body: asBody(blob.data) });
+        assert.equal(put.status, 400);
+        assert.equal(await errorCode(put), 'DIGEST_INVALID');
+        for (const digest of [wrong, blob.digest]) {
+          const get = await fetch(`${base}/v2/push/wrong/blobs/${digest}`);
+          assert.equal(get.status, 404);
+          assert.equal(await errorCode(get), 'BLOB_UNKNOWN');
+        }
+        const status = await fetch(sessionUrl);
+        assert.equal(status.status, 404);
+        assert.equal(await errorCode(status), 'BLOB_UPLOAD_UNKNOWN');
+      });
+
+      test('a malformed or unsupported digest is DIGEST_INVALID (400)', { timeout }, async () => {
+        for (const digest of ['sha256:abc', 'md5:0123456789abcdef0123456789abcdef', 'nodigest', `sha256:${'A'.repeat(64)}`]) {
+          const response = await fetch(`${base}/v2/push/bad/blobs/uploads/?digest=${encodeURIComponent(digest)}`, { method: 'POST', body: 'x' });
+          assert.equal(response.status, 400, digest);
+          assert.equal(await errorCode(response), 'DIGEST_INVALID', digest);
+        }
+        const missing = await pushBlob(base, 'push/bad', Buffer.from('x'), '');
+        assert.equal(missing.status, 400);
+        assert.equal(await errorCode(missing), 'DIGEST_INVALID');
+      });
+
+      test('sha512 digests are verified and served', { timeout }, async () => {
+        const data = Buffer.from('sha512 content');
+        const digest = `sha512:${createHash('sha512').update(data).digest('hex')}`;
+        const put = await pushBlob(base, 'push/sha512', data, digest);
+        assert.equal(put.status, 201);
+        assert.equal(put.headers.get('docker-content-digest'), digest);
+        const get = await fetch(`${base}/v2/push/sha512/blobs/${digest}`);
+        assert.deepEqual(Buffer.from(await get.arrayBuffer()), data);
+        const start = await fetch(`${base}/v2/push/sha512/blobs/uploads/?digest-algorithm=sha512`, { method: 'POST' });
+        assert.equal(start.status, 202);
+        const location = new URL(start.headers.get('location')!, base);
+        location.searchParams.set('digest', `sha512:${'0'.repeat(128)}`);
+        const wrong = await fetch(location, { method: 'PUT', body: asBody(data) });
+        assert.equal(await errorCode(wrong), 'DIGEST_INVALID');
+      });
+
+      test('chunked upload: PATCH with Content-Range, status, out-of-order 416, final PUT with a last chunk', { timeout }, async () => {
+        const blob = randomBlob(30_000);
+        const start = await fetch(`${base}/v2/push/chunked/blobs/uploads/`, { method: 'POST' });
+        assert.equal(start.status, 202);
+        assert.equal(start.headers.get('range'), '0-0');
+        assert.ok(start.headers.get('docker-upload-uuid'));
+        let location = new URL(start.headers.get('location')!, base);
+        const patch = (from: number, to: number) => fetch(location, {
+          method: 'PATCH', body: asBody(blob.data.subarray(from, to)),
+          headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `${from}-${to - 1}` },
+        });
+        const first = await patch(0, 10_000);
+        assert.equal(first.status, 202);
+        assert.equal(first.headers.get('range'), '0-9999');
+        location = new URL(first.headers.get('location')!, base);
+        const skipped = await patch(15_000, 20_000);
+        assert.equal(skipped.status, 416);
+        assert.equal(await errorCode(skipped), 'RANGE_INVALID');
+        assert.equal(skipped.headers.get('range'), '0-9999');
+        const status = await fetch(location);
+        assert.equal(status.status, 204);
+        assert.equal(status.headers.get('range'), '0-9999');
+        assert.ok(status.headers.get('location'));
+        const second = await patch(10_000, 20_000);
+        assert.equal(second.status, 202);
+        assert.equal(second.headers.get('range'), '0-19999');
+        const finish = new URL(location);
+        finish.searchParams.set('digest', blob.digest);
+        const put = await fetch(finish, { method: 'PUT', body: asBody(blob.data.subarray(20_000)), headers: { 'Content-Range': '20000-29999', 'Content-Type': 'application/octet-stream' } });
+        assert.equal(put.status, 201);
+        const get = await fetch(`${base}/v2/push/chunked/blobs/${blob.digest}`);
+        assert.deepEqual(Buffer.from(await get.arrayBuffer()), blob.data);
+      });
+
+      test('a PATCH without Content-Range (streamed, as Docker sends it) is accepted', { timeout }, async () => {
+        const blob = randomBlob(4096);
+        const start = await fetch(`${base}/v2/push/streamed/blobs/uploads/`, { method: 'POST' });
+        const location = new URL(start.headers.get('location')!, base);
+        const patch = await fetch(location, { method: 'PATCH', body: asBody(blob.data) });
+        assert.equal(patch.status, 202);
+        assert.equal(patch.headers.get('range'), '0-4095');
+        const finish = new URL(patch.headers.get('location')!, base);
+        finish.searchParams.set('digest', blob.digest);
+        assert.equal((await fetch(finish, { method: 'PUT' })).status, 201);
+      });
+
+      test('a Content-Length that disagrees with Content-Range is refused', { timeout }, async () => {
+        const start = await fetch(`${base}/v2/push/mismatch/blobs/uploads/`, { method: 'POST' });
+        const location = new URL(start.headers.get('location')!, base);
+        const patch = await fetch(location, { method: 'PATCH', body: 'abcd', headers: { 'Content-Range': '0-9' } });
+        assert.equal(patch.status, 416);
+        const status = await fetch(location);
+        assert.equal(status.headers.get('range'), '0-0');
+      });
+
+      test('DELETE on an upload cancels it; the session is then unknown', { timeout }, async () => {
+        const start = await fetch(`${base}/v2/push/cancel/blobs/uploads/`, { method: 'POST' });
+        const location = new URL(start.headers.get('location')!, base);
+        await fetch(location, { method: 'PATCH', body: 'partial' });
+        const cancel = await fetch(location, { method: 'DELETE' });
+        assert.equal(cancel.status, 204);
+        const status = await fetch(location);
+        assert.equal(status.status, 404);
+        assert.equal(await errorCode(status), 'BLOB_UPLOAD_UNKNOWN');
+        const again = await fetch(location, { method: 'DELETE' });
+        assert.equal(await errorCode(again), 'BLOB_UPLOAD_UNKNOWN');
+      });
+
+      test('an upload session belongs to its repository', { timeout }, async () => {
+        const start = await fetch(`${base}/v2/push/owner/blobs/uploads/`, { method: 'POST' });
+        const id = start.headers.get('docker-upload-uuid')!;
+        const status = await fetch(`${base}/v2/push/other/blobs/uploads/${id}`);
+        assert.equal(status.status, 404);
+        assert.equal(await errorCode(status), 'BLOB_UPLOAD_UNKNOWN');
+        const unknown = await fetch(`${base}/v2/push/owner/blobs/uploads/00000000000000000000000000000000`);
+        assert.equal(await errorCode(unknown), 'BLOB_UPLOAD_UNKNOWN');
+      });
+
+      test('cross-repository mount: 201 when the source has the blob, else a 202 upload session', { timeout }, async () => {
+        const blob = randomBlob(2048);
+        await pushBlob(base, 'mount/source', blob.data);
+        const before = await fetch(`${base}/v2/mount/target/blobs/${blob.digest}`, { method: 'HEAD' });
+        assert.equal(before.status, 404);
+        const mounted = await fetch(`${base}/v2/mount/target/blobs/uploads/?mount=${blob.digest}&from=mount/source`, { method: 'POST' });
+        assert.equal(mounted.status, 201);
+        assert.equal(mounted.headers.get('location'), `/v2/mount/target/blobs/${blob.digest}`);
+        assert.equal(mounted.headers.get('docker-content-digest'), blob.digest);
+        const get = await fetch(`${base}/v2/mount/target/blobs/${blob.digest}`);
+        assert.deepEqual(Buffer.from(await get.arrayBuffer()), blob.data);
+        const fallback = await fetch(`${base}/v2/mount/target/blobs/uploads/?mount=${sha256('absent')}&from=mount/source`, { method: 'POST' });
+        assert.equal(fallback.status, 202);
+        assert.ok(fallback.headers.get('location')?.includes('/blobs/uploads/'));
+        const noFrom = await fetch(`${base}/v2/mount/third/blobs/uploads/?mount=${blob.digest}`, { method: 'POST' });
+        assert.equal(noFrom.status, 202);
+      });
+
+      test('a blob is readable only in repositories it was pushed or mounted to', { timeout }, async () => {
+        const blob = randomBlob(100);
+        await pushBlob(base, 'iso/a', blob.data);
+        await pushBlob(base, 'iso/c', Buffer.from('make repository c exist'));
+        for (const method of ['GET', 'HEAD']) {
+          const response = await fetch(`${base}/v2/iso/c/blobs/${blob.digest}`, { method });
+          assert.equal(response.status, 404, method);
+        }
+        assert.equal(await errorCode(await fetch(`${base}/v2/iso/c/blobs/${blob.digest}`)), 'BLOB_UNKNOWN');
+      });
+
+      test('ranged reads: 206 with Content-Range, suffix ranges, 416 when unsatisfiable', { timeout }, async () => {
+        const data = Buffer.from('0123456789abcdefghij');
+        await pushBlob(base, 'range/blob', data);
+        const url = `${base}/v2/range/blob/blobs/${sha256(data)}`;
+        const middle = await fetch(url, { headers: { Range: 'bytes=5-9' } });
+        assert.equal(middle.status, 206);
+        assert.equal(middle.headers.get('content-range'), 'bytes 5-9/20');
+        assert.equal(await middle.text(), '56789');
+        const open = await fetch(url, { headers: { Range: 'bytes=15-' } });
+        assert.equal(await open.text(), 'fghij');
+        const suffix = await fetch(url, { headers: { Range: 'bytes=-3' } });
+        assert.equal(await suffix.text(), 'hij');
+        const beyond = await fetch(url, { headers: { Range: 'bytes=25-30' } });
+        assert.equal(beyond.status, 416);
+        assert.equal(beyond.headers.get('content-range'), 'bytes */20');
+        const backwards = await fetch(url, { headers: { Range: 'bytes=9-5' } });
+        assert.equal(backwards.status, 416);
+        // A large blob is streamed from disk rather than memory; ranges work there too.
+        const big = randomBlob(600_000);
+        await pushBlob(base, 'range/blob', big.data);
+        const tail = await fetch(`${base}/v2/range/blob/blobs/${big.digest}`, { headers: { Range: 'bytes=599990-599999' } });
+        assert.equal(tail.status, 206);
+        assert.deepEqual(Buffer.from(await tail.arrayBuffer()), big.data.subarray(599_990));
+      });
+
+      test('DELETE of a blob unlinks it from the repository (202, then 404)', { timeout }, async () => {
+        const blob = randomBlob(64);
+        await pushBlob(base, 'delete/blob', blob.data);
+        const del = await fetch(`${base}/v2/delete/blob/blobs/${blob.digest}`, { method: 'DELETE' });
+        assert.equal(del.status, 202);
+        assert.equal((await fetch(`${base}/v2/delete/blob/blobs/${blob.digest}`)).status, 404);
+        const again = await fetch(`${base}/v2/delete/blob/blobs/${blob.digest}`, { method: 'DELETE' });
+        assert.equal(again.status, 404);
+        assert.equal(await errorCode(again), 'BLOB_UNKNOWN');
+      });
+    });
+
+    describe('manifests', () => {
+      test('PUT by tag, then GET by tag and digest returns the exact bytes and headers', { timeout }, async () => {
+        const { manifest } = await pushImage(base, 'man/basic', 'v1');
+        for (const reference of ['v1', manifest.digest]) {
+          const get = await fetch(`${base}/v2/man/basic/manifests/${reference}`, { headers: { Accept: ociManifestType } });
+          assert.equal(get.status, 200);
+          assert.equal(get.headers.get('content-type'), ociManifestType);
+          assert.equal(get.headers.get('docker-content-digest'), manifest.digest);
+          assert.deepEqual(Buffer.from(await get.arrayBuffer()), manifest.body);
+          const head = await fetch(`${base}/v2/man/basic/manifests/${reference}`, { method: 'HEAD' });
+          assert.equal(head.status, 200);
+          assert.equal(head.headers.get('content-length'), String(manifest.body.length));
+          assert.equal(head.headers.get('docker-content-digest'), manifest.digest);
+        }
+        const cached = await fetch(`${base}/v2/man/basic/manifests/v1`, { headers: { 'If-None-Match': `"${manifest.digest}"` } });
+        assert.equal(cached.status, 304);
+      });
+
+      test('the PUT answers 201 with Location and Docker-Content-Digest; PUT by digest must match', { timeout }, async () => {
+        const config = randomBlob(50);
+        await pushBlob(base, 'man/digest', config.data);
+        const manifest = imageManifest({ digest: config.digest, size: 50 }, []);
+        const put = await putManifest(base, 'man/digest', manifest.digest, manifest);
+        assert.equal(put.status, 201);
+        assert.equal(put.headers.get('location'), `/v2/man/digest/manifests/${manifest.digest}`);
+        assert.equal(put.headers.get('docker-content-digest'), manifest.digest);
+        const mismatch = await putManifest(base, 'man/digest', sha256('other'), manifest);
+        assert.equal(mismatch.status, 400);
+        assert.equal(await errorCode(mismatch), 'DIGEST_INVALID');
+      });
+
+      test('a manifest referencing a blob not in the repository is MANIFEST_BLOB_UNKNOWN', { timeout }, async () => {
+        const config = randomBlob(50);
+        const elsewhere = randomBlob(70);
+        await pushBlob(base, 'man/missing', config.data);
+        await pushBlob(base, 'man/elsewhere', elsewhere.data);
+        for (const layer of [randomBlob(10), elsewhere]) {
+          const manifest = imageManifest({ digest: config.digest, size: 50 }, [{ digest: layer.digest, size: layer.data.length }]);
+          const put = await putManifest(base, 'man/missing', 'latest', manifest);
+          assert.equal(put.status, 400);
+          assert.equal(await errorCode(put), 'MANIFEST_BLOB_UNKNOWN');
+        }
+        const get = await fetch(`${base}/v2/man/missing/manifests/latest`);
+        assert.equal(get.status, 404);
+      });
+
+      test('an index referencing a manifest not in the repository is MANIFEST_UNKNOWN', { timeout }, async () => {
+        const { manifest } = await pushImage(base, 'man/index', 'child');
+        const ghost = imageManifest({ digest: sha256('x'), size: 1 }, []);
+        const bad = await putManifest(base, 'man/index', 'multi', imageIndex([manifest, ghost]));
+        assert.equal(await errorCode(bad), 'MANIFEST_UNKNOWN');
+        const index = imageIndex([manifest]);
+        const good = await putManifest(base, 'man/index', 'multi', index);
+        assert.equal(good.status, 201);
+        const get = await fetch(`${base}/v2/man/index/manifests/multi`);
+        assert.equal(get.headers.get('content-type'), index.mediaType);
+        assert.deepEqual(Buffer.from(await get.arrayBuffer()), index.body);
+      });
+
+      test('Docker schema2 manifests and manifest lists are accepted', { timeout }, async () => {
+        const config = randomBlob(40);
+        const layer = randomBlob(80);
+        await pushBlob(base, 'man/docker', config.data);
+        await pushBlob(base, 'man/docker', layer.data);
+        const body = Buffer.from(JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+          config: { mediaType: 'application/vnd.docker.container.image.v1+json', digest: config.digest, size: 40 },
+          layers: [{ mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', digest: layer.digest, size: 80 }],
+        }));
+        const manifest = { body, digest: sha256(body), mediaType: 'application/vnd.docker.distribution.manifest.v2+json' };
+        assert.equal((await putManifest(base, 'man/docker', 'v2', manifest)).status, 201);
+        const listBody = Buffer.from(JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json',
+          manifests: [{ mediaType: manifest.mediaType, digest: manifest.digest, size: body.length, platform: { os: 'linux', architecture: 'amd64' } }],
+        }));
+        const list = { body: listBody, digest: sha256(listBody), mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json' };
+        assert.equal((await putManifest(base, 'man/docker', 'list', list)).status, 201);
+        const get = await fetch(`${base}/v2/man/docker/manifests/list`);
+        assert.equal(get.headers.get('content-type'), list.mediaType);
+      });
+
+      test('malformed JSON, unknown media types, mismatched mediaType and bad structure are MANIFEST_INVALID', { timeout }, async () => {
+        const cases: Array<[string, string]> = [
+          ['{not json', ociManifestType],
+          [JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.example+json', config: {}, layers: [] }), 'application/vnd.example+json'],
+          [JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }), ociManifestType],
+          [JSON.stringify({ schemaVersion: 1, config: { mediaType: 'a', digest: sha256('a'), size: 1 }, layers: [] }), ociManifestType],
+          [JSON.stringify({ schemaVersion: 2, layers: [] }), ociManifestType],
+          [JSON.stringify({ schemaVersion: 2, config: { mediaType: 'a', digest: 'sha256:zz', size: 1 }, layers: [] }), ociManifestType],
+          [JSON.stringify({ schemaVersion: 2, config: { mediaType: 'a', digest: sha256('a'), size: -1 }, layers: [] }), ociManifestType],
+          [JSON.stringify([1, 2]), ociManifestType],
+        ];
+        for (const [body, type] of cases) {
+          const put = await fetch(`${base}/v2/man/invalid/manifests/latest`, { method: 'PUT', body, headers: { 'Content-Type': type } });
+          assert.equal(put.status, 400, body);
+          assert.equal(await errorCode(put), 'MANIFEST_INVALID', body);
+        }
+        assert.equal((await fetch(`${base}/v2/man/invalid/manifests/latest`)).status, 404);
+      });
+
+      test('a manifest over 4 MiB is refused with 413; one just under is accepted', { timeout }, async () => {
+        const config = randomBlob(20);
+        await pushBlob(base, 'man/large', config.data);
+        const padded = (size: number) => {
+          const skeleton = imageManifest({ digest: config.digest, size: 20 }, [], { annotations: { pad: '' } });
+          const pad = 'x'.repeat(size - skeleton.body.length);
+          const body = Buffer.from(JSON.stringify({ ...JSON.parse(skeleton.body.toString()), annotations: { pad } }));
+          assert.equal(body.length, size);
+          return { body, digest: sha256(body), mediaType: ociManifestType };
+        };
+        const tooBig = await putManifest(base, 'man/large', 'big', padded(4 * 1024 * 1024 + 1));
+        assert.equal(tooBig.status, 413);
+        assert.ok((await tooBig.json()).errors);
+        const fits = await putManifest(base, 'man/large', 'fits', padded(4 * 1024 * 1024));
+        assert.equal(fits.status, 201);
+      });
+
+      test('unknown manifests are MANIFEST_UNKNOWN; unknown repositories NAME_UNKNOWN', { timeout }, async () => {
+        await pushImage(base, 'man/known', 'v1', 1, 10);
+        const tag = await fetch(`${base}/v2/man/known/manifests/nope`);
+        assert.equal(tag.status, 404);
+        assert.equal(await errorCode(tag), 'MANIFEST_UNKNOWN');
+        const digest = await fetch(`${base}/v2/man/known/manifests/${sha256('nope')}`, { method: 'HEAD' });
+        assert.equal(digest.status, 404);
+        const repo = await fetch(`${base}/v2/man/never-pushed/manifests/latest`);
+        assert.equal(repo.status, 404);
+        assert.equal(await errorCode(repo), 'NAME_UNKNOWN');
+      });
+
+      test('DELETE by tag removes only the tag; by digest removes the manifest and its tags', { timeout }, async () => {
+        const { manifest } = await pushImage(base, 'man/delete', 'a', 1, 10);
+        await putManifest(base, 'man/delete', 'b', manifest);
+        const byTag = await fetch(`${base}/v2/man/delete/manifests/a`, { method: 'DELETE' });
+        assert.equal(byTag.status, 202);
+        assert.equal((await fetch(`${base}/v2/man/delete/manifests/a`)).status, 404);
+        assert.equal((await fetch(`${base}/v2/man/delete/manifests/b`)).status, 200);
+        const byDigest = await fetch(`${base}/v2/man/delete/manifests/${manifest.digest}`, { method: 'DELETE' });
+        assert.equal(byDigest.status, 202);
+        for (const reference of ['b', manifest.digest]) {
+          const get = await fetch(`${base}/v2/man/delete/manifests/${reference}`);
+          assert.equal(get.status, 404);
+          assert.equal(await errorCode(get), 'MANIFEST_UNKNOWN');
+        }
+        const again = await fetch(`${base}/v2/man/delete/manifests/${manifest.digest}`, { method: 'DELETE' });
+        assert.equal(again.status, 404);
+        const tags = await (await fetch(`${base}/v2/man/delete/tags/list`)).json();
+        assert.deepEqual(tags.tags, []);
+      });
+    });
+
+    describe('referrers', () => {
+      test('subject gives OCI-Subject; referrers lists them with artifactType and annotations; the filter is announced', { timeout }, async () => {
+        const { manifest: subject } = await pushImage(base, 'ref/app', 'v1', 1, 10);
+        const empty = Buffer.from('{}');
+        await pushBlob(base, 'ref/app', empty);
+        const artifact = (artifactType: string, note: string) => imageManifest({ digest: sha256(empty), size: 2 }, [], {
+          artifactType,
+          subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.body.length },
+          annotations: { note },
+        });
+        const signature = artifact('application/vnd.example.signature', 'sig');
+        const sbom = artifact('application/vnd.example.sbom', 'sbom');
+        for (const m of [signature, sbom]) {
+          const put = await putManifest(base, 'ref/app', m.digest, m);
+          assert.equal(put.status, 201);
+          assert.equal(put.headers.get('oci-subject'), subject.digest);
+        }
+        const all = await fetch(`${base}/v2/ref/app/referrers/${subject.digest}`);
+        assert.equal(all.status, 200);
+        assert.equal(all.headers.get('content-type'), 'application/vnd.oci.image.index.v1+json');
+        assert.equal(all.headers.get('oci-filters-applied'), null);
+        const index = await all.json();
+        assert.equal(index.schemaVersion, 2);
+        assert.equal(index.manifests.length, 2);
+        const sig = index.manifests.find((d: { digest: string }) => d.digest === signature.digest);
+        assert.equal(sig.artifactType, 'application/vnd.example.signature');
+        assert.deepEqual(sig.annotations, { note: 'sig' });
+        assert.equal(sig.size, signature.body.length);
+        const filtered = await fetch(`${base}/v2/ref/app/referrers/${subject.digest}?artifactType=application/vnd.example.sbom`);
+        assert.equal(filtered.headers.get('oci-filters-applied'), 'artifactType');
+        assert.deepEqual((await filtered.json()).manifests.map((d: { digest: string }) => d.digest), [sbom.digest]);
+      });
+
+      test('a subject that does not exist yet is accepted, and referrers of unknown digests are an empty 200', { timeout }, async () => {
+        const empty = Buffer.from('{}');
+        await pushBlob(base, 'ref/dangling', empty);
+        const missing = sha256('not pushed yet');
+        const m = imageManifest({ digest: sha256(empty), size: 2 }, [], { artifactType: 'application/x', subject: { mediaType: ociManifestType, digest: missing, size: 10 } });
+        assert.equal((await putManifest(base, 'ref/dangling', m.digest, m)).status, 201);
+        const list = await (await fetch(`${base}/v2/ref/dangling/referrers/${missing}`)).json();
+        assert.equal(list.manifests.length, 1);
+        const none = await fetch(`${base}/v2/ref/nowhere/referrers/${sha256('nothing')}`);
+        assert.equal(none.status, 200);
+        assert.deepEqual((await none.json()).manifests, []);
+        const bad = await fetch(`${base}/v2/ref/nowhere/referrers/sha256:xyz`);
+        assert.equal(bad.status, 400);
+      });
+    });
+
+    describe('tags and catalog', () => {
+      test('tags are listed in lexical order with n/last pagination and a Link header', { timeout }, async () => {
+        const { manifest } = await pushImage(base, 'tags/list', 'seed', 1, 10);
+        const names = ['b', 'A', 'a', '1.0', '_x', 'z-9', 'a.b'];
+        for (const name of names) assert.equal((await putManifest(base, 'tags/list', name, manifest)).status, 201);
+        const sorted = [...names, 'seed'].sort();
+        const all = await (await fetch(`${base}/v2/tags/list/tags/list`)).json();
+        assert.deepEqual(all, { name: 'tags/list', tags: sorted });
+        const page1 = await fetch(`${base}/v2/tags/list/tags/list?n=3`);
+        assert.deepEqual((await page1.json()).tags, sorted.slice(0, 3));
+        const link = page1.headers.get('link');
+        assert.match(link ?? '', /^<\/v2\/tags\/list\/tags\/list\?n=3&last=[^>]+>; rel="next"$/);
+        const next = link!.slice(1, link!.indexOf('>'));
+        const page2 = await (await fetch(`${base}${next}`)).json();
+        assert.deepEqual(page2.tags, sorted.slice(3, 6));
+        const afterLast = await fetch(`${base}/v2/tags/list/tags/list?n=100&last=${sorted[5]}`);
+        assert.deepEqual((await afterLast.json()).tags, sorted.slice(6));
+        assert.equal(afterLast.headers.get('link'), null);
+        const zero = await fetch(`${base}/v2/tags/list/tags/list?n=0`);
+        assert.deepEqual((await zero.json()).tags, []);
+        assert.equal(zero.headers.get('link'), null);
+        const bad = await fetch(`${base}/v2/tags/list/tags/list?n=-1`);
+        assert.equal(bad.status, 400);
+        assert.equal(await errorCode(bad), 'PAGINATION_NUMBER_INVALID');
+        const unknown = await fetch(`${base}/v2/tags/never/tags/list`);
+        assert.equal(unknown.status, 404);
+        assert.equal(await errorCode(unknown), 'NAME_UNKNOWN');
+      });
+
+      test('tag moves point the tag at the new manifest', { timeout }, async () => {
+        const first = await pushImage(base, 'tags/move', 'latest', 1, 10);
+        const second = await pushImage(base, 'tags/move', 'latest', 1, 10);
+        const head = await fetch(`${base}/v2/tags/move/manifests/latest`, { method: 'HEAD' });
+        assert.equal(head.headers.get('docker-content-digest'), second.manifest.digest);
+        assert.notEqual(first.manifest.digest, second.manifest.digest);
+        assert.equal((await fetch(`${base}/v2/tags/move/manifests/${first.manifest.digest}`)).status, 200);
+      });
+
+      test('the catalog lists repositories with the same pagination', { timeout }, async () => {
+        for (const name of ['cat/a', 'cat/b', 'cat/c']) await pushBlob(base, name, Buffer.from(name));
+        const all = (await (await fetch(`${base}/v2/_catalog`)).json()).repositories as string[];
+        assert.ok(['cat/a', 'cat/b', 'cat/c'].every((n) => all.includes(n)));
+        assert.deepEqual(all, [...all].sort());
+        const first = await fetch(`${base}/v2/_catalog?n=1&last=cat/a`);
+        assert.deepEqual((await first.json()).repositories, ['cat/b']);
+        assert.match(first.headers.get('link') ?? '', /^<\/v2\/_catalog\?n=1&last=cat%2Fb>; rel="next"$/);
+      });
+    });
+
+    describe('names and errors', () => {
+      test('invalid repository names are NAME_INVALID; invalid tags TAG_INVALID', { timeout }, async () => {
+        for (const name of ['UPPER/case', 'a//b', '-lead', 'trail-', 'a/.b', `${'a'.repeat(256)}`]) {
+          const response = await fetch(`${base}/v2/${name}/tags/list`);
+          assert.equal(response.status, 400, name);
+          assert.equal(await errorCode(response), 'NAME_INVALID', name);
+        }
+        for (const name of ['a', 'a0/b_c/d__e/f-g/h.i', 'x---y']) {
+          const response = await fetch(`${base}/v2/${name}/blobs/uploads/`, { method: 'POST' });
+          assert.equal(response.status, 202, name);
+        }
+        const tag = await fetch(`${base}/v2/names/ok/manifests/.bad`, { method: 'PUT', body: '{}' });
+        assert.equal(tag.status, 400);
+        assert.equal(await errorCode(tag), 'TAG_INVALID');
+        const long = await fetch(`${base}/v2/names/ok/manifests/${'t'.repeat(129)}`);
+        assert.equal(await errorCode(long), 'TAG_INVALID');
+      });
+
+      test('unsupported methods are UNSUPPORTED (405) in the error envelope', { timeout }, async () => {
+        const response = await fetch(`${base}/v2/some/repo/manifests/latest`, { method: 'POST' });
+        assert.equal(response.status, 405);
+        assert.equal(await errorCode(response), 'UNSUPPORTED');
+      });
+    });
+
+    describe('garbage collection and fsck', () => {
+      test('GC keeps tagged content and collects untagged manifests and unreferenced blobs after the grace period', { timeout }, async () => {
+        const kept = await pushImage(base, 'gc/repo', 'keep', 2, 100);
+        const dropped = await pushImage(base, 'gc/repo', 'drop', 2, 100);
+        const shared = kept.blobs[1]!;
+        await fetch(`${base}/v2/gc/repo/manifests/drop`, { method: 'DELETE' });
+        const registry = server.server.registry;
+        const early = await registry.gc();
+        assert.equal(early.blobsDeleted, 0, 'nothing is collected within the grace period');
+        const report = await registry.gc(Date.now() + server.config.registry.gc.gracePeriod + 1000);
+        assert.ok(report.manifestsDeleted >= 1);
+        assert.ok(report.blobsDeleted >= 3);
+        assert.equal((await fetch(`${base}/v2/gc/repo/manifests/${dropped.manifest.digest}`)).status, 404);
+        for (const blob of dropped.blobs) assert.equal((await fetch(`${base}/v2/gc/repo/blobs/${blob.digest}`, { method: 'HEAD' })).status, 404);
+        for (const blob of kept.blobs) {
+          const get = await fetch(`${base}/v2/gc/repo/blobs/${blob.digest}`);
+          assert.equal(get.status, 200);
+          assert.deepEqual(Buffer.from(await get.arrayBuffer()), blob.data);
+        }
+        assert.equal((await fetch(`${base}/v2/gc/repo/manifests/keep`)).status, 200);
+        assert.ok(shared);
+        const check = await registry.fsck();
+        assert.deepEqual(check.problems, []);
+      });
+
+      test('fsck reports a corrupted blob file', { timeout }, async () => {
+        const blob = randomBlob(700);
+        await pushBlob(base, 'fsck/repo', blob.data);
+        const hex = blob.digest.slice('sha256:'.length);
+        await writeFile(path.join(server.dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex), Buffer.from('tampered'));
+        const report = await server.server.registry.fsck();
+        const problem = report.problems.find((p) => p.digest === blob.digest);
+        assert.equal(problem?.kind, 'blob-corrupt');
+        await fetch(`${base}/v2/fsck/repo/blobs/${blob.digest}`, { method: 'DELETE' });
+        await server.server.registry.gc(Date.now() + server.config.registry.gc.gracePeriod + 1000);
+        assert.deepEqual((await server.server.registry.fsck()).problems, []);
+      });
+    });
+  });
+}
+
+describe('registry with deletes disabled', { timeout: 60_000 }, () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ config: { registry: { deleteEnabled: false } } });
+  });
+  after(async () => server?.close());
+
+  test('manifest, tag and blob deletes answer UNSUPPORTED (405) and delete nothing', { timeout }, async () => {
+    const { manifest, blobs } = await pushImage(server.url, 'nodel/repo', 'v1', 1, 10);
+    for (const url of [`manifests/v1`, `manifests/${manifest.digest}`, `blobs/${blobs[0]!.digest}`]) {
+      const response = await fetch(`${server.url}/v2/nodel/repo/${url}`, { method: 'DELETE' });
+      assert.equal(response.status, 405, url);
+      assert.equal(await errorCode(response), 'UNSUPPORTED');
+    }
+    assert.equal((await fetch(`${server.url}/v2/nodel/repo/manifests/v1`)).status, 200);
+  });
+});
