@@ -1,0 +1,401 @@
+/**
+ * @module bench/registry
+ * Side-by-side registry benchmark: Slipway against CNCF Distribution (Debian `docker-registry`),
+ * both started here as child processes on 127.0.0.1 with their own temp data folders.
+ *
+ * Throughput rows (1 GiB monolithic push, chunked push, pull) are driven by this process with
+ * node:http and timed by wall clock; request rows (manifest GET by digest, manifest HEAD by
+ * tag, 4 KiB blob GET) use wrk, or `ab -k -i` for HEAD, with 64 connections. Each registry's
+ * CPU time (utime+stime from /proc/<pid>/stat) is read around every row. Prints a table and
+ * writes it to bench/results.md. Env: BENCH_SECONDS (per request row, default 10),
+ * BENCH_WARMUP (seconds, default 2), BENCH_BLOB_MIB (default 1024).
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { createHash, randomFillSync } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+const warmup = Number(process.env.BENCH_WARMUP ?? 2);
+const blobBytes = Number(process.env.BENCH_BLOB_MIB ?? 1024) * 1024 * 1024;
+const chunkBytes = 16 * 1024 * 1024;
+const connections = 64;
+const deadlineMs = 6 * 60_000;
+const repo = 'bench/app';
+const manifestType = 'application/vnd.oci.image.manifest.v1+json';
+const clockTicks = 100; // CLK_TCK on Linux x86-64
+const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+
+interface Registry {
+  name: string;
+  base: string;
+  child: ChildProcess;
+}
+
+interface Cell {
+  /** MB/s or requests/s. */
+  value: number;
+  p50?: number;
+  p99?: number;
+  /** Registry CPU seconds per GiB or per request. */
+  cpu: number;
+  note?: string;
+}
+
+interface Row {
+  label: string;
+  unit: 'MB/s' | 'req/s';
+  target: number;
+  cells: Cell[];
+}
+
+// ---------------------------------------------------------------- processes and cleanup
+
+const children: ChildProcess[] = [];
+const tempDirs: string[] = [];
+
+function cleanup(): void {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.length = 0;
+}
+
+process.on('exit', cleanup);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { cleanup(); process.exit(130); });
+
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks; // utime, stime (fields 14, 15)
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    }).on('error', reject);
+  });
+}
+
+function startChild(command: string, args: string[]): ChildProcess {
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(child);
+  let stderr = '';
+  child.stderr!.on('data', (data: Buffer) => { stderr = (stderr + data.toString()).slice(-4000); });
+  child.on('exit', (code, signal) => {
+    if (signal !== 'SIGKILL' && signal !== 'SIGTERM') process.stderr.write(`bench: ${command} exited (${code ?? signal}): ${stderr}\n`);
+  });
+  return child;
+}
+
+async function waitReady(base: string): Promise<void> {
+  const until = Date.now() + 30_000;
+  while (Date.now() < until) {
+    try {
+      if ((await request('GET', `${base}/v2/`)).status === 200) return;
+    } catch { /* not listening yet */ }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${base} did not become ready`);
+}
+
+async function startSlipway(dir: string): Promise<Registry> {
+  const port = await freePort();
+  const config = path.join(dir, 'slipway.yaml');
+  writeFileSync(config, 'log: {level: warn, requests: false}\nregistry: {gc: {interval: 0}}\n');
+  const child = startChild(process.execPath, [path.join(repoRoot, 'bin/slipway.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--config', config]);
+  const base = `http://127.0.0.1:${port}`;
+  await waitReady(base);
+  return { name: 'Slipway', base, child };
+}
+
+async function startDistribution(dir: string): Promise<Registry> {
+  const port = await freePort();
+  const config = path.join(dir, 'distribution.yaml');
+  writeFileSync(config, [
+    'version: 0.1',
+    'log: {level: warn, accesslog: {disabled: true}}',
+    `storage: {filesystem: {rootdirectory: ${JSON.stringify(path.join(dir, 'data'))}}, delete: {enabled: true}, cache: {blobdescriptor: inmemory}}`,
+    `http: {addr: "127.0.0.1:${port}"}`,
+    '',
+  ].join('\n'));
+  const child = startChild('/usr/bin/docker-registry', ['serve', config]);
+  const base = `http://127.0.0.1:${port}`;
+  await waitReady(base);
+  return { name: 'Distribution', base, child };
+}
+
+// ---------------------------------------------------------------- HTTP client
+
+interface Response {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+  bytes: number;
+}
+
+/** One request; `body` is written in pieces with backpressure; `discard` counts but drops the response body. */
+function request(method: string, url: string, options: { headers?: Record<string, string | number>; body?: Buffer[]; discard?: boolean } = {}): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers: options.headers, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      res.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        if (!options.discard) chunks.push(chunk);
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), bytes }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    const pieces = options.body ?? [];
+    let i = 0;
+    const pump = (): void => {
+      while (i < pieces.length) if (!req.write(pieces[i++])) return void req.once('drain', pump);
+      req.end();
+    };
+    pump();
+  });
+}
+
+function expect(response: Response, status: number, what: string): Response {
+  if (response.status !== status) throw new Error(`${what}: HTTP ${response.status} ${response.body.toString().slice(0, 300)}`);
+  return response;
+}
+
+function nextUrl(base: string, response: Response, digest?: string): string {
+  const url = new URL(String(response.headers.location), base);
+  if (digest) url.searchParams.set('digest', digest);
+  return url.toString();
+}
+
+/** 1 MiB views of `data[start, end)`, so the client never copies the blob. */
+function pieces(data: Buffer, start = 0, end = data.length): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = start; at < end; at += 1024 * 1024) out.push(data.subarray(at, Math.min(at + 1024 * 1024, end)));
+  return out;
+}
+
+async function pushMonolithic(base: string, data: Buffer, digest: string): Promise<void> {
+  const started = expect(await request('POST', `${base}/v2/${repo}/blobs/uploads/`, { headers: { 'Content-Length': 0 } }), 202, 'POST upload');
+  expect(await request('PUT', nextUrl(base, started, digest), {
+    headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': data.length },
+    body: pieces(data),
+  }), 201, 'PUT blob');
+}
+
+async function pushChunked(base: string, data: Buffer, digest: string): Promise<void> {
+  let response = expect(await request('POST', `${base}/v2/${repo}/blobs/uploads/`, { headers: { 'Content-Length': 0 } }), 202, 'POST upload');
+  for (let start = 0; start < data.length; start += chunkBytes) {
+    const end = Math.min(start + chunkBytes, data.length);
+    response = expect(await request('PATCH', nextUrl(base, response), {
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': end - start, 'Content-Range': `${start}-${end - 1}` },
+      body: pieces(data, start, end),
+    }), 202, 'PATCH chunk');
+  }
+  expect(await request('PUT', nextUrl(base, response, digest), { headers: { 'Content-Length': 0 } }), 201, 'PUT upload');
+}
+
+async function pull(base: string, digest: string): Promise<number> {
+  return expect(await request('GET', `${base}/v2/${repo}/blobs/${digest}`, { discard: true }), 200, 'GET blob').bytes;
+}
+
+function sha256(data: Buffer): string {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
+}
+
+// ---------------------------------------------------------------- load generators
+
+function run(command: string, args: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(command, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`${command} failed: ${error.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+    children.push(child);
+  });
+}
+
+/** Milliseconds from wrk's `1.23ms` / `456.00us` / `1.01s`. */
+function wrkDuration(text: string): number {
+  const match = /^([\d.]+)(us|ms|s|m)$/.exec(text);
+  if (!match) throw new Error(`cannot parse wrk duration ${text}`);
+  return Number(match[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000 }[match[2] as 'us' | 'ms' | 's' | 'm'];
+}
+
+interface LoadResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  note?: string;
+}
+
+async function wrk(url: string, headers: string[], duration: number): Promise<LoadResult> {
+  const args = ['-t2', `-c${connections}`, `-d${duration}s`, '--latency', ...headers.flatMap((h) => ['-H', h]), url];
+  const out = await run('wrk', args, (duration + 30) * 1000);
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  const total = /(\d+) requests in/.exec(out);
+  const p50 = /^\s+50%\s+(\S+)/m.exec(out);
+  const p99 = /^\s+99%\s+(\S+)/m.exec(out);
+  if (!rps || !total || !p50 || !p99) throw new Error(`cannot parse wrk output:\n${out}`);
+  const errors = [/Non-2xx or 3xx responses: (\d+)/.exec(out), /Socket errors: .*/.exec(out)].filter(Boolean).map((m) => m![0]);
+  return { rps: Number(rps[1]), p50: wrkDuration(p50[1]!), p99: wrkDuration(p99[1]!), requests: Number(total[1]), note: errors.join('; ') || undefined };
+}
+
+async function ab(url: string, headers: string[], duration: number): Promise<LoadResult> {
+  // -t before -n: time-bounded, with a request cap far above what fits in the time.
+  const args = ['-k', '-i', '-q', '-c', String(connections), '-t', String(duration), '-n', '100000000', '-s', '10', ...headers.flatMap((h) => ['-H', h]), url];
+  const out = await run('ab', args, (duration + 30) * 1000);
+  const rps = /Requests per second:\s+([\d.]+)/.exec(out);
+  const total = /Complete requests:\s+(\d+)/.exec(out);
+  const p50 = /^\s+50%\s+(\d+)/m.exec(out);
+  const p99 = /^\s+99%\s+(\d+)/m.exec(out);
+  if (!rps || !total || !p50 || !p99) throw new Error(`cannot parse ab output:\n${out}`);
+  const failed = Number(/Failed requests:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const non2xx = Number(/Non-2xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const keepAlive = Number(/Keep-Alive requests:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const notes = [failed && `${failed} failed`, non2xx && `${non2xx} non-2xx`, keepAlive < Number(total[1]) && `${keepAlive} keep-alive`].filter(Boolean);
+  return { rps: Number(rps[1]), p50: Number(p50[1]), p99: Number(p99[1]), requests: Number(total[1]), note: notes.join('; ') || undefined };
+}
+
+// ---------------------------------------------------------------- rows
+
+async function throughputRow(label: string, registries: Registry[], target: number, op: (r: Registry) => Promise<number>): Promise<Row> {
+  const cells: Cell[] = [];
+  for (const registry of registries) {
+    const cpu0 = cpuSeconds(registry.child.pid!);
+    const t0 = process.hrtime.bigint();
+    const bytes = await op(registry);
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    const cpu = cpuSeconds(registry.child.pid!) - cpu0;
+    cells.push({ value: bytes / wall / 1e6, cpu: cpu / (bytes / 2 ** 30) });
+    log(`${label} ${registry.name}: ${(bytes / wall / 1e6).toFixed(0)} MB/s, ${cpu.toFixed(2)} s CPU`);
+  }
+  return { label, unit: 'MB/s', target, cells };
+}
+
+async function loadRow(label: string, registries: Registry[], target: number, op: (r: Registry, duration: number) => Promise<LoadResult>): Promise<Row> {
+  const cells: Cell[] = [];
+  for (const registry of registries) {
+    if (warmup > 0) await op(registry, warmup);
+    const cpu0 = cpuSeconds(registry.child.pid!);
+    const result = await op(registry, seconds);
+    const cpu = cpuSeconds(registry.child.pid!) - cpu0;
+    cells.push({ value: result.rps, p50: result.p50, p99: result.p99, cpu: cpu / result.requests, note: result.note });
+    log(`${label} ${registry.name}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50} ms, p99 ${result.p99} ms${result.note ? ` (${result.note})` : ''}`);
+  }
+  return { label, unit: 'req/s', target, cells };
+}
+
+function log(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+// ---------------------------------------------------------------- report
+
+function formatTable(rows: Row[], hashRate: number): string {
+  const ms = (v: number) => (v >= 10 ? v.toFixed(0) : v.toFixed(2));
+  const lines = [
+    '| row | Slipway | Distribution | Slipway/Distribution | target | Slipway CPU | Distribution CPU |',
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const row of rows) {
+    const [s, d] = row.cells as [Cell, Cell];
+    const ratio = s.value / d.value;
+    const cpuUnit = row.unit === 'MB/s' ? 's/GiB' : 'µs/req';
+    const cpu = (c: Cell) => (row.unit === 'MB/s' ? c.cpu.toFixed(2) : (c.cpu * 1e6).toFixed(1)) + ` ${cpuUnit}`;
+    const met = ratio >= row.target && (s.p99 === undefined || s.p99 <= d.p99!);
+    const target = `≥${row.target}×${s.p99 === undefined ? '' : ', p99 ≤'} ${met ? 'met' : '**missed**'}`;
+    lines.push(`| ${row.label} | ${s.value.toFixed(0)} ${row.unit} | ${d.value.toFixed(0)} ${row.unit} | ${ratio.toFixed(2)}× | ${target} | ${cpu(s)} | ${cpu(d)} |`);
+    if (s.p50 !== undefined) {
+      lines.push(`| ↳ p50 / p99 (ms) | ${ms(s.p50)} / ${ms(s.p99!)} | ${ms(d.p50!)} / ${ms(d.p99!)} | p99 ${(s.p99! / Math.max(d.p99!, 0.001)).toFixed(2)}× | | ${s.note ?? ''} | ${d.note ?? ''} |`);
+    }
+  }
+  const push = rows[0]!.cells[0]!.value;
+  lines.push('', `Node single-core sha256 (in memory, 16 MiB updates): ${hashRate.toFixed(0)} MB/s; Slipway monolithic push = ${(100 * push / hashRate).toFixed(0)}% of it.`);
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const deadline = setTimeout(() => {
+    log(`deadline of ${deadlineMs / 1000} s exceeded; stopping`);
+    cleanup();
+    process.exit(1);
+  }, deadlineMs);
+  deadline.unref();
+
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'slipway-bench-'));
+  tempDirs.push(dir);
+  const slipwayDir = path.join(dir, 'slipway');
+  const distributionDir = path.join(dir, 'distribution');
+  mkdirSync(slipwayDir);
+  mkdirSync(distributionDir);
+  const registries = [await startSlipway(slipwayDir), await startDistribution(distributionDir)];
+  log(`Slipway on ${registries[0]!.base} (pid ${registries[0]!.child.pid}), Distribution on ${registries[1]!.base} (pid ${registries[1]!.child.pid})`);
+
+  // One in-memory random blob; its first byte differs per push so every row stores new content.
+  const data = Buffer.allocUnsafe(blobBytes);
+  for (let at = 0; at < data.length; at += 64 * 1024 * 1024) randomFillSync(data, at, Math.min(64 * 1024 * 1024, data.length - at));
+
+  const hashStart = process.hrtime.bigint();
+  const hash = createHash('sha256');
+  for (let at = 0; at < data.length; at += chunkBytes) hash.update(data.subarray(at, at + chunkBytes));
+  hash.digest();
+  const hashRate = data.length / (Number(process.hrtime.bigint() - hashStart) / 1e9) / 1e6;
+  log(`sha256 in memory: ${hashRate.toFixed(0)} MB/s`);
+
+  const rows: Row[] = [];
+  data[0] = 1;
+  const monolithicDigest = sha256(data);
+  rows.push(await throughputRow('blob push, monolithic 1 GiB', registries, 2, async (r) => { await pushMonolithic(r.base, data, monolithicDigest); return data.length; }));
+  data[0] = 2;
+  const chunkedDigest = sha256(data);
+  rows.push(await throughputRow(`blob push, chunked ${chunkBytes / 2 ** 20} MiB PATCHes`, registries, 2, async (r) => { await pushChunked(r.base, data, chunkedDigest); return data.length; }));
+  rows.push(await throughputRow('blob pull 1 GiB', registries, 1, (r) => pull(r.base, monolithicDigest)));
+
+  // A small image: config + one 4 KiB layer, tagged `latest`.
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
+  const layer = data.subarray(4096, 8192);
+  const configDigest = sha256(config);
+  const layerDigest = sha256(layer);
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: manifestType,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layerDigest, size: layer.length }],
+  }));
+  const manifestDigest = sha256(manifest);
+  for (const r of registries) {
+    await pushMonolithic(r.base, config, configDigest);
+    await pushMonolithic(r.base, layer, layerDigest);
+    expect(await request('PUT', `${r.base}/v2/${repo}/manifests/latest`, { headers: { 'Content-Type': manifestType, 'Content-Length': manifest.length }, body: [manifest] }), 201, 'PUT manifest');
+  }
+  agent.destroy();
+
+  const accept = [`Accept: ${manifestType}`];
+  rows.push(await loadRow('manifest GET by digest (wrk, 64 conns)', registries, 1.5, (r, d) => wrk(`${r.base}/v2/${repo}/manifests/${manifestDigest}`, accept, d)));
+  rows.push(await loadRow('manifest HEAD by tag (ab -k, 64 conns)', registries, 1.5, (r, d) => ab(`${r.base}/v2/${repo}/manifests/latest`, accept, d)));
+  rows.push(await loadRow('4 KiB blob GET (wrk, 64 conns)', registries, 1.5, (r, d) => wrk(`${r.base}/v2/${repo}/blobs/${layerDigest}`, [], d)));
+
+  const table = formatTable(rows, hashRate);
+  const header = `# Registry benchmark: Slipway vs CNCF Distribution\n\n${new Date().toISOString()} · ${os.cpus().length} cores · node ${process.version} · ` +
+    `request rows ${seconds} s each after ${warmup} s warm-up, ${connections} connections · MB = 10^6 bytes · CPU = registry process utime+stime\n\n`;
+  process.stdout.write(`\n${table}\n`);
+  writeFileSync(path.join(repoRoot, 'bench/results.md'), `${header}${table}\n`);
+  log('wrote bench/results.md');
+}
+
+main().then(() => { cleanup(); process.exit(0); }, (error: unknown) => {
+  log(`failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
+  cleanup();
+  process.exit(1);
+});
