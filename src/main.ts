@@ -38,9 +38,17 @@ export interface Registry {
   close(): Promise<void>;
 }
 
-export async function openRegistry(config: Config, logger?: Logger): Promise<Registry> {
+export interface RegistryOptions {
+  logger?: Logger;
+  /** Wraps the blob store once (metrics, fault injection in tests). */
+  wrapStore?: (store: BlobStore) => BlobStore;
+}
+
+export async function openRegistry(config: Config, options: RegistryOptions = {}): Promise<Registry> {
+  const { logger } = options;
   const db = await openDatabase({ url: config.database, dataDir: config.dataDir });
-  const store = new FsBlobStore(path.join(config.dataDir, 'blobs'));
+  const fsStore = new FsBlobStore(path.join(config.dataDir, 'blobs'));
+  const store = options.wrapStore ? options.wrapStore(fsStore) : fsStore;
   const { deleteEnabled, maxManifestBytes, gc, uploadExpiry } = config.registry;
   const blobs = new BlobService({ db, store, gracePeriodMs: gc.gracePeriod, deleteEnabled });
   const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry });
@@ -62,8 +70,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export interface StartOptions {
-  logger?: Logger;
+export interface StartOptions extends RegistryOptions {
   authorizer?: Authorizer;
 }
 
@@ -73,7 +80,7 @@ export function createLogger(config: Config): Logger {
 
 export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config);
-  const registry = await openRegistry(config, logger);
+  const registry = await openRegistry(config, { ...options, logger });
   const gcSchedule = config.registry.gc.interval > 0
     ? scheduleGarbageCollection({ db: registry.db, store: registry.store, uploads: registry.uploads, gracePeriodMs: config.registry.gc.gracePeriod, logger }, config.registry.gc.interval)
     : undefined;

@@ -61,7 +61,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--json', 'print the report as JSON')
     .action(async (flags: CommonFlags & { gracePeriod?: string; json?: boolean }) => {
       const config = configFrom(flags, flags.gracePeriod ? { registry: { gc: { gracePeriod: flags.gracePeriod } } } : {});
-      const registry = await openRegistry(config, createLogger({ ...config, log: { ...config.log, level: 'warn' } }));
+      const registry = await openRegistry(config, { logger: createLogger({ ...config, log: { ...config.log, level: 'warn' } }) });
       try {
         const report = await registry.gc();
         if (flags.json) process.stdout.write(`${JSON.stringify(report)}\n`);

@@ -126,13 +126,19 @@ class FsUploadStore implements UploadStore {
       // Writes are issued without waiting for each other's completion only up to a small queue,
       // so hashing (main thread) overlaps with disk writes (thread pool).
       const pending: Promise<unknown>[] = [];
-      for await (const chunk of source) {
-        observe?.(chunk);
-        pending.push(handle.write(chunk, 0, chunk.length, position));
-        position += chunk.length;
-        if (pending.length >= 8) await pending.shift();
+      try {
+        for await (const chunk of source) {
+          observe?.(chunk);
+          pending.push(handle.write(chunk, 0, chunk.length, position));
+          position += chunk.length;
+          if (pending.length >= 8) await pending.shift();
+        }
+      } finally {
+        // Also when the source failed (client gone): no write may outlive the file handle.
+        const results = await Promise.allSettled(pending);
+        const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
       }
-      await Promise.all(pending);
       return position;
     } finally {
       await handle.close();

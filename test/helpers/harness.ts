@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { pino } from 'pino';
 import { loadConfig, type Config, type ConfigInput } from '../../src/config/config.js';
-import { startServer, type RunningServer } from '../../src/main.js';
+import { startServer, type RunningServer, type StartOptions } from '../../src/main.js';
 
 export interface DialectUnderTest {
   name: 'sqlite' | 'postgres';
@@ -67,7 +67,7 @@ export interface TestServer {
 }
 
 /** Starts a real server on 127.0.0.1:0 with a fresh data folder and database. */
-export async function startTestServer(options: { dialect?: DialectUnderTest; config?: ConfigInput } = {}): Promise<TestServer> {
+export async function startTestServer(options: { dialect?: DialectUnderTest; config?: ConfigInput; wrapStore?: StartOptions['wrapStore'] } = {}): Promise<TestServer> {
   const dir = await tempDir();
   const database = await (options.dialect ?? dialects[0]!).create();
   const config = loadConfig({
@@ -82,7 +82,7 @@ export async function startTestServer(options: { dialect?: DialectUnderTest; con
   });
   let server: RunningServer;
   try {
-    server = await startServer(config, { logger: pino({ level: process.env.SLIPWAY_TEST_LOG ?? 'silent' }) });
+    server = await startServer(config, { logger: pino({ level: process.env.SLIPWAY_TEST_LOG ?? 'silent' }), wrapStore: options.wrapStore });
   } catch (error) {
     await database.drop();
     await dir.remove();
