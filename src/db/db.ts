@@ -55,7 +55,9 @@ function openSqlite(dataDir: string): Database {
   file.pragma('journal_mode = WAL');
   // FULL: a commit is fsynced before it returns, so an acknowledged push survives power loss too.
   file.pragma('synchronous = FULL');
-  file.pragma('busy_timeout = 10000');
+  // Short: better-sqlite3 waits synchronously, which would stall the whole event loop while
+  // another process (`slipway gc`) holds the write lock. withRetry waits asynchronously instead.
+  file.pragma('busy_timeout = 50');
   file.pragma('foreign_keys = ON');
   file.defaultSafeIntegers(false);
   const kysely = new Kysely<Tables>({ dialect: new SqliteDialect({ database: file }) });
@@ -84,6 +86,9 @@ function openPostgres(url: string): Database {
     // Integers come back as numbers: our int8 columns hold milliseconds and byte sizes, far below 2^53.
     types: { getTypeParser: ((oid: number, format?: string) => (oid === int8Oid ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser },
   });
+  // An idle client whose connection drops (server restart, network) emits here; without a
+  // listener that would crash the process. The pool replaces the client on next use.
+  pool.on('error', (error) => { process.emitWarning(`postgres idle client error: ${error.message}`); });
   const kysely = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
   return {
     dialect: 'postgres',
@@ -95,14 +100,18 @@ function openPostgres(url: string): Database {
 
 const transientCodes = new Set(['SQLITE_BUSY', 'SQLITE_BUSY_SNAPSHOT', '40001', '40P01']);
 
+/** How long a write keeps retrying lock conflicts before the error reaches the caller. */
+const retryBudgetMs = 15_000;
+
 async function withRetry<T>(run: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + retryBudgetMs;
   for (let attempt = 1; ; attempt++) {
     try {
       return await run();
     } catch (error) {
       const code = (error as { code?: string }).code;
-      if (!code || !transientCodes.has(code) || attempt >= 8) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 5 * attempt + Math.random() * 10));
+      if (!code || !transientCodes.has(code) || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(5 * attempt, 100) + Math.random() * 10));
     }
   }
 }

@@ -32,6 +32,12 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
     routerOptions: { maxParamLength: 1024 },
   });
 
+  // While closing, answer in-flight requests with `Connection: close` so keep-alive clients
+  // let go and close() can finish; idle sockets are closed by forceCloseConnections.
+  app.addHook('onSend', async (_request, reply) => {
+    if (!app.server.listening) reply.header('connection', 'close');
+  });
+
   app.setErrorHandler(async (error, request, reply) => {
     const apiError = toApiError(error);
     if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');

@@ -27,7 +27,7 @@ export interface BlobServiceOptions {
 }
 
 /** A GC that died holding a blob in `deleting` is taken over after this long. */
-const staleDeletionMs = 60_000;
+const staleDeletionMs = 30_000;
 
 export class BlobService {
   private readonly db: Database;
@@ -50,7 +50,8 @@ export class BlobService {
       .where('l.repository', '=', repository).where('l.digest', '=', digest).where('b.deleting', '=', 0)
       .executeTakeFirst();
     if (!row) return null;
-    await this.touchIfStale(repository, digest, Math.min(row.touched_at, row.blob_touched_at));
+    // GC may have unlinked the blob since the select: only a touch that landed proves it is still here.
+    if (!(await this.touchIfStale(repository, digest, Math.min(row.touched_at, row.blob_touched_at)))) return null;
     return { size: row.size };
   }
 
@@ -85,13 +86,19 @@ export class BlobService {
     return Buffer.concat(chunks);
   }
 
-  /** Refreshes touched_at when it is older than an eighth of the grace period (not on every read). */
-  private async touchIfStale(repository: string, digest: string, touchedAt: number): Promise<void> {
+  /**
+   * Refreshes touched_at when it is older than an eighth of the grace period (not on every
+   * read: GC only collects what is untouched for the whole grace period, so the slack is safe).
+   * False when the link or blob vanished meanwhile.
+   */
+  private async touchIfStale(repository: string, digest: string, touchedAt: number): Promise<boolean> {
     const now = Date.now();
-    if (now - touchedAt < this.options.gracePeriodMs / 8) return;
-    await this.db.write(async (trx) => {
-      await trx.updateTable('repository_blobs').set({ touched_at: now }).where('repository', '=', repository).where('digest', '=', digest).execute();
-      await trx.updateTable('blobs').set({ touched_at: now }).where('digest', '=', digest).where('deleting', '=', 0).execute();
+    if (now - touchedAt < this.options.gracePeriodMs / 8) return true;
+    return this.db.write(async (trx) => {
+      const link = await trx.updateTable('repository_blobs').set({ touched_at: now }).where('repository', '=', repository).where('digest', '=', digest).executeTakeFirst();
+      if (Number(link.numUpdatedRows) === 0) return false;
+      const blob = await trx.updateTable('blobs').set({ touched_at: now }).where('digest', '=', digest).where('deleting', '=', 0).executeTakeFirst();
+      return Number(blob.numUpdatedRows) > 0;
     });
   }
 
@@ -126,11 +133,15 @@ export class BlobService {
           await trx.updateTable('blobs').set({ touched_at: now }).where('digest', '=', digest).execute();
           return 'claimed' as const;
         }
-        await trx.insertInto('blobs').values({ digest, size, created_at: now, touched_at: now, deleting: 0 }).execute();
-        return 'claimed' as const;
+        // Two first pushes of one blob may race to insert (PostgreSQL's row lock cannot cover a
+        // row that does not exist yet): the loser goes round again and finds the winner's row.
+        const inserted = await trx.insertInto('blobs').values({ digest, size, created_at: now, touched_at: now, deleting: 0 })
+          .onConflict((c) => c.column('digest').doNothing()).executeTakeFirst();
+        return Number(inserted.numInsertedOrUpdatedRows ?? 0) > 0 ? 'claimed' as const : 'again' as const;
       });
       if (outcome === 'claimed') return;
-      if (attempt > 2000) throw new RegistryError('UNAVAILABLE', 'blob is being garbage-collected; retry');
+      if (outcome === 'again') continue;
+      if (attempt > 4000) throw new RegistryError('UNAVAILABLE', 'blob is being garbage-collected; retry');
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }

@@ -21,6 +21,8 @@ import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobSta
 
 const uploadIdPattern = /^[A-Za-z0-9_-]{8,128}$/;
 const readHighWaterMark = 1024 * 1024;
+const writeBatchBytes = 1024 * 1024;
+const maxWritesInFlight = 4;
 
 export class FsBlobStore implements BlobStore {
   readonly uploads: UploadStore;
@@ -123,16 +125,34 @@ class FsUploadStore implements UploadStore {
       const { size } = await handle.stat();
       if (size !== offset) throw new UploadOffsetError(id, offset, size);
       let position = size;
-      // Writes are issued without waiting for each other's completion only up to a small queue,
-      // so hashing (main thread) overlaps with disk writes (thread pool).
+      // Chunks (about 64 KiB each off a socket) are gathered into ~1 MiB batches and written
+      // with one positional writev each, at most four in flight: hashing (main thread) overlaps
+      // with disk writes (thread pool) without many threads contending for the file's lock.
       const pending: Promise<unknown>[] = [];
+      let batch: Buffer[] = [];
+      let batchBytes = 0;
+      const flush = (): void => {
+        const expected = batchBytes;
+        const write = handle.writev(batch, position).then(({ bytesWritten }) => {
+          if (bytesWritten !== expected) throw new Error(`short write to upload ${id}: ${bytesWritten} of ${expected} bytes`);
+        });
+        write.catch(() => undefined); // observed when awaited below; never an unhandled rejection meanwhile
+        pending.push(write);
+        position += batchBytes;
+        batch = [];
+        batchBytes = 0;
+      };
       try {
         for await (const chunk of source) {
           observe?.(chunk);
-          pending.push(handle.write(chunk, 0, chunk.length, position));
-          position += chunk.length;
-          if (pending.length >= 8) await pending.shift();
+          batch.push(chunk);
+          batchBytes += chunk.length;
+          if (batchBytes >= writeBatchBytes || batch.length >= 1024) {
+            flush();
+            if (pending.length >= maxWritesInFlight) await pending.shift();
+          }
         }
+        if (batchBytes > 0) flush();
       } finally {
         // Also when the source failed (client gone): no write may outlive the file handle.
         const results = await Promise.allSettled(pending);
