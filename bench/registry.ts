@@ -10,7 +10,8 @@
  * writes it to bench/results.md. Env: BENCH_SECONDS (per request row, default 10),
  * BENCH_WARMUP (seconds, default 2), BENCH_BLOB_MIB (default 1024), BENCH_REPEAT (throughput runs per
  * registry, median kept; default 3), BENCH_PREWARM=0 (skip the page-cache pre-warm, see below),
- * BENCH_SLIPWAY_NODE_FLAGS (extra node flags for the Slipway process, e.g. --initial-old-space-size=128),
+ * BENCH_SLIPWAY_NODE_FLAGS (node flags for the Slipway process; when unset it runs bin/slipway.js
+ * directly, as users do, with the flags of its #! line),
  * BENCH_RESULTS (markdown output path, default bench/results.md).
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
@@ -114,8 +115,10 @@ async function startSlipway(dir: string): Promise<Registry> {
   const port = await freePort();
   const config = path.join(dir, 'slipway.yaml');
   writeFileSync(config, 'log: {level: warn, requests: false}\nregistry: {gc: {interval: 0}}\n');
-  const nodeFlags = (process.env.BENCH_SLIPWAY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
-  const child = startChild(process.execPath, [...nodeFlags, path.join(repoRoot, 'bin/slipway.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--config', config]);
+  const bin = path.join(repoRoot, 'bin/slipway.js');
+  const nodeFlags = process.env.BENCH_SLIPWAY_NODE_FLAGS?.split(/\s+/).filter(Boolean);
+  const [command, ...prefix] = nodeFlags ? [process.execPath, ...nodeFlags, bin] : [bin];
+  const child = startChild(command!, [...prefix, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--config', config]);
   const base = `http://127.0.0.1:${port}`;
   await waitReady(base);
   return { name: 'Slipway', base, child };

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec node bin/slipway.js serve --listen "${SLIPWAY_LISTEN:-127.0.0.1:5000}" --data-dir "${SLIPWAY_DATA_DIR:-./data}" "$@"
+exec ./bin/slipway.js serve --listen "${SLIPWAY_LISTEN:-127.0.0.1:5000}" --data-dir "${SLIPWAY_DATA_DIR:-./data}" "$@"

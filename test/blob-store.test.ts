@@ -88,6 +88,19 @@ for (const driver of drivers) {
       await store.uploads.abort('upload-offset');
     });
 
+    test('truncate drops bytes past the acknowledged size, and appends continue from there', async () => {
+      await store.uploads.create('upload-truncate');
+      await store.uploads.append('upload-truncate', Readable.from([Buffer.from('acked-and-leftover')]), 0);
+      await store.uploads.truncate('upload-truncate', 5);
+      assert.equal(await store.uploads.size('upload-truncate'), 5);
+      await store.uploads.append('upload-truncate', Readable.from([Buffer.from('-more')]), 5);
+      const chunks: Buffer[] = [];
+      for await (const chunk of await store.uploads.read('upload-truncate')) chunks.push(chunk as Buffer);
+      assert.equal(Buffer.concat(chunks).toString(), 'acked-more');
+      await store.uploads.abort('upload-truncate');
+      await assert.rejects(store.uploads.truncate('upload-truncate', 0), UploadNotFoundError);
+    });
+
     test('unknown sessions are UploadNotFoundError; unknown blobs BlobNotFoundError', async () => {
       await assert.rejects(store.uploads.append('no-such-upload', Readable.from([]), 0), UploadNotFoundError);
       await assert.rejects(store.uploads.commit('no-such-upload', digestOf(Buffer.from('x'))), UploadNotFoundError);

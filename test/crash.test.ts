@@ -393,6 +393,10 @@ async function crashOn(dialect: DialectUnderTest): Promise<void> {
     console.log(`crash[${dialect.name}] ${rounds} kills: ${s.monolithic} monolithic + ${s.chunked} chunked uploads and ${s.manifests} manifests acknowledged and intact; `
       + `in flight at the kill: ${s.inFlightVisible} blobs complete, ${s.inFlightAbsent} absent, none partial; `
       + `${s.resumed} sessions resumed, ${s.resumedGone} gone while completing, ${s.expired} expired cleanly; fsck clean`);
+  } catch (error) {
+    // The server's own words explain most failures (a crash, a 500): keep them with the error.
+    if (server && error instanceof Error) error.message += `\nserver output:\n${server.output().slice(-8000)}`;
+    throw error;
   } finally {
     if (server) killTree(server.child, 'SIGKILL');
     await server?.exited;

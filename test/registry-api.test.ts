@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { appendFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { dialects, startTestServer, type TestServer } from './helpers/harness.js';
@@ -144,6 +144,29 @@ for (const dialect of dialects) {
         assert.equal(put.status, 201);
         const get = await fetch(`${base}/v2/push/chunked/blobs/${blob.digest}`);
         assert.deepEqual(Buffer.from(await get.arrayBuffer()), blob.data);
+      });
+
+      test('bytes a crashed PATCH left past the acknowledged size are dropped: status and resume use the acknowledged size', { timeout }, async () => {
+        const blob = randomBlob(8192);
+        const start = await fetch(`${base}/v2/push/leftover/blobs/uploads/`, { method: 'POST' });
+        const id = start.headers.get('docker-upload-uuid')!;
+        const first = await fetch(new URL(start.headers.get('location')!, base), {
+          method: 'PATCH', body: asBody(blob.data.subarray(0, 4096)), headers: { 'Content-Range': '0-4095', 'Content-Type': 'application/octet-stream' },
+        });
+        assert.equal(first.status, 202);
+        // What a server killed mid-PATCH leaves: unacknowledged bytes (here zeros, as a hole reads) past the end.
+        await appendFile(path.join(server.dataDir, 'blobs', '_uploads', id), Buffer.alloc(1000));
+        const location = new URL(first.headers.get('location')!, base);
+        const status = await fetch(location);
+        assert.equal(status.headers.get('range'), '0-4095');
+        const second = await fetch(location, {
+          method: 'PATCH', body: asBody(blob.data.subarray(4096)), headers: { 'Content-Range': '4096-8191', 'Content-Type': 'application/octet-stream' },
+        });
+        assert.equal(second.status, 202);
+        const finish = new URL(second.headers.get('location')!, base);
+        finish.searchParams.set('digest', blob.digest);
+        assert.equal((await fetch(finish, { method: 'PUT' })).status, 201);
+        assert.equal(sha256(Buffer.from(await (await fetch(`${base}/v2/push/leftover/blobs/${blob.digest}`)).arrayBuffer())), blob.digest);
       });
 
       test('a PATCH without Content-Range (streamed, as Docker sends it) is accepted', { timeout }, async () => {
@@ -554,6 +577,18 @@ for (const dialect of dialects) {
         assert.ok(shared);
         const check = await registry.fsck();
         assert.deepEqual(check.problems, []);
+      });
+
+      test('deleting a blob a tagged manifest references is a note in fsck, not a fault; pulling it is BLOB_UNKNOWN until pushed again', { timeout }, async () => {
+        const image = await pushImage(base, 'fsck/deleted-layer', 'v1', 1, 300);
+        const layer = image.blobs[1]!;
+        assert.equal((await fetch(`${base}/v2/fsck/deleted-layer/blobs/${layer.digest}`, { method: 'DELETE' })).status, 202);
+        assert.equal(await errorCode(await fetch(`${base}/v2/fsck/deleted-layer/blobs/${layer.digest}`)), 'BLOB_UNKNOWN');
+        const report = await server.server.registry.fsck();
+        assert.deepEqual(report.problems, []);
+        assert.ok(report.referencesDeleted.some((note) => note.repository === 'fsck/deleted-layer' && note.digest === image.manifest.digest && note.detail.includes(layer.digest)));
+        assert.equal((await pushBlob(base, 'fsck/deleted-layer', layer.data)).status, 201);
+        assert.ok(!(await server.server.registry.fsck()).referencesDeleted.some((note) => note.repository === 'fsck/deleted-layer'));
       });
 
       test('fsck reports a corrupted blob file', { timeout }, async () => {

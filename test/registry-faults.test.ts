@@ -34,6 +34,7 @@ function withFaults(store: BlobStore, faults: Faults): BlobStore {
     uploads: {
       create: async (id) => { faults.fire('create'); return uploads.create(id); },
       append: async (id, source, offset, observe) => { faults.fire('append'); return uploads.append(id, source, offset, observe); },
+      truncate: (id, size) => uploads.truncate(id, size),
       size: (id) => uploads.size(id),
       read: (id) => uploads.read(id),
       commit: async (id, digest) => { faults.fire('commit'); return uploads.commit(id, digest); },

@@ -82,6 +82,7 @@ export async function main(argv: string[]): Promise<void> {
         else {
           process.stdout.write(`fsck: ${report.blobsChecked} blobs (${report.bytesChecked} bytes) and ${report.manifestsChecked} manifests checked, ${report.problems.length} problems\n`);
           for (const problem of report.problems) process.stdout.write(`  ${problem.kind} ${problem.repository ?? ''} ${problem.digest ?? ''}: ${problem.detail}\n`);
+          for (const note of report.referencesDeleted) process.stdout.write(`  note: ${note.repository} ${note.digest} ${note.detail}\n`);
         }
         if (report.problems.length > 0) process.exitCode = 1;
       } finally {

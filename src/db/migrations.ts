@@ -73,6 +73,8 @@ export const migrations: Migration[] = [
         .addColumn('id', 'text', (c) => c.primaryKey())
         .addColumn('repository', 'text', (c) => c.notNull())
         .addColumn('algorithm', 'text', (c) => c.notNull())
+        // Bytes acknowledged to the client; the file may hold more after a crash mid-PATCH.
+        .addColumn('size', 'bigint', (c) => c.notNull().defaultTo(0))
         .addColumn('created_at', 'bigint', (c) => c.notNull())
         .addColumn('updated_at', 'bigint', (c) => c.notNull())
         .execute();

@@ -3,7 +3,7 @@
  * The row types of every table, as the query builder sees them. Times are milliseconds since
  * the epoch (integers on both dialects); content is bytes.
  */
-import type { Generated } from 'kysely';
+import type { ColumnType, Generated } from 'kysely';
 
 export interface BlobTable {
   /** `sha256:<hex>` */
@@ -63,6 +63,8 @@ export interface UploadTable {
   repository: string;
   /** Algorithm chosen at POST (`digest-algorithm`), default sha256. */
   algorithm: string;
+  /** Bytes acknowledged to the client so far. */
+  size: ColumnType<number, number | undefined, number>;
   created_at: number;
   updated_at: number;
 }

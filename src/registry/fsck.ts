@@ -13,7 +13,6 @@ export type FsckProblemKind =
   | 'blob-corrupt'          // content does not hash to its digest
   | 'blob-size-mismatch'
   | 'link-without-blob'     // a repository link to a blob row that does not exist
-  | 'reference-missing'     // a manifest references a blob or manifest not in its repository
   | 'tag-dangling'          // a tag points at a manifest that does not exist
   | 'manifest-corrupt'      // stored manifest bytes do not hash to the digest
   | 'orphan-file';          // a stored file that no blob row claims (GC removes it)
@@ -30,12 +29,18 @@ export interface FsckReport {
   bytesChecked: number;
   manifestsChecked: number;
   problems: FsckProblem[];
+  /**
+   * Manifests that reference a blob or child manifest a client deleted from the repository (the
+   * spec allows such deletes; pushes and GC never cause this). Reported, not a fault: pulling
+   * that manifest fails until the content is pushed again.
+   */
+  referencesDeleted: Array<{ repository: string; digest: string; detail: string }>;
   /** Rows without content that no repository links: leftovers of a crash, harmless, GC removes them. */
   unlinkedRowsWithoutContent: number;
 }
 
 export async function fsck(db: Database, store: BlobStore): Promise<FsckReport> {
-  const report: FsckReport = { blobsChecked: 0, bytesChecked: 0, manifestsChecked: 0, problems: [], unlinkedRowsWithoutContent: 0 };
+  const report: FsckReport = { blobsChecked: 0, bytesChecked: 0, manifestsChecked: 0, problems: [], referencesDeleted: [], unlinkedRowsWithoutContent: 0 };
   const linked = new Set((await db.kysely.selectFrom('repository_blobs').select('digest').distinct().execute()).map((r) => r.digest));
   const rows = await db.kysely.selectFrom('blobs').select(['digest', 'size', 'deleting']).execute();
   const known = new Set<string>();
@@ -85,7 +90,7 @@ export async function fsck(db: Database, store: BlobStore): Promise<FsckReport> 
     .select(['r.repository', 'r.manifest_digest', 'r.target_digest'])
     .where('r.kind', '=', 'manifest').where('m.digest', 'is', null).execute();
   for (const ref of [...missingBlobs, ...missingChildren]) {
-    report.problems.push({ kind: 'reference-missing', repository: ref.repository, digest: ref.manifest_digest, detail: `references ${ref.target_digest}, which is not in the repository` });
+    report.referencesDeleted.push({ repository: ref.repository, digest: ref.manifest_digest, detail: `references ${ref.target_digest}, which was deleted from the repository` });
   }
   const dangling = await db.kysely.selectFrom('tags as t')
     .leftJoin('manifests as m', (join) => join.onRef('m.repository', '=', 't.repository').onRef('m.digest', '=', 't.manifest_digest'))

@@ -28,6 +28,12 @@ export interface ChunkRange {
   end: number;
 }
 
+interface Session {
+  algorithm: DigestAlgorithm;
+  /** Acknowledged bytes. */
+  size: number;
+}
+
 interface HashState {
   algorithm: DigestAlgorithm;
   hash: Hash;
@@ -49,19 +55,19 @@ export class UploadService {
     return id;
   }
 
-  /** Current size of the session. */
+  /** Bytes of the session acknowledged so far (what a client resumes from). */
   async status(repository: string, id: string): Promise<number> {
-    await this.session(repository, id);
-    const size = await this.options.store.uploads.size(id);
-    if (size === null) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
-    return size;
+    const session = await this.session(repository, id);
+    const stored = await this.options.store.uploads.size(id);
+    if (stored === null) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
+    return Math.min(session.size, stored);
   }
 
   /** Appends a chunk; an out-of-order `range` is RANGE_INVALID (416) carrying the current `Range`. */
   async append(repository: string, id: string, body: Readable, range?: ChunkRange, contentLength?: number): Promise<number> {
     return this.locked(id, async () => {
       const session = await this.session(repository, id);
-      return this.write(id, session.algorithm, body, range, contentLength);
+      return this.write(id, session, body, range, contentLength);
     });
   }
 
@@ -70,9 +76,9 @@ export class UploadService {
     return this.locked(id, async () => {
       const session = await this.session(repository, id);
       const expected = parseDigestParameter(digest);
-      if (body && (range || (contentLength ?? 1) > 0)) await this.write(id, session.algorithm, body, range, contentLength);
-      const size = await this.options.store.uploads.size(id);
-      if (size === null) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
+      const size = body && (range || (contentLength ?? 1) > 0)
+        ? await this.write(id, session, body, range, contentLength)
+        : await this.acknowledged(id, session.size);
       const actual = await this.digestOf(id, expected.algorithm, size);
       if (actual !== digest) {
         await this.remove(id);
@@ -122,10 +128,27 @@ export class UploadService {
     return stale.length + strays;
   }
 
-  private async write(id: string, algorithm: DigestAlgorithm, body: Readable, range?: ChunkRange, contentLength?: number): Promise<number> {
+  /**
+   * The acknowledged size, with storage brought in line: bytes past it (a PATCH cut short by a
+   * crash, possibly with holes) are dropped, so a resumed upload hashes only what the client
+   * was told was stored.
+   */
+  private async acknowledged(id: string, recorded: number): Promise<number> {
     const uploads = this.options.store.uploads;
-    const current = await uploads.size(id);
-    if (current === null) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
+    const stored = await uploads.size(id);
+    if (stored === null) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
+    if (stored > recorded) {
+      this.hashes.delete(id);
+      await uploads.truncate(id, recorded);
+    }
+    // Fewer bytes than recorded only after losing page cache (power loss): resume from what is there.
+    return Math.min(stored, recorded);
+  }
+
+  private async write(id: string, session: Session, body: Readable, range?: ChunkRange, contentLength?: number): Promise<number> {
+    const uploads = this.options.store.uploads;
+    const { algorithm } = session;
+    const current = await this.acknowledged(id, session.size);
     if (range) {
       if (range.start !== current || range.end < range.start - 1) {
         body.resume();
@@ -146,7 +169,8 @@ export class UploadService {
     try {
       const size = await uploads.append(id, body, current, hashing ? (chunk) => hashing.hash.update(chunk) : undefined);
       if (hashing) hashing.offset = size;
-      await this.options.db.write((trx) => trx.updateTable('uploads').set({ updated_at: Date.now() }).where('id', '=', id).execute());
+      // Recorded before the 202: after a crash, status and resume start from here.
+      await this.options.db.write((trx) => trx.updateTable('uploads').set({ size, updated_at: Date.now() }).where('id', '=', id).execute());
       return size;
     } catch (error) {
       this.hashes.delete(id);
@@ -167,10 +191,10 @@ export class UploadService {
     return `${algorithm}:${hash.digest('hex')}`;
   }
 
-  private async session(repository: string, id: string): Promise<{ algorithm: DigestAlgorithm }> {
-    const row = await this.options.db.kysely.selectFrom('uploads').select(['repository', 'algorithm']).where('id', '=', id).executeTakeFirst();
+  private async session(repository: string, id: string): Promise<Session> {
+    const row = await this.options.db.kysely.selectFrom('uploads').select(['repository', 'algorithm', 'size']).where('id', '=', id).executeTakeFirst();
     if (!row || row.repository !== repository) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
-    return { algorithm: row.algorithm as DigestAlgorithm };
+    return { algorithm: row.algorithm as DigestAlgorithm, size: row.size };
   }
 
   private async remove(id: string): Promise<void> {

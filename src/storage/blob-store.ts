@@ -41,6 +41,11 @@ export interface UploadStore {
    * Returns the new size.
    */
   append(id: string, source: AsyncIterable<Buffer>, offset: number, observe?: (chunk: Buffer) => void): Promise<number>;
+  /**
+   * Drops bytes past `size`: what an append interrupted by a crash may have left beyond the
+   * last acknowledged chunk (possibly with holes, as writes land out of order).
+   */
+  truncate(id: string, size: number): Promise<void>;
   /** Current size, or null when the session does not exist. */
   size(id: string): Promise<number | null>;
   /** Reads the session's bytes so far (to re-hash after a restart). */

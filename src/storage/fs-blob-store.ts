@@ -14,7 +14,7 @@
  * complete and durable or absent.
  */
 import { createReadStream, constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, truncate, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobStat, type BlobStore, type ByteRange, type UploadStore } from './blob-store.js';
@@ -162,6 +162,15 @@ class FsUploadStore implements UploadStore {
       return position;
     } finally {
       await handle.close();
+    }
+  }
+
+  async truncate(id: string, size: number): Promise<void> {
+    try {
+      await truncate(this.file(id), size);
+    } catch (error) {
+      if (isMissing(error)) throw new UploadNotFoundError(id);
+      throw error;
     }
   }
 

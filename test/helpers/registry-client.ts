@@ -16,7 +16,14 @@ export interface Fetched {
 
 /** One request, body read whole; rejects on network errors and on the time limit. */
 export async function call(url: string | URL, init: RequestInit = {}): Promise<Fetched> {
-  const response = await fetch(url, { ...init, signal: init.signal ?? AbortSignal.timeout(requestTimeoutMs) });
+  let response: Response;
+  try {
+    response = await fetch(url, { ...init, signal: init.signal ?? AbortSignal.timeout(requestTimeoutMs) });
+  } catch (error) {
+    // undici says only "fetch failed"; the cause (ECONNREFUSED, reset, timeout) is what matters.
+    const cause = (error as { cause?: { message?: string; code?: string } }).cause;
+    throw new Error(`${init.method ?? 'GET'} ${url}: ${(error as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`, { cause: error });
+  }
   const body = Buffer.from(await response.arrayBuffer());
   return { status: response.status, headers: response.headers, body };
 }
