@@ -267,6 +267,33 @@ for (const dialect of dialects) {
         assert.deepEqual(Buffer.from(await tail.arrayBuffer()), big.data.subarray(599_990));
       });
 
+      test('a multi-MiB blob comes back whole with its headers, by range across chunk boundaries, and survives a client that hangs up', { timeout }, async () => {
+        const big = randomBlob(3 * 1024 * 1024 + 12_345);
+        assert.equal((await pushBlob(base, 'large/blob', big.data)).status, 201);
+        const url = `${base}/v2/large/blob/blobs/${big.digest}`;
+        const whole = await fetch(url);
+        assert.equal(whole.status, 200);
+        assert.equal(whole.headers.get('content-length'), String(big.data.length));
+        assert.equal(whole.headers.get('docker-content-digest'), big.digest);
+        assert.equal(whole.headers.get('docker-distribution-api-version'), 'registry/2.0');
+        assert.equal(sha256(Buffer.from(await whole.arrayBuffer())), big.digest);
+        const from = 1024 * 1024 - 100;
+        const to = 2 * 1024 * 1024 + 100;
+        const middle = await fetch(url, { headers: { Range: `bytes=${from}-${to}` } });
+        assert.equal(middle.status, 206);
+        assert.equal(middle.headers.get('content-range'), `bytes ${from}-${to}/${big.data.length}`);
+        assert.deepEqual(Buffer.from(await middle.arrayBuffer()), big.data.subarray(from, to + 1));
+        // Read a little, then hang up: the server lets go and keeps serving.
+        const aborter = new AbortController();
+        const partial = await fetch(url, { signal: aborter.signal });
+        const reader = partial.body!.getReader();
+        await reader.read();
+        aborter.abort();
+        await reader.read().catch(() => undefined);
+        const again = await fetch(url);
+        assert.equal(sha256(Buffer.from(await again.arrayBuffer())), big.digest);
+      });
+
       test('DELETE of a blob unlinks it from the repository (202, then 404)', { timeout }, async () => {
         const blob = randomBlob(64);
         await pushBlob(base, 'delete/blob', blob.data);

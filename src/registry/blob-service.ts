@@ -15,6 +15,7 @@ import { BlobNotFoundError, type BlobStore, type ByteRange } from '../storage/bl
 import { RegistryError } from './errors.js';
 import { ensureRepository } from './repositories.js';
 import { ByteLru } from './byte-lru.js';
+import type { ReaderBody } from './send-blob.js';
 
 export interface BlobServiceOptions {
   db: Database;
@@ -56,7 +57,7 @@ export class BlobService {
   }
 
   /** Opens a linked blob; small blobs come from memory after the first read. */
-  async open(repository: string, digest: string, range?: ByteRange): Promise<{ size: number; body: Readable | Buffer }> {
+  async open(repository: string, digest: string, range?: ByteRange): Promise<{ size: number; body: Readable | Buffer | ReaderBody }> {
     const found = await this.stat(repository, digest);
     if (!found) throw new RegistryError('BLOB_UNKNOWN', undefined, { digest });
     if (found.size <= this.smallBlobBytes) {
@@ -68,6 +69,11 @@ export class BlobService {
       return { size: found.size, body: range ? bytes.subarray(range.start, range.end + 1) : bytes };
     }
     try {
+      if (this.store.openReader) {
+        const reader = await this.store.openReader(digest);
+        const start = range?.start ?? 0;
+        return { size: found.size, body: { reader, start, length: (range ? range.end + 1 : reader.size) - start } };
+      }
       return { size: found.size, body: await this.store.get(digest, range) };
     } catch (error) {
       if (error instanceof BlobNotFoundError) throw new RegistryError('BLOB_UNKNOWN', 'blob content is missing from storage', { digest });

@@ -14,6 +14,7 @@ import { checkDigest, isDigest, isValidName, isValidTag, type DigestAlgorithm } 
 import type { ManifestService } from './manifest-service.js';
 import type { ChunkRange, UploadService } from './upload-service.js';
 import { parseByteRange } from './byte-range.js';
+import { isReaderBody, sendFromReader, type ReaderBody } from './send-blob.js';
 
 export interface RegistryRoutesOptions {
   blobs: BlobService;
@@ -42,7 +43,8 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null));
 
-  app.addHook('onSend', async (_request, reply) => {
+  // Set on every reply up front (not in onSend) so hijacked blob responses carry it too.
+  app.addHook('onRequest', async (_request, reply) => {
     reply.header('Docker-Distribution-API-Version', 'registry/2.0');
   });
 
@@ -195,7 +197,7 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
         const rangeHeader = request.headers.range;
         if (rangeHeader === undefined) {
           const { size, body } = await blobs.open(name, digest);
-          return reply.header('Content-Length', size).send(body);
+          return send(request, reply.header('Content-Length', size), body);
         }
         const found = await blobs.stat(name, digest);
         if (!found) throw new RegistryError('BLOB_UNKNOWN', undefined, { digest });
@@ -206,11 +208,11 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
         }
         if (range === 'ignore') {
           const { size, body } = await blobs.open(name, digest);
-          return reply.header('Content-Length', size).send(body);
+          return send(request, reply.header('Content-Length', size), body);
         }
         const { body } = await blobs.open(name, digest, range);
-        return reply.code(206).header('Content-Range', `bytes ${range.start}-${range.end}/${found.size}`)
-          .header('Content-Length', range.end - range.start + 1).send(body);
+        return send(request, reply.code(206).header('Content-Range', `bytes ${range.start}-${range.end}/${found.size}`)
+          .header('Content-Length', range.end - range.start + 1), body);
       },
     },
     {
@@ -338,4 +340,11 @@ function toRegistryError(error: unknown): RegistryError {
     return new RegistryError('BLOB_UPLOAD_INVALID', 'request body was cut short');
   }
   return new RegistryError('UNKNOWN');
+}
+
+/** Sends a blob body: buffers and streams through Fastify, positional readers through reused buffers. */
+async function send(request: FastifyRequest, reply: FastifyReply, body: Readable | Buffer | ReaderBody): Promise<unknown> {
+  if (!isReaderBody(body)) return reply.send(body);
+  await sendFromReader(request, reply, body);
+  return reply;
 }

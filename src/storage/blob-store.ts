@@ -17,8 +17,22 @@ export interface BlobStat {
   size: number;
 }
 
+/** Positional reads of one blob into buffers the caller owns and reuses. */
+export interface BlobReader {
+  readonly size: number;
+  /** Reads up to `length` bytes at `position` into `buffer`; returns how many were read (0 at the end). */
+  read(buffer: Buffer, length: number, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
 export interface BlobStore {
   stat(digest: string): Promise<BlobStat | null>;
+  /**
+   * Optional fast path for large reads: no allocation per chunk (on this host, 1 GiB served
+   * through fresh 1 MiB Buffers costs ~1.5x the CPU of reusing two). Drivers that cannot
+   * read positionally (object stores) leave it out and `get` is used.
+   */
+  openReader?(digest: string): Promise<BlobReader>;
   /** Opens the blob for reading; throws `BlobNotFoundError` before any byte is sent if absent. */
   get(digest: string, range?: ByteRange): Promise<Readable>;
   /** Deletes the blob; false when it was not there. */

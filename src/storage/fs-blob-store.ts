@@ -14,10 +14,10 @@
  * complete and durable or absent.
  */
 import { createReadStream, constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, truncate, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobStat, type BlobStore, type ByteRange, type UploadStore } from './blob-store.js';
+import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobReader, type BlobStat, type BlobStore, type ByteRange, type UploadStore } from './blob-store.js';
 
 const uploadIdPattern = /^[A-Za-z0-9_-]{8,128}$/;
 const readHighWaterMark = 1024 * 1024;
@@ -58,6 +58,27 @@ export class FsBlobStore implements BlobStore {
       throw error;
     }
     return handle.createReadStream({ start: range?.start, end: range?.end, highWaterMark: readHighWaterMark, autoClose: true });
+  }
+
+  async openReader(digest: string): Promise<BlobReader> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.blobPath(digest), fsConstants.O_RDONLY);
+    } catch (error) {
+      if (isMissing(error)) throw new BlobNotFoundError(digest);
+      throw error;
+    }
+    try {
+      const { size } = await handle.stat();
+      return {
+        size,
+        read: async (buffer, length, position) => (await handle.read(buffer, 0, length, position)).bytesRead,
+        close: () => handle.close(),
+      };
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
   }
 
   async delete(digest: string): Promise<boolean> {
