@@ -22,7 +22,9 @@ import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobRea
 const uploadIdPattern = /^[A-Za-z0-9_-]{8,128}$/;
 const readHighWaterMark = 1024 * 1024;
 const writeBatchBytes = 1024 * 1024;
-const maxWritesInFlight = 4;
+const maxWritesInFlight = 3;
+/** Written bytes after which an upload's file is flushed in the background (see startWriteback). */
+const writebackBytes = 64 * 1024 * 1024;
 
 export class FsBlobStore implements BlobStore {
   readonly uploads: UploadStore;
@@ -117,6 +119,9 @@ export class FsBlobStore implements BlobStore {
 
 class FsUploadStore implements UploadStore {
   private dirReady = false;
+  /** Background flushes in flight, and bytes written since the last one, per session. */
+  private readonly writeback = new Map<string, Promise<void>>();
+  private readonly unflushed = new Map<string, number>();
 
   constructor(private readonly store: FsBlobStore, private readonly dir: string) {}
 
@@ -160,6 +165,7 @@ class FsUploadStore implements UploadStore {
         write.catch(() => undefined); // observed when awaited below; never an unhandled rejection meanwhile
         pending.push(write);
         position += batchBytes;
+        this.noteWritten(id, batchBytes);
         batch = [];
         batchBytes = 0;
       };
@@ -184,6 +190,30 @@ class FsUploadStore implements UploadStore {
     } finally {
       await handle.close();
     }
+  }
+
+  /**
+   * The commit must make every byte durable; flushing as the upload goes, on a thread of its
+   * own, overlaps that disk work with receiving instead of paying it all at the end (~0.8 s
+   * per GiB here). Only an optimisation: commit still syncs, so errors here are ignored.
+   */
+  private noteWritten(id: string, bytes: number): void {
+    const total = (this.unflushed.get(id) ?? 0) + bytes;
+    if (total < writebackBytes || this.writeback.has(id)) {
+      this.unflushed.set(id, total);
+      return;
+    }
+    this.unflushed.set(id, 0);
+    const file = this.file(id);
+    const flush = (async () => {
+      const handle = await open(file, fsConstants.O_RDONLY);
+      try {
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+    })().catch(() => undefined).finally(() => this.writeback.delete(id));
+    this.writeback.set(id, flush);
   }
 
   async truncate(id: string, size: number): Promise<void> {
@@ -220,6 +250,8 @@ class FsUploadStore implements UploadStore {
       throw error;
     }
     try {
+      await this.writeback.get(id);
+      this.unflushed.delete(id);
       await handle.datasync();
     } finally {
       await handle.close();
@@ -228,6 +260,7 @@ class FsUploadStore implements UploadStore {
   }
 
   async abort(id: string): Promise<void> {
+    this.unflushed.delete(id);
     await rm(this.file(id), { force: true });
   }
 
