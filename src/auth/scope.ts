@@ -2,9 +2,8 @@
  * @module auth/scope
  * The one seam between every route and access control: a route declares the scopes it needs
  * (`repository:<name>:pull`, `repository:<name>:push`, `registry:catalog:*` …) and the
- * surface calls `Authorizer.authorize` before the handler runs. Until the access-control issue
- * lands the server uses `allowAll`; the real authorizer replaces it in the composition root
- * without touching any handler.
+ * surface calls `Authorizer.authorize` before the handler runs. The real authorizer
+ * (auth/registry-authorizer) is chosen in the composition root; `allowAll` when auth is off.
  */
 import type { FastifyRequest } from 'fastify';
 
@@ -19,10 +18,14 @@ export interface AccessScope {
 export interface Authorizer {
   /** Resolves when the request may proceed; throws an error the surface renders (401/403) otherwise. */
   authorize(request: FastifyRequest, scopes: AccessScope[]): Promise<void>;
+  /** Whether the caller holds `scope`, without failing: catalog filtering, a mount's source. */
+  permits(request: FastifyRequest, scope: AccessScope): Promise<boolean>;
 }
 
+/** For a registry run without access control (`auth.enabled: false`). */
 export const allowAll: Authorizer = {
   authorize: async () => undefined,
+  permits: async () => true,
 };
 
 /** `repository:library/alpine:pull,push` — the token-scope syntax of registry auth. */

@@ -37,6 +37,11 @@ export async function main(argv: string[]): Promise<void> {
       const config = configFrom(flags, { listen: flags.listen });
       const server = await startServer(config);
       process.stdout.write(`Slipway listening on ${server.url} (data in ${config.dataDir}, database ${config.database === 'sqlite' ? 'sqlite' : 'postgres'})\n`);
+      if (server.generatedAdminPassword) {
+        // Shown once, on the first start only; it is stored hashed.
+        process.stdout.write(`Created user "admin" with password ${server.generatedAdminPassword} (set SLIPWAY_ADMIN_PASSWORD to choose it; shown only now)\n`);
+      }
+      if (!config.auth.enabled) process.stdout.write('Access control is OFF (auth.enabled: false): anyone who can reach this address may push and delete\n');
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;

@@ -49,6 +49,26 @@ export const configSchema = z.strictObject({
       interval: duration.prefault('6h'),
     }).prefault({}),
   }).prefault({}),
+  auth: z.strictObject({
+    /** Off: anyone may push and delete (a throw-away local registry). On by default. */
+    enabled: z.boolean().default(true),
+    /** Password of the `admin` user created on first start (env SLIPWAY_ADMIN_PASSWORD); generated and printed once when unset. */
+    adminPassword: z.string().min(8).optional(),
+    /** Token `aud`/`service` and the challenge's service. */
+    service: z.string().min(1).default('slipway'),
+    /** Absolute URL of the token endpoint for the challenge; default: derived from the request's Host. */
+    realm: z.string().url().optional(),
+    tokenTtl: duration.prefault('5m'),
+    refreshTokenTtl: duration.prefault('30d'),
+  }).prefault({}),
+  vault: z.strictObject({
+    /** Base64 or hex of 32 bytes (env SLIPWAY_MASTER_KEY); wins over masterKeyFile. */
+    masterKey: z.string().optional(),
+    /** A file holding the master key (e.g. a mounted secret); default `<dataDir>/master.key`, created on first start. */
+    masterKeyFile: z.string().optional(),
+    /** Older master keys still accepted while `slipway vault rotate` re-wraps the data keys. */
+    previousMasterKeys: z.array(z.string()).default([]),
+  }).prefault({}),
   shutdownTimeout: duration.prefault('30s'),
 });
 
@@ -105,6 +125,11 @@ function fromEnv(env: Record<string, string | undefined>): Record<string, unknow
   if (env.SLIPWAY_DATA_DIR) out.dataDir = env.SLIPWAY_DATA_DIR;
   if (env.SLIPWAY_DATABASE) out.database = env.SLIPWAY_DATABASE;
   if (env.SLIPWAY_LOG_LEVEL) out.log = { level: env.SLIPWAY_LOG_LEVEL };
+  const auth: Record<string, unknown> = {};
+  if (env.SLIPWAY_ADMIN_PASSWORD) auth.adminPassword = env.SLIPWAY_ADMIN_PASSWORD;
+  if (env.SLIPWAY_AUTH_ENABLED) auth.enabled = !/^(false|0|off|no)$/i.test(env.SLIPWAY_AUTH_ENABLED);
+  if (Object.keys(auth).length > 0) out.auth = auth;
+  if (env.SLIPWAY_MASTER_KEY) out.vault = { masterKey: env.SLIPWAY_MASTER_KEY };
   return out;
 }
 

@@ -69,6 +69,89 @@ export interface UploadTable {
   updated_at: number;
 }
 
+/** A user (password login) or a service account (API keys only). */
+export interface PrincipalTable {
+  id: string;
+  name: string;
+  kind: 'user' | 'service';
+  /** `scrypt$N$r$p$salt$hash` (base64url); null for service accounts. */
+  password_hash: string | null;
+  admin: ColumnType<number, number | undefined, number>;
+  created_at: number;
+}
+
+export interface ApiKeyTable {
+  id: string;
+  principal_id: string;
+  name: string;
+  /** sha256 of the key's secret part (keys are 256-bit random, so no slow hash is needed). */
+  secret_hash: string;
+  /** JSON array of scope strings, e.g. ["registry:pull","registry:push"]; ["*"] for all the owner may do. */
+  scopes: string;
+  expires_at: number | null;
+  last_used_at: number | null;
+  revoked_at: number | null;
+  created_at: number;
+}
+
+export interface NamespaceTable {
+  name: string;
+  created_by: string;
+  created_at: number;
+}
+
+export interface MembershipTable {
+  namespace: string;
+  principal_id: string;
+  role: 'owner' | 'contributor' | 'reader';
+  updated_at: number;
+}
+
+export interface PublicRepositoryTable {
+  repository: string;
+  updated_at: number;
+}
+
+/** Append-only: rows are inserted, never updated or deleted by Slipway. */
+export interface AuditTable {
+  seq: Generated<number>;
+  at: number;
+  actor: string | null;
+  action: string;
+  target: string | null;
+  outcome: 'ok' | 'denied' | 'failed';
+  address: string | null;
+  /** JSON text; never secrets. */
+  detail: string | null;
+}
+
+export interface VaultDataKeyTable {
+  id: string;
+  /** Fingerprint of the master key that wraps this data key. */
+  master_key_id: string;
+  /** `iv.tag.ciphertext` (base64url) of the 32-byte data key under the master key. */
+  wrapped_key: string;
+  /** 1 for the key new secrets are sealed with. */
+  active: ColumnType<number, number | undefined, number>;
+  created_at: number;
+}
+
+export interface ExternalRegistryTable {
+  id: string;
+  namespace: string;
+  /** Host plus optional path, e.g. `registry.example.com/my-team`. */
+  prefix: string;
+  type: 'basic' | 'swr' | 'ecr' | 'gcr' | 'gar' | 'acr' | 'ocir';
+  /** Non-secret identity (user name, access key id, client id); shown in the API. */
+  username: string | null;
+  region: string | null;
+  /** Vault envelope of the secret part (password, secret key, JSON key). */
+  secret: string;
+  enable_ci: ColumnType<number, number | undefined, number>;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface MigrationTable {
   version: number;
   name: string;
@@ -83,6 +166,14 @@ export interface Tables {
   manifest_references: ManifestReferenceTable;
   tags: TagTable;
   uploads: UploadTable;
+  principals: PrincipalTable;
+  api_keys: ApiKeyTable;
+  namespaces: NamespaceTable;
+  memberships: MembershipTable;
+  public_repositories: PublicRepositoryTable;
+  audit_log: AuditTable;
+  vault_data_keys: VaultDataKeyTable;
+  external_registries: ExternalRegistryTable;
   schema_migrations: MigrationTable;
 }
 

@@ -7,6 +7,7 @@ export const apiErrorCatalog = {
   BAD_REQUEST: { status: 400 },
   UNAUTHORIZED: { status: 401 },
   FORBIDDEN: { status: 403 },
+  TOO_MANY_REQUESTS: { status: 429 },
   NOT_FOUND: { status: 404 },
   CONFLICT: { status: 409 },
   PAYLOAD_TOO_LARGE: { status: 413 },

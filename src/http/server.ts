@@ -7,6 +7,8 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Authorizer } from '../auth/scope.js';
 import type { Database } from '../db/db.js';
 import { registryRoutes, type RegistryRoutesOptions } from '../registry/routes.js';
+import { authRoutes, type AuthRoutesOptions } from '../auth/routes.js';
+import { credentialRoutes, type CredentialRoutesOptions } from '../credentials/routes.js';
 import { ApiError, toApiError } from './errors.js';
 
 export interface ServerDependencies {
@@ -15,6 +17,10 @@ export interface ServerDependencies {
   db: Database;
   authorizer: Authorizer;
   registry: Omit<RegistryRoutesOptions, 'authorizer'>;
+  /** Token endpoint and access-control API; absent when auth is off. */
+  auth?: AuthRoutesOptions;
+  /** External registry credentials API; needs auth. */
+  credentials?: CredentialRoutesOptions;
   /** Extra readiness checks (storage reachable, …). */
   readinessChecks?: Array<() => Promise<void>>;
 }
@@ -60,5 +66,7 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
   });
 
   await app.register(registryRoutes, { ...deps.registry, authorizer: deps.authorizer });
+  if (deps.auth) await app.register(authRoutes, deps.auth);
+  if (deps.credentials) await app.register(credentialRoutes, deps.credentials);
   return app;
 }

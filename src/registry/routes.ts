@@ -63,14 +63,30 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
     {
       methods: ['GET', 'HEAD'],
       pattern: /^_catalog$/,
-      scopes: () => [{ type: 'registry', name: 'catalog', actions: ['*'] }],
+      // Any caller may ask; each sees only the repositories it may pull.
+      scopes: () => [],
       async handle(_match, request, reply) {
         const query = request.query as Query;
         const { limit, last } = pageParameters(query);
         if (limit === 0) return reply.send({ repositories: [] });
-        const page = await manifests.repositories(limit, last);
-        if (page.next !== undefined) reply.header('Link', `</v2/_catalog?n=${limit}&last=${encodeURIComponent(page.next)}>; rel="next"`);
-        return reply.send({ repositories: page.items });
+        const visible: string[] = [];
+        let after = last;
+        let more = false;
+        scan: for (;;) {
+          const page = await manifests.repositories(500, after);
+          for (const [i, name] of page.items.entries()) {
+            after = name;
+            if (!(await authorizer.permits(request, { type: 'repository', name, actions: ['pull'] }))) continue;
+            visible.push(name);
+            if (limit !== undefined && visible.length === limit) {
+              more = i < page.items.length - 1 || page.next !== undefined;
+              break scan;
+            }
+          }
+          if (page.next === undefined) break;
+        }
+        if (more) reply.header('Link', `</v2/_catalog?n=${limit}&last=${encodeURIComponent(visible.at(-1)!)}>; rel="next"`);
+        return reply.send({ repositories: visible });
       },
     },
     {
@@ -118,12 +134,8 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
     {
       methods: ['POST'],
       pattern: /^(.+)\/blobs\/uploads\/?$/,
-      scopes: (m, query) => {
-        const scopes = repo(m, ['pull', 'push']);
-        const from = single(query.from);
-        if (single(query.mount) && from && isValidName(from)) scopes.push({ type: 'repository', name: from, actions: ['pull'] });
-        return scopes;
-      },
+      // A mount's source is checked in the handler: without pull there, it falls back to an upload.
+      scopes: (m) => repo(m, ['pull', 'push']),
       async handle(match, request, reply) {
         const name = match[1]!;
         const query = request.query as Query;
@@ -132,7 +144,8 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
         if (mount !== undefined) {
           const check = checkDigest(mount);
           if (!check.ok) throw new RegistryError('DIGEST_INVALID', `invalid digest ${mount}`, { digest: mount });
-          if (from && isValidName(from) && (await blobs.mount(name, from, mount))) {
+          const mayRead = from && isValidName(from) && (await authorizer.permits(request, { type: 'repository', name: from, actions: ['pull'] }));
+          if (mayRead && (await blobs.mount(name, from, mount))) {
             return reply.code(201).header('Location', `/v2/${name}/blobs/${mount}`).header('Docker-Content-Digest', mount).send();
           }
           // Cannot mount: fall through to an ordinary upload session (202), as the spec allows.

@@ -124,5 +124,6 @@ export async function requireCommands(commands: Record<string, string>): Promise
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('SLIPWAY_')) env[key] = value;
-  return { ...env, ...extra };
+  // Protocol-level tests run the registry without access control unless they ask for it.
+  return { ...env, SLIPWAY_AUTH_ENABLED: 'false', ...extra };
 }

@@ -77,6 +77,8 @@ export async function startTestServer(options: { dialect?: DialectUnderTest; con
       database: database.url,
       log: { level: 'warn', requests: false },
       ...options.config,
+      // Registry protocol tests run without access control; auth tests turn it on.
+      auth: { enabled: false, ...options.config?.auth },
       registry: { ...options.config?.registry, gc: { interval: 0, ...options.config?.registry?.gc } },
     },
   });

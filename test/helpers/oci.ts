@@ -45,12 +45,12 @@ export function imageIndex(children: BuiltManifest[], extra: Record<string, unkn
 }
 
 /** Monolithic push of one blob (POST then PUT). Returns the response of the PUT. */
-export async function pushBlob(base: string, name: string, data: Buffer, digest = sha256(data)): Promise<Response> {
-  const start = await fetch(`${base}/v2/${name}/blobs/uploads/`, { method: 'POST' });
+export async function pushBlob(base: string, name: string, data: Buffer, digest = sha256(data), headers: Record<string, string> = {}): Promise<Response> {
+  const start = await fetch(`${base}/v2/${name}/blobs/uploads/`, { method: 'POST', headers });
   if (start.status !== 202) throw new Error(`POST upload: ${start.status} ${await start.text()}`);
   const location = new URL(start.headers.get('location')!, base);
   location.searchParams.set('digest', digest);
-  return fetch(location, { method: 'PUT', body: asBody(data), headers: { 'Content-Type': 'application/octet-stream' } });
+  return fetch(location, { method: 'PUT', body: asBody(data), headers: { ...headers, 'Content-Type': 'application/octet-stream' } });
 }
 
 /** Pushes config + layers and the manifest under `reference`. */
@@ -68,8 +68,8 @@ export async function pushImage(base: string, name: string, reference: string, l
   return { manifest, blobs: [config, ...layers] };
 }
 
-export function putManifest(base: string, name: string, reference: string, manifest: BuiltManifest): Promise<Response> {
-  return fetch(`${base}/v2/${name}/manifests/${reference}`, { method: 'PUT', body: asBody(manifest.body), headers: { 'Content-Type': manifest.mediaType } });
+export function putManifest(base: string, name: string, reference: string, manifest: BuiltManifest, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${base}/v2/${name}/manifests/${reference}`, { method: 'PUT', body: asBody(manifest.body), headers: { ...headers, 'Content-Type': manifest.mediaType } });
 }
 
 /** The first error code of an OCI error envelope. */

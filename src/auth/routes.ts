@@ -1,0 +1,254 @@
+/**
+ * @module auth/routes
+ * The token endpoint of registry token auth (`GET /auth/token` with HTTP basic or anonymous;
+ * `POST /auth/token` with the OAuth2 password and refresh_token grants) and the access-control
+ * part of the REST API under `/api/v1`: namespaces and members, users and service accounts,
+ * API keys, repository visibility, the audit log.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { ApiError, toApiError } from '../http/errors.js';
+import { parseBody } from '../http/validation.js';
+import { ApiGuard } from './api-guard.js';
+import { AccessError, keyScopes, namespaceOf, roles, type AccessService, type Principal } from './access.js';
+import type { AuditLog } from './audit.js';
+import { TooManyAttemptsError, type Credentials } from './credentials.js';
+import type { RegistryAuthorizer } from './registry-authorizer.js';
+import type { AccessAction, AccessScope } from './scope.js';
+import { TokenError, type TokenService } from './tokens.js';
+import { parseDuration } from '../config/config.js';
+
+export interface AuthRoutesOptions {
+  access: AccessService;
+  credentials: Credentials;
+  tokens: TokenService;
+  audit: AuditLog;
+  authorizer: RegistryAuthorizer;
+  service: string;
+}
+
+/** `repository:<name>:<actions>` as registry clients send it; unknown types are ignored. */
+export function parseScope(text: string): AccessScope | null {
+  const first = text.indexOf(':');
+  const last = text.lastIndexOf(':');
+  if (first < 0 || last === first) return null;
+  const type = text.slice(0, first);
+  if (type !== 'repository') return null;
+  const actions = text.slice(last + 1).split(',').filter((a): a is AccessAction => ['pull', 'push', 'delete', '*'].includes(a));
+  return { type, name: text.slice(first + 1, last), actions };
+}
+
+export async function authRoutes(app: FastifyInstance, options: AuthRoutesOptions): Promise<void> {
+  const { access, credentials, tokens, audit, authorizer, service } = options;
+
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(body as string)));
+  });
+
+  const login = async (request: FastifyRequest, username: string, secret: string): Promise<Principal> => {
+    try {
+      const principal = await credentials.check(username, secret, request.ip);
+      if (!principal) throw new ApiError('UNAUTHORIZED', 'invalid username, password or API key');
+      await audit.record({ actor: principal.name, action: 'login', outcome: 'ok', address: request.ip, detail: { method: principal.keyId ? 'api-key' : 'password', keyId: principal.keyId } });
+      return principal;
+    } catch (error) {
+      if (error instanceof TooManyAttemptsError) throw new ApiError('TOO_MANY_REQUESTS', error.message);
+      throw error;
+    }
+  };
+
+  /** Grants the requested actions the principal holds; entries with nothing granted are left out. */
+  const grant = async (principal: Principal | null, scopes: AccessScope[]): Promise<AccessScope[]> => {
+    const granted: AccessScope[] = [];
+    for (const scope of scopes) {
+      const allowed = await authorizer.allowedActions(principal, scope.name, scope.actions.includes('push') || scope.actions.includes('*'));
+      const actions = scope.actions.includes('*') ? [...allowed] : scope.actions.filter((a) => allowed.has(a));
+      if (actions.length > 0) granted.push({ type: 'repository', name: scope.name, actions });
+    }
+    return granted;
+  };
+
+  const issue = async (principal: Principal | null, scopeParam: unknown, refresh: boolean) => {
+    const requested = (Array.isArray(scopeParam) ? scopeParam : scopeParam ? [scopeParam] : [])
+      .flatMap((s) => String(s).split(' ')).map(parseScope).filter((s): s is AccessScope => s !== null);
+    const granted = await grant(principal, requested);
+    const issued = await tokens.issueAccess({ subject: principal?.name ?? '', access: granted });
+    const body: Record<string, unknown> = { token: issued.token, access_token: issued.token, expires_in: issued.expiresIn, issued_at: issued.issuedAt };
+    if (refresh && principal) body.refresh_token = await tokens.issueRefresh(principal.name);
+    return body;
+  };
+
+  app.get('/auth/token', async (request) => {
+    const query = request.query as Record<string, unknown>;
+    const header = request.headers.authorization;
+    let principal: Principal | null = null;
+    if (header?.startsWith('Basic ')) {
+      const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      principal = await login(request, decoded.slice(0, colon), decoded.slice(colon + 1));
+    }
+    return issue(principal, query.scope, query.offline_token === 'true');
+  });
+
+  app.post('/auth/token', async (request) => {
+    const form = (request.body ?? {}) as Record<string, string>;
+    let principal: Principal;
+    if (form.grant_type === 'password') {
+      if (!form.username || !form.password) throw new ApiError('BAD_REQUEST', 'username and password are required');
+      principal = await login(request, form.username, form.password);
+    } else if (form.grant_type === 'refresh_token') {
+      try {
+        const verified = await tokens.verify(form.refresh_token ?? '', 'refresh');
+        const found = await access.findByName(verified.subject);
+        if (!found) throw new TokenError('unknown subject');
+        principal = found;
+      } catch (error) {
+        if (error instanceof TokenError) throw new ApiError('UNAUTHORIZED', 'invalid refresh token');
+        throw error;
+      }
+    } else {
+      throw new ApiError('BAD_REQUEST', 'grant_type must be password or refresh_token');
+    }
+    return issue(principal, form.scope, form.grant_type === 'password' && form.access_type === 'offline' ? true : form.grant_type === 'refresh_token');
+  });
+
+  // ---- REST API ----
+  const guard = new ApiGuard(access, authorizer);
+  const authenticated = (request: FastifyRequest) => guard.authenticate(request);
+  const requireAdmin = (principal: Principal) => guard.requireAdmin(principal);
+  const requireRole = (principal: Principal, namespace: string, least: 'owner' | 'reader') => guard.requireRole(principal, namespace, least);
+  const body = parseBody;
+  // Access-service errors become API errors; everything else as the server renders it.
+  app.setErrorHandler(async (error, request, reply) => {
+    let apiError: ApiError;
+    if (error instanceof AccessError) {
+      const code = error.code === 'NAME_INVALID' ? 'BAD_REQUEST' : error.code === 'DENIED' ? 'FORBIDDEN' : error.code;
+      apiError = new ApiError(code, error.message);
+    } else {
+      apiError = toApiError(error);
+    }
+    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.code(apiError.status).send(apiError.toJSON());
+  });
+
+  app.get('/api/v1/me', async (request: FastifyRequest) => {
+    const me = await authenticated(request);
+    return { name: me.name, kind: me.kind, admin: me.admin, namespaces: await access.listNamespaces(me) };
+  });
+
+  app.get('/api/v1/namespaces', async (request: FastifyRequest) => access.listNamespaces(await authenticated(request)));
+
+  app.post('/api/v1/namespaces', async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await authenticated(request);
+    const { name } = body(z.strictObject({ name: z.string() }), request);
+    await access.createNamespace(name, me);
+    await audit.record({ actor: me.name, action: 'namespace.create', target: name, outcome: 'ok', address: request.ip });
+    return reply.code(201).send({ name, role: 'owner' });
+  });
+
+  app.get('/api/v1/namespaces/:ns/members', async (request: FastifyRequest) => {
+    const me = await authenticated(request);
+    const { ns } = request.params as { ns: string };
+    await requireRole(me, ns, 'reader');
+    return access.members(ns);
+  });
+
+  app.put('/api/v1/namespaces/:ns/members/:member', async (request: FastifyRequest) => {
+    const me = await authenticated(request);
+    const { ns, member } = request.params as { ns: string; member: string };
+    await requireRole(me, ns, 'owner');
+    const { role } = body(z.strictObject({ role: z.enum(roles as [string, ...string[]]) }), request);
+    const target = await access.findByName(member);
+    if (!target) throw new ApiError('NOT_FOUND', `no user or service account "${member}"`);
+    await access.setMember(ns, target.id, role as 'owner');
+    await audit.record({ actor: me.name, action: 'member.set', target: `${ns}/${member}`, outcome: 'ok', address: request.ip, detail: { role } });
+    return { namespace: ns, member, role };
+  });
+
+  app.delete('/api/v1/namespaces/:ns/members/:member', async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await authenticated(request);
+    const { ns, member } = request.params as { ns: string; member: string };
+    await requireRole(me, ns, 'owner');
+    const target = await access.findByName(member);
+    if (!target || !(await access.removeMember(ns, target.id))) throw new ApiError('NOT_FOUND', `"${member}" is not a member of "${ns}"`);
+    await audit.record({ actor: me.name, action: 'member.remove', target: `${ns}/${member}`, outcome: 'ok', address: request.ip });
+    return reply.code(204).send();
+  });
+
+  app.put('/api/v1/repositories/*', async (request: FastifyRequest) => {
+    const me = await authenticated(request);
+    const path = (request.params as { '*': string })['*'];
+    const match = /^(.+)\/visibility$/.exec(path);
+    if (!match) throw new ApiError('NOT_FOUND', `no route PUT /api/v1/repositories/${path}`);
+    const repository = match[1]!;
+    await requireRole(me, namespaceOf(repository), 'owner');
+    const { public: isPublic } = body(z.strictObject({ public: z.boolean() }), request);
+    await access.setPublic(repository, isPublic);
+    await audit.record({ actor: me.name, action: 'repository.visibility', target: repository, outcome: 'ok', address: request.ip, detail: { public: isPublic } });
+    return { repository, public: isPublic };
+  });
+
+  app.post('/api/v1/users', async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await authenticated(request);
+    requireAdmin(me);
+    const input = body(z.strictObject({ name: z.string(), password: z.string().optional(), admin: z.boolean().default(false), kind: z.enum(['user', 'service']).default('user') }), request);
+    if (input.kind === 'user' && !input.password) throw new ApiError('BAD_REQUEST', 'password: required for a user');
+    const created = input.kind === 'service' ? await access.createServiceAccount(input.name) : await access.createUser(input.name, input.password!, input.admin);
+    await audit.record({ actor: me.name, action: 'principal.create', target: created.name, outcome: 'ok', address: request.ip, detail: { kind: created.kind, admin: created.admin } });
+    return reply.code(201).send({ name: created.name, kind: created.kind, admin: created.admin });
+  });
+
+  app.get('/api/v1/users', async (request: FastifyRequest) => {
+    requireAdmin(await authenticated(request));
+    return (await access.listPrincipals()).map(({ name, kind, admin }) => ({ name, kind, admin }));
+  });
+
+  app.post('/api/v1/keys', async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await authenticated(request);
+    const input = body(z.strictObject({
+      name: z.string().min(1).max(100),
+      scopes: z.array(z.enum(keyScopes)).min(1).default(['*']),
+      expiresIn: z.string().optional(),
+      /** Admins, and owners of a namespace the service account belongs to, may make keys for a service account. */
+      for: z.string().optional(),
+    }), request);
+    let owner = me;
+    if (input.for && input.for !== me.name) {
+      const target = await access.findByName(input.for);
+      if (!target || (!me.admin && target.kind !== 'service')) throw new ApiError('NOT_FOUND', `no service account "${input.for}"`);
+      if (!me.admin) {
+        const shared = (await access.listNamespaces(target)).map((n) => n.name);
+        const mine = (await access.listNamespaces(me)).filter((n) => n.role === 'owner').map((n) => n.name);
+        if (!shared.some((n) => mine.includes(n))) throw new ApiError('FORBIDDEN', `you own no namespace "${input.for}" belongs to`);
+      }
+      owner = target;
+    }
+    let expiresInMs: number | undefined;
+    try {
+      expiresInMs = input.expiresIn ? parseDuration(input.expiresIn) : undefined;
+    } catch {
+      throw new ApiError('BAD_REQUEST', 'expiresIn: a duration such as 30d or 12h');
+    }
+    const created = await access.createKey(owner === me ? me : owner, input.name, input.scopes, expiresInMs);
+    await audit.record({ actor: me.name, action: 'key.create', target: `${owner.name}/${created.id}`, outcome: 'ok', address: request.ip, detail: { scopes: created.scopes, expiresAt: created.expiresAt } });
+    return reply.code(201).send({ ...created, owner: owner.name });
+  });
+
+  app.get('/api/v1/keys', async (request: FastifyRequest) => access.listKeys((await authenticated(request)).id));
+
+  app.delete('/api/v1/keys/:id', async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await authenticated(request);
+    const { id } = request.params as { id: string };
+    if (!(await access.revokeKey(id, me.admin ? null : me.id))) throw new ApiError('NOT_FOUND', `no active key "${id}"`);
+    await audit.record({ actor: me.name, action: 'key.revoke', target: id, outcome: 'ok', address: request.ip });
+    return reply.code(204).send();
+  });
+
+  app.get('/api/v1/audit', async (request: FastifyRequest) => {
+    requireAdmin(await authenticated(request));
+    const query = request.query as Record<string, string | undefined>;
+    return audit.list({ after: query.after ? Number(query.after) : undefined, limit: query.limit ? Number(query.limit) : undefined, action: query.action, actor: query.actor });
+  });
+
+  void service;
+}

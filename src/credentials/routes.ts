@@ -1,0 +1,104 @@
+/**
+ * @module credentials/routes
+ * `/api/v1/namespaces/{ns}/registries`: owners manage a namespace's external registries;
+ * members see them (credentials masked); contributors fetch a login for CI (`…/creds`) where
+ * `enable_ci` is on; `…/registries/match?image=` tells which record applies to an image.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { ApiGuard } from '../auth/api-guard.js';
+import { ApiError, toApiError } from '../http/errors.js';
+import { parseBody } from '../http/validation.js';
+import { CredentialError } from './errors.js';
+import { credentialTypes } from './material.js';
+import { RegistryConflictError, RegistryInputError, RegistryNotFoundError, type ExternalRegistries } from './service.js';
+
+export interface CredentialRoutesOptions {
+  registries: ExternalRegistries;
+  guard: ApiGuard;
+}
+
+const createSchema = z.strictObject({
+  prefix: z.string().min(1),
+  type: z.enum(credentialTypes),
+  credentials: z.record(z.string(), z.unknown()),
+  enable_ci: z.boolean().default(false),
+});
+const patchSchema = z.strictObject({
+  prefix: z.string().min(1).optional(),
+  type: z.enum(credentialTypes).optional(),
+  credentials: z.record(z.string(), z.unknown()).optional(),
+  enable_ci: z.boolean().optional(),
+});
+
+export async function credentialRoutes(app: FastifyInstance, options: CredentialRoutesOptions): Promise<void> {
+  const { registries, guard } = options;
+
+  app.setErrorHandler(async (error, request, reply) => {
+    let apiError: ApiError;
+    if (error instanceof RegistryInputError) apiError = new ApiError('BAD_REQUEST', error.message);
+    else if (error instanceof RegistryNotFoundError) apiError = new ApiError('NOT_FOUND', error.message);
+    else if (error instanceof RegistryConflictError) apiError = new ApiError('CONFLICT', error.message);
+    else if (error instanceof CredentialError) {
+      apiError = error.code === 'CREDENTIAL_REJECTED' && /enable_ci/.test(error.message)
+        ? new ApiError('FORBIDDEN', error.message)
+        : new ApiError(error.code === 'CREDENTIAL_INVALID' ? 'BAD_REQUEST' : 'UNAVAILABLE', error.message, { code: error.code });
+    } else apiError = toApiError(error);
+    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.code(apiError.status).send(apiError.toJSON());
+  });
+
+  const params = (request: FastifyRequest) => request.params as { ns: string; id: string };
+  const base = '/api/v1/namespaces/:ns/registries';
+
+  app.get(base, async (request) => {
+    const me = await guard.authenticate(request);
+    await guard.requireRole(me, params(request).ns, 'reader');
+    return registries.list(params(request).ns);
+  });
+
+  app.post(base, async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await guard.authenticate(request);
+    await guard.requireRole(me, params(request).ns, 'owner');
+    const input = parseBody(createSchema, request);
+    return reply.code(201).send(await registries.create(params(request).ns, input, me.name));
+  });
+
+  app.get(`${base}/match`, async (request) => {
+    const me = await guard.authenticate(request);
+    await guard.requireRole(me, params(request).ns, 'reader');
+    const image = (request.query as { image?: string }).image;
+    if (!image) throw new ApiError('BAD_REQUEST', 'image: required, e.g. ?image=registry.example.com/team/app:1.0');
+    const found = await registries.match(params(request).ns, image);
+    if (!found) throw new ApiError('NOT_FOUND', `no registry of "${params(request).ns}" matches ${image}`);
+    return found;
+  });
+
+  app.get(`${base}/:id`, async (request) => {
+    const me = await guard.authenticate(request);
+    await guard.requireRole(me, params(request).ns, 'reader');
+    return registries.get(params(request).ns, params(request).id);
+  });
+
+  app.patch(`${base}/:id`, async (request) => {
+    const me = await guard.authenticate(request);
+    await guard.requireRole(me, params(request).ns, 'owner');
+    return registries.update(params(request).ns, params(request).id, parseBody(patchSchema, request), me.name);
+  });
+
+  app.delete(`${base}/:id`, async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await guard.authenticate(request);
+    await guard.requireRole(me, params(request).ns, 'owner');
+    await registries.delete(params(request).ns, params(request).id, me.name);
+    return reply.code(204).send();
+  });
+
+  app.get(`${base}/:id/creds`, async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await guard.authenticate(request);
+    await guard.requireRole(me, params(request).ns, 'contributor');
+    const login = await registries.handOut(params(request).ns, params(request).id, me.name, request.ip);
+    // A secret in a response: never cached by anything in between.
+    reply.header('Cache-Control', 'no-store');
+    return { username: login.username, password: login.password, expires_at: login.expiresAt ? new Date(login.expiresAt).toISOString() : null };
+  });
+}
