@@ -15,6 +15,8 @@ import type { AccessScope } from './scope.js';
 const algorithm = 'ES256';
 /** Old keys verify tokens for this long after a rotation (longer than any token lives). */
 const retiredKeyLifetimeMs = 31 * 24 * 3_600_000;
+/** How often a signing server re-reads the key file. */
+const keyFileRecheckMs = 5_000;
 
 interface StoredKey {
   kid: string;
@@ -42,6 +44,7 @@ export class TokenError extends Error {}
 
 export class TokenService {
   private file: KeyFile | undefined;
+  private loadedAt = 0;
   private readonly keys = new Map<string, CryptoKey>();
 
   constructor(private readonly options: { dataDir: string; issuer: string; service: string; ttlMs: number; refreshTtlMs: number }) {}
@@ -74,6 +77,7 @@ export class TokenService {
     await rename(temp, this.path);
     this.file = next;
     this.keys.clear();
+    this.loadedAt = Date.now();
     return kid;
   }
 
@@ -81,6 +85,7 @@ export class TokenService {
     try {
       this.file = JSON.parse(await readFile(this.path, 'utf8')) as KeyFile;
       this.keys.clear();
+      this.loadedAt = Date.now();
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
@@ -118,6 +123,8 @@ export class TokenService {
   }
 
   private async sign(payload: Record<string, unknown>, subject: string, ttlMs: number): Promise<IssuedToken> {
+    // A rotation by another process (`slipway auth rotate-token-key`) is picked up within seconds.
+    if (Date.now() - this.loadedAt > keyFileRecheckMs) await this.load();
     const kid = this.file?.current ?? (await this.currentKid());
     const key = await this.key(kid, 'sign');
     if (!key) throw new TokenError('token signing key missing');
