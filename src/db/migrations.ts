@@ -156,6 +156,60 @@ export const migrations: Migration[] = [
       await db.schema.createIndex('external_registries_namespace').on('external_registries').columns(['namespace', 'prefix']).unique().execute();
     },
   },
+  {
+    version: 3,
+    name: 'jobs-and-builds',
+    async up(db) {
+      // The durable job queue (JobQueue): leases make a crashed worker's job visible again.
+      await db.schema.createTable('jobs')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('queue', 'text', (c) => c.notNull())
+        .addColumn('payload', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('max_attempts', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('timeout_ms', 'bigint', (c) => c.notNull())
+        .addColumn('run_after', 'bigint', (c) => c.notNull())
+        .addColumn('lease_owner', 'text')
+        .addColumn('lease_expires_at', 'bigint')
+        .addColumn('cancel_requested', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('result', 'text')
+        .addColumn('error', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('started_at', 'bigint')
+        .addColumn('finished_at', 'bigint')
+        .execute();
+      await db.schema.createIndex('jobs_ready').on('jobs').columns(['queue', 'status', 'run_after']).execute();
+      await db.schema.createTable('builds')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('job_id', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('component', 'text')
+        .addColumn('branch', 'text')
+        .addColumn('tag', 'text')
+        .addColumn('architecture', 'text', (c) => c.notNull())
+        .addColumn('source', 'text', (c) => c.notNull())
+        .addColumn('image_name', 'text')
+        .addColumn('digest', 'text')
+        .addColumn('error_message', 'text')
+        .addColumn('requested_by', 'text')
+        .addColumn('linux_username', 'text')
+        .addColumn('github_username', 'text')
+        .addColumn('phases', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('started_at', 'bigint')
+        .addColumn('finished_at', 'bigint')
+        .execute();
+      await db.schema.createIndex('builds_lookup').on('builds').columns(['namespace', 'kind', 'component', 'created_at']).execute();
+      await db.schema.createTable('namespace_settings')
+        .addColumn('namespace', 'text', (c) => c.primaryKey())
+        .addColumn('image_name_template', 'text')
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+    },
+  },
 ];
 
 /** Applies every migration newer than the recorded version; safe to call on every start. */

@@ -152,6 +152,65 @@ export interface ExternalRegistryTable {
   updated_at: number;
 }
 
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface JobTable {
+  id: string;
+  /** Which workers take it, e.g. `builds`. */
+  queue: string;
+  /** JSON text. */
+  payload: string;
+  status: JobStatus;
+  attempts: ColumnType<number, number | undefined, number>;
+  max_attempts: ColumnType<number, number | undefined, number>;
+  timeout_ms: number;
+  /** Not taken before this time (retry back-off). */
+  run_after: number;
+  lease_owner: string | null;
+  /** A running job whose lease passed is taken again (or failed when out of attempts). */
+  lease_expires_at: number | null;
+  cancel_requested: ColumnType<number, number | undefined, number>;
+  /** JSON text. */
+  result: string | null;
+  error: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+export interface BuildTable {
+  id: string;
+  namespace: string;
+  kind: 'image' | 'component';
+  job_id: string;
+  status: JobStatus;
+  component: string | null;
+  branch: string | null;
+  tag: string | null;
+  architecture: string;
+  /** JSON: `{ type: 'upload' }` or `{ type: 'git', url, ref, commit? }`. */
+  source: string;
+  /** Full reference of the result, e.g. `127.0.0.1:5000/team/app-main-image:1`. */
+  image_name: string | null;
+  digest: string | null;
+  error_message: string | null;
+  requested_by: string | null;
+  linux_username: string | null;
+  github_username: string | null;
+  /** JSON: milliseconds per phase, e.g. `{ "clone": 120, "build": 4000, "push": 300 }`. */
+  phases: ColumnType<string, string | undefined, string>;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+export interface NamespaceSettingsTable {
+  namespace: string;
+  /** e.g. `{component}-{branch}-image`; null: the default. */
+  image_name_template: string | null;
+  updated_at: number;
+}
+
 export interface MigrationTable {
   version: number;
   name: string;
@@ -174,6 +233,9 @@ export interface Tables {
   audit_log: AuditTable;
   vault_data_keys: VaultDataKeyTable;
   external_registries: ExternalRegistryTable;
+  jobs: JobTable;
+  builds: BuildTable;
+  namespace_settings: NamespaceSettingsTable;
   schema_migrations: MigrationTable;
 }
 
