@@ -246,8 +246,14 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
 
   app.get('/api/v1/audit', async (request: FastifyRequest) => {
     requireAdmin(await authenticated(request));
-    const query = request.query as Record<string, string | undefined>;
-    return audit.list({ after: query.after ? Number(query.after) : undefined, limit: query.limit ? Number(query.limit) : undefined, action: query.action, actor: query.actor });
+    const query = z.object({
+      after: z.coerce.number().int().min(0).optional(),
+      limit: z.coerce.number().int().min(1).max(1000).optional(),
+      action: z.string().optional(),
+      actor: z.string().optional(),
+    }).safeParse(request.query);
+    if (!query.success) throw new ApiError('BAD_REQUEST', query.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    return audit.list(query.data);
   });
 
   void service;

@@ -2,39 +2,41 @@
  * @module cli
  * The `slipway` command. Each subcommand turns its flags into config overrides, then calls the
  * composition root; output for people goes to stdout, logs (JSON) to stderr-free stdout lines.
+ *
+ *   serve | gc | fsck                      on a data folder (this file)
+ *   auth rotate-token-key | vault rotate   key rotation on a data folder (cli/admin-commands.ts)
+ *   login | logout                         API keys of this machine (cli/session-commands.ts)
+ *   registry add|list|rm|creds             a namespace's external registries (cli/registry-commands.ts)
+ *
+ * Exit codes: 0 ok; 1 the operation failed (server, API, vault, fsck problems); 2 usage or
+ * configuration errors (bad flags, bad config, missing files, not logged in).
  */
-import { Command, Option } from 'commander';
-import { ConfigError, loadConfig, type ConfigInput } from '../config/config.js';
-import { createLogger, openRegistry, startServer } from '../main.js';
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError, type ConfigInput } from '../config/config.js';
+import { registerAdminCommands } from './admin-commands.js';
+import { configFrom as configFromEnv, withCommonFlags, type CommonFlags } from './common.js';
+import { CommandError, UsageError } from './errors.js';
+import { registerRegistryCommands } from './registry-commands.js';
+import { registerSessionCommands } from './session-commands.js';
 
-interface CommonFlags {
-  config?: string;
-  dataDir?: string;
-  database?: string;
-}
-
-function withCommonFlags(command: Command): Command {
-  return command
-    .option('-c, --config <file>', 'YAML config file')
-    .option('-d, --data-dir <dir>', 'data folder (env SLIPWAY_DATA_DIR)')
-    .option('--database <url>', '"sqlite" (default) or a postgres:// URL (env SLIPWAY_DATABASE)');
-}
+/** The server stack, loaded only by the subcommands that need it (API commands start faster). */
+const serverStack = () => import('../main.js');
 
 function configFrom(flags: CommonFlags, extra: ConfigInput = {}) {
-  return loadConfig({
-    file: flags.config,
-    env: process.env,
-    flags: { dataDir: flags.dataDir, database: flags.database, ...extra },
-  });
+  return configFromEnv(flags, process.env, extra);
 }
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('slipway').description('Slipway: git push to running functions, with its own OCI registry').showHelpAfterError();
+  // Usage errors surface as CommanderError (exit 2 below) instead of commander's exit 1;
+  // subcommands made after this inherit it.
+  program.exitOverride();
 
   withCommonFlags(program.command('serve').description('start the server with embedded defaults'))
     .option('-l, --listen <host:port>', 'address to listen on (env SLIPWAY_LISTEN)')
     .action(async (flags: CommonFlags & { listen?: string }) => {
       const config = configFrom(flags, { listen: flags.listen });
+      const { startServer } = await serverStack();
       const server = await startServer(config);
       process.stdout.write(`Slipway listening on ${server.url} (data in ${config.dataDir}, database ${config.database === 'sqlite' ? 'sqlite' : 'postgres'})\n`);
       if (server.generatedAdminPassword) {
@@ -66,6 +68,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--json', 'print the report as JSON')
     .action(async (flags: CommonFlags & { gracePeriod?: string; json?: boolean }) => {
       const config = configFrom(flags, flags.gracePeriod ? { registry: { gc: { gracePeriod: flags.gracePeriod } } } : {});
+      const { createLogger, openRegistry } = await serverStack();
       const registry = await openRegistry(config, { logger: createLogger({ ...config, log: { ...config.log, level: 'warn' } }) });
       try {
         const report = await registry.gc();
@@ -80,6 +83,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--json', 'print the report as JSON')
     .action(async (flags: CommonFlags & { json?: boolean }) => {
       const config = configFrom(flags);
+      const { openRegistry } = await serverStack();
       const registry = await openRegistry(config);
       try {
         const report = await registry.fsck();
@@ -95,12 +99,25 @@ export async function main(argv: string[]): Promise<void> {
       }
     });
 
+  registerAdminCommands(program, process.env);
+  registerSessionCommands(program, process.env);
+  registerRegistryCommands(program, process.env);
+
   try {
     await program.parseAsync(argv);
   } catch (error) {
-    if (error instanceof ConfigError) {
+    if (error instanceof CommanderError) {
+      // Help and --version end with 0; commander has already printed what was wrong.
+      if (error.exitCode === 0) return;
+      process.exit(2);
+    }
+    if (error instanceof ConfigError || error instanceof UsageError) {
       process.stderr.write(`slipway: ${error.message}\n`);
       process.exit(2);
+    }
+    if (error instanceof CommandError) {
+      process.stderr.write(`slipway: ${error.message}\n`);
+      process.exit(1);
     }
     throw error;
   }

@@ -61,6 +61,27 @@ export const configSchema = z.strictObject({
     tokenTtl: duration.prefault('5m'),
     refreshTokenTtl: duration.prefault('30d'),
   }).prefault({}),
+  builds: z.strictObject({
+    /** Builds running at once on this server. */
+    concurrency: z.number().int().min(1).max(64).default(1),
+    /** A build running longer is stopped and failed. */
+    timeout: duration.prefault('30m'),
+    /** Largest uploaded build context (bytes, unpacked). */
+    maxContextBytes: z.number().int().positive().default(512 * 1024 * 1024),
+    /** `host:port` that image names carry (what clients pull from); default: the listen address. */
+    registryHost: z.string().regex(listenPattern, 'HOST:PORT').optional(),
+    /** Default image name of `POST …/images`; `{component}`, `{branch}` are replaced. Per namespace in its settings. */
+    imageNameTemplate: z.string().regex(/^[a-z0-9{}._-]+$/).default('{component}-{branch}-image'),
+    /**
+     * Build environments by name (the API's `architecture`): the platform images are built
+     * for, and the builder image component steps run in (a reference in Slipway's registry or
+     * elsewhere; `slipway base-image import --node` makes one offline).
+     */
+    architectures: z.record(z.string().regex(/^[a-z0-9._/-]+$/), z.strictObject({
+      platform: z.string().regex(/^[a-z0-9]+\/[a-z0-9]+(\/[a-z0-9]+)?$/, 'os/arch, e.g. linux/amd64'),
+      builderImage: z.string().min(1),
+    })).default({ 'linux/amd64': { platform: 'linux/amd64', builderImage: 'slipway/node-base:latest' } }),
+  }).prefault({}),
   vault: z.strictObject({
     /** Base64 or hex of 32 bytes (env SLIPWAY_MASTER_KEY); wins over masterKeyFile. */
     masterKey: z.string().optional(),

@@ -19,8 +19,9 @@ export const basicMaterialSchema = z.strictObject({
 export const swrMaterialSchema = z.strictObject({
   type: z.literal('swr'),
   /** Project name: the region ID (`cn-north-4`) or a sub-project (`eu-de_dev`). */
-  region: text,
-  accessKey: text,
+  // The login is `<region>@<AK>`: an '@', '/' or space in either could never log in.
+  region: text.regex(/^[^@\s/]+$/, 'a project name without "@", "/" or spaces'),
+  accessKey: text.regex(/^[^@\s]+$/, 'an access key without "@" or spaces'),
   secretKey: text,
 });
 

@@ -95,7 +95,13 @@ export async function credentialRoutes(app: FastifyInstance, options: Credential
 
   app.get(`${base}/:id/creds`, async (request: FastifyRequest, reply: FastifyReply) => {
     const me = await guard.authenticate(request);
-    await guard.requireRole(me, params(request).ns, 'contributor');
+    try {
+      await guard.requireRole(me, params(request).ns, 'contributor');
+    } catch (error) {
+      // Refusals are audited like hand-outs (a 404 for an outsider stays unaudited: nothing to name).
+      if (error instanceof ApiError && error.code === 'FORBIDDEN') await registries.auditRefusedHandOut(params(request).ns, params(request).id, me.name, request.ip, error.message);
+      throw error;
+    }
     const login = await registries.handOut(params(request).ns, params(request).id, me.name, request.ip);
     // A secret in a response: never cached by anything in between.
     reply.header('Cache-Control', 'no-store');

@@ -131,6 +131,11 @@ export class ExternalRegistries {
     }
   }
 
+  /** Records a hand-out refused before it reached the record (e.g. the caller's role). */
+  async auditRefusedHandOut(namespace: string, id: string, actor: string, address: string | undefined, reason: string): Promise<void> {
+    await this.deps.audit.record({ actor, action: 'registry.creds', target: `${namespace}/${id}`, outcome: 'denied', address, detail: { reason } });
+  }
+
   /** A login for Slipway's own use (pulling a base image, pushing a build): no enable_ci check. */
   async loginForImage(namespace: string, image: string): Promise<RegistryLogin | null> {
     const view = await this.match(namespace, image);

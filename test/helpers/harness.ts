@@ -66,8 +66,21 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+export interface TestServerOptions {
+  dialect?: DialectUnderTest;
+  config?: ConfigInput;
+  wrapStore?: StartOptions['wrapStore'];
+  /**
+   * When given, the server's pino logger writes its JSON lines here (one string per line,
+   * in memory) instead of being silent, at `logLevel` (default `trace`: everything the server
+   * could ever log). Request lines also need `config.log.requests: true`.
+   */
+  logSink?: string[];
+  logLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+}
+
 /** Starts a real server on 127.0.0.1:0 with a fresh data folder and database. */
-export async function startTestServer(options: { dialect?: DialectUnderTest; config?: ConfigInput; wrapStore?: StartOptions['wrapStore'] } = {}): Promise<TestServer> {
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   const dir = await tempDir();
   const database = await (options.dialect ?? dialects[0]!).create();
   const config = loadConfig({
@@ -84,7 +97,11 @@ export async function startTestServer(options: { dialect?: DialectUnderTest; con
   });
   let server: RunningServer;
   try {
-    server = await startServer(config, { logger: pino({ level: process.env.SLIPWAY_TEST_LOG ?? 'silent' }), wrapStore: options.wrapStore });
+    const sink = options.logSink;
+    const logger = sink
+      ? pino({ level: options.logLevel ?? 'trace' }, { write: (line: string) => { sink.push(line); } })
+      : pino({ level: process.env.SLIPWAY_TEST_LOG ?? 'silent' });
+    server = await startServer(config, { logger, wrapStore: options.wrapStore });
   } catch (error) {
     await database.drop();
     await dir.remove();

@@ -1,0 +1,593 @@
+/**
+ * @module db/job-queue
+ * Durable jobs in the `jobs` table, on both dialects. A worker *claims* a job: it becomes
+ * `running` under a lease (owner + expiry) that the worker keeps extending with heartbeats.
+ * A worker that crashes stops heartbeating, its lease runs out and the next `claim` takes the
+ * job again (or fails it when it is out of attempts), so no job is lost and none is run by two
+ * live workers at once.
+ *
+ * Every mutation goes through `Database.write`: on SQLite that is BEGIN IMMEDIATE, which already
+ * serialises claimers across processes; on PostgreSQL the claim selects with
+ * `FOR UPDATE SKIP LOCKED`, so concurrent claimers take different rows instead of queueing on
+ * one. Times are milliseconds since the epoch from `now()` (injectable for tests).
+ *
+ * `JobWorker` is the consuming side: it polls `claim` with a concurrency limit, heartbeats,
+ * enforces the job's timeout and cancellation through an AbortSignal, and stops cleanly.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Kysely, Selectable } from 'kysely';
+import type { Database } from './db.js';
+import type { JobStatus, JobTable, Tables } from './schema.js';
+
+export type { JobStatus };
+
+/** A job as callers see it: JSON columns parsed, names in camelCase. */
+export interface Job<P = unknown, R = unknown> {
+  id: string;
+  queue: string;
+  payload: P;
+  status: JobStatus;
+  /** Claims so far (the running attempt included). */
+  attempts: number;
+  maxAttempts: number;
+  /** 0: no limit. */
+  timeoutMs: number;
+  runAfter: number;
+  leaseOwner: string | null;
+  leaseExpiresAt: number | null;
+  cancelRequested: boolean;
+  result: R | null;
+  error: string | null;
+  createdAt: number;
+  /** Start of the latest attempt. */
+  startedAt: number | null;
+  finishedAt: number | null;
+}
+
+export interface JobQueueOptions {
+  /** Identifies this process's claims; default `<host>-<pid>-<random>`. */
+  workerId?: string;
+  /** How long a claim stays valid without a heartbeat; default 30 s. */
+  leaseMs?: number;
+  now?: () => number;
+}
+
+export interface EnqueueOptions {
+  /** Default 10 minutes; 0 for no limit. */
+  timeoutMs?: number;
+  /** Default 1 (no retry). */
+  maxAttempts?: number;
+  /** Not claimed before this time (ms since epoch); default now. */
+  runAfter?: number;
+  /** Default: random, url-safe and time-ordered. A duplicate id is an error. */
+  id?: string;
+  /**
+   * Insert inside the caller's transaction (e.g. together with a `builds` row). Workers are
+   * notified at once; if the transaction has not committed yet they find the job on their
+   * next poll.
+   */
+  trx?: Kysely<Tables>;
+}
+
+export interface FailOptions {
+  /** Back to `queued` while attempts remain; else `failed`. */
+  retry?: boolean;
+  /** Default: exponential from 1 s, at most 5 min. */
+  backoffMs?: number;
+}
+
+/** The lease on a job is gone: it finished, was cancelled, or another worker took it over. */
+export class LeaseLostError extends Error {
+  constructor(readonly jobId: string, readonly workerId: string) {
+    super(`job ${jobId} is no longer leased to ${workerId}`);
+    this.name = 'LeaseLostError';
+  }
+}
+
+export const defaultLeaseMs = 30_000;
+export const defaultTimeoutMs = 10 * 60_000;
+
+type JobRow = Selectable<JobTable>;
+
+/**
+ * In-process wake-ups, keyed by the Database handle so that any JobQueue on the same handle
+ * reaches the workers of any other (enqueue → start is then immediate within one process).
+ */
+const listeners = new WeakMap<Database, Map<string, Set<() => void>>>();
+
+export class JobQueue {
+  readonly workerId: string;
+  readonly leaseMs: number;
+  private readonly now: () => number;
+
+  constructor(private readonly db: Database, options: JobQueueOptions = {}) {
+    this.workerId = options.workerId ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
+    this.leaseMs = options.leaseMs ?? defaultLeaseMs;
+    this.now = options.now ?? Date.now;
+    if (!(this.leaseMs > 0)) throw new RangeError('leaseMs must be positive');
+  }
+
+  async enqueue<P>(queue: string, payload: P, options: EnqueueOptions = {}): Promise<string> {
+    const maxAttempts = options.maxAttempts ?? 1;
+    const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new RangeError('maxAttempts must be an integer ≥ 1');
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw new RangeError('timeoutMs must be ≥ 0');
+    const now = this.now();
+    const id = options.id ?? newJobId(now);
+    const row = {
+      id, queue, payload: JSON.stringify(payload ?? null), status: 'queued' as const, attempts: 0,
+      max_attempts: maxAttempts, timeout_ms: Math.round(timeoutMs), run_after: options.runAfter ?? now, created_at: now,
+    };
+    if (options.trx) await options.trx.insertInto('jobs').values(row).execute();
+    else await this.db.write((trx) => trx.insertInto('jobs').values(row).execute());
+    this.notify(queue);
+    return id;
+  }
+
+  /** Takes the oldest ready job of `queue` for this worker, or null when none is ready. */
+  async claim<P = unknown>(queue: string): Promise<Job<P> | null> {
+    const row = await this.db.write(async (trx) => {
+      // A loop because an expired job that is out of attempts is failed here, and then the
+      // next candidate is looked at in the same transaction.
+      for (;;) {
+        const now = this.now();
+        let query = trx.selectFrom('jobs').selectAll()
+          .where('queue', '=', queue)
+          .where((eb) => eb.or([
+            eb.and([eb('status', '=', 'queued'), eb('run_after', '<=', now)]),
+            eb.and([eb('status', '=', 'running'), eb('lease_expires_at', '<', now)]),
+          ]))
+          .orderBy('created_at').orderBy('id').limit(1);
+        if (this.db.dialect === 'postgres') query = query.forUpdate().skipLocked();
+        const found = await query.executeTakeFirst();
+        if (!found) return null;
+        let error = found.error;
+        if (found.status === 'running') {
+          // The worker holding it is gone (crashed, hung or partitioned away).
+          if (found.cancel_requested) {
+            await finish(trx, found.id, now, 'cancelled', 'cancelled (its worker was lost)');
+            continue;
+          }
+          if (found.attempts >= found.max_attempts) {
+            await finish(trx, found.id, now, 'failed', `worker lost (lease expired) after ${found.attempts} attempts`);
+            continue;
+          }
+          error = `worker lost (lease expired) on attempt ${found.attempts}`;
+        }
+        const claimed: JobRow = {
+          ...found, status: 'running', attempts: found.attempts + 1, lease_owner: this.workerId,
+          lease_expires_at: now + this.leaseMs, started_at: now, error,
+        };
+        await trx.updateTable('jobs').set({
+          status: claimed.status, attempts: claimed.attempts, lease_owner: claimed.lease_owner,
+          lease_expires_at: claimed.lease_expires_at, started_at: claimed.started_at, error,
+        }).where('id', '=', found.id).execute();
+        return claimed;
+      }
+    });
+    return row ? toJob<P>(row) : null;
+  }
+
+  /** Extends the lease. Throws LeaseLostError when the job is no longer this worker's. */
+  async heartbeat(id: string, workerId: string): Promise<{ cancelRequested: boolean }> {
+    const cancelRequested = await this.db.write(async (trx) => {
+      const row = await this.owned(trx, id, workerId);
+      if (!row) return null;
+      await trx.updateTable('jobs').set({ lease_expires_at: this.now() + this.leaseMs }).where('id', '=', id).execute();
+      return row.cancel_requested !== 0;
+    });
+    if (cancelRequested === null) throw new LeaseLostError(id, workerId);
+    return { cancelRequested };
+  }
+
+  /** Records success. False when the job is no longer this worker's (cancelled, taken over, done). */
+  async complete(id: string, workerId: string, result?: unknown): Promise<boolean> {
+    return this.db.write(async (trx) => {
+      if (!(await this.owned(trx, id, workerId))) return false;
+      await trx.updateTable('jobs').set({
+        status: 'succeeded', result: result === undefined ? null : JSON.stringify(result), error: null,
+        lease_expires_at: null, finished_at: this.now(),
+      }).where('id', '=', id).execute();
+      return true;
+    });
+  }
+
+  /**
+   * Records a failed attempt. With `retry` the job goes back to the queue after a back-off
+   * while attempts remain. A job whose cancellation was requested is cancelled instead of
+   * retried. False when the job is no longer this worker's.
+   */
+  async fail(id: string, workerId: string, error: string, options: FailOptions = {}): Promise<boolean> {
+    return this.db.write(async (trx) => {
+      const row = await this.owned(trx, id, workerId);
+      if (!row) return false;
+      const now = this.now();
+      if (row.cancel_requested) {
+        await finish(trx, id, now, 'cancelled', error);
+      } else if (options.retry && row.attempts < row.max_attempts) {
+        const backoff = options.backoffMs ?? Math.min(1000 * 2 ** (row.attempts - 1), 5 * 60_000);
+        await trx.updateTable('jobs').set({
+          status: 'queued', run_after: now + backoff, lease_owner: null, lease_expires_at: null, error,
+        }).where('id', '=', id).execute();
+      } else {
+        await finish(trx, id, now, 'failed', error);
+      }
+      return true;
+    });
+  }
+
+  /**
+   * A queued job is cancelled at once; a running one is flagged, and its worker sees the flag
+   * on its next heartbeat and stops. Finished jobs are left as they are.
+   */
+  async cancel(id: string): Promise<'cancelled' | 'requested' | 'finished' | 'not-found'> {
+    const outcome = await this.db.write(async (trx) => {
+      const row = await lock(trx, this.db, id);
+      if (!row) return 'not-found' as const;
+      if (row.status === 'queued') {
+        await finish(trx, id, this.now(), 'cancelled', null);
+        return 'cancelled' as const;
+      }
+      if (row.status === 'running') {
+        await trx.updateTable('jobs').set({ cancel_requested: 1 }).where('id', '=', id).execute();
+        return 'requested' as const;
+      }
+      return 'finished' as const;
+    });
+    return outcome;
+  }
+
+  /** The worker stopped a job after seeing its cancel request. */
+  async markCancelled(id: string, workerId: string): Promise<boolean> {
+    return this.db.write(async (trx) => {
+      if (!(await this.owned(trx, id, workerId))) return false;
+      await finish(trx, id, this.now(), 'cancelled', null);
+      return true;
+    });
+  }
+
+  async get<P = unknown, R = unknown>(id: string): Promise<Job<P, R> | null> {
+    const row = await this.db.kysely.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? toJob<P, R>(row) : null;
+  }
+
+  /** Oldest first; default limit 100. */
+  async list<P = unknown, R = unknown>(queue: string, options: { status?: JobStatus | JobStatus[]; limit?: number } = {}): Promise<Job<P, R>[]> {
+    let query = this.db.kysely.selectFrom('jobs').selectAll().where('queue', '=', queue);
+    if (options.status !== undefined) {
+      query = query.where('status', 'in', Array.isArray(options.status) ? options.status : [options.status]);
+    }
+    const rows = await query.orderBy('created_at').orderBy('id').limit(options.limit ?? 100).execute();
+    return rows.map((row) => toJob<P, R>(row));
+  }
+
+  /**
+   * For server start: running jobs whose lease has expired (their worker died with the
+   * previous process) go back to the queue while attempts remain, else fail. Jobs with a live
+   * lease belong to another replica and are left alone.
+   */
+  async recover(): Promise<{ requeued: number; failed: number; cancelled: number }> {
+    return this.db.write(async (trx) => {
+      const now = this.now();
+      let query = trx.selectFrom('jobs').selectAll()
+        .where('status', '=', 'running').where('lease_expires_at', '<', now);
+      if (this.db.dialect === 'postgres') query = query.forUpdate().skipLocked();
+      const counts = { requeued: 0, failed: 0, cancelled: 0 };
+      for (const row of await query.execute()) {
+        const error = 'interrupted by a restart';
+        if (row.cancel_requested) {
+          await finish(trx, row.id, now, 'cancelled', error);
+          counts.cancelled++;
+        } else if (row.attempts < row.max_attempts) {
+          await trx.updateTable('jobs').set({
+            status: 'queued', run_after: now, lease_owner: null, lease_expires_at: null, error,
+          }).where('id', '=', row.id).execute();
+          counts.requeued++;
+        } else {
+          await finish(trx, row.id, now, 'failed', error);
+          counts.failed++;
+        }
+      }
+      return counts;
+    });
+  }
+
+  /** Wakes the workers of `queue` in this process (on the same Database handle). */
+  notify(queue: string): void {
+    for (const listener of listeners.get(this.db)?.get(queue) ?? []) listener();
+  }
+
+  /** Calls `listener` on every notify of `queue`; returns the unsubscribe function. */
+  onNotify(queue: string, listener: () => void): () => void {
+    let byQueue = listeners.get(this.db);
+    if (!byQueue) listeners.set(this.db, byQueue = new Map());
+    let set = byQueue.get(queue);
+    if (!set) byQueue.set(queue, set = new Set());
+    set.add(listener);
+    return () => { set.delete(listener); };
+  }
+
+  /** The job row if it is running under `workerId`'s lease (locked on PostgreSQL). */
+  private async owned(trx: Kysely<Tables>, id: string, workerId: string): Promise<JobRow | undefined> {
+    const row = await lock(trx, this.db, id);
+    return row && row.status === 'running' && row.lease_owner === workerId ? row : undefined;
+  }
+}
+
+/** Reads a job for update: SQLite's write transaction holds the lock already. */
+function lock(trx: Kysely<Tables>, db: Database, id: string): Promise<JobRow | undefined> {
+  let query = trx.selectFrom('jobs').selectAll().where('id', '=', id);
+  if (db.dialect === 'postgres') query = query.forUpdate();
+  return query.executeTakeFirst();
+}
+
+/** Terminal states never change again: every write above requires `queued` or `running`. */
+async function finish(trx: Kysely<Tables>, id: string, now: number, status: 'succeeded' | 'failed' | 'cancelled', error: string | null): Promise<void> {
+  await trx.updateTable('jobs').set({ status, error, lease_expires_at: null, finished_at: now })
+    .where('id', '=', id).execute();
+}
+
+function toJob<P, R = unknown>(row: JobRow): Job<P, R> {
+  return {
+    id: row.id,
+    queue: row.queue,
+    payload: JSON.parse(row.payload) as P,
+    status: row.status,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    timeoutMs: row.timeout_ms,
+    runAfter: row.run_after,
+    leaseOwner: row.lease_owner,
+    leaseExpiresAt: row.lease_expires_at,
+    cancelRequested: row.cancel_requested !== 0,
+    result: row.result === null ? null : JSON.parse(row.result) as R,
+    error: row.error,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+  };
+}
+
+let lastIdTime = -1;
+let idSequence = 0;
+
+/**
+ * Time, then a per-process sequence, then randomness: ids enqueued in the same millisecond by
+ * this process sort in enqueue order, which keeps `ORDER BY created_at, id` FIFO.
+ */
+function newJobId(now: number): string {
+  if (now === lastIdTime) idSequence++;
+  else { lastIdTime = now; idSequence = 0; }
+  const time = Math.max(0, Math.floor(now)).toString(36).padStart(9, '0');
+  return `${time}${idSequence.toString(36).padStart(4, '0')}${randomBytes(9).toString('base64url')}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker
+
+export type JobAbortKind = 'cancelled' | 'timeout' | 'lease-lost' | 'shutdown';
+
+/** The reason on the handler's AbortSignal. */
+export class JobAbortError extends Error {
+  constructor(readonly kind: JobAbortKind, message: string) {
+    super(message);
+    this.name = 'JobAbortError';
+  }
+}
+
+/**
+ * Does the work of one job. It should stop soon after `signal` aborts (`signal.reason` is a
+ * JobAbortError); `heartbeat` extends the lease on demand (the worker also does it on a timer).
+ * A thrown error fails the attempt (retried while attempts remain).
+ */
+export type JobHandler<P = unknown, R = unknown> = (job: Job<P>, signal: AbortSignal, heartbeat: () => Promise<void>) => Promise<R>;
+
+export interface JobWorkerOptions<P, R> {
+  queue: string;
+  handler: JobHandler<P, R>;
+  /** Jobs run at once; default 1. */
+  concurrency?: number;
+  /** How often to look for work when not notified; default 200 ms. */
+  pollMs?: number;
+  /** stop(): how long running handlers may finish before they are aborted; default 10 s. */
+  graceMs?: number;
+  /** Back-off before a failed job is retried; default: JobQueue.fail's exponential one. */
+  backoffMs?: number;
+  /** Infrastructure errors (db unreachable, …); default: a process warning. */
+  onError?: (error: unknown) => void;
+}
+
+interface Run {
+  done: Promise<void>;
+  abort(kind: JobAbortKind, message: string): void;
+  /** Stop heartbeating and give up on the job: its lease runs out and another worker takes it. */
+  abandon(): void;
+}
+
+export class JobWorker<P = unknown, R = unknown> {
+  private readonly runs = new Set<Run>();
+  private stopping = false;
+  private loopDone: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  /** A notify arrived while not sleeping (e.g. during a claim): the next sleep returns at once. */
+  private woken = false;
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(private readonly jobs: JobQueue, private readonly options: JobWorkerOptions<P, R>) {
+    const concurrency = options.concurrency ?? 1;
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('concurrency must be an integer ≥ 1');
+  }
+
+  start(): this {
+    if (this.loopDone || this.stopping) return this;
+    this.unsubscribe = this.jobs.onNotify(this.options.queue, () => this.notify());
+    this.loopDone = this.loop();
+    return this;
+  }
+
+  /** Handlers running now. */
+  get active(): number {
+    return this.runs.size;
+  }
+
+  /** Look for work now instead of at the next poll. */
+  notify(): void {
+    this.woken = true;
+    this.wake?.();
+  }
+
+  /**
+   * Takes no new jobs, waits up to `graceMs` for running handlers, then aborts them (reason
+   * `shutdown`) and waits up to `graceMs` again. A handler that still has not returned is
+   * abandoned: its lease runs out and another worker (or `recover()`) takes the job.
+   */
+  async stop(graceMs = this.options.graceMs ?? 10_000): Promise<void> {
+    this.stopping = true;
+    this.unsubscribe?.();
+    this.notify();
+    await this.loopDone;
+    const allDone = () => Promise.all([...this.runs].map((run) => run.done));
+    if (await within(allDone(), graceMs)) return;
+    for (const run of this.runs) run.abort('shutdown', 'the worker is stopping');
+    if (await within(allDone(), graceMs)) return;
+    for (const run of this.runs) run.abandon();
+  }
+
+  private async loop(): Promise<void> {
+    const concurrency = this.options.concurrency ?? 1;
+    const pollMs = this.options.pollMs ?? 200;
+    while (!this.stopping) {
+      if (this.runs.size >= concurrency) {
+        await this.sleep(Infinity); // a finishing run wakes us
+        continue;
+      }
+      let job: Job<P> | null;
+      try {
+        job = await this.jobs.claim<P>(this.options.queue);
+      } catch (error) {
+        this.report(error);
+        await this.sleep(pollMs);
+        continue;
+      }
+      // Claimed even if stop() began meanwhile: it is tracked now, so stop() waits for it.
+      if (job) this.run(job);
+      else await this.sleep(pollMs);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.woken || this.stopping) {
+      this.woken = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const timer = Number.isFinite(ms) ? setTimeout(() => this.wake?.(), ms) : undefined;
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        this.woken = false;
+        resolve();
+      };
+    });
+  }
+
+  private run(job: Job<P>): void {
+    const { jobs } = this;
+    const workerId = jobs.workerId;
+    const controller = new AbortController();
+    let settled = false; // the outcome is recorded (or deliberately left to the lease)
+    let heartbeatTimer: NodeJS.Timeout | undefined;
+    let timeoutTimer: NodeJS.Timeout | undefined;
+    const writes: Promise<unknown>[] = [];
+
+    const abort = (kind: JobAbortKind, message: string) => {
+      if (!controller.signal.aborted) controller.abort(new JobAbortError(kind, message));
+    };
+    // Only the first outcome counts: e.g. a result returned after the timeout is discarded.
+    const record = (write: () => Promise<unknown>) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(heartbeatTimer);
+      clearTimeout(timeoutTimer);
+      writes.push(write().catch((error) => this.report(error)));
+    };
+
+    const heartbeat = async () => {
+      if (settled) return;
+      try {
+        const { cancelRequested } = await jobs.heartbeat(job.id, workerId);
+        if (cancelRequested) {
+          abort('cancelled', 'the job was cancelled');
+          record(() => jobs.markCancelled(job.id, workerId));
+        }
+      } catch (error) {
+        if (error instanceof LeaseLostError) {
+          abort('lease-lost', 'the job was taken over by another worker');
+          record(async () => undefined);
+        } else {
+          this.report(error); // transient: the lease still has time, try again next beat
+        }
+      }
+    };
+    const beatEvery = Math.max(1, Math.floor(jobs.leaseMs / 3));
+    const scheduleBeat = () => {
+      heartbeatTimer = setTimeout(() => { void heartbeat().then(() => { if (!settled) scheduleBeat(); }); }, beatEvery);
+    };
+    scheduleBeat();
+
+    if (job.timeoutMs > 0) {
+      // Enforced here, not only by the handler: a handler that ignores the signal still ends
+      // up failed, and its slot stays taken until it returns.
+      timeoutTimer = setTimeout(() => {
+        const message = `timed out after ${job.timeoutMs / 1000} s`;
+        abort('timeout', message);
+        record(() => jobs.fail(job.id, workerId, message));
+      }, job.timeoutMs);
+    }
+
+    const run: Run = {
+      done: Promise.resolve(),
+      abort,
+      abandon: () => record(async () => undefined),
+    };
+    run.done = (async () => {
+      try {
+        const result = await this.options.handler(job, controller.signal, heartbeat);
+        record(() => jobs.complete(job.id, workerId, result));
+      } catch (error) {
+        const reason: unknown = controller.signal.reason;
+        const message = reason instanceof JobAbortError && reason.kind === 'shutdown'
+          ? 'interrupted by worker shutdown'
+          : error instanceof Error ? error.message : String(error);
+        record(() => jobs.fail(job.id, workerId, message, {
+          retry: true,
+          backoffMs: reason instanceof JobAbortError && reason.kind === 'shutdown' ? 0 : this.options.backoffMs,
+        }));
+      }
+      await Promise.all(writes);
+    })().finally(() => {
+      clearTimeout(heartbeatTimer);
+      clearTimeout(timeoutTimer);
+      this.runs.delete(run);
+      this.notify();
+    });
+    this.runs.add(run);
+  }
+
+  private report(error: unknown): void {
+    if (this.options.onError) this.options.onError(error);
+    else process.emitWarning(`job worker (${this.options.queue}): ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+/** True when `promise` settled within `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
