@@ -18,6 +18,10 @@ import { ApiGuard } from './auth/api-guard.js';
 import type { CredentialRoutesOptions } from './credentials/routes.js';
 import { ExternalRegistries } from './credentials/service.js';
 import { loadMasterKeys, Vault } from './vault/vault.js';
+import { BuildahDriver } from './builds/buildah-driver.js';
+import { BuildLogs } from './builds/logs.js';
+import { BuildService } from './builds/service.js';
+import { JobQueue, JobWorker } from './db/job-queue.js';
 import { allowAll, type Authorizer } from './auth/scope.js';
 import type { Config } from './config/config.js';
 import { parseListen } from './config/config.js';
@@ -80,6 +84,7 @@ export interface RunningServer {
   generatedAdminPassword?: string;
   access?: AccessService;
   registries?: ExternalRegistries;
+  builds?: BuildService;
   /** `http://host:port` the server listens on. */
   url: string;
   close(): Promise<void>;
@@ -94,6 +99,7 @@ interface AuthParts {
   access: AccessService;
   routes: AuthRoutesOptions;
   credentialRoutes: CredentialRoutesOptions;
+  guard: ApiGuard;
   registries: ExternalRegistries;
   generatedAdminPassword?: string;
 }
@@ -122,8 +128,39 @@ async function openAuth(config: Config, db: Database): Promise<AuthParts> {
     authorizer, access, registries,
     routes: { access, credentials, tokens, audit, authorizer, service },
     credentialRoutes: { registries, guard },
+    guard,
     generatedAdminPassword: bootstrap.password,
   };
+}
+
+interface BuildParts {
+  service: BuildService;
+  worker: JobWorker<{ buildId: string }, { digest: string }>;
+}
+
+/** Builds: the durable queue (recovered first: nothing stays "running" after a crash), buildah, logs. */
+async function openBuilds(config: Config, registry: Registry, auth: AuthParts | undefined, registryHost: () => string, logger: Logger): Promise<BuildParts> {
+  const jobs = new JobQueue(registry.db);
+  const recovered = await jobs.recover();
+  if (recovered.requeued + recovered.failed > 0) logger.warn(recovered, 'jobs interrupted by the last stop');
+  const workDir = path.join(config.dataDir, 'builds');
+  await mkdir(path.join(workDir, 'tmp'), { recursive: true });
+  const service = new BuildService({
+    db: registry.db, queue: jobs, driver: new BuildahDriver({
+      tmpDir: path.join(workDir, 'tmp'),
+      storage: { root: config.builds.buildah.storageRoot, runRoot: config.builds.buildah.runRoot, driver: config.builds.buildah.storageDriver },
+    }),
+    logs: new BuildLogs(path.join(config.dataDir, 'logs', 'builds')),
+    registry: { uploads: registry.uploads, manifests: registry.manifests },
+    config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries,
+  });
+  await service.reconcile();
+  const worker = new JobWorker<{ buildId: string }, { digest: string }>(jobs, {
+    queue: 'builds', concurrency: config.builds.concurrency,
+    handler: (job, signal) => service.run(job.payload, signal),
+    onError: (error) => logger.warn({ err: error }, 'build worker'),
+  });
+  return { service, worker };
 }
 
 export function createLogger(config: Config): Logger {
@@ -138,8 +175,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     : undefined;
   let app: FastifyInstance;
   let auth: AuthParts | undefined;
+  let builds: BuildParts | undefined;
+  // Known once listening: image names carry the address builds and clients reach the registry at.
+  let registryHost = config.builds.registryHost ?? '';
   try {
     auth = config.auth.enabled ? await openAuth(config, registry.db) : undefined;
+    builds = await openBuilds(config, registry, auth, () => registryHost, logger);
     app = await buildServer({
       logger,
       logRequests: config.log.requests,
@@ -147,12 +188,20 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       authorizer: options.authorizer ?? auth?.authorizer ?? allowAll,
       auth: auth?.routes,
       credentials: auth?.credentialRoutes,
+      builds: { builds: builds.service, blobs: registry.blobs, guard: auth?.guard, maxContextBytes: config.builds.maxContextBytes },
       registry: { blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes },
       readinessChecks: [() => access(config.dataDir)],
     });
     const { host, port } = parseListen(config.listen);
     await app.listen({ host, port });
+    const listening = app.server.address();
+    if (!registryHost && typeof listening === 'object' && listening) {
+      const reachable = ['0.0.0.0', '::'].includes(listening.address) ? '127.0.0.1' : listening.address;
+      registryHost = `${listening.family === 'IPv6' && reachable !== '127.0.0.1' ? `[${reachable}]` : reachable}:${listening.port}`;
+    }
+    builds.worker.start();
   } catch (error) {
+    await builds?.worker.stop();
     await gcSchedule?.stop();
     await registry.close();
     throw error;
@@ -169,10 +218,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     generatedAdminPassword: auth?.generatedAdminPassword,
     access: auth?.access,
     registries: auth?.registries,
+    builds: builds?.service,
     close() {
       // Stop accepting, let in-flight requests finish, then release the db.
       closing ??= (async () => {
         await gcSchedule?.stop();
+        // Running builds get the shutdown grace, then go back to the queue for the next start.
+        await builds?.worker.stop();
         await app.close();
         await registry.close();
       })();

@@ -70,6 +70,12 @@ export const configSchema = z.strictObject({
     maxContextBytes: z.number().int().positive().default(512 * 1024 * 1024),
     /** `host:port` that image names carry (what clients pull from); default: the listen address. */
     registryHost: z.string().regex(listenPattern, 'HOST:PORT').optional(),
+    /** buildah's image store; default the host's (`/var/lib/containers/storage`). */
+    buildah: z.strictObject({
+      storageRoot: z.string().optional(),
+      runRoot: z.string().optional(),
+      storageDriver: z.enum(['overlay', 'vfs']).optional(),
+    }).prefault({}),
     /** Default image name of `POST …/images`; `{component}`, `{branch}` are replaced. Per namespace in its settings. */
     imageNameTemplate: z.string().regex(/^[a-z0-9{}._-]+$/).default('{component}-{branch}-image'),
     /**

@@ -561,7 +561,8 @@ export class JobWorker<P = unknown, R = unknown> {
           ? 'interrupted by worker shutdown'
           : error instanceof Error ? error.message : String(error);
         record(() => jobs.fail(job.id, workerId, message, {
-          retry: true,
+          // A handler marks failures that would fail again the same way (`retryable: false`).
+          retry: (error as { retryable?: boolean } | undefined)?.retryable !== false,
           backoffMs: reason instanceof JobAbortError && reason.kind === 'shutdown' ? 0 : this.options.backoffMs,
         }));
       }

@@ -1,0 +1,591 @@
+/**
+ * @module builds/build-spec
+ * The build-spec file components are built with: the Oracle OCI DevOps `build_spec.yaml` layout
+ * (see /work/shared/reference/formats.md §1), validated strictly so that a typo is an error with
+ * the key and line rather than a silently ignored setting.
+ *
+ * Accepted: `version: 0.1`, `component` (`build` | `command`), `timeoutInSeconds`, `runAs`,
+ * `shell` (`bash` | `sh`), `failImmediatelyOnError`, `env` (`variables`, `vaultVariables`,
+ * `exportedVariables`), `inputArtifacts` (kept for the caller), `steps` (`type: Command` only,
+ * with `onFailure` steps) and `outputArtifacts` (`BINARY` | `DOCKER_IMAGE`).
+ *
+ * `${NAME}` placeholders are filled from the predefined `OCI_*` variables, pipeline parameters
+ * and exported variables in the artifact fields and `env.variables` values (`resolveBuildSpec`);
+ * step commands are left alone, their shell expands the same names from the step environment
+ * (`stepEnvironment`). `$${NAME}` stands for a literal `${NAME}`.
+ */
+import { lstat, open, realpath } from 'node:fs/promises';
+import path from 'node:path';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { z } from 'zod';
+
+export interface BuildSpecIssue {
+  /** Where in the spec, e.g. `steps[1].command`; '' for the whole file. */
+  path: string;
+  message: string;
+  /** 1-based, when the position is known. */
+  line?: number;
+  column?: number;
+}
+
+export class BuildSpecError extends Error {
+  override readonly name = 'BuildSpecError';
+  constructor(message: string, readonly issues: BuildSpecIssue[] = []) {
+    super(message);
+  }
+
+  /** The line of the first issue, when known. */
+  get line(): number | undefined {
+    return this.issues[0]?.line;
+  }
+}
+
+export type StepShell = 'bash' | 'sh';
+
+export interface FailureStep {
+  type: 'Command';
+  name: string;
+  command: string;
+  timeoutInSeconds?: number;
+  failImmediatelyOnError?: boolean;
+  shell?: StepShell;
+  runAs?: string;
+}
+
+export interface BuildStep extends FailureStep {
+  /** Command steps run when this step fails (then the build still fails). */
+  onFailure: FailureStep[];
+}
+
+export type InputArtifact =
+  | { name: string; type: 'GENERIC_ARTIFACT'; location: string; artifactId?: string; registryId?: string; path?: string; version?: string }
+  | { name: string; type: 'STAGE_ARTIFACT'; location: string }
+  | { name: string; type: 'URL'; location: string; url: string };
+
+export interface OutputArtifact {
+  name: string;
+  type: 'BINARY' | 'DOCKER_IMAGE';
+  /** A local image `name:tag` (DOCKER_IMAGE) or a file path, absolute or relative to the primary source (BINARY). */
+  location: string;
+  /** Not in Oracle's documentation but seen in the wild (`version: ${var}`). */
+  version?: string;
+}
+
+export interface BuildSpec {
+  version: '0.1';
+  component: 'build' | 'command';
+  timeoutInSeconds?: number;
+  runAs?: string;
+  /** Default shell of the steps; `bash` when the spec does not say. */
+  shell: StepShell;
+  failImmediatelyOnError?: boolean;
+  env: {
+    variables: Record<string, string>;
+    /** Name → secret reference; the value is injected at run time. */
+    vaultVariables: Record<string, string>;
+    /** Variables whose value at the end of the stage becomes a parameter of later stages. */
+    exportedVariables: string[];
+  };
+  inputArtifacts: InputArtifact[];
+  steps: BuildStep[];
+  outputArtifacts: OutputArtifact[];
+}
+
+/** Where a repository's build spec is looked for, in this order. */
+export const buildSpecFileNames = ['build_spec.yaml', 'build_spec.yml', '.slipway/build_spec.yaml'] as const;
+
+/** Largest build-spec file `loadBuildSpec` reads. */
+export const maxBuildSpecBytes = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Schema
+// ---------------------------------------------------------------------------------------------
+
+type IssueInput = { input?: unknown };
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a map';
+  if (typeof value === 'string') return `the text ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  return `${typeof value} ${String(value)}`;
+}
+
+function required(what: string) {
+  return (issue: IssueInput) => (issue.input === undefined ? `is required (${what})` : `must be ${what}, not ${describe(issue.input)}`);
+}
+
+const text = (what = 'text') => z.string({ error: required(what) }).min(1, { error: 'must not be empty' });
+/** YAML scalars that stand for text: numbers and booleans are taken as written. */
+const scalarText = z.union([z.string(), z.number(), z.boolean()], { error: required('text') }).transform(String);
+const positiveInt = z
+  .number({ error: required('a whole number of seconds') })
+  .int({ error: 'must be a whole number of seconds' })
+  .positive({ error: 'must be more than 0' })
+  .max(7 * 24 * 3600, { error: 'must be at most 604800 (7 days)' });
+const bool = z.boolean({ error: required('true or false') });
+const shell = z.enum(['bash', 'sh'], { error: (issue: IssueInput) => `unsupported shell ${describe(issue.input)}; supported: bash, sh` });
+const envName = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** A YAML map that may be empty (`variables:` with nothing under it is null). */
+function nameMap(valueSchema: z.ZodType<string, unknown>) {
+  return z
+    .record(z.string(), valueSchema, { error: required('a map of NAME: value') })
+    .nullish()
+    .superRefine((value, ctx) => {
+      for (const key of Object.keys(value ?? {})) {
+        if (!envName.test(key)) ctx.addIssue({ code: 'custom', path: [key], message: `${JSON.stringify(key)} is not a valid variable name (letters, digits and _, not starting with a digit)` });
+      }
+    })
+    .transform((value) => ({ ...(value ?? {}) }));
+}
+
+const stepFields = {
+  type: z.string({ error: required('Command') }).refine((value) => value === 'Command', {
+    error: (issue: IssueInput) => `unsupported step type ${JSON.stringify(issue.input)}; supported step types: Command`,
+  }),
+  name: text().optional(),
+  command: text('a command or a script'),
+  timeoutInSeconds: positiveInt.optional(),
+  failImmediatelyOnError: bool.optional(),
+  shell: shell.optional(),
+  runAs: text().optional(),
+};
+
+const failureStepSchema = z.strictObject(stepFields, { error: required('a step (a map)') });
+const stepSchema = z.strictObject(
+  { ...stepFields, onFailure: z.array(failureStepSchema, { error: required('a list of Command steps') }).nullish() },
+  { error: required('a step (a map)') },
+);
+
+const inputArtifactTypes = ['GENERIC_ARTIFACT', 'STAGE_ARTIFACT', 'URL'] as const;
+const inputArtifactSchema = z
+  .strictObject(
+    {
+      name: text(),
+      type: z.enum(inputArtifactTypes, { error: (issue: IssueInput) => `unsupported input artifact type ${describe(issue.input)}; supported: ${inputArtifactTypes.join(', ')}` }),
+      location: text('a path on the build runner'),
+      artifactId: text().optional(),
+      registryId: text().optional(),
+      path: text().optional(),
+      version: scalarText.optional(),
+      url: text('a URL').optional(),
+    },
+    { error: required('an input artifact (a map)') },
+  )
+  .superRefine((artifact, ctx) => {
+    const allowed: Record<(typeof inputArtifactTypes)[number], string[]> = {
+      GENERIC_ARTIFACT: ['artifactId', 'registryId', 'path', 'version'],
+      STAGE_ARTIFACT: [],
+      URL: ['url'],
+    };
+    for (const key of ['artifactId', 'registryId', 'path', 'version', 'url'] as const) {
+      if (artifact[key] !== undefined && !allowed[artifact.type].includes(key)) {
+        ctx.addIssue({ code: 'custom', path: [key], message: `is not a key of ${artifact.type} input artifacts` });
+      }
+    }
+    if (artifact.type === 'URL' && artifact.url === undefined) ctx.addIssue({ code: 'custom', path: ['url'], message: 'is required for URL input artifacts' });
+    if (artifact.type === 'GENERIC_ARTIFACT' && artifact.artifactId === undefined && (artifact.registryId === undefined || artifact.path === undefined || artifact.version === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [], message: 'a GENERIC_ARTIFACT needs artifactId, or registryId with path and version' });
+    }
+  });
+
+const outputArtifactTypes = ['BINARY', 'DOCKER_IMAGE'] as const;
+const outputArtifactSchema = z.strictObject(
+  {
+    name: text(),
+    type: z.enum(outputArtifactTypes, { error: (issue: IssueInput) => `unsupported output artifact type ${describe(issue.input)}; supported: ${outputArtifactTypes.join(', ')}` }),
+    location: text('an image name:tag or a file path'),
+    version: scalarText.optional(),
+  },
+  { error: required('an output artifact (a map)') },
+);
+
+/** Artifact names are unique within inputs and within outputs (later stages refer to them by name). */
+function uniqueNames(kind: 'input' | 'output') {
+  return (artifacts: Array<{ name: string }>, ctx: z.RefinementCtx) => {
+    const seen = new Set<string>();
+    artifacts.forEach((artifact, index) => {
+      if (seen.has(artifact.name)) ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `duplicate ${kind} artifact name ${JSON.stringify(artifact.name)}` });
+      seen.add(artifact.name);
+    });
+  };
+}
+
+const specSchema = z
+  .strictObject(
+    {
+      version: z.union([z.literal(0.1), z.literal('0.1')], { error: (issue: IssueInput) => (issue.input === undefined ? 'is required (0.1)' : `must be 0.1, not ${describe(issue.input)}`) }),
+      component: z.enum(['build', 'command'], { error: (issue: IssueInput) => `unsupported component ${describe(issue.input)}; supported: build, command` }).optional(),
+      timeoutInSeconds: positiveInt.optional(),
+      runAs: text().optional(),
+      shell: shell.optional(),
+      failImmediatelyOnError: bool.optional(),
+      env: z
+        .strictObject(
+          {
+            variables: nameMap(scalarText),
+            vaultVariables: nameMap(text('a secret reference')),
+            exportedVariables: z
+              .array(
+                z.string({ error: required('a variable name') }).superRefine((name, ctx) => {
+                  if (!/^[A-Za-z0-9_]+$/.test(name)) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(name)} is not a valid name (ASCII letters, digits and _)` });
+                  else if (/^oci/i.test(name)) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(name)} must not start with "oci" (reserved for predefined variables)` });
+                }),
+                { error: required('a list of variable names') },
+              )
+              .nullish(),
+          },
+          { error: required('a map with variables, vaultVariables, exportedVariables') },
+        )
+        .nullish(),
+      inputArtifacts: z.array(inputArtifactSchema, { error: required('a list of input artifacts') }).superRefine(uniqueNames('input')).nullish(),
+      steps: z.array(stepSchema, { error: required('a list of steps') }).min(1, { error: 'must have at least one step' }),
+      outputArtifacts: z.array(outputArtifactSchema, { error: required('a list of output artifacts') }).superRefine(uniqueNames('output')).nullish(),
+    },
+    { error: required('a map of build-spec keys') },
+  );
+
+type ParsedSpec = z.output<typeof specSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------------------
+
+type PathSegment = string | number;
+
+function formatPath(segments: readonly PathSegment[]): string {
+  let out = '';
+  for (const segment of segments) out += typeof segment === 'number' ? `[${segment}]` : out === '' ? segment : `.${segment}`;
+  return out;
+}
+
+/** The source offset of the node at `segments`: the key for a map entry, else the closest parent. */
+function offsetOf(doc: Document, segments: readonly PathSegment[]): number | undefined {
+  let node: unknown = doc.contents;
+  let offset = (node as { range?: [number, number, number] } | null)?.range?.[0];
+  for (let i = 0; i < segments.length; i++) {
+    const segment = segments[i]!;
+    if (isMap(node)) {
+      const pair = node.items.find((item) => (isScalar(item.key) ? String(item.key.value) : String(item.key)) === String(segment));
+      if (!pair) break;
+      const key = pair.key as { range?: [number, number, number] } | null;
+      const value = pair.value as { range?: [number, number, number] } | null;
+      if (i === segments.length - 1) {
+        offset = key?.range?.[0] ?? value?.range?.[0] ?? offset;
+        break;
+      }
+      offset = value?.range?.[0] ?? key?.range?.[0] ?? offset;
+      node = pair.value;
+    } else if (isSeq(node) && typeof segment === 'number') {
+      const item = node.items[segment] as { range?: [number, number, number] } | null | undefined;
+      if (!item) break;
+      offset = item.range?.[0] ?? offset;
+      node = item;
+    } else {
+      break;
+    }
+  }
+  return offset;
+}
+
+function errorMessage(fileName: string, issues: BuildSpecIssue[]): string {
+  const shown = issues.slice(0, 5).map((issue) => {
+    const where = issue.line !== undefined ? `line ${issue.line}: ` : '';
+    return `${where}${issue.path === '' ? '' : `${issue.path}: `}${issue.message}`;
+  });
+  const more = issues.length > 5 ? ` (and ${issues.length - 5} more)` : '';
+  return `${fileName} is not a valid build spec: ${shown.join('; ')}${more}`;
+}
+
+export interface ParseOptions {
+  /** Named in error messages. Default `build_spec.yaml`. */
+  fileName?: string;
+}
+
+/** Parses and validates a build spec; throws a BuildSpecError naming the key and line of each problem. */
+export function parseBuildSpec(text: string, options: ParseOptions = {}): BuildSpec {
+  const fileName = options.fileName ?? 'build_spec.yaml';
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true, strict: true });
+  if (doc.errors.length > 0) {
+    const issues = doc.errors.map((error) => {
+      const pos = error.linePos?.[0];
+      const message = error.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+      return { path: '', message: `invalid YAML: ${message}`, line: pos?.line, column: pos?.col };
+    });
+    throw new BuildSpecError(errorMessage(fileName, issues), issues);
+  }
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    throw new BuildSpecError(`${fileName} is not a valid build spec: ${(error as Error).message}`, [{ path: '', message: (error as Error).message }]);
+  }
+  if (data === null || data === undefined) {
+    throw new BuildSpecError(`${fileName} is empty`, [{ path: '', message: 'the file is empty', line: 1, column: 1 }]);
+  }
+  const result = specSchema.safeParse(data, { reportInput: true });
+  if (!result.success) {
+    const issues: BuildSpecIssue[] = [];
+    for (const issue of result.error.issues) {
+      if (issue.code === 'unrecognized_keys') {
+        for (const key of issue.keys) {
+          const segments = [...issue.path, key] as PathSegment[];
+          const pos = position(doc, lineCounter, segments);
+          const where = issue.path.length === 0 ? 'top-level key' : `key in ${formatPath(issue.path as PathSegment[])}`;
+          issues.push({ path: formatPath(segments), message: `unknown ${where} ${JSON.stringify(key)}`, ...pos });
+        }
+        continue;
+      }
+      const segments = issue.path as PathSegment[];
+      issues.push({ path: formatPath(segments), message: issue.message, ...position(doc, lineCounter, segments) });
+    }
+    issues.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity));
+    throw new BuildSpecError(errorMessage(fileName, issues), issues);
+  }
+  return normalise(result.data);
+}
+
+function position(doc: Document, lineCounter: LineCounter, segments: readonly PathSegment[]): { line?: number; column?: number } {
+  const offset = offsetOf(doc, segments);
+  if (offset === undefined) return {};
+  const pos = lineCounter.linePos(offset);
+  return { line: pos.line, column: pos.col };
+}
+
+function normaliseStep<T extends z.output<typeof failureStepSchema>>(step: T, name: string): FailureStep {
+  const out: FailureStep = { type: 'Command', name: step.name ?? name, command: step.command };
+  if (step.timeoutInSeconds !== undefined) out.timeoutInSeconds = step.timeoutInSeconds;
+  if (step.failImmediatelyOnError !== undefined) out.failImmediatelyOnError = step.failImmediatelyOnError;
+  if (step.shell !== undefined) out.shell = step.shell;
+  if (step.runAs !== undefined) out.runAs = step.runAs;
+  return out;
+}
+
+function normalise(parsed: ParsedSpec): BuildSpec {
+  const spec: BuildSpec = {
+    version: '0.1',
+    component: parsed.component ?? 'build',
+    shell: parsed.shell ?? 'bash',
+    env: {
+      variables: parsed.env?.variables ?? {},
+      vaultVariables: parsed.env?.vaultVariables ?? {},
+      exportedVariables: [...(parsed.env?.exportedVariables ?? [])],
+    },
+    inputArtifacts: (parsed.inputArtifacts ?? []).map((artifact): InputArtifact => {
+      if (artifact.type === 'URL') return { name: artifact.name, type: 'URL', location: artifact.location, url: artifact.url! };
+      if (artifact.type === 'STAGE_ARTIFACT') return { name: artifact.name, type: 'STAGE_ARTIFACT', location: artifact.location };
+      const generic: InputArtifact = { name: artifact.name, type: 'GENERIC_ARTIFACT', location: artifact.location };
+      if (artifact.artifactId !== undefined) generic.artifactId = artifact.artifactId;
+      if (artifact.registryId !== undefined) generic.registryId = artifact.registryId;
+      if (artifact.path !== undefined) generic.path = artifact.path;
+      if (artifact.version !== undefined) generic.version = artifact.version;
+      return generic;
+    }),
+    steps: parsed.steps.map((step, index): BuildStep => {
+      const base = normaliseStep(step, `Step ${index + 1}`);
+      return { ...base, onFailure: (step.onFailure ?? []).map((failure, j) => normaliseStep(failure, `${base.name}: on failure ${j + 1}`)) };
+    }),
+    outputArtifacts: (parsed.outputArtifacts ?? []).map((artifact) => {
+      const out: OutputArtifact = { name: artifact.name, type: artifact.type, location: artifact.location };
+      if (artifact.version !== undefined) out.version = artifact.version;
+      return out;
+    }),
+  };
+  if (parsed.timeoutInSeconds !== undefined) spec.timeoutInSeconds = parsed.timeoutInSeconds;
+  if (parsed.runAs !== undefined) spec.runAs = parsed.runAs;
+  if (parsed.failImmediatelyOnError !== undefined) spec.failImmediatelyOnError = parsed.failImmediatelyOnError;
+  return spec;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Placeholders and variables
+// ---------------------------------------------------------------------------------------------
+
+/** What a build run knows about itself; fills the predefined `OCI_*` variables. */
+export interface BuildRunContext {
+  buildRunId: string;
+  pipelineId?: string;
+  stageId?: string;
+  stageName?: string;
+  /** Default `/workspace`. */
+  workspaceDir?: string;
+  /** Default `source`. */
+  primarySourceName?: string;
+  /** Default `<workspaceDir>/<primarySourceName>`. */
+  primarySourceDir?: string;
+  /** The primary source as built. */
+  source?: { commit?: string; branch?: string; url?: string };
+  /** What triggered the run (empty for a manual run). */
+  trigger?: { commit?: string; branch?: string; url?: string; eventType?: string };
+}
+
+/** The predefined variables of formats.md §1.2, every one present (empty when unknown). */
+export function predefinedVariables(context: BuildRunContext): Record<string, string> {
+  const workspaceDir = context.workspaceDir ?? '/workspace';
+  const sourceName = context.primarySourceName ?? 'source';
+  return {
+    OCI_STAGE_ID: context.stageId ?? '',
+    OCI_PIPELINE_ID: context.pipelineId ?? '',
+    OCI_BUILD_RUN_ID: context.buildRunId,
+    OCI_BUILD_STAGE_NAME: context.stageName ?? '',
+    OCI_TRIGGER_COMMIT_HASH: context.trigger?.commit ?? '',
+    OCI_TRIGGER_SOURCE_BRANCH_NAME: context.trigger?.branch ?? '',
+    OCI_TRIGGER_SOURCE_URL: context.trigger?.url ?? '',
+    OCI_TRIGGER_EVENT_TYPE: context.trigger?.eventType ?? '',
+    OCI_WORKSPACE_DIR: workspaceDir,
+    OCI_PRIMARY_SOURCE_DIR: context.primarySourceDir ?? path.posix.join(workspaceDir, sourceName),
+    OCI_PRIMARY_SOURCE_NAME: sourceName,
+    OCI_PRIMARY_SOURCE_COMMIT_HASH: context.source?.commit ?? '',
+    OCI_PRIMARY_SOURCE_SOURCE_URL: context.source?.url ?? '',
+    OCI_PRIMARY_SOURCE_SOURCE_BRANCH_NAME: context.source?.branch ?? '',
+  };
+}
+
+/**
+ * Values for placeholders: parameters, then exported variables of earlier stages over them, then
+ * the predefined variables over both (they cannot be overridden).
+ */
+export function placeholderValues(predefined: Record<string, string>, parameters: Record<string, string> = {}, exported: Record<string, string> = {}): Record<string, string> {
+  return { ...parameters, ...exported, ...predefined };
+}
+
+export interface SubstituteOptions {
+  /** Unknown names are an error (BuildSpecError) instead of being left as written. */
+  strict?: boolean;
+  /** Named in the error, e.g. `outputArtifacts[0].location`. */
+  where?: string;
+}
+
+const placeholderPattern = /\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+/** Replaces `${NAME}` with `values[NAME]`; `$${NAME}` gives a literal `${NAME}`. */
+export function substitutePlaceholders(text: string, values: Record<string, string>, options: SubstituteOptions = {}): string {
+  const missing: string[] = [];
+  const out = text.replace(placeholderPattern, (match, escape: string, name: string) => {
+    if (escape) return match.slice(1);
+    if (Object.prototype.hasOwnProperty.call(values, name)) return values[name]!;
+    missing.push(name);
+    return match;
+  });
+  if (missing.length > 0 && options.strict) {
+    const where = options.where ? `${options.where}: ` : '';
+    const names = [...new Set(missing)].map((name) => `\${${name}}`).join(', ');
+    throw new BuildSpecError(`${where}no value for ${names} (not a predefined variable, parameter or exported variable)`, [
+      { path: options.where ?? '', message: `no value for ${names}` },
+    ]);
+  }
+  return out;
+}
+
+/**
+ * The spec with placeholders filled in `env.variables` values and the artifact fields
+ * (locations, URLs, paths, versions, ids). Step commands are not touched: their shell expands
+ * variables itself, including those set by earlier steps.
+ */
+export function resolveBuildSpec(spec: BuildSpec, values: Record<string, string>, options: { strict?: boolean } = {}): BuildSpec {
+  const sub = (value: string, where: string) => substitutePlaceholders(value, values, { strict: options.strict, where });
+  const variables: Record<string, string> = {};
+  for (const [name, value] of Object.entries(spec.env.variables)) variables[name] = sub(value, `env.variables.${name}`);
+  return {
+    ...spec,
+    env: { ...spec.env, variables, vaultVariables: { ...spec.env.vaultVariables }, exportedVariables: [...spec.env.exportedVariables] },
+    steps: spec.steps.map((step) => ({ ...step, onFailure: step.onFailure.map((failure) => ({ ...failure })) })),
+    inputArtifacts: spec.inputArtifacts.map((artifact, index) => {
+      const at = `inputArtifacts[${index}]`;
+      const out = { ...artifact, location: sub(artifact.location, `${at}.location`) };
+      if (out.type === 'URL') out.url = sub(out.url, `${at}.url`);
+      if (out.type === 'GENERIC_ARTIFACT') {
+        for (const key of ['artifactId', 'registryId', 'path', 'version'] as const) {
+          const value = out[key];
+          if (value !== undefined) out[key] = sub(value, `${at}.${key}`);
+        }
+      }
+      return out;
+    }),
+    outputArtifacts: spec.outputArtifacts.map((artifact, index) => {
+      const out = { ...artifact, location: sub(artifact.location, `outputArtifacts[${index}].location`) };
+      if (out.version !== undefined) out.version = sub(out.version, `outputArtifacts[${index}].version`);
+      return out;
+    }),
+  };
+}
+
+/**
+ * The environment every step starts with: the spec's `env.variables` (placeholders filled), the
+ * pipeline parameters over them (a run's argument beats the spec's default) and the predefined
+ * variables over everything. Vault variables are not included: the caller injects their values.
+ */
+export function stepEnvironment(spec: BuildSpec, predefined: Record<string, string>, parameters: Record<string, string> = {}): Record<string, string> {
+  const values = placeholderValues(predefined, parameters);
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(spec.env.variables)) env[name] = substitutePlaceholders(value, values);
+  return { ...env, ...parameters, ...predefined };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding the file
+// ---------------------------------------------------------------------------------------------
+
+function isInside(root: string, candidate: string): boolean {
+  const relative = path.relative(root, candidate);
+  return relative !== '' && !relative.startsWith(`..${path.sep}`) && relative !== '..' && !path.isAbsolute(relative);
+}
+
+/**
+ * The build spec of a checked-out repository: `customPath` (a stage's `buildSpecFile`, relative
+ * to `dir`) when given, else the first of `build_spec.yaml`, `build_spec.yml`,
+ * `.slipway/build_spec.yaml`. Returns its absolute path, or null when there is none. A path (or a
+ * symbolic link) that leads outside `dir` is a BuildSpecError.
+ */
+export async function findBuildSpec(dir: string, customPath?: string): Promise<string | null> {
+  const root = await realpath(dir);
+  const candidates = customPath !== undefined ? [customPath] : [...buildSpecFileNames];
+  for (const candidate of candidates) {
+    if (customPath !== undefined && (path.isAbsolute(candidate) || candidate.split(/[\\/]/).includes('..'))) {
+      throw new BuildSpecError(`the build spec path ${JSON.stringify(candidate)} must be relative to the repository and stay inside it`);
+    }
+    const full = path.join(root, candidate);
+    let real: string;
+    try {
+      await lstat(full);
+      real = await realpath(full);
+    } catch {
+      continue;
+    }
+    if (!isInside(root, real)) throw new BuildSpecError(`the build spec ${JSON.stringify(candidate)} is a link to outside the repository`);
+    try {
+      if (!(await lstat(real)).isFile()) continue;
+    } catch {
+      continue;
+    }
+    return full;
+  }
+  return null;
+}
+
+/** Finds (see findBuildSpec) and parses a repository's build spec; a missing file is a BuildSpecError. */
+export async function loadBuildSpec(dir: string, customPath?: string): Promise<{ path: string; spec: BuildSpec }> {
+  const file = await findBuildSpec(dir, customPath);
+  if (file === null) {
+    const names = customPath !== undefined ? JSON.stringify(customPath) : buildSpecFileNames.join(', ');
+    throw new BuildSpecError(`no build spec found in the repository (looked for ${names})`);
+  }
+  const handle = await open(file, 'r');
+  let text: string;
+  try {
+    const buffer = Buffer.alloc(maxBuildSpecBytes + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    if (length > maxBuildSpecBytes) throw new BuildSpecError(`${path.relative(dir, file)} is larger than ${maxBuildSpecBytes} bytes`);
+    text = buffer.subarray(0, length).toString('utf8');
+  } finally {
+    await handle.close();
+  }
+  return { path: file, spec: parseBuildSpec(text, { fileName: path.relative(await realpath(dir), file) }) };
+}

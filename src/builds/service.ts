@@ -1,0 +1,392 @@
+/**
+ * @module builds/service
+ * Builds as durable jobs: an image from a Dockerfile and an uploaded context, or a component
+ * from a git repository's build spec. Submitting records a `builds` row and enqueues a job; a
+ * worker (JobQueue, concurrency from config) runs it through the BuildDriver with logs
+ * streamed live and kept, pushes the result into Slipway's own registry, and records the
+ * digest and the time of each phase (clone, build, push). A restart re-queues or fails what
+ * was running — never leaves it "running".
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { AccessService, Principal } from '../auth/access.js';
+import type { Config } from '../config/config.js';
+import type { ExternalRegistries } from '../credentials/service.js';
+import type { Database } from '../db/db.js';
+import type { JobStatus } from '../db/schema.js';
+import type { ManifestService } from '../registry/manifest-service.js';
+import type { UploadService } from '../registry/upload-service.js';
+import type { BuildDriver } from './build-driver.js';
+import { findBuildSpec, parseBuildSpec } from './build-spec.js';
+import { componentLayer, pushComponent } from './component-artifact.js';
+import { cloneRepository } from './context.js';
+import type { BuildLogs, LogFollower } from './logs.js';
+import { checkTag, componentRepository, componentTag, imageRepository, NamingError } from './naming.js';
+
+export type BuildKind = 'image' | 'component';
+
+export interface BuildView {
+  id: string;
+  namespace: string;
+  kind: BuildKind;
+  status: JobStatus;
+  component: string | null;
+  branch: string | null;
+  tag: string | null;
+  architecture: string;
+  source: Record<string, unknown>;
+  imageName: string | null;
+  digest: string | null;
+  pullCommand: string | null;
+  errorMessage: string | null;
+  requestedBy: string | null;
+  linuxUsername: string | null;
+  githubUsername: string | null;
+  phases: Record<string, number>;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export interface Requester {
+  principal: Principal | null;
+  linuxUsername?: string;
+  githubUsername?: string;
+}
+
+export class BuildInputError extends Error {}
+export class BuildNotFoundError extends Error {}
+
+/** What the durable queue must offer the build service (db/job-queue implements it). */
+export interface BuildQueue {
+  enqueue(queue: string, payload: unknown, options: { id: string; timeoutMs: number; maxAttempts: number }): Promise<string>;
+  cancel(id: string): Promise<unknown>;
+}
+
+interface JobPayload {
+  buildId: string;
+}
+
+const terminal = new Set<JobStatus>(['succeeded', 'failed', 'cancelled']);
+
+export interface BuildServiceDeps {
+  db: Database;
+  queue: BuildQueue;
+  driver: BuildDriver;
+  logs: BuildLogs;
+  registry: { uploads: UploadService; manifests: ManifestService };
+  config: Config['builds'];
+  /** Folder for build contexts and work trees (`<dataDir>/builds`). */
+  workDir: string;
+  /** `host:port` of Slipway's registry as builds and clients reach it. */
+  registryHost: () => string;
+  /** Present when access control is on: builds push with a short-lived key of the requester. */
+  access?: AccessService;
+  registries?: ExternalRegistries;
+}
+
+export class BuildService {
+  private readonly waiters = new Map<string, Set<() => void>>();
+
+  constructor(private readonly deps: BuildServiceDeps) {}
+
+  architectures(): string[] {
+    return Object.keys(this.deps.config.architectures);
+  }
+
+  private architecture(name: string) {
+    const found = this.deps.config.architectures[name];
+    if (!found) throw new BuildInputError(`unknown architecture "${name}"; allowed: ${this.architectures().join(', ')}`);
+    return found;
+  }
+
+  /** Where an image build's uploaded context waits for its worker (kept across restarts). */
+  contextDir(buildId: string): string {
+    return path.join(this.deps.workDir, 'contexts', buildId);
+  }
+
+  newBuildId(): string {
+    return `b_${randomBytes(9).toString('base64url').replace(/[^A-Za-z0-9]/g, 'x')}`;
+  }
+
+  /** Records and enqueues an image build whose context is already in `contextDir(id)`. */
+  async submitImage(namespace: string, id: string, input: { component: string; branch: string; architecture: string; tag?: string; buildArgs?: Record<string, string>; dockerfile: string }, requester: Requester): Promise<BuildView> {
+    this.architecture(input.architecture);
+    const template = await this.imageTemplate(namespace);
+    let repository: string;
+    try {
+      repository = imageRepository(namespace, template, input.component, input.branch);
+      checkTag(input.tag ?? 'latest');
+    } catch (error) {
+      if (error instanceof NamingError) throw new BuildInputError(error.message);
+      throw error;
+    }
+    const imageName = `${this.deps.registryHost()}/${repository}:${input.tag ?? 'latest'}`;
+    return this.record(namespace, id, 'image', {
+      component: input.component, branch: input.branch, tag: input.tag ?? 'latest', architecture: input.architecture,
+      source: { type: 'upload', dockerfile: input.dockerfile, buildArgs: input.buildArgs ?? {} }, image_name: imageName,
+    }, requester);
+  }
+
+  /** Records and enqueues a component build; a build of the same one already under way is returned instead. */
+  async submitComponent(namespace: string, input: { url: string; component: string; tag: string; architecture: string }, requester: Requester): Promise<BuildView> {
+    this.architecture(input.architecture);
+    let repository: string;
+    let reference: string;
+    try {
+      repository = componentRepository(namespace, input.component);
+      reference = componentTag(input.tag, input.architecture);
+    } catch (error) {
+      if (error instanceof NamingError) throw new BuildInputError(error.message);
+      throw error;
+    }
+    const existing = await this.deps.db.kysely.selectFrom('builds').select('id')
+      .where('namespace', '=', namespace).where('kind', '=', 'component').where('component', '=', input.component)
+      .where('tag', '=', input.tag).where('architecture', '=', input.architecture).where('status', 'in', ['queued', 'running'])
+      .executeTakeFirst();
+    if (existing) return this.get(namespace, existing.id);
+    return this.record(namespace, this.newBuildId(), 'component', {
+      component: input.component, branch: null, tag: input.tag, architecture: input.architecture,
+      source: { type: 'git', url: input.url, ref: input.tag }, image_name: `${this.deps.registryHost()}/${repository}:${reference}`,
+    }, requester);
+  }
+
+  private async record(namespace: string, id: string, kind: BuildKind, fields: { component: string | null; branch: string | null; tag: string | null; architecture: string; source: Record<string, unknown>; image_name: string }, requester: Requester): Promise<BuildView> {
+    const now = Date.now();
+    await this.deps.db.write((trx) => trx.insertInto('builds').values({
+      id, namespace, kind, job_id: id, status: 'queued', component: fields.component, branch: fields.branch, tag: fields.tag,
+      architecture: fields.architecture, source: JSON.stringify(fields.source), image_name: fields.image_name, digest: null,
+      error_message: null, requested_by: requester.principal?.name ?? null, linux_username: requester.linuxUsername ?? null,
+      github_username: requester.githubUsername ?? null, created_at: now, started_at: null, finished_at: null,
+    }).execute());
+    const payload: JobPayload = { buildId: id };
+    await this.deps.queue.enqueue('builds', payload, { id, timeoutMs: this.deps.config.timeout, maxAttempts: 2 });
+    return this.get(namespace, id);
+  }
+
+  async get(namespace: string, id: string): Promise<BuildView> {
+    const row = await this.deps.db.kysely.selectFrom('builds').selectAll().where('id', '=', id).where('namespace', '=', namespace).executeTakeFirst();
+    if (!row) throw new BuildNotFoundError(`no build "${id}" in "${namespace}"`);
+    return view(row);
+  }
+
+  async list(namespace: string, filter: { kind?: BuildKind; component?: string; status?: JobStatus; limit?: number } = {}): Promise<BuildView[]> {
+    let query = this.deps.db.kysely.selectFrom('builds').selectAll().where('namespace', '=', namespace);
+    if (filter.kind) query = query.where('kind', '=', filter.kind);
+    if (filter.component) query = query.where('component', '=', filter.component);
+    if (filter.status) query = query.where('status', '=', filter.status);
+    const rows = await query.orderBy('created_at', 'desc').limit(Math.min(filter.limit ?? 50, 500)).execute();
+    return rows.map(view);
+  }
+
+  /** The newest build of an image or component matching the filter, or null. */
+  async latest(namespace: string, kind: BuildKind, filter: { component: string; branch?: string; tag?: string; architecture: string }): Promise<BuildView | null> {
+    let query = this.deps.db.kysely.selectFrom('builds').selectAll().where('namespace', '=', namespace).where('kind', '=', kind)
+      .where('component', '=', filter.component).where('architecture', '=', filter.architecture);
+    if (filter.branch !== undefined) query = query.where('branch', '=', filter.branch);
+    if (filter.tag !== undefined) query = query.where('tag', '=', filter.tag);
+    const row = await query.orderBy('created_at', 'desc').limit(1).executeTakeFirst();
+    return row ? view(row) : null;
+  }
+
+  /** The newest successful component build's layer (its tar.gz), or null. */
+  async componentArchive(namespace: string, component: string, tag: string, architecture: string): Promise<{ build: BuildView; repository: string; reference: string; layer: { digest: string; size: number } } | null> {
+    const repository = componentRepository(namespace, component);
+    const reference = componentTag(tag, architecture);
+    const build = await this.deps.db.kysely.selectFrom('builds').selectAll().where('namespace', '=', namespace).where('kind', '=', 'component')
+      .where('component', '=', component).where('tag', '=', tag).where('architecture', '=', architecture).where('status', '=', 'succeeded')
+      .orderBy('created_at', 'desc').limit(1).executeTakeFirst();
+    if (!build?.digest) return null;
+    try {
+      const layer = componentLayer(await this.deps.registry.manifests.content(repository, build.digest));
+      return layer ? { build: view(build), repository, reference, layer } : null;
+    } catch {
+      return null; // deleted from the registry since: build it again
+    }
+  }
+
+  async cancel(namespace: string, id: string, actor?: string): Promise<BuildView> {
+    const build = await this.get(namespace, id);
+    if (terminal.has(build.status)) return build;
+    await this.deps.queue.cancel(id);
+    // A queued build is cancelled at once; a running one when its worker sees the request.
+    await this.deps.db.write((trx) => trx.updateTable('builds').set({ status: 'cancelled', finished_at: Date.now(), error_message: `cancelled${actor ? ` by ${actor}` : ''}` })
+      .where('id', '=', id).where('status', '=', 'queued').execute());
+    this.notify(id);
+    return this.get(namespace, id);
+  }
+
+  logText(id: string): Promise<string> {
+    return this.deps.logs.read(id);
+  }
+
+  followLog(id: string, follower: LogFollower): Promise<() => void> {
+    return this.deps.logs.follow(id, follower);
+  }
+
+  /** Resolves when the build reaches a final state (or `signal` aborts). */
+  async waitFor(namespace: string, id: string, signal?: AbortSignal): Promise<BuildView> {
+    for (;;) {
+      const build = await this.get(namespace, id);
+      if (terminal.has(build.status) || signal?.aborted) return build;
+      await new Promise<void>((resolve) => {
+        const set = this.waiters.get(id) ?? new Set();
+        this.waiters.set(id, set);
+        const done = () => {
+          clearTimeout(timer);
+          set.delete(done);
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        // Also poll: another replica may run the build.
+        const timer = setTimeout(done, 1000);
+        set.add(done);
+        signal?.addEventListener('abort', done, { once: true });
+      });
+    }
+  }
+
+  private notify(id: string): void {
+    for (const wake of this.waiters.get(id) ?? []) wake();
+  }
+
+  /** Builds left queued/running by a crash get the state their job ended in. */
+  async reconcile(): Promise<void> {
+    const open = await this.deps.db.kysely.selectFrom('builds as b').innerJoin('jobs as j', 'j.id', 'b.job_id')
+      .select(['b.id', 'j.status', 'j.error', 'j.finished_at']).where('b.status', 'in', ['queued', 'running']).execute();
+    for (const row of open) {
+      if (!terminal.has(row.status)) continue;
+      await this.deps.db.write((trx) => trx.updateTable('builds').set({ status: row.status, error_message: row.error ?? null, finished_at: row.finished_at ?? Date.now() })
+        .where('id', '=', row.id).execute());
+    }
+  }
+
+  // ---- the worker side ----
+
+  /** Runs one build job; throws with the reason on failure (the queue records it). */
+  async run(payload: JobPayload, signal: AbortSignal): Promise<{ digest: string }> {
+    const row = await this.deps.db.kysely.selectFrom('builds').selectAll().where('id', '=', payload.buildId).executeTakeFirst();
+    if (!row) throw new Error(`build ${payload.buildId} has no record`);
+    const log = await this.deps.logs.start(row.id);
+    const phases: Record<string, number> = {};
+    await this.update(row.id, { status: 'running', started_at: Date.now(), error_message: null });
+    log(`build ${row.id} (${row.kind} ${row.component ?? ''}) started on ${new Date().toISOString()}`);
+    let pushKey: { id: string; key: string } | undefined;
+    try {
+      const requester = row.requested_by && this.deps.access ? await this.deps.access.findByName(row.requested_by) : null;
+      if (this.deps.access && !requester) throw new Error(`the requesting user "${row.requested_by}" no longer exists`);
+      if (requester && this.deps.access) {
+        // Pushes and FROM pulls run with the requester's rights, through a key that lives as long as the build.
+        const created = await this.deps.access.createKey(requester, `build ${row.id}`, ['pull', 'push'], this.deps.config.timeout + 600_000);
+        pushKey = { id: created.id, key: created.key };
+      }
+      const registryAuth = pushKey && requester ? { username: requester.name, password: pushKey.key } : undefined;
+      const insecureRegistries = [this.deps.registryHost()];
+      const arch = this.architecture(row.architecture);
+      const source = JSON.parse(row.source) as { type: string; url?: string; ref?: string; dockerfile?: string; buildArgs?: Record<string, string> };
+      let digest: string;
+      if (row.kind === 'image') {
+        const contextDir = this.contextDir(row.id);
+        await stat(contextDir).catch(() => { throw new Error('the uploaded build context is gone (it is removed once a build ends)'); });
+        const started = Date.now();
+        const result = await this.deps.driver.build({
+          contextDir, dockerfile: source.dockerfile, buildArgs: source.buildArgs, platform: arch.platform,
+          destination: row.image_name!, registryAuth, insecureRegistries, signal,
+        }, log);
+        Object.assign(phases, result.phases);
+        phases.total = Date.now() - started;
+        digest = result.digest;
+      } else {
+        digest = await this.buildComponent(row, source, arch.builderImage, { registryAuth, insecureRegistries, signal, log, phases });
+      }
+      await this.update(row.id, { status: 'succeeded', digest, finished_at: Date.now(), phases: JSON.stringify(phases) });
+      log(`build succeeded: ${row.image_name} @ ${digest}`);
+      return { digest };
+    } catch (error) {
+      const reason = signal.aborted ? (signal.reason as { kind?: string; message?: string } | undefined) : undefined;
+      if (reason?.kind === 'shutdown' || reason?.kind === 'lease-lost') {
+        // The job goes back to the queue (or to another worker): so does the build.
+        log(`build interrupted (${reason.kind}); it will run again`);
+        if (reason.kind === 'shutdown') await this.update(row.id, { status: 'queued', error_message: null });
+        throw error;
+      }
+      const cancelled = reason?.kind === 'cancelled';
+      const message = cancelled ? 'cancelled' : reason?.kind === 'timeout' ? `${reason.message} (builds.timeout)` : (error as Error).message;
+      log(`build ${cancelled ? 'cancelled' : 'failed'}: ${message}`);
+      await this.update(row.id, { status: cancelled ? 'cancelled' : 'failed', error_message: message, finished_at: Date.now(), phases: JSON.stringify(phases) });
+      // A failed Dockerfile fails again: no retry (restarts are re-queued by the queue itself).
+      throw Object.assign(error instanceof Error ? error : new Error(String(error)), { retryable: false });
+    } finally {
+      if (pushKey) await this.deps.access?.revokeKey(pushKey.id, null).catch(() => undefined);
+      const requeued = signal.aborted && ['shutdown', 'lease-lost'].includes((signal.reason as { kind?: string } | undefined)?.kind ?? '');
+      if (row.kind === 'image' && !requeued) await rm(this.contextDir(row.id), { recursive: true, force: true });
+      await this.deps.logs.finish(row.id);
+      this.notify(row.id);
+    }
+  }
+
+  private async buildComponent(row: { id: string; namespace: string; component: string | null; tag: string | null; architecture: string }, source: { url?: string; ref?: string },
+    builderImage: string, options: { registryAuth?: { username: string; password: string }; insecureRegistries: string[]; signal: AbortSignal; log: (line: string) => void; phases: Record<string, number> }): Promise<string> {
+    const work = path.join(this.deps.workDir, 'work', row.id);
+    await rm(work, { recursive: true, force: true });
+    await mkdir(work, { recursive: true });
+    try {
+      const checkout = path.join(work, 'source');
+      let started = Date.now();
+      const cloned = await cloneRepository({ url: source.url!, ref: source.ref, destDir: checkout, signal: options.signal }, options.log);
+      options.phases.clone = Date.now() - started;
+      options.log(`cloned ${source.url} at ${cloned.ref} (${cloned.commit})`);
+      const specFile = await findBuildSpec(checkout);
+      if (!specFile) throw new Error('the repository has no build spec (build_spec.yaml, build_spec.yml or .slipway/build_spec.yaml)');
+      const spec = parseBuildSpec(await readFile(specFile, 'utf8'));
+      const binaries = spec.outputArtifacts.filter((a) => a.type === 'BINARY');
+      if (binaries.length === 0) throw new Error('the build spec declares no outputArtifacts of type BINARY');
+      const outputDir = path.join(work, 'outputs');
+      await mkdir(outputDir, { recursive: true });
+      started = Date.now();
+      const image = builderImage.includes('/') && builderImage.split('/')[0]!.includes('.') || builderImage.split('/')[0]!.includes(':')
+        ? builderImage : `${this.deps.registryHost()}/${builderImage}`;
+      await this.deps.driver.runSteps({
+        baseImage: image, contextDir: checkout,
+        steps: spec.steps.map((s) => ({ name: s.name, command: s.command, timeoutMs: s.timeoutInSeconds ? s.timeoutInSeconds * 1000 : undefined })),
+        env: spec.env?.variables, outputs: binaries.map((a) => ({ name: a.name, path: a.location })), outputDir,
+        registryAuth: options.registryAuth, insecureRegistries: options.insecureRegistries, signal: options.signal,
+      }, options.log);
+      options.phases.build = Date.now() - started;
+      started = Date.now();
+      const files = await readdir(outputDir);
+      const pushed = await pushComponent(this.deps.registry, componentRepository(row.namespace, row.component!), componentTag(row.tag!, row.architecture), outputDir, files, {
+        component: row.component!, tag: row.tag!, architecture: row.architecture, source: source.url, revision: cloned.commit,
+      });
+      options.phases.push = Date.now() - started;
+      return pushed.digest;
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  }
+
+  private async update(id: string, fields: Partial<{ status: JobStatus; started_at: number; finished_at: number; digest: string; error_message: string | null; phases: string }>): Promise<void> {
+    await this.deps.db.write((trx) => trx.updateTable('builds').set(fields).where('id', '=', id).execute());
+    this.notify(id);
+  }
+
+  private async imageTemplate(namespace: string): Promise<string> {
+    const row = await this.deps.db.kysely.selectFrom('namespace_settings').select('image_name_template').where('namespace', '=', namespace).executeTakeFirst();
+    return row?.image_name_template ?? this.deps.config.imageNameTemplate;
+  }
+}
+
+function view(row: { id: string; namespace: string; kind: BuildKind; status: JobStatus; component: string | null; branch: string | null; tag: string | null; architecture: string; source: string; image_name: string | null; digest: string | null; error_message: string | null; requested_by: string | null; linux_username: string | null; github_username: string | null; phases: string; created_at: number; started_at: number | null; finished_at: number | null }): BuildView {
+  const imageName = row.image_name;
+  return {
+    id: row.id, namespace: row.namespace, kind: row.kind, status: row.status, component: row.component, branch: row.branch, tag: row.tag,
+    architecture: row.architecture, source: JSON.parse(row.source) as Record<string, unknown>, imageName, digest: row.digest,
+    pullCommand: imageName && row.kind === 'image' && row.status === 'succeeded' ? `podman pull --tls-verify=false ${imageName}` : null,
+    errorMessage: row.error_message, requestedBy: row.requested_by, linuxUsername: row.linux_username, githubUsername: row.github_username,
+    phases: JSON.parse(row.phases) as Record<string, number>,
+    createdAt: new Date(row.created_at).toISOString(),
+    startedAt: row.started_at ? new Date(row.started_at).toISOString() : null,
+    finishedAt: row.finished_at ? new Date(row.finished_at).toISOString() : null,
+  };
+}
