@@ -22,6 +22,7 @@ describe('artifact-storage API with real builds', { timeout: 900_000 }, () => {
   let work: { path: string; remove(): Promise<void> };
   let host: string;
   let driver: BuildahDriver;
+  let external: TestServer;
 
   const api = async (method: string, url: string, body?: unknown, headers: Record<string, string> = {}) => {
     const response = await fetch(`${ts.url}${url}`, {
@@ -57,7 +58,9 @@ describe('artifact-storage API with real builds', { timeout: 900_000 }, () => {
     await requireCommands({ buildah: 'buildah', git: 'git', tar: 'tar' });
     work = await tempDir('slipway-builds-api-');
     const storage = { storageRoot: path.join(work.path, 'storage'), runRoot: path.join(work.path, 'runroot'), storageDriver: 'overlay' as const };
-    ts = await startTestServer({ config: { auth: { enabled: true, adminPassword }, builds: { buildah: storage, maxContextBytes: 4 * 1024 * 1024, concurrency: 2 } } });
+    // A second registry (another Slipway with auth) stands in for an external one.
+    external = await startTestServer({ config: { auth: { enabled: true, adminPassword: 'external-Pa55word' } } });
+    ts = await startTestServer({ config: { auth: { enabled: true, adminPassword }, builds: { buildah: storage, maxContextBytes: 4 * 1024 * 1024, concurrency: 2, insecureRegistries: [new URL(external.url).host] } } });
     host = new URL(ts.url).host;
     driver = new BuildahDriver({ storage: { root: storage.storageRoot, runRoot: storage.runRoot, driver: 'overlay' }, tmpDir: work.path });
     const rootfs = path.join(work.path, 'rootfs');
@@ -69,6 +72,7 @@ describe('artifact-storage API with real builds', { timeout: 900_000 }, () => {
   after(async () => {
     killAllChildren();
     await ts?.close();
+    await external?.close();
     if (driver) {
       await driver.exec(['rm', '--all'], { timeoutMs: 120_000 }).catch(() => undefined);
       await driver.exec(['rmi', '--all', '--force'], { timeoutMs: 120_000 }).catch(() => undefined);
@@ -111,6 +115,29 @@ describe('artifact-storage API with real builds', { timeout: 900_000 }, () => {
     assert.doesNotMatch(log, /secret\.txt/);
     const stored = await fetch(`${ts.url}/api/v1/namespaces/team/builds/${id}/logs`, { headers: { authorization: admin } });
     assert.match(await stored.text(), /build succeeded/);
+  });
+
+  test('FROM resolves against Slipway\'s registry first; an external registry is pulled from with the namespace\'s credentials', { timeout: 300_000 }, async () => {
+    // Unqualified: found in Slipway's own registry.
+    const local = await api('POST', '/api/v1/namespaces/team/images?wait=true', imageForm({ component: 'short', branch: 'main', architecture: 'linux/amd64' }, 'FROM slipway/node-base:latest\nRUN node -e "require(\'fs\').writeFileSync(\'/tmp/ok\', \'1\')"\n'));
+    assert.equal(local.body.status, 'succeeded', JSON.stringify(local.body));
+    // External: a second registry (another Slipway with auth) holding the base image; the build
+    // can pull it only with the credentials stored for its prefix.
+    {
+      const otherHost = new URL(external.url).host;
+      await run('skopeo', ['copy', '--src-tls-verify=false', '--dest-tls-verify=false', '--src-creds', `admin:${adminPassword}`, '--dest-creds', 'admin:external-Pa55word',
+        `docker://${host}/slipway/node-base:latest`, `docker://${otherHost}/vendor/base:1`]);
+      const dockerfile = `FROM ${otherHost}/vendor/base:1\nRUN echo built-on-vendor-base > /tmp/marker\n`;
+      const denied = await api('POST', '/api/v1/namespaces/team/images?wait=true', imageForm({ component: 'vendored', branch: 'main', architecture: 'linux/amd64' }, dockerfile));
+      assert.equal(denied.body.status, 'failed', 'without credentials the external base cannot be pulled');
+      const stored = await api('POST', '/api/v1/namespaces/team/registries', { prefix: `${otherHost}/vendor`, type: 'basic', credentials: { username: 'admin', password: 'external-Pa55word' } });
+      assert.equal(stored.status, 201);
+      const built = await api('POST', '/api/v1/namespaces/team/images?wait=true', imageForm({ component: 'vendored', branch: 'main', architecture: 'linux/amd64' }, dockerfile));
+      assert.equal(built.body.status, 'succeeded', JSON.stringify(built.body));
+      const log = await (await fetch(`${ts.url}/api/v1/namespaces/team/builds/${built.body.id as string}/logs`, { headers: { authorization: admin } })).text();
+      assert.match(log, /using the namespace's credentials/);
+      assert.doesNotMatch(log, /external-Pa55word/);
+    }
   });
 
   test('a failing Dockerfile: failed with the reason, nothing stored; bad input is a 400 naming what is allowed', { timeout: 300_000 }, async () => {

@@ -40,6 +40,8 @@ export interface BuildRequest {
   destination: string;
   /** Credentials for the destination registry: used for the push and for pulling FROM images from it. */
   registryAuth?: RegistryAuth;
+  /** Logins for other registries (`host[:port]` → login), e.g. where FROM images come from. */
+  extraAuths?: Record<string, RegistryAuth>;
   /** Registry hosts (`host[:port]`) spoken to over plain HTTP / without TLS verification. */
   insecureRegistries?: string[];
   /** A repository (`host/name`) to share the layer cache through (`--cache-from/--cache-to`). */
@@ -77,6 +79,7 @@ export interface StepsRequest {
   /** Host folder the outputs are written to (as `<name>`). */
   outputDir: string;
   registryAuth?: RegistryAuth;
+  extraAuths?: Record<string, RegistryAuth>;
   insecureRegistries?: string[];
   signal?: AbortSignal;
   timeoutMs?: number;

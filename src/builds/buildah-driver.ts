@@ -113,11 +113,19 @@ function stoppedError(reason: 'timeout' | 'aborted', what: string, timeoutMs: nu
 }
 
 /** `containers-auth.json` content for one set of credentials on the given hosts. */
-function authFileContent(auth: RegistryAuth, hosts: Iterable<string>): string {
-  const token = Buffer.from(`${auth.username}:${auth.password}`, 'utf8').toString('base64');
+function authFileContent(auth: RegistryAuth | undefined, hosts: Iterable<string>, extra: Record<string, RegistryAuth> = {}): string {
   const auths: Record<string, { auth: string }> = {};
-  for (const host of hosts) auths[host] = { auth: token };
+  for (const [host, login] of Object.entries(extra)) auths[host] = { auth: Buffer.from(`${login.username}:${login.password}`, 'utf8').toString('base64') };
+  if (auth) {
+    const token = Buffer.from(`${auth.username}:${auth.password}`, 'utf8').toString('base64');
+    for (const host of hosts) auths[host] = { auth: token };
+  }
   return JSON.stringify({ auths });
+}
+
+/** Values to mask in logs for a set of logins: passwords and their base64 `user:password` forms. */
+function authSecrets(auths: Array<RegistryAuth | undefined>): string[] {
+  return auths.filter((a): a is RegistryAuth => !!a).flatMap((a) => [a.password, Buffer.from(`${a.username}:${a.password}`).toString('base64')]);
 }
 
 /** Resolves `containerPath` inside the folder `root` the way the container would: symlinks (absolute or relative) never leave `root`. */
@@ -249,10 +257,10 @@ export class BuildahDriver implements BuildDriver {
   }
 
   /** Writes the auth file (if credentials were given) and returns the `--authfile` arguments. */
-  async writeAuthFile(dir: string, auth: RegistryAuth | undefined, hosts: Iterable<string>): Promise<string[]> {
-    if (!auth) return [];
+  async writeAuthFile(dir: string, auth: RegistryAuth | undefined, hosts: Iterable<string>, extra: Record<string, RegistryAuth> = {}): Promise<string[]> {
+    if (!auth && Object.keys(extra).length === 0) return [];
     const file = path.join(dir, 'auth.json');
-    await writeFile(file, authFileContent(auth, hosts), { mode: 0o600, flag: 'wx' });
+    await writeFile(file, authFileContent(auth, hosts, extra), { mode: 0o600, flag: 'wx' });
     return ['--authfile', file];
   }
 
@@ -286,9 +294,7 @@ export class BuildahDriver implements BuildDriver {
     await this.validateBuild(request, contextDir, dockerfile);
 
     const secretValues = (request.secrets ?? []).map((secret) => secret.value);
-    const authValues = request.registryAuth
-      ? [request.registryAuth.password, Buffer.from(`${request.registryAuth.username}:${request.registryAuth.password}`).toString('base64')]
-      : [];
+    const authValues = authSecrets([request.registryAuth, ...Object.values(request.extraAuths ?? {})]);
     const mask = createMasker([...secretValues, ...authValues]);
     const emit = (line: string) => log(mask(line));
     const limit = deadline(request.signal, request.timeoutMs);
@@ -312,7 +318,7 @@ export class BuildahDriver implements BuildDriver {
       }
       const authHosts = new Set([destinationHost]);
       if (request.cacheRepository) authHosts.add(registryHostOf(request.cacheRepository));
-      const authArgs = await this.writeAuthFile(work.path, request.registryAuth, authHosts);
+      const authArgs = await this.writeAuthFile(work.path, request.registryAuth, authHosts, request.extraAuths);
       const registriesEnv = await this.writeRegistriesConf(work.path, [...insecure]);
       const env = { ...process.env, ...registriesEnv, TMPDIR: work.tmp };
       const iidFile = path.join(work.path, 'image.id');
@@ -467,9 +473,7 @@ export class BuildahDriver implements BuildDriver {
     const outputDir = path.resolve(request.outputDir);
     await this.validateSteps(request, contextDir);
 
-    const mask = createMasker(request.registryAuth
-      ? [request.registryAuth.password, Buffer.from(`${request.registryAuth.username}:${request.registryAuth.password}`).toString('base64')]
-      : []);
+    const mask = createMasker(authSecrets([request.registryAuth, ...Object.values(request.extraAuths ?? {})]));
     const emit = (line: string) => log(mask(line));
     const limit = deadline(request.signal, request.timeoutMs);
     const insecure = new Set(request.insecureRegistries ?? []);
@@ -486,7 +490,7 @@ export class BuildahDriver implements BuildDriver {
       throw new BuildError('failed', `${what} failed with exit code ${result.code ?? result.signal}: ${mask(last)}`, { exitCode: result.code ?? undefined });
     };
     try {
-      const authArgs = await this.writeAuthFile(work.path, request.registryAuth, [baseHost]);
+      const authArgs = await this.writeAuthFile(work.path, request.registryAuth, [baseHost], request.extraAuths);
       const env = { ...process.env, TMPDIR: work.tmp };
 
       let started = Date.now();

@@ -8,7 +8,7 @@
  * was running — never leaves it "running".
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AccessService, Principal } from '../auth/access.js';
 import type { Config } from '../config/config.js';
@@ -18,6 +18,7 @@ import type { JobStatus } from '../db/schema.js';
 import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
 import type { BuildDriver } from './build-driver.js';
+import { resolveBaseImages, registryHostOfImage } from './base-resolution.js';
 import { findBuildSpec, parseBuildSpec } from './build-spec.js';
 import { componentLayer, pushComponent } from './component-artifact.js';
 import { cloneRepository } from './context.js';
@@ -282,7 +283,7 @@ export class BuildService {
         pushKey = { id: created.id, key: created.key };
       }
       const registryAuth = pushKey && requester ? { username: requester.name, password: pushKey.key } : undefined;
-      const insecureRegistries = [this.deps.registryHost()];
+      const insecureRegistries = [this.deps.registryHost(), ...this.deps.config.insecureRegistries];
       const arch = this.architecture(row.architecture);
       const source = JSON.parse(row.source) as { type: string; url?: string; ref?: string; dockerfile?: string; buildArgs?: Record<string, string> };
       let digest: string;
@@ -290,9 +291,13 @@ export class BuildService {
         const contextDir = this.contextDir(row.id);
         await stat(contextDir).catch(() => { throw new Error('the uploaded build context is gone (it is removed once a build ends)'); });
         const started = Date.now();
+        const dockerfilePath = path.join(contextDir, source.dockerfile ?? 'Dockerfile');
+        const resolved = await resolveBaseImages(await readFile(dockerfilePath, 'utf8'), this.deps.registryHost(), (repository, reference) => this.existsHere(repository, reference));
+        await writeFile(dockerfilePath, resolved.text);
+        const extraAuths = await this.loginsFor(row.namespace, resolved.external, log);
         const result = await this.deps.driver.build({
           contextDir, dockerfile: source.dockerfile, buildArgs: source.buildArgs, platform: arch.platform,
-          destination: row.image_name!, registryAuth, insecureRegistries, signal,
+          destination: row.image_name!, registryAuth, extraAuths, insecureRegistries, signal,
         }, log);
         Object.assign(phases, result.phases);
         phases.total = Date.now() - started;
@@ -345,13 +350,15 @@ export class BuildService {
       const outputDir = path.join(work, 'outputs');
       await mkdir(outputDir, { recursive: true });
       started = Date.now();
-      const image = builderImage.includes('/') && builderImage.split('/')[0]!.includes('.') || builderImage.split('/')[0]!.includes(':')
-        ? builderImage : `${this.deps.registryHost()}/${builderImage}`;
+      // The builder image resolves like FROM: Slipway's registry first.
+      const image = (await resolveBaseImages(`FROM ${builderImage}`, this.deps.registryHost(), (repository, reference) => this.existsHere(repository, reference))).text.slice('FROM '.length);
+      const own = image.startsWith(`${this.deps.registryHost()}/`);
       await this.deps.driver.runSteps({
-        baseImage: image, contextDir: checkout,
+        baseImage: image, contextDir: checkout, extraAuths: own ? undefined : await this.loginsFor(row.namespace, [image], options.log),
         steps: spec.steps.map((s) => ({ name: s.name, command: s.command, timeoutMs: s.timeoutInSeconds ? s.timeoutInSeconds * 1000 : undefined })),
         env: spec.env?.variables, outputs: binaries.map((a) => ({ name: a.name, path: a.location })), outputDir,
-        registryAuth: options.registryAuth, insecureRegistries: options.insecureRegistries, signal: options.signal,
+        // Slipway's own login only ever goes to Slipway's registry.
+        registryAuth: own ? options.registryAuth : undefined, insecureRegistries: options.insecureRegistries, signal: options.signal,
       }, options.log);
       options.phases.build = Date.now() - started;
       started = Date.now();
@@ -364,6 +371,32 @@ export class BuildService {
     } finally {
       await rm(work, { recursive: true, force: true });
     }
+  }
+
+  /** Whether `repository:reference` is in Slipway's own registry (FROM resolves here first). */
+  private async existsHere(repository: string, reference: string): Promise<boolean> {
+    try {
+      await this.deps.registry.manifests.info(repository, reference);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Logins for external images, from the namespace's registry credentials (longest prefix). */
+  private async loginsFor(namespace: string, images: string[], log: (line: string) => void): Promise<Record<string, { username: string; password: string }>> {
+    const auths: Record<string, { username: string; password: string }> = {};
+    if (!this.deps.registries) return auths;
+    for (const image of images) {
+      const host = registryHostOfImage(image);
+      if (!host || auths[host]) continue;
+      const login = await this.deps.registries.loginForImage(namespace, image);
+      if (login) {
+        auths[host] = { username: login.username, password: login.password };
+        log(`[slipway] using the namespace's credentials for ${host} to pull ${image}`);
+      }
+    }
+    return auths;
   }
 
   private async update(id: string, fields: Partial<{ status: JobStatus; started_at: number; finished_at: number; digest: string; error_message: string | null; phases: string }>): Promise<void> {

@@ -70,6 +70,8 @@ export const configSchema = z.strictObject({
     maxContextBytes: z.number().int().positive().default(512 * 1024 * 1024),
     /** `host:port` that image names carry (what clients pull from); default: the listen address. */
     registryHost: z.string().regex(listenPattern, 'HOST:PORT').optional(),
+    /** Other registries builds reach over plain HTTP (Slipway's own always is, when it listens without TLS). */
+    insecureRegistries: z.array(z.string().regex(listenPattern, 'HOST:PORT')).default([]),
     /** buildah's image store; default the host's (`/var/lib/containers/storage`). */
     buildah: z.strictObject({
       storageRoot: z.string().optional(),
