@@ -164,6 +164,35 @@ describe('artifact-storage API with real builds', { timeout: 900_000 }, () => {
     assert.equal(reader.status, 401);
   });
 
+  test('an image from a git repository at a tag, with the repository\'s own Dockerfile; a missing tag fails with the reason', { timeout: 300_000 }, async () => {
+    const repo = path.join(work.path, 'image-repo');
+    await mkdir(repo, { recursive: true });
+    const git = (...args: string[]) => run('git', ['-C', repo, ...args], { env: { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' } });
+    await git('init', '-q', '-b', 'main');
+    await writeFile(path.join(repo, 'Dockerfile'), 'FROM slipway/node-base:latest\nCOPY hello.txt /hello.txt\n');
+    await writeFile(path.join(repo, 'hello.txt'), 'tagged v1');
+    await git('add', '.');
+    await git('commit', '-q', '-m', 'v1');
+    await git('tag', 'v1');
+    await writeFile(path.join(repo, 'hello.txt'), 'newer');
+    await git('commit', '-q', '-am', 'newer');
+    const form = new FormData();
+    for (const [key, value] of Object.entries({ component: 'fromgit', branch: 'main', architecture: 'linux/amd64', tag: 'v1', gitUrl: `file://${repo}`, gitRef: 'v1' })) form.set(key, value);
+    const built = await api('POST', '/api/v1/namespaces/team/images?wait=true', form);
+    assert.equal(built.body.status, 'succeeded', JSON.stringify(built.body));
+    assert.ok((built.body.phases as Record<string, number>).clone! >= 0);
+    const output = path.join(work.path, 'out-git');
+    await mkdir(output, { recursive: true });
+    const lines: string[] = [];
+    await driver.runSteps({ baseImage: built.body.imageName as string, contextDir: output, steps: [{ name: 'show', command: 'cat /hello.txt' }], outputs: [], outputDir: output, registryAuth: { username: 'admin', password: adminPassword }, insecureRegistries: [host] }, (line) => lines.push(line));
+    assert.match(lines.join('\n'), /tagged v1/);
+    form.set('gitRef', 'v404');
+    form.set('tag', 'v404');
+    const missing = await api('POST', '/api/v1/namespaces/team/images?wait=true', form);
+    assert.equal(missing.body.status, 'failed');
+    assert.match(missing.body.errorMessage as string, /v404/);
+  });
+
   test('a running build can be cancelled', { timeout: 300_000 }, async () => {
     const submitted = await api('POST', '/api/v1/namespaces/team/images', imageForm({ component: 'slow', branch: 'main', architecture: 'linux/amd64' }, `FROM ${host}/slipway/node-base:latest\nRUN sleep 60\n`));
     const id = submitted.body.id as string;

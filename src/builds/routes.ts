@@ -7,7 +7,7 @@
  * caller's credentials; the optional `linux_username` and `github_username` headers are
  * recorded on the build. Responses carry `status`, and `errorMessage` on failure.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -103,18 +103,28 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
           fields[part.fieldname] = String(part.value);
         }
       }
-      if (!dockerfile) throw new BuildInputError('dockerfile: the file is required');
       const input = z.strictObject({
         component: z.string().min(1).max(100),
         branch: z.string().min(1).max(200),
         architecture: z.string().min(1),
         tag: z.string().optional(),
         buildArgs: z.string().optional(),
+        /** A git repository as the context instead of an upload (its Dockerfile unless one is uploaded). */
+        gitUrl: z.string().min(1).optional(),
+        gitRef: z.string().min(1).optional(),
+        gitCommit: z.string().min(1).optional(),
       }).safeParse(fields);
       if (!input.success) throw new BuildInputError(input.error.issues.map((i) => `${i.path.join('.') || 'form'}: ${i.message}`).join('; '));
+      const { gitUrl, gitRef, gitCommit, ...rest } = input.data;
+      if (!gitUrl && !dockerfile) throw new BuildInputError('dockerfile: the file is required (or gitUrl, to build the repository\'s Dockerfile)');
+      if (gitUrl && (await readdir(contextDir)).length > 0) throw new BuildInputError('send either a context upload or gitUrl, not both');
+      if (gitUrl && dockerfile) await writeFile(`${contextDir}.dockerfile`, dockerfile);
       // Under a name of its own, so the context's own Dockerfile cannot shadow the uploaded one.
-      await writeFile(path.join(contextDir, uploadedDockerfile), dockerfile);
-      const build = await builds.submitImage(ns(request), id, { ...input.data, buildArgs: parseBuildArgs(input.data.buildArgs), dockerfile: uploadedDockerfile }, requester);
+      else if (dockerfile) await writeFile(path.join(contextDir, uploadedDockerfile), dockerfile);
+      const build = await builds.submitImage(ns(request), id, {
+        ...rest, buildArgs: parseBuildArgs(rest.buildArgs), dockerfile: dockerfile ? uploadedDockerfile : 'Dockerfile',
+        git: gitUrl ? { url: gitUrl, ref: gitRef, commit: gitCommit } : undefined,
+      }, requester);
       return finish(request, reply, build);
     } catch (error) {
       // The rest of the upload is not wanted: let it drain and close the connection after the
@@ -122,6 +132,7 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
       currentFile?.resume();
       reply.header('Connection', 'close');
       await rm(root, { recursive: true, force: true });
+      await rm(`${root}.dockerfile`, { force: true });
       throw error;
     }
   });

@@ -112,7 +112,7 @@ export class BuildService {
   }
 
   /** Records and enqueues an image build whose context is already in `contextDir(id)`. */
-  async submitImage(namespace: string, id: string, input: { component: string; branch: string; architecture: string; tag?: string; buildArgs?: Record<string, string>; dockerfile: string }, requester: Requester): Promise<BuildView> {
+  async submitImage(namespace: string, id: string, input: { component: string; branch: string; architecture: string; tag?: string; buildArgs?: Record<string, string>; dockerfile: string; git?: { url: string; ref?: string; commit?: string } }, requester: Requester): Promise<BuildView> {
     this.architecture(input.architecture);
     const template = await this.imageTemplate(namespace);
     let repository: string;
@@ -126,7 +126,10 @@ export class BuildService {
     const imageName = `${this.deps.registryHost()}/${repository}:${input.tag ?? 'latest'}`;
     return this.record(namespace, id, 'image', {
       component: input.component, branch: input.branch, tag: input.tag ?? 'latest', architecture: input.architecture,
-      source: { type: 'upload', dockerfile: input.dockerfile, buildArgs: input.buildArgs ?? {} }, image_name: imageName,
+      source: input.git
+        ? { type: 'git', ...input.git, dockerfile: input.dockerfile, buildArgs: input.buildArgs ?? {} }
+        : { type: 'upload', dockerfile: input.dockerfile, buildArgs: input.buildArgs ?? {} },
+      image_name: imageName,
     }, requester);
   }
 
@@ -285,10 +288,20 @@ export class BuildService {
       const registryAuth = pushKey && requester ? { username: requester.name, password: pushKey.key } : undefined;
       const insecureRegistries = [this.deps.registryHost(), ...this.deps.config.insecureRegistries];
       const arch = this.architecture(row.architecture);
-      const source = JSON.parse(row.source) as { type: string; url?: string; ref?: string; dockerfile?: string; buildArgs?: Record<string, string> };
+      const source = JSON.parse(row.source) as { type: string; url?: string; ref?: string; commit?: string; dockerfile?: string; buildArgs?: Record<string, string> };
       let digest: string;
       if (row.kind === 'image') {
         const contextDir = this.contextDir(row.id);
+        if (source.type === 'git') {
+          // The uploaded Dockerfile (if any) waits beside the context; the clone needs an empty folder.
+          const uploaded = await readFile(`${contextDir}.dockerfile`).catch(() => undefined);
+          await rm(contextDir, { recursive: true, force: true });
+          const cloneStarted = Date.now();
+          const cloned = await cloneRepository({ url: source.url!, ref: source.ref, commit: source.commit, destDir: contextDir, credentials: await this.gitCredentials(row.namespace, source.url!), signal }, log);
+          phases.clone = Date.now() - cloneStarted;
+          log(`cloned ${source.url} at ${cloned.ref} (${cloned.commit})`);
+          if (uploaded) await writeFile(path.join(contextDir, source.dockerfile!), uploaded);
+        }
         await stat(contextDir).catch(() => { throw new Error('the uploaded build context is gone (it is removed once a build ends)'); });
         const started = Date.now();
         const dockerfilePath = path.join(contextDir, source.dockerfile ?? 'Dockerfile');
@@ -325,7 +338,10 @@ export class BuildService {
     } finally {
       if (pushKey) await this.deps.access?.revokeKey(pushKey.id, null).catch(() => undefined);
       const requeued = signal.aborted && ['shutdown', 'lease-lost'].includes((signal.reason as { kind?: string } | undefined)?.kind ?? '');
-      if (row.kind === 'image' && !requeued) await rm(this.contextDir(row.id), { recursive: true, force: true });
+      if (row.kind === 'image' && !requeued) {
+        await rm(this.contextDir(row.id), { recursive: true, force: true });
+        await rm(`${this.contextDir(row.id)}.dockerfile`, { force: true });
+      }
       await this.deps.logs.finish(row.id);
       this.notify(row.id);
     }
@@ -370,6 +386,22 @@ export class BuildService {
       return pushed.digest;
     } finally {
       await rm(work, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Git credentials from the vault: the namespace's `basic` registry-credential record whose
+   * prefix matches the repository URL's host and path (e.g. `git.example.com/team`).
+   */
+  private async gitCredentials(namespace: string, url: string): Promise<{ username: string; password: string } | undefined> {
+    const match = /^https?:\/\/(?:[^@/]+@)?([^/]+\/[^?#]*)/i.exec(url);
+    if (!match || !this.deps.registries) return undefined;
+    const pathLike = match[1]!.replace(/\.git$/, '').toLowerCase();
+    try {
+      const login = await this.deps.registries.loginForImage(namespace, pathLike);
+      return login ? { username: login.username, password: login.password } : undefined;
+    } catch {
+      return undefined; // not expressible as a prefix match: clone without credentials
     }
   }
 
