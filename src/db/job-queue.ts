@@ -270,11 +270,13 @@ export class JobQueue {
   async recover(): Promise<{ requeued: number; failed: number; cancelled: number }> {
     return this.db.write(async (trx) => {
       const now = this.now();
-      let query = trx.selectFrom('jobs').selectAll()
-        .where('status', '=', 'running').where('lease_expires_at', '<', now);
+      let query = trx.selectFrom('jobs').selectAll().where('status', '=', 'running');
       if (this.db.dialect === 'postgres') query = query.forUpdate().skipLocked();
       const counts = { requeued: 0, failed: 0, cancelled: 0 };
-      for (const row of await query.execute()) {
+      // Expired leases, and leases of a process on this host that is gone (a kill -9 and a
+      // restart need not wait for the lease to run out).
+      const lost = (await query.execute()).filter((row) => (row.lease_expires_at ?? 0) < now || ownerIsDeadHere(row.lease_owner));
+      for (const row of lost) {
         const error = 'interrupted by a restart';
         if (row.cancel_requested) {
           await finish(trx, row.id, now, 'cancelled', error);
@@ -579,6 +581,20 @@ export class JobWorker<P = unknown, R = unknown> {
   private report(error: unknown): void {
     if (this.options.onError) this.options.onError(error);
     else process.emitWarning(`job worker (${this.options.queue}): ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+/** Whether a worker id (`<host>-<pid>-<random>`) belongs to a process of this host that no longer runs. */
+function ownerIsDeadHere(owner: string | null): boolean {
+  const prefix = `${hostname()}-`;
+  if (!owner?.startsWith(prefix)) return false;
+  const pid = Number(owner.slice(prefix.length).split('-')[0]);
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }
 
