@@ -230,6 +230,12 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
     const raw = reply.raw;
     raw.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
     let closed = false;
+    raw.once('close', () => { closed = true; });
+    // A queued build has no log yet: wait for it to start (or end) rather than end the stream.
+    for (let build = await builds.get(ns(request), id); build.status === 'queued' && !builds.isLogLive(id) && !closed;) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      build = await builds.get(ns(request), id);
+    }
     const unsubscribe = await builds.followLog(id, {
       line: (text) => { if (!closed) raw.write(`data: ${text.replace(/\r?\n/g, ' ')}\n\n`); },
       end: () => {

@@ -225,6 +225,10 @@ export class BuildService {
     return this.deps.logs.read(id);
   }
 
+  isLogLive(id: string): boolean {
+    return this.deps.logs.isLive(id);
+  }
+
   followLog(id: string, follower: LogFollower): Promise<() => void> {
     return this.deps.logs.follow(id, follower);
   }

@@ -158,9 +158,10 @@ export class ApiClient {
       );
     }
     if (!response.ok) {
-      const parsed = parseJson(text) as { code?: unknown; message?: unknown } | undefined;
+      const parsed = parseJson(text) as { code?: unknown; message?: unknown; errorMessage?: unknown } | undefined;
       const code = typeof parsed?.code === 'string' ? parsed.code : undefined;
-      const message = typeof parsed?.message === 'string' ? parsed.message : undefined;
+      // The artifact-storage API answers `{status, errorMessage}`.
+      const message = typeof parsed?.message === 'string' ? parsed.message : typeof parsed?.errorMessage === 'string' ? parsed.errorMessage : undefined;
       const said = code || message
         ? `${code ?? ''}${code && message ? ': ' : ''}${message ?? ''}`
         : text.trim() ? text.trim().replace(/\s+/g, ' ').slice(0, 200) : response.statusText;

@@ -7,6 +7,8 @@
  *   auth rotate-token-key | vault rotate   key rotation on a data folder (cli/admin-commands.ts)
  *   login | logout                         API keys of this machine (cli/session-commands.ts)
  *   registry add|list|rm|creds             a namespace's external registries (cli/registry-commands.ts)
+ *   build | component build|get            builds on the server (cli/build-commands.ts)
+ *   builds list|get|logs|cancel | base-image import
  *
  * Exit codes: 0 ok; 1 the operation failed (server, API, vault, fsck problems); 2 usage or
  * configuration errors (bad flags, bad config, missing files, not logged in).
@@ -14,6 +16,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, type ConfigInput } from '../config/config.js';
 import { registerAdminCommands } from './admin-commands.js';
+import { registerBuildCommands } from './build-commands.js';
 import { configFrom as configFromEnv, withCommonFlags, type CommonFlags } from './common.js';
 import { CommandError, UsageError } from './errors.js';
 import { registerRegistryCommands } from './registry-commands.js';
@@ -102,6 +105,7 @@ export async function main(argv: string[]): Promise<void> {
   registerAdminCommands(program, process.env);
   registerSessionCommands(program, process.env);
   registerRegistryCommands(program, process.env);
+  registerBuildCommands(program, process.env);
 
   try {
     await program.parseAsync(argv);
