@@ -18,6 +18,8 @@ import { ApiGuard } from './auth/api-guard.js';
 import type { CredentialRoutesOptions } from './credentials/routes.js';
 import { ExternalRegistries } from './credentials/service.js';
 import { loadMasterKeys, Vault } from './vault/vault.js';
+import { NamespaceSecrets } from './vault/secrets.js';
+import type { SecretRoutesOptions } from './vault/routes.js';
 import { BuildahDriver } from './builds/buildah-driver.js';
 import { BuildLogs } from './builds/logs.js';
 import { BuildService } from './builds/service.js';
@@ -99,6 +101,8 @@ interface AuthParts {
   access: AccessService;
   routes: AuthRoutesOptions;
   credentialRoutes: CredentialRoutesOptions;
+  secretRoutes: SecretRoutesOptions;
+  secrets: NamespaceSecrets;
   guard: ApiGuard;
   registries: ExternalRegistries;
   generatedAdminPassword?: string;
@@ -123,11 +127,15 @@ async function openAuth(config: Config, db: Database): Promise<AuthParts> {
   if (bootstrap.created) await audit.record({ actor: null, action: 'principal.create', target: 'admin', outcome: 'ok', detail: { kind: 'user', admin: true, bootstrap: true } });
   const authorizer = new RegistryAuthorizer({ access, tokens, credentials, audit, service, realm });
   const guard = new ApiGuard(access, authorizer);
-  const registries = new ExternalRegistries({ db, vault: await openVault(config, db), audit });
+  const vault = await openVault(config, db);
+  const registries = new ExternalRegistries({ db, vault, audit });
+  const secrets = new NamespaceSecrets(db, vault);
   return {
     authorizer, access, registries,
     routes: { access, credentials, tokens, audit, authorizer, service },
     credentialRoutes: { registries, guard },
+    secretRoutes: { secrets, guard, audit },
+    secrets,
     guard,
     generatedAdminPassword: bootstrap.password,
   };
@@ -152,7 +160,7 @@ async function openBuilds(config: Config, registry: Registry, auth: AuthParts | 
     }),
     logs: new BuildLogs(path.join(config.dataDir, 'logs', 'builds')),
     registry: { uploads: registry.uploads, manifests: registry.manifests },
-    config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries,
+    config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries, secrets: auth?.secrets,
   });
   await service.reconcile();
   const worker = new JobWorker<{ buildId: string }, { digest: string }>(jobs, {
@@ -188,6 +196,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       authorizer: options.authorizer ?? auth?.authorizer ?? allowAll,
       auth: auth?.routes,
       credentials: auth?.credentialRoutes,
+      secrets: auth?.secretRoutes,
       builds: { builds: builds.service, blobs: registry.blobs, guard: auth?.guard, maxContextBytes: config.builds.maxContextBytes },
       registry: { blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes },
       readinessChecks: [() => access(config.dataDir)],

@@ -193,6 +193,27 @@ describe('artifact-storage API with real builds', { timeout: 900_000 }, () => {
     assert.match(missing.body.errorMessage as string, /v404/);
   });
 
+  test('build secrets come from the namespace\'s vault and never reach the log; the naming template is per namespace', { timeout: 300_000 }, async () => {
+    const value = 'S3cr3t-build-value-93817';
+    assert.equal((await api('PUT', '/api/v1/namespaces/team/secrets/npm_token', { value })).status, 201);
+    const listed = await api('GET', '/api/v1/namespaces/team/secrets');
+    assert.ok(!JSON.stringify(listed.body).includes(value));
+    assert.match(JSON.stringify(listed.body), /npm_token/);
+    const dockerfile = `FROM slipway/node-base:latest\nRUN --mount=type=secret,id=npm_token sh -c 'test "$(cat /run/secrets/npm_token)" = "${value}" && echo secret-ok && cat /run/secrets/npm_token'\n`;
+    const missing = await api('POST', '/api/v1/namespaces/team/images', imageForm({ component: 'sec', branch: 'main', architecture: 'linux/amd64', secrets: 'nope' }, dockerfile));
+    assert.equal(missing.status, 400);
+    assert.match(missing.body.errorMessage as string, /nope/);
+    assert.equal((await api('PUT', '/api/v1/namespaces/team/settings/builds', { imageNameTemplate: 'apps/{component}/{branch}' })).status, 200);
+    const built = await api('POST', '/api/v1/namespaces/team/images?wait=true', imageForm({ component: 'sec', branch: 'main', architecture: 'linux/amd64', secrets: 'npm_token' }, dockerfile));
+    assert.equal(built.body.status, 'succeeded', JSON.stringify(built.body));
+    assert.equal(built.body.imageName, `${host}/team/apps/sec/main:latest`);
+    const log = await (await fetch(`${ts.url}/api/v1/namespaces/team/builds/${built.body.id as string}/logs`, { headers: { authorization: admin } })).text();
+    assert.match(log, /secret-ok/);
+    assert.ok(!log.includes(value), 'the secret value is in the build log');
+    assert.equal((await api('PUT', '/api/v1/namespaces/team/settings/builds', { imageNameTemplate: null })).status, 200);
+    assert.equal((await api('PUT', '/api/v1/namespaces/team/settings/builds', { imageNameTemplate: 'Bad Template' })).status, 400);
+  });
+
   test('a running build can be cancelled', { timeout: 300_000 }, async () => {
     const submitted = await api('POST', '/api/v1/namespaces/team/images', imageForm({ component: 'slow', branch: 'main', architecture: 'linux/amd64' }, `FROM ${host}/slipway/node-base:latest\nRUN sleep 60\n`));
     const id = submitted.body.id as string;

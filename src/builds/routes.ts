@@ -113,9 +113,11 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
         gitUrl: z.string().min(1).optional(),
         gitRef: z.string().min(1).optional(),
         gitCommit: z.string().min(1).optional(),
+        /** Names of the namespace's secrets the Dockerfile mounts (`RUN --mount=type=secret,id=<name>`). */
+        secrets: z.string().optional(),
       }).safeParse(fields);
       if (!input.success) throw new BuildInputError(input.error.issues.map((i) => `${i.path.join('.') || 'form'}: ${i.message}`).join('; '));
-      const { gitUrl, gitRef, gitCommit, ...rest } = input.data;
+      const { gitUrl, gitRef, gitCommit, secrets, ...rest } = input.data;
       if (!gitUrl && !dockerfile) throw new BuildInputError('dockerfile: the file is required (or gitUrl, to build the repository\'s Dockerfile)');
       if (gitUrl && (await readdir(contextDir)).length > 0) throw new BuildInputError('send either a context upload or gitUrl, not both');
       if (gitUrl && dockerfile) await writeFile(`${contextDir}.dockerfile`, dockerfile);
@@ -124,6 +126,7 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
       const build = await builds.submitImage(ns(request), id, {
         ...rest, buildArgs: parseBuildArgs(rest.buildArgs), dockerfile: dockerfile ? uploadedDockerfile : 'Dockerfile',
         git: gitUrl ? { url: gitUrl, ref: gitRef, commit: gitCommit } : undefined,
+        secrets: secrets ? secrets.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
       }, requester);
       return finish(request, reply, build);
     } catch (error) {
@@ -202,6 +205,14 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
         await reader.close();
       }
     })()));
+  });
+
+  app.put('/api/v1/namespaces/:ns/settings/builds', async (request) => {
+    const requester = await caller(request, 'contributor');
+    if (guard && requester.principal) await guard.requireRole(requester.principal, ns(request), 'owner');
+    const input = parseBody(z.strictObject({ imageNameTemplate: z.string().min(1).max(200).nullable() }), request);
+    await builds.setImageNameTemplate(ns(request), input.imageNameTemplate);
+    return { namespace: ns(request), ...input };
   });
 
   app.get('/api/v1/namespaces/:ns/builds', async (request) => {

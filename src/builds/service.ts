@@ -13,6 +13,7 @@ import path from 'node:path';
 import type { AccessService, Principal } from '../auth/access.js';
 import type { Config } from '../config/config.js';
 import type { ExternalRegistries } from '../credentials/service.js';
+import type { NamespaceSecrets } from '../vault/secrets.js';
 import type { Database } from '../db/db.js';
 import type { JobStatus } from '../db/schema.js';
 import type { ManifestService } from '../registry/manifest-service.js';
@@ -85,6 +86,8 @@ export interface BuildServiceDeps {
   /** Present when access control is on: builds push with a short-lived key of the requester. */
   access?: AccessService;
   registries?: ExternalRegistries;
+  /** The namespace's named secrets (build secrets); present with access control on. */
+  secrets?: NamespaceSecrets;
 }
 
 export class BuildService {
@@ -112,8 +115,14 @@ export class BuildService {
   }
 
   /** Records and enqueues an image build whose context is already in `contextDir(id)`. */
-  async submitImage(namespace: string, id: string, input: { component: string; branch: string; architecture: string; tag?: string; buildArgs?: Record<string, string>; dockerfile: string; git?: { url: string; ref?: string; commit?: string } }, requester: Requester): Promise<BuildView> {
+  async submitImage(namespace: string, id: string, input: { component: string; branch: string; architecture: string; tag?: string; buildArgs?: Record<string, string>; dockerfile: string; git?: { url: string; ref?: string; commit?: string }; secrets?: string[] }, requester: Requester): Promise<BuildView> {
     this.architecture(input.architecture);
+    if (input.secrets?.length) {
+      if (!this.deps.secrets) throw new BuildInputError('build secrets need access control (and its vault) turned on');
+      const known = new Set((await this.deps.secrets.list(namespace)).map((s) => s.name));
+      const missing = input.secrets.filter((name) => !known.has(name));
+      if (missing.length > 0) throw new BuildInputError(`secrets: namespace "${namespace}" has no secret ${missing.map((m) => `"${m}"`).join(', ')}`);
+    }
     const template = await this.imageTemplate(namespace);
     let repository: string;
     try {
@@ -127,8 +136,8 @@ export class BuildService {
     return this.record(namespace, id, 'image', {
       component: input.component, branch: input.branch, tag: input.tag ?? 'latest', architecture: input.architecture,
       source: input.git
-        ? { type: 'git', ...input.git, dockerfile: input.dockerfile, buildArgs: input.buildArgs ?? {} }
-        : { type: 'upload', dockerfile: input.dockerfile, buildArgs: input.buildArgs ?? {} },
+        ? { type: 'git', ...input.git, dockerfile: input.dockerfile, buildArgs: input.buildArgs ?? {}, secrets: input.secrets ?? [] }
+        : { type: 'upload', dockerfile: input.dockerfile, buildArgs: input.buildArgs ?? {}, secrets: input.secrets ?? [] },
       image_name: imageName,
     }, requester);
   }
@@ -292,7 +301,7 @@ export class BuildService {
       const registryAuth = pushKey && requester ? { username: requester.name, password: pushKey.key } : undefined;
       const insecureRegistries = [this.deps.registryHost(), ...this.deps.config.insecureRegistries];
       const arch = this.architecture(row.architecture);
-      const source = JSON.parse(row.source) as { type: string; url?: string; ref?: string; commit?: string; dockerfile?: string; buildArgs?: Record<string, string> };
+      const source = JSON.parse(row.source) as { type: string; url?: string; ref?: string; commit?: string; dockerfile?: string; buildArgs?: Record<string, string>; secrets?: string[] };
       let digest: string;
       if (row.kind === 'image') {
         const contextDir = this.contextDir(row.id);
@@ -312,9 +321,13 @@ export class BuildService {
         const resolved = await resolveBaseImages(await readFile(dockerfilePath, 'utf8'), this.deps.registryHost(), (repository, reference) => this.existsHere(repository, reference));
         await writeFile(dockerfilePath, resolved.text);
         const extraAuths = await this.loginsFor(row.namespace, resolved.external, log);
+        // Secret values live only in memory and the driver's private 0600 files for this build.
+        const secrets = source.secrets?.length && this.deps.secrets
+          ? (await this.deps.secrets.reveal(row.namespace, source.secrets)).map((s) => ({ id: s.name, value: s.value }))
+          : undefined;
         const result = await this.deps.driver.build({
           contextDir, dockerfile: source.dockerfile, buildArgs: source.buildArgs, platform: arch.platform,
-          destination: row.image_name!, registryAuth, extraAuths, insecureRegistries, signal,
+          destination: row.image_name!, registryAuth, extraAuths, insecureRegistries, signal, secrets,
         }, log);
         Object.assign(phases, result.phases);
         phases.total = Date.now() - started;
@@ -438,6 +451,20 @@ export class BuildService {
   private async update(id: string, fields: Partial<{ status: JobStatus; started_at: number; finished_at: number; digest: string; error_message: string | null; phases: string }>): Promise<void> {
     await this.deps.db.write((trx) => trx.updateTable('builds').set(fields).where('id', '=', id).execute());
     this.notify(id);
+  }
+
+  /** The namespace's image naming template; null returns to the server default. */
+  async setImageNameTemplate(namespace: string, template: string | null): Promise<void> {
+    if (template !== null) {
+      try {
+        imageRepository(namespace, template, 'component', 'branch');
+      } catch (error) {
+        throw new BuildInputError(`imageNameTemplate: ${(error as Error).message}`);
+      }
+    }
+    const now = Date.now();
+    await this.deps.db.write((trx) => trx.insertInto('namespace_settings').values({ namespace, image_name_template: template, updated_at: now })
+      .onConflict((c) => c.column('namespace').doUpdateSet({ image_name_template: template, updated_at: now })).execute());
   }
 
   private async imageTemplate(namespace: string): Promise<string> {

@@ -210,6 +210,22 @@ export const migrations: Migration[] = [
         .execute();
     },
   },
+  {
+    version: 4,
+    name: 'namespace-secrets',
+    async up(db) {
+      // Build secrets and (later) pipeline vault variables: values are vault envelopes.
+      await db.schema.createTable('namespace_secrets')
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('secret', 'text', (c) => c.notNull())
+        .addColumn('created_by', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('namespace_secrets_pk', ['namespace', 'name'])
+        .execute();
+    },
+  },
 ];
 
 /** Applies every migration newer than the recorded version; safe to call on every start. */

@@ -211,6 +211,16 @@ export interface NamespaceSettingsTable {
   updated_at: number;
 }
 
+export interface NamespaceSecretTable {
+  namespace: string;
+  name: string;
+  /** Vault envelope (context `namespace-secret:<ns>/<name>`). */
+  secret: string;
+  created_by: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface MigrationTable {
   version: number;
   name: string;
@@ -236,6 +246,7 @@ export interface Tables {
   jobs: JobTable;
   builds: BuildTable;
   namespace_settings: NamespaceSettingsTable;
+  namespace_secrets: NamespaceSecretTable;
   schema_migrations: MigrationTable;
 }
 

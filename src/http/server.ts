@@ -9,6 +9,7 @@ import type { Database } from '../db/db.js';
 import { registryRoutes, type RegistryRoutesOptions } from '../registry/routes.js';
 import { authRoutes, type AuthRoutesOptions } from '../auth/routes.js';
 import { credentialRoutes, type CredentialRoutesOptions } from '../credentials/routes.js';
+import { secretRoutes, type SecretRoutesOptions } from '../vault/routes.js';
 import { buildRoutes, type BuildRoutesOptions } from '../builds/routes.js';
 import { ApiError, toApiError } from './errors.js';
 
@@ -22,6 +23,8 @@ export interface ServerDependencies {
   auth?: AuthRoutesOptions;
   /** External registry credentials API; needs auth. */
   credentials?: CredentialRoutesOptions;
+  /** Named secrets of namespaces (vault); needs auth. */
+  secrets?: SecretRoutesOptions;
   /** The artifact-storage API (builds of images and components). */
   builds?: BuildRoutesOptions;
   /** Extra readiness checks (storage reachable, …). */
@@ -71,6 +74,7 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
   await app.register(registryRoutes, { ...deps.registry, authorizer: deps.authorizer });
   if (deps.auth) await app.register(authRoutes, deps.auth);
   if (deps.credentials) await app.register(credentialRoutes, deps.credentials);
+  if (deps.secrets) await app.register(secretRoutes, deps.secrets);
   if (deps.builds) await app.register(buildRoutes, deps.builds);
   return app;
 }

@@ -1,0 +1,52 @@
+/**
+ * @module vault/routes
+ * `/api/v1/namespaces/{ns}/secrets`: owners set and delete named secrets (the value is
+ * write-only: never returned), members list their names.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { ApiGuard } from '../auth/api-guard.js';
+import type { AuditLog } from '../auth/audit.js';
+import { ApiError, toApiError } from '../http/errors.js';
+import { parseBody } from '../http/validation.js';
+import { SecretInputError, SecretNotFoundError, type NamespaceSecrets } from './secrets.js';
+
+export interface SecretRoutesOptions {
+  secrets: NamespaceSecrets;
+  guard: ApiGuard;
+  audit: AuditLog;
+}
+
+export async function secretRoutes(app: FastifyInstance, options: SecretRoutesOptions): Promise<void> {
+  const { secrets, guard, audit } = options;
+  app.setErrorHandler(async (error, request, reply) => {
+    const apiError = error instanceof SecretInputError ? new ApiError('BAD_REQUEST', error.message)
+      : error instanceof SecretNotFoundError ? new ApiError('NOT_FOUND', error.message) : toApiError(error);
+    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.code(apiError.status).send(apiError.toJSON());
+  });
+  const params = (request: FastifyRequest) => request.params as { ns: string; name: string };
+
+  app.get('/api/v1/namespaces/:ns/secrets', async (request) => {
+    const me = await guard.authenticate(request);
+    await guard.requireRole(me, params(request).ns, 'contributor');
+    return secrets.list(params(request).ns);
+  });
+
+  app.put('/api/v1/namespaces/:ns/secrets/:name', async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await guard.authenticate(request);
+    await guard.requireRole(me, params(request).ns, 'owner');
+    const { value } = parseBody(z.strictObject({ value: z.string() }), request);
+    const { created } = await secrets.put(params(request).ns, params(request).name, value, me.name);
+    await audit.record({ actor: me.name, action: created ? 'secret.create' : 'secret.update', target: `${params(request).ns}/${params(request).name}`, outcome: 'ok', address: request.ip });
+    return reply.code(created ? 201 : 200).send({ name: params(request).name, value: '****' });
+  });
+
+  app.delete('/api/v1/namespaces/:ns/secrets/:name', async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await guard.authenticate(request);
+    await guard.requireRole(me, params(request).ns, 'owner');
+    await secrets.delete(params(request).ns, params(request).name);
+    await audit.record({ actor: me.name, action: 'secret.delete', target: `${params(request).ns}/${params(request).name}`, outcome: 'ok', address: request.ip });
+    return reply.code(204).send();
+  });
+}
