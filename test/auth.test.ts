@@ -156,6 +156,22 @@ for (const dialect of dialects) {
       assert.ok((await catalog(admin)).includes('team/app'));
     });
 
+    test('passwords change (own, or any for an admin); deleting a user revokes its keys and access', { timeout: 60_000 }, async () => {
+      assert.equal((await api('POST', '/api/v1/users', admin, { name: 'erin', password: 'erin-password-1' })).status, 201);
+      assert.equal((await api('PUT', '/api/v1/namespaces/team/members/erin', admin, { role: 'reader' })).status, 200);
+      const key = (await api('POST', '/api/v1/keys', basic('erin', 'erin-password-1'), { name: 'k' })).body.key as string;
+      assert.equal((await api('PUT', '/api/v1/users/erin/password', basic('erin', 'erin-password-1'), { password: 'erin-password-2' })).status, 200);
+      assert.equal((await fetch(`${base}/v2/`, { headers: { authorization: basic('erin', 'erin-password-1') } })).status, 401);
+      assert.equal((await fetch(`${base}/v2/`, { headers: { authorization: basic('erin', 'erin-password-2') } })).status, 200);
+      assert.equal((await api('PUT', '/api/v1/users/alice/password', basic('erin', 'erin-password-2'), { password: 'hijacked-pass' })).status, 403);
+      assert.equal((await api('PUT', '/api/v1/users/erin/password', basic('erin', 'erin-password-2'), { password: 'short' })).status, 400);
+      assert.equal((await api('DELETE', '/api/v1/users/carol', admin)).status, 409, 'the only owner of "other" cannot be deleted');
+      assert.equal((await api('DELETE', '/api/v1/users/erin', admin)).status, 204);
+      assert.equal((await fetch(`${base}/v2/`, { headers: { authorization: basic('erin', 'erin-password-2') } })).status, 401);
+      assert.equal((await fetch(`${base}/v2/`, { headers: { authorization: basic('x', key) } })).status, 401);
+      assert.equal((await api('DELETE', '/api/v1/users/erin', admin)).status, 404);
+    });
+
     test('wrong passwords are rate-limited; the audit log records them; no secret is stored in plaintext', { timeout: 60_000 }, async () => {
       await api('POST', '/api/v1/users', admin, { name: 'dave', password: 'dave-password-1' });
       const statuses: number[] = [];

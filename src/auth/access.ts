@@ -98,6 +98,21 @@ export class AccessService {
     await this.db.write((trx) => trx.updateTable('principals').set({ password_hash: hash }).where('id', '=', principalId).where('kind', '=', 'user').execute());
   }
 
+  /** Deletes a user or service account with its keys and memberships; refused while it is a namespace's only owner. */
+  async deletePrincipal(principalId: string): Promise<void> {
+    await this.db.write(async (trx) => {
+      const owned = await trx.selectFrom('memberships').select('namespace').where('principal_id', '=', principalId).where('role', '=', 'owner').execute();
+      for (const { namespace } of owned) {
+        const others = await trx.selectFrom('memberships').select('principal_id').where('namespace', '=', namespace).where('role', '=', 'owner')
+          .where('principal_id', '!=', principalId).executeTakeFirst();
+        if (!others) throw new AccessError('CONFLICT', `it is the only owner of namespace "${namespace}": make someone else owner first`);
+      }
+      await trx.deleteFrom('memberships').where('principal_id', '=', principalId).execute();
+      await trx.updateTable('api_keys').set({ revoked_at: Date.now() }).where('principal_id', '=', principalId).where('revoked_at', 'is', null).execute();
+      await trx.deleteFrom('principals').where('id', '=', principalId).execute();
+    });
+  }
+
   async findByName(name: string): Promise<Principal | null> {
     const row = await this.db.kysely.selectFrom('principals').select(['id', 'name', 'kind', 'admin']).where('name', '=', name).executeTakeFirst();
     return row ? { id: row.id, name: row.name, kind: row.kind, admin: row.admin === 1 } : null;

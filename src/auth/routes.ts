@@ -203,6 +203,30 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     return (await access.listPrincipals()).map(({ name, kind, admin }) => ({ name, kind, admin }));
   });
 
+  app.put('/api/v1/users/:name/password', async (request: FastifyRequest) => {
+    const me = await authenticated(request);
+    const { name } = request.params as { name: string };
+    if (name !== me.name) requireAdmin(me);
+    const target = await access.findByName(name);
+    if (!target || target.kind !== 'user') throw new ApiError('NOT_FOUND', `no user "${name}"`);
+    const input = body(z.strictObject({ password: z.string().min(8, 'at least 8 characters') }), request);
+    await access.setPassword(target.id, input.password);
+    await audit.record({ actor: me.name, action: 'principal.password', target: name, outcome: 'ok', address: request.ip });
+    return { name, changed: true };
+  });
+
+  app.delete('/api/v1/users/:name', async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await authenticated(request);
+    requireAdmin(me);
+    const { name } = request.params as { name: string };
+    if (name === me.name) throw new ApiError('CONFLICT', 'you cannot delete yourself');
+    const target = await access.findByName(name);
+    if (!target) throw new ApiError('NOT_FOUND', `no user or service account "${name}"`);
+    await access.deletePrincipal(target.id);
+    await audit.record({ actor: me.name, action: 'principal.delete', target: name, outcome: 'ok', address: request.ip });
+    return reply.code(204).send();
+  });
+
   app.post('/api/v1/keys', async (request: FastifyRequest, reply: FastifyReply) => {
     const me = await authenticated(request);
     const input = body(z.strictObject({
