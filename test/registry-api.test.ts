@@ -169,6 +169,19 @@ for (const dialect of dialects) {
         assert.equal(sha256(Buffer.from(await (await fetch(`${base}/v2/push/leftover/blobs/${blob.digest}`)).arrayBuffer())), blob.digest);
       });
 
+      test('a large PATCH at the wrong offset gets its 416 (with the Range to resume from), not a broken pipe', { timeout }, async () => {
+        const start = await fetch(`${base}/v2/push/wrong-offset/blobs/uploads/`, { method: 'POST' });
+        const location = new URL(start.headers.get('location')!, base);
+        const big = randomBlob(8 * 1024 * 1024);
+        for (let i = 0; i < 3; i++) {
+          const wrong = await fetch(location, { method: 'PATCH', body: asBody(big.data), headers: { 'Content-Range': `1-${big.data.length}`, 'Content-Type': 'application/octet-stream' } });
+          assert.equal(wrong.status, 416);
+          assert.equal(wrong.headers.get('range'), '0-0');
+        }
+        const right = await fetch(location, { method: 'PATCH', body: asBody(big.data), headers: { 'Content-Range': `0-${big.data.length - 1}`, 'Content-Type': 'application/octet-stream' } });
+        assert.equal(right.status, 202);
+      });
+
       test('a PATCH without Content-Range (streamed, as Docker sends it) is accepted', { timeout }, async () => {
         const blob = randomBlob(4096);
         const start = await fetch(`${base}/v2/push/streamed/blobs/uploads/`, { method: 'POST' });

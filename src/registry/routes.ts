@@ -35,6 +35,31 @@ interface Route {
 }
 
 const maxPageSize = 10_000;
+const drainLimitBytes = 64 * 1024 * 1024;
+const drainTimeoutMs = 5_000;
+
+/** Reads and discards the rest of a request body up to `limit` bytes and `timeoutMs`; true when it ended. */
+async function drained(request: FastifyRequest, limit: number, timeoutMs: number): Promise<boolean> {
+  const declared = Number(request.headers['content-length']);
+  if (!Number.isFinite(declared) || declared > limit) return false;
+  const body = request.raw;
+  if (body.destroyed) return false;
+  return new Promise<boolean>((resolve) => {
+    let seen = 0;
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      body.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      resolve(ok);
+    };
+    const onData = (chunk: Buffer) => { seen += chunk.length; if (seen > limit) done(false); };
+    const onEnd = () => done(true);
+    const onError = () => done(false);
+    const onClose = () => done(body.readableEnded);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    body.on('data', onData).once('end', onEnd).once('error', onError).once('close', onClose);
+    body.resume();
+  });
+}
 
 export async function registryRoutes(app: FastifyInstance, options: RegistryRoutesOptions): Promise<void> {
   const { blobs, uploads, manifests, authorizer } = options;
@@ -52,8 +77,10 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
     const registryError = toRegistryError(error);
     if (registryError.status >= 500) request.log.error({ err: error }, 'registry request failed');
     if (registryError.headers) reply.headers(registryError.headers);
-    // An error before the body was read: drop the rest rather than parse it.
-    if (!request.raw.readableEnded) reply.header('Connection', 'close');
+    // An error before the body was read: a small rest is drained so the client, still sending,
+    // reads the error (e.g. a 416 telling it where to resume) instead of a broken pipe; a large
+    // or endless one is dropped with the connection.
+    if (!request.raw.readableEnded && !(await drained(request, drainLimitBytes, drainTimeoutMs))) reply.header('Connection', 'close');
     return reply.code(registryError.status).type('application/json').send(registryError.toEnvelope());
   });
 
