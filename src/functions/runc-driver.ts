@@ -1,0 +1,374 @@
+/**
+ * @module functions/runc-driver
+ * The local RuntimeDriver: each function instance is a runc container with its own network
+ * namespace (see `netns.ts`), a read-only root shared between instances of an image (tmpfs on
+ * /tmp), UID/GID 1003 by default, no capabilities, no rlimits (the host's hard limits cannot be
+ * raised here), and memory/pids limits through a `cgroupsPath` where the host has the controllers.
+ *
+ * `runc run` is kept in the foreground as the instance's parent (its own process group): it
+ * passes the container's stdout/stderr through (no terminal), which are split into lines for
+ * `onLog`, and its exit status is the container's, reported to `onExit`. Container ids, netns
+ * names and bundle folders all start with `slw-`, so `cleanupOrphans()` can remove whatever a
+ * previous process left.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile, readdir, realpath, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { killGroup, runProcess } from '../builds/process.js';
+import { NAME_PREFIX, NetnsManager, type InstanceNetwork } from './netns.js';
+
+export interface RuncDriverOptions {
+  /** Bundles (config.json, pid file) live in `<stateDir>/slw-<id>`. */
+  stateDir: string;
+  /** runc's `--root`; default runc's own. */
+  runcRoot?: string;
+  /** Address pool for the instances' /30 blocks. Default 10.203.0.0/16. */
+  pool?: string;
+  /** Where cgroup v1 controllers are mounted. Default /sys/fs/cgroup. */
+  cgroupRoot?: string;
+}
+
+export interface InstanceSpec {
+  id: string;
+  /** Root file system; mounted read-only, may be shared between instances. */
+  rootfs: string;
+  command: string[];
+  env: string[];
+  workingDir?: string;
+  uid?: number;
+  gid?: number;
+  memoryMB?: number;
+  pids?: number;
+  /** Called once when the container exits (code from runc, null when killed by a signal). */
+  onExit?: (info: { code: number | null; signal: NodeJS.Signals | null }) => void;
+}
+
+export interface InstanceEndpoint {
+  id: string;
+  address: string;
+  port: 8000;
+  pid: number;
+}
+
+export type LogFn = (stream: 'stdout' | 'stderr', line: string) => void;
+
+interface Instance {
+  id: string;
+  bundle: string;
+  net: InstanceNetwork;
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  done: boolean;
+  pid?: number;
+}
+
+const defaultPath = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function lines(stream: NodeJS.ReadableStream, emit: (line: string) => void): Promise<void> {
+  return new Promise((resolve) => {
+    let pending = '';
+    const decoder = new TextDecoder();
+    stream.on('data', (chunk: Buffer) => {
+      pending += decoder.decode(chunk, { stream: true });
+      let i: number;
+      while ((i = pending.indexOf('\n')) >= 0) {
+        emit(pending.slice(0, i).replace(/\r$/, ''));
+        pending = pending.slice(i + 1);
+      }
+    });
+    const end = () => {
+      pending += decoder.decode();
+      if (pending) emit(pending);
+      pending = '';
+      resolve();
+    };
+    stream.on('end', end);
+    stream.on('error', end);
+  });
+}
+
+/** Resolves once a TCP connection to address:port succeeds; rejects after timeoutMs. */
+export async function waitForPort(address: string, port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = net.connect({ host: address, port });
+      const timer = setTimeout(() => finish(false), Math.max(50, Math.min(1000, deadline - Date.now())));
+      function finish(result: boolean) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(result);
+      }
+      socket.once('connect', () => finish(true));
+      socket.once('error', () => finish(false));
+    });
+    if (ok) return;
+    if (Date.now() >= deadline) throw new Error(`${address}:${port} did not accept connections within ${timeoutMs} ms`);
+    await sleep(5);
+  }
+}
+
+export class RuncDriver {
+  private readonly instances = new Map<string, Instance>();
+  private readonly netns: NetnsManager;
+  private readonly cgroupRoot: string;
+  private netnsQueue: Promise<void> = Promise.resolve();
+
+  constructor(private readonly options: RuncDriverOptions) {
+    this.netns = new NetnsManager({ pool: options.pool });
+    this.cgroupRoot = options.cgroupRoot ?? '/sys/fs/cgroup';
+  }
+
+  /**
+   * Waits until the instance at `address` listens on `port`, read from its own network
+   * namespace (`/proc/<pid>/net/tcp{,6}`): a TCP connect from the host is not proof on hosts
+   * with a transparent proxy that accepts every connection. Unknown addresses fall back to a
+   * TCP connect. Rejects early when the instance exits.
+   */
+  async waitForPort(address: string, port: number, timeoutMs: number): Promise<void> {
+    const instance = [...this.instances.values()].find((i) => i.net.address === address);
+    if (!instance || !instance.pid) return waitForPort(address, port, timeoutMs);
+    const hex = port.toString(16).toUpperCase().padStart(4, '0');
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (instance.done) throw new Error(`instance ${instance.id} exited before listening on ${port}`);
+      for (const file of ['tcp', 'tcp6']) {
+        const text = await readFile(`/proc/${instance.pid}/net/${file}`, 'utf8').catch(() => '');
+        for (const line of text.split('\n').slice(1)) {
+          const cols = line.trim().split(/\s+/);
+          if (cols[1]?.endsWith(`:${hex}`) && cols[3] === '0A') return;
+        }
+      }
+      if (Date.now() >= deadline) throw new Error(`${address}:${port} did not accept connections within ${timeoutMs} ms`);
+      await sleep(3);
+    }
+  }
+
+  private runcArgs(args: string[]): string[] {
+    return this.options.runcRoot ? ['--root', this.options.runcRoot, ...args] : args;
+  }
+
+  private runc(args: string[], timeoutMs = 30_000) {
+    return runProcess('runc', this.runcArgs(args), { captureStdout: true, timeoutMs, graceMs: 1000 });
+  }
+
+  private static containerId(id: string): string {
+    const full = id.startsWith(NAME_PREFIX) ? id : NAME_PREFIX + id;
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(full)) throw new Error(`bad instance id ${id}`);
+    return full;
+  }
+
+  /** Which cgroup v1 controllers are usable (mounted and writable). */
+  private async controllers(): Promise<{ memory: boolean; pids: boolean; reason?: string }> {
+    const check = async (name: string) => {
+      try {
+        return (await stat(path.join(this.cgroupRoot, name))).isDirectory() && existsSync(path.join(this.cgroupRoot, name, 'cgroup.procs'));
+      } catch {
+        return false;
+      }
+    };
+    return { memory: await check('memory'), pids: await check('pids') };
+  }
+
+  async start(spec: InstanceSpec, onLog: LogFn): Promise<InstanceEndpoint> {
+    const id = RuncDriver.containerId(spec.id);
+    if (this.instances.has(id)) throw new Error(`instance ${id} is already running`);
+    if (spec.command.length === 0) throw new Error('command is empty');
+    const rootfs = await realpath(path.resolve(spec.rootfs));
+    const bundle = path.join(path.resolve(this.options.stateDir), id);
+    await mkdir(bundle, { recursive: true });
+
+    const resources: Record<string, unknown> = {};
+    const ctl = await this.controllers();
+    if (spec.memoryMB !== undefined) {
+      if (ctl.memory) resources.memory = { limit: Math.round(spec.memoryMB * 1024 * 1024) };
+      else onLog('stderr', `[slipway] memory limit ${spec.memoryMB} MB not applied: no memory cgroup controller at ${this.cgroupRoot}/memory`);
+    }
+    if (spec.pids !== undefined) {
+      if (ctl.pids) resources.pids = { limit: spec.pids };
+      else onLog('stderr', `[slipway] pids limit ${spec.pids} not applied: no pids cgroup controller at ${this.cgroupRoot}/pids`);
+    }
+
+    // Namespace creation is serialised: the address allocation reads the host's veths.
+    const creating = this.netnsQueue.then(() => this.netns.create(id));
+    this.netnsQueue = creating.then(() => undefined, () => undefined);
+    const netInfo: InstanceNetwork = await creating;
+    const config = {
+      ociVersion: '1.0.2',
+      process: {
+        terminal: false,
+        user: { uid: spec.uid ?? 1003, gid: spec.gid ?? 1003 },
+        args: spec.command,
+        env: spec.env.some((e) => e.startsWith('PATH=')) ? spec.env : [defaultPath, ...spec.env],
+        cwd: spec.workingDir ?? '/',
+        capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
+        noNewPrivileges: true,
+      },
+      root: { path: rootfs, readonly: true },
+      hostname: id.slice(0, 63),
+      mounts: [
+        { destination: '/proc', type: 'proc', source: 'proc' },
+        { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+        { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+        { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+        { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+        { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+        { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', 'size=65536k'] },
+      ],
+      linux: {
+        namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: netInfo.path }],
+        ...(Object.keys(resources).length ? { cgroupsPath: `/${id}`, resources } : {}),
+        maskedPaths: ['/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/sys/firmware', '/proc/scsi'],
+        readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      },
+    };
+    const pidFile = path.join(bundle, 'pid');
+    await rm(pidFile, { force: true });
+    await writeFile(path.join(bundle, 'config.json'), JSON.stringify(config, null, 2));
+
+    // Foreground `runc run` in its own process group stays the container's parent.
+    const child = spawn('runc', this.runcArgs(['run', '--bundle', bundle, '--pid-file', pidFile, id]), {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const early: string[] = [];
+    let started = false;
+    const out = lines(child.stdout!, (line) => onLog('stdout', line));
+    const err = lines(child.stderr!, (line) => {
+      if (!started) early.push(line);
+      onLog('stderr', line);
+    });
+    const instance: Instance = {
+      id,
+      bundle,
+      net: netInfo,
+      child,
+      done: false,
+      exited: new Promise((resolve) => {
+        let result: { code: number | null; signal: NodeJS.Signals | null } = { code: null, signal: null };
+        child.on('error', (error) => {
+          early.push(`cannot run runc: ${error.message}`);
+          result = { code: 127, signal: null };
+        });
+        child.on('exit', (code, signal) => {
+          result = { code, signal };
+        });
+        child.on('close', () => {
+          void Promise.all([out, err]).then(() => {
+            instance.done = true;
+            resolve(result);
+          });
+        });
+      }),
+    };
+    void instance.exited.then((info) => spec.onExit?.(info));
+    this.instances.set(id, instance);
+
+    // Wait for the pid file (the container is running) or runc's exit.
+    let pid = 0;
+    for (;;) {
+      const text = await readFile(pidFile, 'utf8').catch(() => '');
+      if (text.trim()) {
+        pid = Number(text.trim());
+        break;
+      }
+      if (instance.done) {
+        const info = await instance.exited;
+        await this.teardown(instance);
+        throw new Error(`runc run ${id} failed (exit ${info.code ?? info.signal}): ${early.slice(-10).join('\n')}`);
+      }
+      await sleep(3);
+    }
+    started = true;
+    instance.pid = pid;
+    return { id, address: netInfo.address, port: 8000, pid };
+  }
+
+  /** Ids of running instances known to this driver. */
+  running(): string[] {
+    return [...this.instances.values()].filter((i) => !i.done).map((i) => i.id);
+  }
+
+  /** SIGTERM → (graceMs) SIGKILL → runc delete → netns delete → cgroup folders → bundle. */
+  async stop(id: string, options: { graceMs?: number } = {}): Promise<void> {
+    const cid = RuncDriver.containerId(id);
+    const instance = this.instances.get(cid);
+    if (!instance) {
+      await this.removeLeftovers(cid);
+      return;
+    }
+    const grace = options.graceMs ?? 5000;
+    if (!instance.done) {
+      await this.runc(['kill', cid, 'TERM']);
+      const timedOut = await Promise.race([instance.exited.then(() => false), sleep(grace).then(() => true)]);
+      if (timedOut) {
+        await this.runc(['kill', '--all', cid, 'KILL']);
+        const stuck = await Promise.race([instance.exited.then(() => false), sleep(5000).then(() => true)]);
+        if (stuck) killGroup(instance.child, 'SIGKILL');
+      }
+    }
+    await this.teardown(instance);
+  }
+
+  private async teardown(instance: Instance): Promise<void> {
+    if (!instance.done) {
+      killGroup(instance.child, 'SIGKILL');
+      await Promise.race([instance.exited, sleep(2000)]);
+    }
+    await this.removeLeftovers(instance.id, instance.net.hostVeth);
+    this.instances.delete(instance.id);
+  }
+
+  /** Idempotent removal of the container, namespace, cgroup folders and bundle of one id. */
+  private async removeLeftovers(id: string, hostVeth?: string): Promise<void> {
+    const state = await this.runc(['state', id]);
+    if (state.code === 0) {
+      const del = await this.runc(['delete', id]);
+      if (del.code !== 0) await this.runc(['delete', '--force', id]);
+    }
+    await this.netns.delete(id, hostVeth);
+    await this.removeCgroups(id);
+    await rm(path.join(path.resolve(this.options.stateDir), id), { recursive: true, force: true });
+  }
+
+  private async removeCgroups(id: string): Promise<void> {
+    const controllers = await readdir(this.cgroupRoot).catch(() => [] as string[]);
+    for (const ctl of controllers) {
+      const dir = path.join(this.cgroupRoot, ctl, id);
+      if (existsSync(dir)) await rmdir(dir).catch(() => undefined);
+    }
+  }
+
+  /** runc containers with the `slw-` prefix: id, status, pid. */
+  async list(): Promise<Array<{ id: string; status: string; pid: number }>> {
+    const result = await this.runc(['list', '--format', 'json']);
+    if (result.code !== 0) throw new Error(`runc list failed: ${result.stderrTail.join('\n')}`);
+    const parsed = JSON.parse(result.stdout.trim() || 'null') as Array<{ id: string; status: string; pid: number }> | null;
+    return (parsed ?? []).filter((c) => c.id.startsWith(NAME_PREFIX)).map((c) => ({ id: c.id, status: c.status, pid: c.pid }));
+  }
+
+  /** Removes every `slw-` container, namespace, cgroup folder and bundle (a previous process's leftovers). */
+  async cleanupOrphans(): Promise<{ containers: string[]; namespaces: string[]; bundles: string[] }> {
+    const containers = (await this.list()).map((c) => c.id);
+    for (const id of containers) {
+      await this.runc(['kill', '--all', id, 'KILL']);
+      const del = await this.runc(['delete', '--force', id]);
+      if (del.code !== 0) await this.runc(['delete', '--force', id]);
+      const known = this.instances.get(id);
+      if (known) await Promise.race([known.exited, sleep(2000)]);
+    }
+    const namespaces = await this.netns.cleanup();
+    const bundles = (await readdir(path.resolve(this.options.stateDir)).catch(() => [] as string[])).filter((n) => n.startsWith(NAME_PREFIX));
+    for (const name of bundles) await rm(path.join(path.resolve(this.options.stateDir), name), { recursive: true, force: true });
+    for (const ctl of await readdir(this.cgroupRoot).catch(() => [] as string[])) {
+      for (const name of await readdir(path.join(this.cgroupRoot, ctl)).catch(() => [] as string[])) {
+        if (name.startsWith(NAME_PREFIX)) await rmdir(path.join(this.cgroupRoot, ctl, name)).catch(() => undefined);
+      }
+    }
+    for (const id of [...this.instances.keys()]) if (this.instances.get(id)!.done) this.instances.delete(id);
+    return { containers, namespaces, bundles };
+  }
+}
