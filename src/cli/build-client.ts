@@ -14,7 +14,7 @@ import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApiRequestError } from './client.js';
+import { ApiRequestError, responseError } from './client.js';
 import { credentialsPath, readCredentials } from './credentials-store.js';
 import { CommandError } from './errors.js';
 import type { Session } from './session-commands.js';
@@ -134,16 +134,7 @@ export class BuildApi {
       await response.body?.cancel().catch(() => undefined);
       throw new ApiRequestError(`${method} ${url}: the server redirects (${response.status}) to ${location ?? 'another address'}; use that address instead`, method, url, response.status);
     }
-    if (!response.ok) {
-      const text = await response.text().catch(() => '');
-      const parsed = parseJson(text) as { code?: unknown; message?: unknown; errorMessage?: unknown } | undefined;
-      const code = typeof parsed?.code === 'string' ? parsed.code : undefined;
-      const message = typeof parsed?.message === 'string' ? parsed.message : typeof parsed?.errorMessage === 'string' ? parsed.errorMessage : undefined;
-      const said = code || message
-        ? `${code ?? ''}${code && message ? ': ' : ''}${message ?? ''}`
-        : text.trim() ? text.trim().replace(/\s+/g, ' ').slice(0, 200) : response.statusText;
-      throw new ApiRequestError(`${method} ${url}: ${response.status} ${said}`, method, url, response.status, code, message);
-    }
+    if (!response.ok) throw responseError(method, url, response, await response.text().catch(() => ''));
     return response;
   }
 

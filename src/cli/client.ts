@@ -157,16 +157,7 @@ export class ApiClient {
         method, url, response.status,
       );
     }
-    if (!response.ok) {
-      const parsed = parseJson(text) as { code?: unknown; message?: unknown; errorMessage?: unknown } | undefined;
-      const code = typeof parsed?.code === 'string' ? parsed.code : undefined;
-      // The artifact-storage API answers `{status, errorMessage}`.
-      const message = typeof parsed?.message === 'string' ? parsed.message : typeof parsed?.errorMessage === 'string' ? parsed.errorMessage : undefined;
-      const said = code || message
-        ? `${code ?? ''}${code && message ? ': ' : ''}${message ?? ''}`
-        : text.trim() ? text.trim().replace(/\s+/g, ' ').slice(0, 200) : response.statusText;
-      throw new ApiRequestError(`${method} ${url}: ${response.status} ${said}`, method, url, response.status, code, message);
-    }
+    if (!response.ok) throw responseError(method, url, response, text);
     if (text === '') return undefined as T;
     const parsed = parseJson(text);
     if (parsed === undefined) {
@@ -195,4 +186,16 @@ function serverRoot(location: string, requestUrl: string): string {
   } catch {
     return location;
   }
+}
+
+/** The error for a non-2xx answer, naming the server's `{code, message}` (or `errorMessage`). */
+export function responseError(method: string, url: string, response: Response, text: string): ApiRequestError {
+  const parsed = parseJson(text) as { code?: unknown; message?: unknown; errorMessage?: unknown } | undefined;
+  const code = typeof parsed?.code === 'string' ? parsed.code : undefined;
+  // The artifact-storage API answers `{status, errorMessage}`.
+  const message = typeof parsed?.message === 'string' ? parsed.message : typeof parsed?.errorMessage === 'string' ? parsed.errorMessage : undefined;
+  const said = code || message
+    ? `${code ?? ''}${code && message ? ': ' : ''}${message ?? ''}`
+    : text.trim() ? text.trim().replace(/\s+/g, ' ').slice(0, 200) : response.statusText;
+  return new ApiRequestError(`${method} ${url}: ${response.status} ${said}`, method, url, response.status, code, message);
 }
