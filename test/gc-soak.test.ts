@@ -286,9 +286,17 @@ class Worker {
     if (this.history.length === 0) return;
     const record = this.history[Math.floor(Math.random() * this.history.length)]!;
     const tag = this.randomTag();
+    const wasTagged = this.myTagged().some(([, r]) => r === record);
     if (await this.putManifest(record, tag, 'retag')) {
       this.soak.stats.retags++;
       this.tagPut(record, tag);
+      // While it was untagged its referrers were fair game for GC; the re-push promises only
+      // those still here when it was acknowledged (it touched them in its transaction).
+      if (!wasTagged && record.referrers.length > 0) {
+        const listed = await call(`${this.soak.base}/v2/${record.repo}/referrers/${record.manifest.digest}`);
+        const present = new Set((JSON.parse(listed.body.toString('utf8')) as { manifests: Array<{ digest: string }> }).manifests.map((m) => m.digest));
+        record.referrers = record.referrers.filter((r) => present.has(r.manifest.digest));
+      }
     }
   }
 

@@ -70,6 +70,13 @@ async function collectManifests(db: Database, repository: string, cutoff: number
         const result = await trx.deleteFrom('manifests')
           .where('repository', '=', repository).where('digest', '=', manifest.digest).where('touched_at', '<', cutoff)
           .where(({ not, exists, selectFrom }) => not(exists(selectFrom('tags').select('name').where('tags.repository', '=', repository).where('tags.manifest_digest', '=', manifest.digest))))
+          // …or its subject came back to life since the snapshot (re-pushed with a tag).
+          .where(({ not, exists, selectFrom }) => not(exists(selectFrom('manifests as s').select('s.digest')
+            .where('s.repository', '=', repository).where('s.digest', '=', manifest.subject ?? '')
+            .where((inner) => inner.or([
+              inner('s.touched_at', '>=', cutoff),
+              inner.exists(inner.selectFrom('tags as st').select('st.name').where('st.repository', '=', repository).whereRef('st.manifest_digest', '=', 's.digest')),
+            ])))))
           .executeTakeFirst();
         if (Number(result.numDeletedRows) === 0) return false;
         await trx.deleteFrom('manifest_references').where('repository', '=', repository).where('manifest_digest', '=', manifest.digest).execute();

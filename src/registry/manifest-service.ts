@@ -102,6 +102,9 @@ export class ManifestService {
         created_at: now,
         touched_at: now,
       }).onConflict((c) => c.columns(['repository', 'digest']).doUpdateSet({ touched_at: now })).execute();
+      // A re-pushed subject keeps the referrers still here: touching (and so locking) them
+      // orders this PUT against a GC that judged them by an older, untagged state of it.
+      await trx.updateTable('manifests').set({ touched_at: now }).where('repository', '=', repository).where('subject', '=', digest).execute();
       const references = [
         ...parsed.blobs.map((d) => ({ repository, manifest_digest: digest, target_digest: d.digest, kind: 'blob' as const })),
         ...parsed.manifests.map((d) => ({ repository, manifest_digest: digest, target_digest: d.digest, kind: 'manifest' as const })),
