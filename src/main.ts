@@ -35,6 +35,14 @@ import { fsck, type FsckReport } from './registry/fsck.js';
 import { ManifestService } from './registry/manifest-service.js';
 import { UploadService } from './registry/upload-service.js';
 import type { BlobStore } from './storage/blob-store.js';
+import { createHash } from 'node:crypto';
+import { realpath } from 'node:fs/promises';
+import { FunctionService } from './functions/service.js';
+import { FunctionLogs } from './functions/logs.js';
+import { ImageStore } from './functions/image-store.js';
+import { InstanceProxy } from './functions/proxy.js';
+import { RuncDriver } from './functions/runc-driver.js';
+import { runProcess } from './builds/process.js';
 import { FsBlobStore } from './storage/fs-blob-store.js';
 
 /**
@@ -87,6 +95,7 @@ export interface RunningServer {
   access?: AccessService;
   registries?: ExternalRegistries;
   builds?: BuildService;
+  functions?: FunctionService;
   /** `http://host:port` the server listens on. */
   url: string;
   close(): Promise<void>;
@@ -105,6 +114,7 @@ interface AuthParts {
   secrets: NamespaceSecrets;
   guard: ApiGuard;
   registries: ExternalRegistries;
+  vault: Vault;
   generatedAdminPassword?: string;
 }
 
@@ -131,7 +141,7 @@ async function openAuth(config: Config, db: Database): Promise<AuthParts> {
   const registries = new ExternalRegistries({ db, vault, audit });
   const secrets = new NamespaceSecrets(db, vault);
   return {
-    authorizer, access, registries,
+    authorizer, access, registries, vault,
     routes: { access, credentials, tokens, audit, authorizer, service },
     credentialRoutes: { registries, guard },
     secretRoutes: { secrets, guard, audit },
@@ -171,6 +181,50 @@ async function openBuilds(config: Config, registry: Registry, auth: AuthParts | 
   return { service, worker };
 }
 
+interface FunctionParts {
+  service: FunctionService;
+  proxy: InstanceProxy;
+  worker: JobWorker<{ invocationId: string }, void>;
+  queue: JobQueue;
+}
+
+/**
+ * Functions: runc instances whose ids, namespaces and bundles carry a prefix derived from the
+ * data folder, so two servers on one host never clean up each other's instances.
+ */
+async function openFunctions(config: Config, registry: Registry, auth: AuthParts | undefined, registryHost: () => string, logger: Logger): Promise<FunctionParts | undefined> {
+  if (!config.functions.enabled) return undefined;
+  const runc = await runProcess('runc', ['--version'], { captureStdout: true, timeoutMs: 10_000, graceMs: 500 }).catch(() => null);
+  if (!runc || runc.code !== 0) {
+    logger.warn('functions are off: runc is not installed (apt-get install runc)');
+    return undefined;
+  }
+  const dir = path.join(config.dataDir, 'functions');
+  await mkdir(path.join(dir, 'bundles'), { recursive: true });
+  const prefix = `slw-${createHash('sha256').update(await realpath(config.dataDir)).digest('hex').slice(0, 6)}-`;
+  const driver = new RuncDriver({ stateDir: path.join(dir, 'bundles'), runcRoot: path.join(dir, 'runc'), pool: config.functions.addressPool, prefix });
+  const proxy = new InstanceProxy();
+  const vault = auth?.vault ?? await openVault(config, registry.db);
+  const service = new FunctionService({
+    db: registry.db,
+    registry: { manifests: registry.manifests, blobs: registry.blobs, store: registry.store },
+    registryHost, insecureRegistries: config.builds.insecureRegistries,
+    images: new ImageStore(path.join(dir, 'images')),
+    driver, proxy,
+    logs: new FunctionLogs(path.join(config.dataDir, 'logs', 'functions')),
+    vault, registries: auth?.registries, logger,
+    startTimeoutMs: config.functions.startTimeout,
+    maxBodyBytes: config.functions.maxBodyBytes, maxAsyncBodyBytes: config.functions.maxAsyncBodyBytes,
+  });
+  const queue = new JobQueue(registry.db);
+  const worker = new JobWorker<{ invocationId: string }, void>(queue, {
+    queue: 'invocations', concurrency: config.functions.asyncConcurrency,
+    handler: (job) => service.runInvocation(job.payload.invocationId, job.attempts, job.attempts >= job.maxAttempts),
+    onError: (error) => logger.warn({ err: error }, 'invocation worker'),
+  });
+  return { service, proxy, worker, queue };
+}
+
 export function createLogger(config: Config): Logger {
   return pino({ level: config.log.level, base: { service: 'slipway' } });
 }
@@ -184,11 +238,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   let app: FastifyInstance;
   let auth: AuthParts | undefined;
   let builds: BuildParts | undefined;
+  let functions: FunctionParts | undefined;
   // Known once listening: image names carry the address builds and clients reach the registry at.
   let registryHost = config.builds.registryHost ?? '';
   try {
     auth = config.auth.enabled ? await openAuth(config, registry.db) : undefined;
     builds = await openBuilds(config, registry, auth, () => registryHost, logger);
+    functions = await openFunctions(config, registry, auth, () => registryHost, logger);
     app = await buildServer({
       logger,
       logRequests: config.log.requests,
@@ -200,6 +256,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       builds: { builds: builds.service, blobs: registry.blobs, guard: auth?.guard, maxContextBytes: config.builds.maxContextBytes },
       registry: { blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes },
       readinessChecks: [() => access(config.dataDir)],
+      functions: functions ? {
+        functions: functions.service, guard: auth?.guard,
+        enqueueInvocation: async (id, timeoutMs) => {
+          await functions!.queue.enqueue('invocations', { invocationId: id }, { maxAttempts: config.functions.asyncAttempts, timeoutMs: timeoutMs + 60_000 });
+        },
+      } : undefined,
     });
     const { host, port } = parseListen(config.listen);
     await app.listen({ host, port });
@@ -209,7 +271,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       registryHost = `${listening.family === 'IPv6' && reachable !== '127.0.0.1' ? `[${reachable}]` : reachable}:${listening.port}`;
     }
     builds.worker.start();
+    if (functions) {
+      await functions.service.start();
+      functions.worker.start();
+    }
   } catch (error) {
+    await functions?.worker.stop();
+    await functions?.service.close();
     await builds?.worker.stop();
     await gcSchedule?.stop();
     await registry.close();
@@ -228,12 +296,17 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     access: auth?.access,
     registries: auth?.registries,
     builds: builds?.service,
+    functions: functions?.service,
     close() {
       // Stop accepting, let in-flight requests finish, then release the db.
       closing ??= (async () => {
         await gcSchedule?.stop();
         // Running builds get the shutdown grace, then go back to the queue for the next start.
         await builds?.worker.stop();
+        await functions?.worker.stop();
+        // Instances drain and stop before the gateway closes: nothing is left running.
+        await functions?.service.close();
+        functions?.proxy.close();
         await app.close();
         await registry.close();
       })();

@@ -90,6 +90,22 @@ export const configSchema = z.strictObject({
       builderImage: z.string().min(1),
     })).default({ 'linux/amd64': { platform: 'linux/amd64', builderImage: 'slipway/node-base:latest' } }),
   }).prefault({}),
+  functions: z.strictObject({
+    /** Run functions on this server (needs runc, root and `ip netns`); off: the API answers 503. */
+    enabled: z.boolean().default(true),
+    /** An instance must listen on 8000 and answer `POST /init` within this. */
+    startTimeout: duration.prefault('30s'),
+    /** Largest request body of a synchronous call (and of a function's answer). */
+    maxBodyBytes: z.number().int().positive().default(6 * 1024 * 1024),
+    /** Largest event of an asynchronous invocation. */
+    maxAsyncBodyBytes: z.number().int().positive().default(256 * 1024),
+    /** Attempts of an asynchronous invocation (a 5xx answer, a timeout or a crash is retried). */
+    asyncAttempts: z.number().int().min(1).max(20).default(3),
+    /** Asynchronous invocations running at once. */
+    asyncConcurrency: z.number().int().min(1).max(256).default(8),
+    /** Addresses of instances: one /30 per instance. */
+    addressPool: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/, 'an IPv4 CIDR such as 10.203.0.0/16').default('10.203.0.0/16'),
+  }).prefault({}),
   vault: z.strictObject({
     /** Base64 or hex of 32 bytes (env SLIPWAY_MASTER_KEY); wins over masterKeyFile. */
     masterKey: z.string().optional(),
@@ -159,6 +175,7 @@ function fromEnv(env: Record<string, string | undefined>): Record<string, unknow
   if (env.SLIPWAY_AUTH_ENABLED) auth.enabled = !/^(false|0|off|no)$/i.test(env.SLIPWAY_AUTH_ENABLED);
   if (Object.keys(auth).length > 0) out.auth = auth;
   if (env.SLIPWAY_MASTER_KEY) out.vault = { masterKey: env.SLIPWAY_MASTER_KEY };
+  if (env.SLIPWAY_FUNCTIONS_ENABLED) out.functions = { enabled: !/^(false|0|off|no)$/i.test(env.SLIPWAY_FUNCTIONS_ENABLED) };
   return out;
 }
 

@@ -226,6 +226,61 @@ export const migrations: Migration[] = [
         .execute();
     },
   },
+  {
+    version: 5,
+    name: 'functions',
+    async up(db) {
+      // A function is its current settings; every deployable change is an immutable revision.
+      await db.schema.createTable('functions')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('access', 'text', (c) => c.notNull())
+        .addColumn('config', 'text', (c) => c.notNull())
+        .addColumn('active_revision', 'integer')
+        .addColumn('latest_revision', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('created_by', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('functions_name').on('functions').columns(['namespace', 'name']).unique().execute();
+      await db.schema.createTable('function_revisions')
+        .addColumn('function_id', 'text', (c) => c.notNull())
+        .addColumn('number', 'integer', (c) => c.notNull())
+        .addColumn('image', 'text', (c) => c.notNull())
+        .addColumn('image_digest', 'text')
+        .addColumn('config', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('reason', 'text')
+        .addColumn('output', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('ready_at', 'bigint')
+        .addPrimaryKeyConstraint('function_revisions_pk', ['function_id', 'number'])
+        .execute();
+      await db.schema.createTable('function_keys')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('function_id', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('secret_hash', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('last_used_at', 'bigint')
+        .execute();
+      await db.schema.createIndex('function_keys_function').on('function_keys').columns(['function_id']).execute();
+      await db.schema.createTable('invocations')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('function_id', 'text', (c) => c.notNull())
+        .addColumn('revision', 'integer')
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('request', 'text', (c) => c.notNull())
+        .addColumn('result', 'text')
+        .addColumn('error', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('finished_at', 'bigint')
+        .execute();
+      await db.schema.createIndex('invocations_function').on('invocations').columns(['function_id', 'created_at']).execute();
+    },
+  },
 ];
 
 /** Applies every migration newer than the recorded version; safe to call on every start. */

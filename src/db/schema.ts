@@ -227,6 +227,58 @@ export interface MigrationTable {
   applied_at: number;
 }
 
+/** A function: `config` is the JSON of its StoredConfig (secret values as vault envelopes). */
+export interface FunctionTable {
+  id: string;
+  namespace: string;
+  name: string;
+  access: string;
+  config: string;
+  active_revision: number | null;
+  latest_revision: number;
+  created_by: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface FunctionRevisionTable {
+  function_id: string;
+  number: number;
+  image: string;
+  image_digest: string | null;
+  config: string;
+  /** deploying | ready | failed | retired */
+  status: string;
+  reason: string | null;
+  /** JSON array: the last lines a failed start printed. */
+  output: string | null;
+  created_at: number;
+  ready_at: number | null;
+}
+
+export interface FunctionKeyTable {
+  id: string;
+  function_id: string;
+  name: string;
+  secret_hash: string;
+  created_at: number;
+  last_used_at: number | null;
+}
+
+/** Asynchronous invocations: the request and result are JSON (bodies base64). */
+export interface InvocationTable {
+  id: string;
+  function_id: string;
+  revision: number | null;
+  status: string;
+  attempts: number;
+  request: string;
+  result: string | null;
+  error: string | null;
+  created_at: number;
+  finished_at: number | null;
+}
+
 export interface Tables {
   blobs: BlobTable;
   repositories: RepositoryTable;
@@ -247,6 +299,10 @@ export interface Tables {
   builds: BuildTable;
   namespace_settings: NamespaceSettingsTable;
   namespace_secrets: NamespaceSecretTable;
+  functions: FunctionTable;
+  function_revisions: FunctionRevisionTable;
+  function_keys: FunctionKeyTable;
+  invocations: InvocationTable;
   schema_migrations: MigrationTable;
 }
 

@@ -20,8 +20,15 @@ export interface ImageConfig {
   ExposedPorts?: Record<string, unknown>;
 }
 
+/** Where manifests and blobs come from: `get('manifests/<ref>' | 'blobs/<digest>', accept)`. */
+export interface ImageSource {
+  get(pathPart: string, accept?: string): Promise<Response>;
+}
+
 export interface PullOptions {
   auth?: { username: string; password: string };
+  /** Read from here instead of over HTTP (e.g. Slipway's own registry, in process). */
+  source?: ImageSource;
   insecure?: boolean;
   platform?: string;
 }
@@ -57,7 +64,7 @@ export function parseImageRef(ref: string): { host: string; repository: string; 
 
 interface Descriptor { mediaType?: string; digest: string; size?: number; platform?: { os?: string; architecture?: string; variant?: string } }
 
-class RegistryClient {
+class RegistryClient implements ImageSource {
   private token?: string;
   private useBasic = false;
   /** Bearer tokens requested through the challenge flow (observable in tests). */
@@ -123,7 +130,7 @@ export class ImageStore {
   async pull(imageRef: string, options: PullOptions = {}): Promise<{ digest: string; config: ImageConfig }> {
     const { host, repository, reference } = parseImageRef(imageRef);
     const scheme = options.insecure ? 'http' : 'https';
-    const client = new RegistryClient(`${scheme}://${host}`, repository, options.auth);
+    const client = options.source ?? new RegistryClient(`${scheme}://${host}`, repository, options.auth);
     const [os, arch, variant] = (options.platform ?? 'linux/amd64').split('/');
 
     let res = await client.get(`manifests/${reference}`, MANIFEST_TYPES);
@@ -169,7 +176,7 @@ export class ImageStore {
     return out;
   }
 
-  private async fetchBlob(client: RegistryClient, digest: string): Promise<void> {
+  private async fetchBlob(client: ImageSource, digest: string): Promise<void> {
     const target = this.blobPath(digest);
     if (await exists(target)) return;
     const pending = this.downloading.get(digest);

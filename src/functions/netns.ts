@@ -116,7 +116,8 @@ export class NetnsManager {
   async cleanup(prefix = NAME_PREFIX): Promise<string[]> {
     const names = await this.list(prefix);
     for (const name of names) await this.delete(name);
-    for (const index of await this.usedIndices()) await ip(['link', 'delete', `slw${index}`]);
+    // Host veths carry no owner: swept only by a whole-host cleanup (another server's are live).
+    if (prefix === NAME_PREFIX) for (const index of await this.usedIndices()) await ip(['link', 'delete', `slw${index}`]);
     return names;
   }
 }

@@ -28,6 +28,11 @@ export interface RuncDriverOptions {
   pool?: string;
   /** Where cgroup v1 controllers are mounted. Default /sys/fs/cgroup. */
   cgroupRoot?: string;
+  /**
+   * Prefix of this driver's container ids, namespaces and bundles (starts with `slw-`): two
+   * servers on one host each clean up only their own leftovers. Default `slw-`.
+   */
+  prefix?: string;
 }
 
 export interface InstanceSpec {
@@ -116,10 +121,13 @@ export class RuncDriver {
   private readonly netns: NetnsManager;
   private readonly cgroupRoot: string;
   private netnsQueue: Promise<void> = Promise.resolve();
+  readonly prefix: string;
 
   constructor(private readonly options: RuncDriverOptions) {
     this.netns = new NetnsManager({ pool: options.pool });
     this.cgroupRoot = options.cgroupRoot ?? '/sys/fs/cgroup';
+    this.prefix = options.prefix ?? NAME_PREFIX;
+    if (!this.prefix.startsWith(NAME_PREFIX) || !/^[A-Za-z0-9_.-]{4,24}$/.test(this.prefix)) throw new Error(`bad instance prefix ${this.prefix}: must start with ${NAME_PREFIX}`);
   }
 
   /**
@@ -155,8 +163,8 @@ export class RuncDriver {
     return runProcess('runc', this.runcArgs(args), { captureStdout: true, timeoutMs, graceMs: 1000 });
   }
 
-  private static containerId(id: string): string {
-    const full = id.startsWith(NAME_PREFIX) ? id : NAME_PREFIX + id;
+  private containerId(id: string): string {
+    const full = id.startsWith(this.prefix) ? id : this.prefix + id;
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(full)) throw new Error(`bad instance id ${id}`);
     return full;
   }
@@ -174,7 +182,7 @@ export class RuncDriver {
   }
 
   async start(spec: InstanceSpec, onLog: LogFn): Promise<InstanceEndpoint> {
-    const id = RuncDriver.containerId(spec.id);
+    const id = this.containerId(spec.id);
     if (this.instances.has(id)) throw new Error(`instance ${id} is already running`);
     if (spec.command.length === 0) throw new Error('command is empty');
     const rootfs = await realpath(path.resolve(spec.rootfs));
@@ -294,7 +302,7 @@ export class RuncDriver {
 
   /** SIGTERM → (graceMs) SIGKILL → runc delete → netns delete → cgroup folders → bundle. */
   async stop(id: string, options: { graceMs?: number } = {}): Promise<void> {
-    const cid = RuncDriver.containerId(id);
+    const cid = this.containerId(id);
     const instance = this.instances.get(cid);
     if (!instance) {
       await this.removeLeftovers(cid);
@@ -347,10 +355,10 @@ export class RuncDriver {
     const result = await this.runc(['list', '--format', 'json']);
     if (result.code !== 0) throw new Error(`runc list failed: ${result.stderrTail.join('\n')}`);
     const parsed = JSON.parse(result.stdout.trim() || 'null') as Array<{ id: string; status: string; pid: number }> | null;
-    return (parsed ?? []).filter((c) => c.id.startsWith(NAME_PREFIX)).map((c) => ({ id: c.id, status: c.status, pid: c.pid }));
+    return (parsed ?? []).filter((c) => c.id.startsWith(this.prefix)).map((c) => ({ id: c.id, status: c.status, pid: c.pid }));
   }
 
-  /** Removes every `slw-` container, namespace, cgroup folder and bundle (a previous process's leftovers). */
+  /** Removes every container, namespace, cgroup folder and bundle (a previous process's leftovers). */
   async cleanupOrphans(): Promise<{ containers: string[]; namespaces: string[]; bundles: string[] }> {
     const containers = (await this.list()).map((c) => c.id);
     for (const id of containers) {
@@ -360,12 +368,12 @@ export class RuncDriver {
       const known = this.instances.get(id);
       if (known) await Promise.race([known.exited, sleep(2000)]);
     }
-    const namespaces = await this.netns.cleanup();
-    const bundles = (await readdir(path.resolve(this.options.stateDir)).catch(() => [] as string[])).filter((n) => n.startsWith(NAME_PREFIX));
+    const namespaces = await this.netns.cleanup(this.prefix);
+    const bundles = (await readdir(path.resolve(this.options.stateDir)).catch(() => [] as string[])).filter((n) => n.startsWith(this.prefix));
     for (const name of bundles) await rm(path.join(path.resolve(this.options.stateDir), name), { recursive: true, force: true });
     for (const ctl of await readdir(this.cgroupRoot).catch(() => [] as string[])) {
       for (const name of await readdir(path.join(this.cgroupRoot, ctl)).catch(() => [] as string[])) {
-        if (name.startsWith(NAME_PREFIX)) await rmdir(path.join(this.cgroupRoot, ctl, name)).catch(() => undefined);
+        if (name.startsWith(this.prefix)) await rmdir(path.join(this.cgroupRoot, ctl, name)).catch(() => undefined);
       }
     }
     for (const id of [...this.instances.keys()]) if (this.instances.get(id)!.done) this.instances.delete(id);

@@ -12,6 +12,9 @@ export const apiErrorCatalog = {
   CONFLICT: { status: 409 },
   PAYLOAD_TOO_LARGE: { status: 413 },
   UNAVAILABLE: { status: 503 },
+  /** A function could not answer (crashed, failing to start): the reason is in the message. */
+  FUNCTION_FAILED: { status: 502 },
+  FUNCTION_TIMEOUT: { status: 504 },
   INTERNAL: { status: 500 },
 } as const satisfies Record<string, { status: number }>;
 

@@ -11,6 +11,7 @@ import { authRoutes, type AuthRoutesOptions } from '../auth/routes.js';
 import { credentialRoutes, type CredentialRoutesOptions } from '../credentials/routes.js';
 import { secretRoutes, type SecretRoutesOptions } from '../vault/routes.js';
 import { buildRoutes, type BuildRoutesOptions } from '../builds/routes.js';
+import { functionRoutes, type FunctionRoutesOptions } from '../functions/routes.js';
 import { ApiError, toApiError } from './errors.js';
 
 export interface ServerDependencies {
@@ -27,6 +28,8 @@ export interface ServerDependencies {
   secrets?: SecretRoutesOptions;
   /** The artifact-storage API (builds of images and components). */
   builds?: BuildRoutesOptions;
+  /** Functions: the resource API and the gateway. */
+  functions?: FunctionRoutesOptions;
   /** Extra readiness checks (storage reachable, …). */
   readinessChecks?: Array<() => Promise<void>>;
 }
@@ -76,5 +79,6 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
   if (deps.credentials) await app.register(credentialRoutes, deps.credentials);
   if (deps.secrets) await app.register(secretRoutes, deps.secrets);
   if (deps.builds) await app.register(buildRoutes, deps.builds);
+  if (deps.functions) await app.register(functionRoutes, deps.functions);
   return app;
 }

@@ -34,9 +34,16 @@ export interface Page<T> {
   next?: string;
 }
 
+export interface TagPushed {
+  repository: string;
+  tag: string;
+  digest: string;
+}
+
 export class ManifestService {
   private readonly db: Database;
   private readonly contentCache = new ByteLru(64 * 1024 * 1024);
+  private readonly tagListeners = new Set<(event: TagPushed) => void>();
 
   constructor(private readonly options: ManifestServiceOptions) {
     this.db = options.db;
@@ -120,7 +127,14 @@ export class ManifestService {
       }
     });
     this.contentCache.set(digest, body);
+    if (tag) for (const listener of this.tagListeners) listener({ repository, tag, digest });
     return { digest, mediaType: parsed.mediaType, size: body.length, subject: parsed.subject?.digest ?? null };
+  }
+
+  /** Calls `listener` after every committed manifest PUT by tag (e.g. to follow tags); returns the unsubscribe. */
+  onTagPushed(listener: (event: TagPushed) => void): () => void {
+    this.tagListeners.add(listener);
+    return () => this.tagListeners.delete(listener);
   }
 
   /** By digest: the manifest and every tag on it. By tag: only the tag. */

@@ -92,6 +92,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       ...options.config,
       // Registry protocol tests run without access control; auth tests turn it on.
       auth: { enabled: false, ...options.config?.auth },
+      // Functions (runc instances) only where a test asks for them.
+      functions: { enabled: false, ...options.config?.functions },
       registry: { ...options.config?.registry, gc: { interval: 0, ...options.config?.registry?.gc } },
     },
   });

@@ -1,0 +1,262 @@
+/**
+ * @module functions/routes
+ * The function API under `/api/v1/namespaces/{ns}/functions` (resource, revisions, rollback,
+ * invocations sync and async, logs, metrics, keys) and the HTTP gateway `ANY /fn/{ns}/{name}/*`.
+ *
+ * Bodies of the gateway and of invocations are not parsed by Fastify: the gateway streams the
+ * caller's request to the instance as it arrives, invocations read it with their own limit.
+ * Who may invoke: anyone for a public function; otherwise a key of the function
+ * (`Authorization: Bearer slwfn_…`) or a contributor of the namespace.
+ */
+import type http from 'node:http';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { Principal } from '../auth/access.js';
+import type { ApiGuard } from '../auth/api-guard.js';
+import { ApiError, toApiError } from '../http/errors.js';
+import { parseBody } from '../http/validation.js';
+import {
+  FunctionConflictError, FunctionFailedError, FunctionInputError, FunctionNotFoundError, FunctionTimeoutError,
+  type FunctionService, type InvokeResult,
+} from './service.js';
+import { functionInputSchema, functionPatchSchema } from './spec.js';
+
+export interface FunctionRoutesOptions {
+  functions: FunctionService;
+  /** Absent when access control is off. */
+  guard?: ApiGuard;
+  /** Queues an asynchronous invocation (durable job). */
+  enqueueInvocation(id: string, timeoutMs: number): Promise<void>;
+}
+
+function mapError(error: unknown): ApiError {
+  if (error instanceof FunctionNotFoundError) return new ApiError('NOT_FOUND', error.message);
+  if (error instanceof FunctionInputError) return new ApiError('BAD_REQUEST', error.message);
+  if (error instanceof FunctionConflictError) return new ApiError('CONFLICT', error.message);
+  if (error instanceof FunctionFailedError) return new ApiError('FUNCTION_FAILED', error.message);
+  if (error instanceof FunctionTimeoutError) return new ApiError('FUNCTION_TIMEOUT', error.message);
+  return toApiError(error);
+}
+
+function sendRaw(res: http.ServerResponse, error: ApiError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify(error.toJSON());
+  res.writeHead(error.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** Reads a body up to `limit` bytes; PAYLOAD_TOO_LARGE beyond (by Content-Length or by count). */
+async function readBody(request: FastifyRequest, limit: number): Promise<Buffer> {
+  const declared = Number(request.headers['content-length'] ?? NaN);
+  if (declared > limit) throw new ApiError('PAYLOAD_TOO_LARGE', `request body over ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request.raw as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new ApiError('PAYLOAD_TOO_LARGE', `request body over ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+export async function functionRoutes(app: FastifyInstance, options: FunctionRoutesOptions): Promise<void> {
+  const { functions, guard } = options;
+
+  app.setErrorHandler(async (error, request, reply) => {
+    const apiError = mapError(error);
+    if (apiError.status >= 500 && apiError.status !== 502 && apiError.status !== 504) request.log.error({ err: error }, 'request failed');
+    return reply.code(apiError.status).send(apiError.toJSON());
+  });
+
+  const params = (request: FastifyRequest) => request.params as { ns: string; name: string; id?: string };
+
+  /** The caller with at least `least` in the namespace; null when access control is off. */
+  const member = async (request: FastifyRequest, least: 'reader' | 'contributor'): Promise<Principal | null> => {
+    if (!guard) return null;
+    const principal = await guard.authenticate(request);
+    await guard.requireRole(principal, params(request).ns, least);
+    return principal;
+  };
+
+  /** May this request invoke the function? Throws 401/403/404 otherwise. */
+  const mayInvoke = async (request: FastifyRequest, id: string, access: 'private' | 'public'): Promise<void> => {
+    if (!guard || access === 'public') return;
+    if (await functions.checkKey(id, request.headers.authorization)) return;
+    await member(request, 'contributor');
+  };
+
+  // ---- the resource ----
+
+  app.post('/api/v1/namespaces/:ns/functions', async (request, reply) => {
+    const principal = await member(request, 'contributor');
+    const input = parseBody(functionInputSchema, request);
+    const imageNs = functions.imageNamespace(input.image);
+    if (guard && principal && imageNs && imageNs !== params(request).ns) await guard.requireRole(principal, imageNs, 'reader');
+    let view = await functions.create(params(request).ns, input, principal?.name ?? null);
+    if (wantsWait(request)) view = await waitFor(request, view.name);
+    return reply.code(view.status === 'failed' ? 422 : 201).send(view);
+  });
+
+  app.get('/api/v1/namespaces/:ns/functions', async (request) => {
+    await member(request, 'reader');
+    return { functions: await functions.list(params(request).ns) };
+  });
+
+  app.get('/api/v1/namespaces/:ns/functions/:name', async (request) => {
+    await member(request, 'reader');
+    return functions.get(params(request).ns, params(request).name);
+  });
+
+  app.patch('/api/v1/namespaces/:ns/functions/:name', async (request, reply) => {
+    const principal = await member(request, 'contributor');
+    const patch = parseBody(functionPatchSchema, request);
+    const imageNs = patch.image ? functions.imageNamespace(patch.image) : null;
+    if (guard && principal && imageNs && imageNs !== params(request).ns) await guard.requireRole(principal, imageNs, 'reader');
+    let view = await functions.update(params(request).ns, params(request).name, patch);
+    if (wantsWait(request)) view = await waitFor(request, view.name);
+    return reply.code(200).send(view);
+  });
+
+  app.delete('/api/v1/namespaces/:ns/functions/:name', async (request, reply) => {
+    await member(request, 'contributor');
+    await functions.remove(params(request).ns, params(request).name);
+    return reply.code(204).send();
+  });
+
+  app.get('/api/v1/namespaces/:ns/functions/:name/revisions', async (request) => {
+    await member(request, 'reader');
+    return { revisions: await functions.revisions(params(request).ns, params(request).name) };
+  });
+
+  app.post('/api/v1/namespaces/:ns/functions/:name/rollback', async (request) => {
+    await member(request, 'contributor');
+    const { revision } = parseBody(z.object({ revision: z.number().int().min(1) }).strict(), request);
+    return functions.rollback(params(request).ns, params(request).name, revision, true);
+  });
+
+  app.get('/api/v1/namespaces/:ns/functions/:name/metrics', async (request) => {
+    await member(request, 'reader');
+    await functions.get(params(request).ns, params(request).name);
+    return functions.metrics(params(request).ns, params(request).name);
+  });
+
+  // ---- keys ----
+
+  app.post('/api/v1/namespaces/:ns/functions/:name/keys', async (request, reply) => {
+    await member(request, 'contributor');
+    const { name } = parseBody(z.object({ name: z.string().min(1).max(64) }).strict(), request);
+    return reply.code(201).send(await functions.createKey(params(request).ns, params(request).name, name));
+  });
+  app.get('/api/v1/namespaces/:ns/functions/:name/keys', async (request) => {
+    await member(request, 'contributor');
+    return { keys: await functions.listKeys(params(request).ns, params(request).name) };
+  });
+  app.delete('/api/v1/namespaces/:ns/functions/:name/keys/:id', async (request, reply) => {
+    await member(request, 'contributor');
+    await functions.deleteKey(params(request).ns, params(request).name, params(request).id!);
+    return reply.code(204).send();
+  });
+
+  // ---- logs: NDJSON, kept open with ?follow=true ----
+
+  app.get('/api/v1/namespaces/:ns/functions/:name/logs', async (request, reply) => {
+    await member(request, 'reader');
+    const query = request.query as { tail?: string; follow?: string };
+    const tail = query.tail !== undefined ? Math.max(0, Math.min(100_000, Number(query.tail) || 0)) : 1000;
+    const { ns, name } = params(request);
+    const lines = await functions.logsOf(ns, name, tail);
+    const follow = ['true', '1', 'yes'].includes(String(query.follow ?? ''));
+    if (!follow) {
+      return reply.type('application/x-ndjson').send(lines.map((l) => JSON.stringify(l) + '\n').join(''));
+    }
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+    for (const line of lines) res.write(JSON.stringify(line) + '\n');
+    const stop = functions.followLogs(ns, name, (line) => res.write(JSON.stringify(line) + '\n'));
+    const keepAlive = setInterval(() => res.write('\n'), 15_000);
+    const end = () => {
+      clearInterval(keepAlive);
+      stop();
+      if (!res.writableEnded) res.end();
+    };
+    request.raw.once('close', end);
+    res.once('close', end);
+    app.server.once('close', end);
+  });
+
+  // ---- invocations (event functions) and the HTTP gateway: bodies unparsed ----
+
+  await app.register(async (raw) => {
+    raw.removeAllContentTypeParsers();
+    raw.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
+
+    raw.post('/api/v1/namespaces/:ns/functions/:name/invocations', async (request, reply) => {
+      const { ns, name } = params(request);
+      const fn = await functions.describe(ns, name);
+      await mayInvoke(request, fn.id, fn.access);
+      if (fn.type !== 'event') throw new ApiError('BAD_REQUEST', `"${name}" is an HTTP function: call it at /fn/${ns}/${name}/`);
+      const mode = (request.query as { mode?: string }).mode ?? 'sync';
+      if (mode !== 'sync' && mode !== 'async') throw new ApiError('BAD_REQUEST', 'mode is sync or async');
+      const contentType = request.headers['content-type'] ?? 'application/json';
+      if (mode === 'async') {
+        const body = await readBody(request, functions.maxAsyncBodyBytes);
+        const invocation = await functions.recordInvocation(ns, name, { body, contentType });
+        const view = await functions.get(ns, name);
+        await options.enqueueInvocation(invocation.id, view.timeoutSeconds * 1000);
+        return reply.code(202).header('location', `/api/v1/namespaces/${ns}/functions/${name}/invocations/${invocation.id}`).send(invocation);
+      }
+      const body = await readBody(request, functions.maxBodyBytes);
+      const result = await functions.invoke(ns, name, { method: 'POST', path: '/invoke', body, headers: { 'content-type': contentType } }) as InvokeResult;
+      reply.code(result.statusCode).header('x-slipway-revision', String(result.revision));
+      for (const [k, v] of Object.entries(result.headers)) reply.header(k, v);
+      return reply.send(result.body);
+    });
+
+    raw.get('/api/v1/namespaces/:ns/functions/:name/invocations/:id', async (request) => {
+      await member(request, 'reader');
+      const { ns, name, id } = params(request);
+      return functions.invocation(ns, name, id!);
+    });
+
+    const gateway = async (request: FastifyRequest, reply: FastifyReply) => {
+      const { ns, name } = params(request);
+      const rest = (request.params as { '*'?: string })['*'] ?? '';
+      const q = request.url.indexOf('?');
+      const path = `/${rest}${q >= 0 ? request.url.slice(q) : ''}`;
+      let fn;
+      try {
+        fn = await functions.describe(ns, name);
+        await mayInvoke(request, fn.id, fn.access);
+        if (fn.type !== 'http') throw new ApiError('NOT_FOUND', `"${name}" is an event function: POST /api/v1/namespaces/${ns}/functions/${name}/invocations`);
+      } catch (error) {
+        const apiError = mapError(error);
+        return reply.code(apiError.status).send(apiError.toJSON());
+      }
+      reply.hijack();
+      try {
+        await functions.invoke(ns, name, { req: request.raw, res: reply.raw, method: request.method, path });
+      } catch (error) {
+        const apiError = mapError(error);
+        if (apiError.status === 500) request.log.error({ err: error }, 'gateway request failed');
+        request.raw.resume();
+        sendRaw(reply.raw, apiError);
+      }
+    };
+    raw.all('/fn/:ns/:name', gateway);
+    raw.all('/fn/:ns/:name/*', gateway);
+  });
+
+  function wantsWait(request: FastifyRequest): boolean {
+    return ['true', '1', 'yes'].includes(String((request.query as Record<string, unknown>).wait ?? ''));
+  }
+
+  async function waitFor(request: FastifyRequest, name: string) {
+    const aborted = new AbortController();
+    request.raw.once('close', () => aborted.abort());
+    return functions.waitForDeploy(params(request).ns, name, aborted.signal);
+  }
+}

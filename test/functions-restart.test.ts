@@ -1,0 +1,128 @@
+/**
+ * Functions across server restarts, and who may invoke them. A server deploys functions and
+ * stops: nothing is left running. The next start on the same data folder (now with access
+ * control on) brings them back (minimum instances started again), and removes instances a
+ * crashed process left behind. Private functions answer 401 to strangers, and work with a
+ * function key or a member's credentials; public ones work for anyone.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { loadConfig, type ConfigInput } from '../src/config/config.js';
+import { startServer, type RunningServer } from '../src/main.js';
+import { RuncDriver } from '../src/functions/runc-driver.js';
+import { assembleNodeRootfs } from '../src/builds/base-image.js';
+import { requireCommands } from './helpers/commands.js';
+import { tempDir, type TestServer } from './helpers/harness.js';
+import { api, assertNoLeftovers, eventually, instancePrefix, leftovers } from './helpers/functions.js';
+import { buildFunctionImages, buildWork, type BuildWork, type FunctionImages } from './helpers/function-images.js';
+import { pino } from 'pino';
+
+const ns = 'fns';
+const adminPassword = 'restart-Adm1n-pass';
+const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+
+describe('functions across restarts, and access', { timeout: 600_000 }, () => {
+  let work: BuildWork;
+  let dataDir: { path: string; remove(): Promise<void> };
+  let server: RunningServer | undefined;
+  let images: FunctionImages;
+  let prefix: string;
+
+  const start = async (extra: ConfigInput = {}): Promise<RunningServer> => {
+    const config = loadConfig({
+      flags: {
+        listen: '127.0.0.1:0', dataDir: dataDir.path, log: { level: 'warn', requests: false },
+        builds: work.builds, registry: { gc: { interval: 0 } }, functions: { enabled: true, startTimeout: '10s' },
+        auth: { enabled: false }, ...extra,
+      },
+    });
+    server = await startServer(config, { logger: pino({ level: 'silent' }) });
+    return server;
+  };
+
+  before(async () => {
+    await requireCommands({ runc: 'runc', ip: 'iproute2', buildah: 'buildah' });
+    work = await buildWork();
+    dataDir = await tempDir('slipway-fn-restart-');
+    prefix = await instancePrefix(dataDir.path);
+  });
+
+  after(async () => {
+    try {
+      await server?.close();
+      if (dataDir) await assertNoLeftovers(dataDir.path, prefix);
+    } finally {
+      await work?.cleanup();
+      await dataDir?.remove();
+    }
+  });
+
+  test('deployed functions come back after a restart; a stopped server leaves nothing running', { timeout: 300_000 }, async () => {
+    const first = await start();
+    const ts = { url: first.url, host: first.url.replace('http://', '') } as TestServer;
+    images = await buildFunctionImages(ts, work, { namespace: ns });
+    const call = api(first.url);
+    const keeper = await call('POST', `/api/v1/namespaces/${ns}/functions?wait=true`, { name: 'keeper', type: 'http', image: images.hello, minInstances: 1 });
+    assert.equal(keeper.json.status, 'ready', keeper.text);
+    const hello = await call('POST', `/api/v1/namespaces/${ns}/functions?wait=true`, { name: 'hello', image: images.hello });
+    assert.equal(hello.json.status, 'ready', hello.text);
+    const answer = await call('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, { name: 'Slipway' });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.json.hello, 'Slipway');
+    assert.equal((await leftovers(dataDir.path, prefix)).containers.length, 2);
+    await first.close();
+    server = undefined;
+    await assertNoLeftovers(dataDir.path, prefix);
+
+    // A crashed process's instance (same prefix, same runc root) is found and removed at start.
+    const rootfs = path.join(work.path, 'orphan-rootfs');
+    await assembleNodeRootfs(rootfs);
+    const orphanDriver = new RuncDriver({ stateDir: path.join(dataDir.path, 'functions', 'bundles'), runcRoot: path.join(dataDir.path, 'functions', 'runc'), prefix });
+    await orphanDriver.start({ id: 'orphan', rootfs, command: ['node', '-e', 'setInterval(() => {}, 1000)'], env: [] }, () => undefined);
+    assert.deepEqual((await leftovers(dataDir.path, prefix)).containers, [`${prefix}orphan`]);
+
+    const second = await start({ auth: { enabled: true, adminPassword } });
+    const admin = api(second.url, basic('admin', adminPassword));
+    assert.equal((await admin('POST', '/api/v1/namespaces', { name: ns })).status, 201);
+    const restored = await eventually(async () => {
+      const r = await admin('GET', `/api/v1/namespaces/${ns}/functions/keeper`);
+      return r.json?.status === 'ready' && r.json.instances === 1 ? r.json : undefined;
+    }, 30_000, 'keeper restored with its minimum instance');
+    assert.equal(restored.activeRevision, 1);
+    const left = await leftovers(dataDir.path, prefix);
+    assert.ok(!left.containers.includes(`${prefix}orphan`), 'the orphan was removed');
+    assert.equal(left.containers.length, 1);
+    const again = await admin('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, { name: 'again' });
+    assert.equal(again.status, 200, again.text);
+    assert.equal(again.json.hello, 'again');
+  });
+
+  test('private functions need a function key or a member; public ones answer anyone', { timeout: 120_000 }, async () => {
+    assert.ok(server, 'the server of the previous test runs');
+    const admin = api(server.url, basic('admin', adminPassword));
+    const anonymous = api(server.url);
+    assert.equal((await anonymous('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, {})).status, 401);
+    assert.equal((await fetch(`${server.url}/fn/${ns}/keeper/`)).status, 401);
+    const key = await admin('POST', `/api/v1/namespaces/${ns}/functions/hello/keys`, { name: 'ci' });
+    assert.equal(key.status, 201, key.text);
+    assert.match(key.json.key, /^slwfn_/);
+    const withKey = api(server.url, `Bearer ${key.json.key}`);
+    assert.equal((await withKey('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, {})).status, 200);
+    assert.equal((await withKey('GET', `/api/v1/namespaces/${ns}/functions/hello`)).status, 401, 'a function key only invokes');
+    assert.equal((await fetch(`${server.url}/fn/${ns}/keeper/`, { headers: { authorization: `Bearer ${key.json.key}` } })).status, 401, 'a key of one function does not open another');
+    const forged = api(server.url, `Bearer ${key.json.key.slice(0, -2)}xx`);
+    assert.equal((await forged('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, {})).status, 401);
+    const keys = await admin('GET', `/api/v1/namespaces/${ns}/functions/hello/keys`);
+    assert.equal(keys.json.keys.length, 1);
+    assert.ok(!keys.text.includes(key.json.key.split('.')[1]), 'the secret is shown once');
+    assert.equal((await admin('DELETE', `/api/v1/namespaces/${ns}/functions/hello/keys/${key.json.id}`)).status, 204);
+    assert.equal((await withKey('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, {})).status, 401, 'a revoked key stops working');
+
+    const opened = await admin('PATCH', `/api/v1/namespaces/${ns}/functions/keeper`, { access: 'public' });
+    assert.equal(opened.json.access, 'public');
+    assert.equal(opened.json.latestRevision, 1, 'access is not a revision');
+    await eventually(async () => (await fetch(`${server!.url}/fn/${ns}/keeper/anything`)).status === 200, 5000, 'public access');
+    assert.equal(await (await fetch(`${server.url}/fn/${ns}/keeper/anything`)).text(), 'hello from /anything\n');
+  });
+});
