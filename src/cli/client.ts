@@ -117,6 +117,13 @@ export class ApiClient {
     return this.request<RegistryLogin>('GET', `${registriesPath(namespace)}/${encodeURIComponent(id)}/creds`);
   }
 
+  /** The Authorization header of this client's credentials (for streamed or raw requests). */
+  authorization(): string | undefined {
+    if (this.auth?.kind === 'basic') return `Basic ${Buffer.from(`${this.auth.username}:${this.auth.password}`, 'utf8').toString('base64')}`;
+    if (this.auth?.kind === 'bearer') return `Bearer ${this.auth.key}`;
+    return undefined;
+  }
+
   /** One request; resolves with the parsed JSON body (undefined for an empty one). */
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const url = `${this.baseUrl}${path}`;

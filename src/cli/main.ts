@@ -9,6 +9,7 @@
  *   registry add|list|rm|creds             a namespace's external registries (cli/registry-commands.ts)
  *   build | component build|get            builds on the server (cli/build-commands.ts)
  *   builds list|get|logs|cancel | base-image import
+ *   fn deploy|list|get|rm|revisions|rollback|invoke|logs|metrics|keys
  *
  * Exit codes: 0 ok; 1 the operation failed (server, API, vault, fsck problems); 2 usage or
  * configuration errors (bad flags, bad config, missing files, not logged in).
@@ -17,6 +18,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, type ConfigInput } from '../config/config.js';
 import { registerAdminCommands } from './admin-commands.js';
 import { registerBuildCommands } from './build-commands.js';
+import { registerFunctionCommands } from './fn-commands.js';
 import { configFrom as configFromEnv, withCommonFlags, type CommonFlags } from './common.js';
 import { CommandError, UsageError } from './errors.js';
 import { registerRegistryCommands } from './registry-commands.js';
@@ -106,6 +108,7 @@ export async function main(argv: string[]): Promise<void> {
   registerSessionCommands(program, process.env);
   registerRegistryCommands(program, process.env);
   registerBuildCommands(program, process.env);
+  registerFunctionCommands(program, process.env);
 
   try {
     await program.parseAsync(argv);
