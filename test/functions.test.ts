@@ -94,6 +94,10 @@ describe('functions', { timeout: 900_000 }, () => {
     const got = await call('GET', `/api/v1/namespaces/${ns}/functions/echo`);
     assert.equal(got.status, 200);
     assert.equal(got.json.instances, 1);
+    const instances = (await call('GET', `/api/v1/namespaces/${ns}/functions/echo/instances`)).json.instances;
+    assert.equal(instances.length, 1);
+    assert.match(instances[0].address, /^10\.203\.\d+\.\d+:8000$/);
+    assert.ok(instances[0].served >= 4);
     const metrics = await call('GET', `/api/v1/namespaces/${ns}/functions/echo/metrics`);
     assert.ok(metrics.json.requests >= 4);
     assert.equal(metrics.json.errors, 0);
@@ -168,6 +172,15 @@ describe('functions', { timeout: 900_000 }, () => {
     assert.equal(((await tooBig.json()) as { code: string }).code, 'PAYLOAD_TOO_LARGE');
     const eventTooBig = await call('POST', `/api/v1/namespaces/${ns}/functions/echo/invocations`, randomBytes(1024 * 1024 + 10));
     assert.equal(eventTooBig.status, 413);
+
+    // A caller that goes away frees the instance at once (the upstream request is aborted).
+    const aborted = http.get(`${ts.url}/fn/${ns}/web/slow?ms=5000`);
+    aborted.on('error', () => undefined);
+    await eventually(async () => (await call('GET', `/api/v1/namespaces/${ns}/functions/web/instances`)).json.instances[0]?.inFlight === 1, 3000, 'the slow request in flight');
+    const abortedAt = Date.now();
+    aborted.destroy();
+    await eventually(async () => (await call('GET', `/api/v1/namespaces/${ns}/functions/web/instances`)).json.instances[0]?.inFlight === 0, 3000, 'the lease released');
+    assert.ok(Date.now() - abortedAt < 2500, 'released long before the function would have answered');
 
     const wrongKind = await fetch(`${ts.url}/fn/${ns}/echo/`);
     assert.equal(wrongKind.status, 404, 'event functions are not on the HTTP gateway');

@@ -60,43 +60,45 @@ export class NetnsManager {
     return used;
   }
 
-  /** Creates namespace `name` (must start with `slw-`) with a veth pair and a /30. */
+  /**
+   * Creates namespace `name` (must start with `slw-`) with a veth pair and a /30. The host veth
+   * name `slw<index>` is the lock on the block: another process (a second server on the host)
+   * that took the index first makes `link add` fail with "File exists", and the next free index
+   * is tried; a veth this call did not create is never deleted.
+   */
   async create(name: string): Promise<InstanceNetwork> {
     if (!name.startsWith(NAME_PREFIX)) throw new Error(`namespace names start with ${NAME_PREFIX}`);
-    const used = await this.usedIndices();
+    const added = await ip(['netns', 'add', name]);
+    if (added.code !== 0) throw new Error(`ip netns add ${name} failed: ${added.stderr}`);
+    let net: InstanceNetwork | undefined;
     let index = -1;
-    for (let i = 0; i < this.blocks; i++) {
-      if (!used.has(i) && !this.taken.has(i)) {
-        index = i;
-        break;
-      }
-    }
-    if (index < 0) throw new Error('address pool exhausted');
-    this.taken.add(index);
-    const block = this.base + index * 4;
-    const net: InstanceNetwork = {
-      name,
-      path: `/run/netns/${name}`,
-      hostVeth: `slw${index}`,
-      hostAddress: intToIp(block + 1),
-      address: intToIp(block + 2),
-    };
     try {
-      const host = await ip(['-batch', '-'], [
-        `netns add ${name}`,
-        `link add ${net.hostVeth} type veth peer name eth0 netns ${name}`,
-        `addr add ${net.hostAddress}/30 dev ${net.hostVeth}`,
-        `link set ${net.hostVeth} up`,
-      ].join('\n') + '\n');
+      const used = await this.usedIndices();
+      for (let i = 0; i < this.blocks && !net; i++) {
+        if (used.has(i) || this.taken.has(i)) continue;
+        this.taken.add(i);
+        const veth = `slw${i}`;
+        const link = await ip(['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', name]);
+        if (link.code === 0) {
+          index = i;
+          const block = this.base + i * 4;
+          net = { name, path: `/run/netns/${name}`, hostVeth: veth, hostAddress: intToIp(block + 1), address: intToIp(block + 2) };
+        } else {
+          this.taken.delete(i);
+          if (!/exists/i.test(link.stderr)) throw new Error(`ip link add ${veth} failed: ${link.stderr}`);
+        }
+      }
+      if (!net) throw new Error('address pool exhausted');
+      const host = await ip(['-batch', '-'], [`addr add ${net.hostAddress}/30 dev ${net.hostVeth}`, `link set ${net.hostVeth} up`].join('\n') + '\n');
       if (host.code !== 0) throw new Error(`ip failed: ${host.stderr}`);
       const inside = await ip(['-n', name, '-batch', '-'], [`addr add ${net.address}/30 dev eth0`, 'link set eth0 up', 'link set lo up'].join('\n') + '\n');
       if (inside.code !== 0) throw new Error(`ip -n ${name} failed: ${inside.stderr}`);
       return net;
     } catch (error) {
-      await this.delete(name, net.hostVeth);
+      await this.delete(name, net?.hostVeth);
       throw error;
     } finally {
-      this.taken.delete(index);
+      if (index >= 0) this.taken.delete(index);
     }
   }
 

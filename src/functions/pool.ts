@@ -100,6 +100,12 @@ export class RevisionPool {
   ) {}
 
   get size(): number { return this.instances.size; }
+  /** The serving instances, for operators (and benchmarks calling one directly). */
+  list(): Array<{ id: string; address: string; inFlight: number; served: number; idleMs: number }> {
+    const now = Date.now();
+    return [...this.instances.values()].filter((i) => i.state === 'ready')
+      .map((i) => ({ id: i.id, address: `${i.endpoint.address}:${i.endpoint.port}`, inFlight: i.inFlight, served: i.served, idleMs: i.inFlight ? 0 : now - i.lastUsed }));
+  }
   get pending(): number { return this.queue.length; }
   get startingCount(): number { return this.starting; }
   get inFlight(): number {

@@ -143,6 +143,12 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
     return functions.metrics(params(request).ns, params(request).name);
   });
 
+  app.get('/api/v1/namespaces/:ns/functions/:name/instances', async (request) => {
+    await member(request, 'reader');
+    await functions.get(params(request).ns, params(request).name);
+    return { instances: functions.instances(params(request).ns, params(request).name) };
+  });
+
   // ---- keys ----
 
   app.post('/api/v1/namespaces/:ns/functions/:name/keys', async (request, reply) => {

@@ -645,6 +645,12 @@ export class FunctionService {
     };
   }
 
+  instances(namespace: string, name: string): Array<{ id: string; revision: number; address: string; inFlight: number; served: number; idleMs: number }> {
+    const live = this.live.get(`${namespace}/${name}`);
+    if (!live) throw new FunctionNotFoundError(`no function "${name}" in "${namespace}"`);
+    return [...live.pools].flatMap(([revision, pool]) => pool.list().map((i) => ({ ...i, revision })));
+  }
+
   metrics(namespace: string, name: string): FunctionMetrics {
     const live = this.live.get(`${namespace}/${name}`);
     if (!live) throw new FunctionNotFoundError(`no function "${name}" in "${namespace}"`);
