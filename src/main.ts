@@ -202,7 +202,7 @@ async function openFunctions(config: Config, registry: Registry, auth: AuthParts
   const dir = path.join(config.dataDir, 'functions');
   await mkdir(path.join(dir, 'bundles'), { recursive: true });
   const prefix = `slw-${createHash('sha256').update(await realpath(config.dataDir)).digest('hex').slice(0, 6)}-`;
-  const driver = new RuncDriver({ stateDir: path.join(dir, 'bundles'), runcRoot: path.join(dir, 'runc'), pool: config.functions.addressPool, prefix });
+  const driver = new RuncDriver({ stateDir: path.join(dir, 'bundles'), runcRoot: path.join(dir, 'runc'), pool: config.functions.addressPool, prefix, spareNetworks: 2 });
   const proxy = new InstanceProxy();
   const vault = auth?.vault ?? await openVault(config, registry.db);
   const service = new FunctionService({

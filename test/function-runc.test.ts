@@ -28,12 +28,15 @@ http.createServer((q, s) => {
 }).listen(8000);
 `;
 
-async function leftovers(): Promise<{ containers: string[]; netns: string[]; mounts: string[] }> {
-  const list = await runProcess('runc', ['list', '--format', 'json'], { captureStdout: true });
-  const containers = ((JSON.parse(list.stdout.trim() || 'null') ?? []) as Array<{ id: string }>).map((c) => c.id).filter((id) => id.startsWith('slw-'));
+// This test's own prefix and runc root: other tests (servers with functions) may run at the same time.
+const P = 'slw-rtest-';
+
+async function leftovers(runcRoot: string): Promise<{ containers: string[]; netns: string[]; mounts: string[] }> {
+  const list = await runProcess('runc', ['--root', runcRoot, 'list', '--format', 'json'], { captureStdout: true });
+  const containers = ((JSON.parse(list.stdout.trim() || 'null') ?? []) as Array<{ id: string }>).map((c) => c.id).filter((id) => id.startsWith(P));
   const ns = await runProcess('ip', ['netns', 'list'], { captureStdout: true });
-  const netns = ns.stdout.split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => n.startsWith('slw-'));
-  const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((l) => l.includes('slw-'));
+  const netns = ns.stdout.split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => n.startsWith(P));
+  const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((l) => l.includes(P));
   return { containers, netns, mounts };
 }
 
@@ -49,14 +52,14 @@ describe('runc runtime driver', { timeout: 600_000 }, () => {
     rootfs = path.join(work.path, 'rootfs');
     stateDir = path.join(work.path, 'state');
     await assembleNodeRootfs(rootfs);
-    driver = new RuncDriver({ stateDir });
+    driver = new RuncDriver({ stateDir, prefix: P, runcRoot: path.join(work.path, 'runc') });
     await driver.cleanupOrphans();
   });
 
   after(async () => {
     for (const id of started) await driver.stop(id, { graceMs: 500 }).catch(() => undefined);
     await driver.cleanupOrphans();
-    const left = await leftovers();
+    const left = await leftovers(path.join(work.path, 'runc'));
     await work.remove();
     assert.deepEqual(left, { containers: [], netns: [], mounts: [] });
   });
@@ -85,24 +88,24 @@ describe('runc runtime driver', { timeout: 600_000 }, () => {
     assert.ok(logs.includes('stdout: starting as 1003'), logs.join('\n'));
     assert.ok(logs.includes('stderr: an error line'), logs.join('\n'));
 
-    const memDir = '/sys/fs/cgroup/memory/slw-t1';
+    const memDir = `/sys/fs/cgroup/memory/${P}t1`;
     if (existsSync(memDir)) {
       assert.equal(Number((await readFile(path.join(memDir, 'memory.limit_in_bytes'), 'utf8')).trim()), 128 * 1024 * 1024);
     } else {
       assert.ok(logs.some((l) => l.includes('memory limit') && l.includes('not applied')), logs.join('\n'));
     }
-    if (existsSync('/sys/fs/cgroup/pids/slw-t1')) {
-      assert.equal((await readFile('/sys/fs/cgroup/pids/slw-t1/pids.max', 'utf8')).trim(), '64');
+    if (existsSync(`/sys/fs/cgroup/pids/${P}t1`)) {
+      assert.equal((await readFile(`/sys/fs/cgroup/pids/${P}t1/pids.max`, 'utf8')).trim(), '64');
     }
-    assert.deepEqual((await driver.list()).map((c) => c.id), ['slw-t1']);
+    assert.deepEqual((await driver.list()).map((c) => c.id), [`${P}t1`]);
 
     const s0 = performance.now();
     await driver.stop('t1', { graceMs: 2000 });
     console.log(`stop: ${(performance.now() - s0).toFixed(0)} ms`);
     assert.deepEqual(await driver.list(), []);
-    assert.deepEqual(await new NetnsManager().list(), []);
+    assert.deepEqual(await new NetnsManager().list(P), []);
     assert.equal(existsSync(memDir), false);
-    assert.equal(existsSync(path.join(stateDir, 'slw-t1')), false);
+    assert.equal(existsSync(path.join(stateDir, `${P}t1`)), false);
   });
 
   test('a crashing command is reported; one that never listens times out', { timeout: 120_000 }, async () => {
@@ -141,17 +144,17 @@ describe('runc runtime driver', { timeout: 600_000 }, () => {
   });
 
   test('cleanupOrphans removes a leaked instance', { timeout: 120_000 }, async () => {
-    const leaky = new RuncDriver({ stateDir });
+    const leaky = new RuncDriver({ stateDir, prefix: P, runcRoot: path.join(work.path, 'runc') });
     started.push('leak');
     const ep = await leaky.start({ id: 'leak', rootfs, command: ['node', '-e', server], env: [], memoryMB: 64 }, () => undefined);
     await leaky.waitForPort(ep.address, 8000, 10_000);
-    const fresh = new RuncDriver({ stateDir });
+    const fresh = new RuncDriver({ stateDir, prefix: P, runcRoot: path.join(work.path, 'runc') });
     const removed = await fresh.cleanupOrphans();
-    assert.deepEqual(removed.containers, ['slw-leak']);
-    assert.deepEqual(removed.namespaces, ['slw-leak']);
+    assert.deepEqual(removed.containers, [`${P}leak`]);
+    assert.deepEqual(removed.namespaces, [`${P}leak`]);
     assert.deepEqual(await fresh.list(), []);
-    assert.deepEqual(await new NetnsManager().list(), []);
-    assert.equal(existsSync('/sys/fs/cgroup/memory/slw-leak'), false);
-    assert.equal(existsSync(path.join(stateDir, 'slw-leak')), false);
+    assert.deepEqual(await new NetnsManager().list(P), []);
+    assert.equal(existsSync(`/sys/fs/cgroup/memory/${P}leak`), false);
+    assert.equal(existsSync(path.join(stateDir, `${P}leak`)), false);
   });
 });

@@ -46,7 +46,7 @@ export interface FunctionServiceDeps {
   registryHost: () => string;
   insecureRegistries: string[];
   images: ImageStore;
-  driver: InstanceDriver & { cleanupOrphans(): Promise<unknown> };
+  driver: InstanceDriver & { cleanupOrphans(): Promise<unknown>; refillSpares?(): void; close?(): Promise<void> };
   proxy: InstanceProxy;
   logs: FunctionLogs;
   vault?: Vault;
@@ -121,6 +121,7 @@ export class FunctionService {
    */
   async start(): Promise<void> {
     await this.deps.driver.cleanupOrphans();
+    this.deps.driver.refillSpares?.();
     this.unsubscribe = this.deps.registry.manifests.onTagPushed((event) => this.onTagPushed(event.repository, event.tag, event.digest));
     const rows = await this.db.kysely.selectFrom('functions').selectAll().execute();
     for (const row of rows) {
@@ -143,6 +144,7 @@ export class FunctionService {
     this.unsubscribe?.();
     const pools = [...this.live.values()].flatMap((live) => [...live.pools.values()]);
     await Promise.all(pools.map((pool) => pool.close(10_000)));
+    await this.deps.driver.close?.();
     await this.deps.logs.close();
   }
 
