@@ -3,7 +3,8 @@
  * stops: nothing is left running. The next start on the same data folder (now with access
  * control on) brings them back (minimum instances started again), and removes instances a
  * crashed process left behind. Private functions answer 401 to strangers, and work with a
- * function key or a member's credentials; public ones work for anyone.
+ * function key or a member's credentials; public ones work for anyone. Runs on PostgreSQL when
+ * the suite has one (functions.test.ts covers SQLite).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +14,7 @@ import { startServer, type RunningServer } from '../src/main.js';
 import { RuncDriver } from '../src/functions/runc-driver.js';
 import { assembleNodeRootfs } from '../src/builds/base-image.js';
 import { cleanEnv, repoRoot, requireCommands, run, slipwayBin } from './helpers/commands.js';
-import { tempDir, type TestServer } from './helpers/harness.js';
+import { dialects, tempDir, type TestServer } from './helpers/harness.js';
 import { api, assertNoLeftovers, eventually, instancePrefix, leftovers } from './helpers/functions.js';
 import { buildFunctionImages, buildWork, type BuildWork, type FunctionImages } from './helpers/function-images.js';
 import { pino } from 'pino';
@@ -22,17 +23,19 @@ const ns = 'fns';
 const adminPassword = 'restart-Adm1n-pass';
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
-describe('functions across restarts, and access', { timeout: 600_000 }, () => {
+describe(`functions across restarts, and access (${dialects[dialects.length - 1]!.name})`, { timeout: 600_000 }, () => {
   let work: BuildWork;
   let dataDir: { path: string; remove(): Promise<void> };
   let server: RunningServer | undefined;
   let images: FunctionImages;
   let prefix: string;
+  const dialect = dialects[dialects.length - 1]!;
+  let database: { url: string; drop(): Promise<void> };
 
   const start = async (extra: ConfigInput = {}): Promise<RunningServer> => {
     const config = loadConfig({
       flags: {
-        listen: '127.0.0.1:0', dataDir: dataDir.path, log: { level: 'warn', requests: false },
+        listen: '127.0.0.1:0', dataDir: dataDir.path, database: database.url, log: { level: 'warn', requests: false },
         builds: work.builds, registry: { gc: { interval: 0 } }, functions: { enabled: true, startTimeout: '10s' },
         auth: { enabled: false }, ...extra,
       },
@@ -45,6 +48,7 @@ describe('functions across restarts, and access', { timeout: 600_000 }, () => {
     await requireCommands({ runc: 'runc', ip: 'iproute2', buildah: 'buildah' });
     work = await buildWork();
     dataDir = await tempDir('slipway-fn-restart-');
+    database = await dialect.create();
     prefix = await instancePrefix(dataDir.path);
   });
 
@@ -55,6 +59,7 @@ describe('functions across restarts, and access', { timeout: 600_000 }, () => {
     } finally {
       await work?.cleanup();
       await dataDir?.remove();
+      await database?.drop();
     }
   });
 
