@@ -304,10 +304,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         // Running builds get the shutdown grace, then go back to the queue for the next start.
         await builds?.worker.stop();
         await functions?.worker.stop();
-        // Instances drain and stop before the gateway closes: nothing is left running.
+        // The gateway stops taking requests and finishes those in flight; then the instances
+        // stop: nothing is left running.
+        await app.close();
         await functions?.service.close();
         functions?.proxy.close();
-        await app.close();
         await registry.close();
       })();
       return closing;

@@ -11,7 +11,7 @@ import { Option, type Command } from 'commander';
 import type { FunctionView, LogLine, RevisionView } from '../functions/spec.js';
 import { ApiRequestError, responseError } from './client.js';
 import { CommandError, UsageError } from './errors.js';
-import { explain, resolveSession, type Session } from './session-commands.js';
+import { withSession } from './session-commands.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -122,15 +122,6 @@ function describe(fn: FunctionView): string {
     `url:        ${fn.url}`,
   ];
   return lines.join('\n') + '\n';
-}
-
-async function withSession<T>(flags: { server?: string }, env: Env, fn: (session: Session) => Promise<T>): Promise<T> {
-  const session = await resolveSession(flags.server, env);
-  try {
-    return await fn(session);
-  } catch (error) {
-    throw explain(error, session);
-  }
 }
 
 function serverOptions(command: Command): Command {

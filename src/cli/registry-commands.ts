@@ -10,7 +10,7 @@ import { Option, type Command } from 'commander';
 import type { RegistryView } from './client.js';
 import { UsageError } from './errors.js';
 import { readSecretFile, readStdinSecret } from './secrets.js';
-import { explain, resolveSession, type Session } from './session-commands.js';
+import { withSession } from './session-commands.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -90,15 +90,6 @@ function table(rows: RegistryView[]): string {
   const cells = rows.map((r) => [r.id, r.prefix, r.type, r.username ?? '-', r.enable_ci ? 'yes' : 'no']);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   return [header, ...cells].map((line) => line.map((cell, i) => (i === line.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
-}
-
-async function withSession<T>(flags: { server?: string }, env: Env, fn: (session: Session) => Promise<T>): Promise<T> {
-  const session = await resolveSession(flags.server, env);
-  try {
-    return await fn(session);
-  } catch (error) {
-    throw explain(error, session);
-  }
 }
 
 function serverOptions(command: Command): Command {

@@ -52,6 +52,16 @@ export async function resolveSession(serverFlag: string | undefined, env: Env): 
 }
 
 /** Adds what to do about a rejected key to an API error. */
+/** Runs `fn` with the session of `--server` (or the stored/env one); a 401 gets a login hint. */
+export async function withSession<T>(flags: { server?: string }, env: Env, fn: (session: Session) => Promise<T>): Promise<T> {
+  const session = await resolveSession(flags.server, env);
+  try {
+    return await fn(session);
+  } catch (error) {
+    throw explain(error, session);
+  }
+}
+
 export function explain(error: unknown, session: Session): unknown {
   if (error instanceof ApiRequestError && error.status === 401) {
     const hint = session.keySource === 'env'

@@ -72,6 +72,11 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
   });
 
   const params = (request: FastifyRequest) => request.params as { ns: string; name: string; id?: string };
+  // Followed logs never end by themselves: a closing server ends them, so close() can finish.
+  const followers = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of [...followers]) end();
+  });
 
   /** The caller with at least `least` in the namespace; null when access control is off. */
   const member = async (request: FastifyRequest, least: 'reader' | 'contributor'): Promise<Principal | null> => {
@@ -185,13 +190,14 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
     const stop = functions.followLogs(ns, name, (line) => res.write(JSON.stringify(line) + '\n'));
     const keepAlive = setInterval(() => res.write('\n'), 15_000);
     const end = () => {
+      followers.delete(end);
       clearInterval(keepAlive);
       stop();
       if (!res.writableEnded) res.end();
     };
+    followers.add(end);
     request.raw.once('close', end);
     res.once('close', end);
-    app.server.once('close', end);
   });
 
   // ---- invocations (event functions) and the HTTP gateway: bodies unparsed ----

@@ -125,5 +125,6 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('SLIPWAY_')) env[key] = value;
   // Protocol-level tests run the registry without access control unless they ask for it.
-  return { ...env, SLIPWAY_AUTH_ENABLED: 'false', ...extra };
+  // Nor functions (runc instances): the tests of functions turn them on.
+  return { ...env, SLIPWAY_AUTH_ENABLED: 'false', SLIPWAY_FUNCTIONS_ENABLED: 'false', ...extra };
 }
