@@ -144,9 +144,14 @@ export function runProcess(command: string, args: string[], options: RunProcessO
       finish();
       reject(new Error(`cannot run ${command}: ${error.message}`));
     });
-    // Whatever the child left in its group (a backgrounded RUN command, a stuck runtime) goes too.
-    child.on('exit', () => killGroup(child, 'SIGKILL'));
+    // Whatever the child left in its group (a backgrounded RUN command, a stuck runtime) goes
+    // too, once its output had a moment to drain: a relay process of the child may still be
+    // writing the last lines into the pipes when the child itself exits.
+    let groupTimer: NodeJS.Timeout | undefined;
+    child.on('exit', () => { groupTimer = setTimeout(() => killGroup(child, 'SIGKILL'), 250); });
     child.on('close', (code, signal) => {
+      if (groupTimer) clearTimeout(groupTimer);
+      killGroup(child, 'SIGKILL');
       finish();
       stdoutLines.end();
       stderrLines.end();
