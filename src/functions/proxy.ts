@@ -1,204 +1,483 @@
 /**
  * @module functions/proxy
- * Forwards a request to a function instance (`http://<address>:8000`) over a keep-alive pool
- * per instance, streaming both ways; or, for event invocations, sends a given body and collects
- * the answer. Hop-by-hop headers are dropped, `x-forwarded-*` added. A caller that goes away
- * aborts the upstream request; a timeout is a 504, an instance error a 502, an oversize body a
- * 413 — in the API's JSON error shape when the answer has not started yet.
+ * The gateway's HTTP forwarding core: sends one caller's request to a function instance
+ * (`http://<address>:<port>`) and streams the answer back, on Node's own `IncomingMessage` /
+ * `ServerResponse` (the route hijacks Fastify's reply and hands over the raw objects).
+ *
+ * - One keep-alive `http.Agent` per instance, created on first use and dropped by `forget`, so
+ *   warm requests reuse a connection.
+ * - Both bodies are streamed with backpressure, never buffered (except in collect mode, where
+ *   the answer is the result).
+ * - Headers travel as flat raw arrays (`rawHeaders` in, `writeHead(status, array)` out): one
+ *   pass filters hop-by-hop headers (and those named in `Connection`) and adds `host` and
+ *   `x-forwarded-*`; nothing is parsed into objects on the hot path.
+ * - Failures become the API's JSON error shape while the answer has not started (504
+ *   FUNCTION_TIMEOUT, 502 FUNCTION_FAILED, 413 PAYLOAD_TOO_LARGE); once it has, the client's
+ *   connection is destroyed so the client sees a truncated answer, not a wrong one.
  */
 import http from 'node:http';
 
 export interface ProxyTarget { address: string; port: number }
 
 export interface ForwardOptions {
-  /** Path + query on the instance, starting with '/'. */
+  /** Path + query to request on the instance, starting with '/'. */
   path: string;
+  /** Defaults to the incoming request's method (`POST` without one). */
   method?: string;
+  /**
+   * Limit for the whole exchange: until the answer's headers arrived and its body was passed
+   * on. On expiry the instance request is destroyed; the client gets a 504 if nothing was
+   * sent yet, otherwise its connection is destroyed.
+   */
   timeoutMs: number;
+  /**
+   * Request body limit. A `Content-Length` above it is a 413 before the instance is
+   * contacted; a chunked body that passes it aborts the instance request (413 if the answer
+   * has not started).
+   */
   maxBodyBytes: number;
+  /** Added to the instance request, replacing incoming headers of the same name. */
   extraHeaders?: Record<string, string>;
-  /** Sent instead of the incoming body. */
+  /** Replaces the incoming body (used for event invocations, where the body was already read). */
   body?: Buffer;
-  /** Collect the answer instead of writing it to `res`. */
+  /**
+   * Collect the instance's answer into the result instead of writing it to `res`. Nothing is
+   * written to `res` in this mode (errors are reported in the result); `res`, when given, only
+   * tells that the caller went away.
+   */
   collect?: boolean;
+  /** Collect mode: an answer over this many bytes is abandoned (outcome `too-large`, error `RESPONSE_TOO_LARGE: …`). */
   maxResponseBytes?: number;
 }
 
 export interface ForwardResult {
+  /** The status sent to the client (collect mode: the instance's); 499 when the client left before any. */
   status: number;
   outcome: 'ok' | 'timeout' | 'upstream-error' | 'client-aborted' | 'too-large';
   requestBytes: number;
   responseBytes: number;
+  /** Collect mode: the instance's answer headers, hop-by-hop ones removed. */
   headers?: Record<string, string | string[]>;
+  /** Collect mode: the instance's answer body. */
   body?: Buffer;
+  /** What went wrong: the instance error (`upstream-error`), or `CODE: message` for the other failures. */
   error?: string;
 }
 
-const hopByHop = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-authenticate']);
+/** Headers that describe one connection, never forwarded in either direction. */
+const hopByHop = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
 
-function filterHeaders(headers: http.IncomingHttpHeaders): Record<string, string | string[]> {
-  const named = typeof headers.connection === 'string' ? headers.connection.toLowerCase().split(',').map((s) => s.trim()) : [];
+/**
+ * Incoming request headers the proxy drops or recomputes: the hop-by-hop ones, `host` and
+ * `x-forwarded-*` (rewritten), `content-length` (re-added when it applies), `expect` (the
+ * front server answered any `100-continue` already).
+ */
+const recomputed = new Set([...hopByHop, 'host', 'content-length', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host']);
+
+/** Methods for which Node's client would frame an unannounced body as chunked. */
+const bodilessByDefault = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
+
+/** Methods safe to send again when a pooled connection was found closed. */
+const idempotent = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** Connection options that are not header names. */
+const connectionOptions = new Set(['close', 'keep-alive', 'upgrade']);
+
+const emptyBody = Buffer.alloc(0);
+
+/** Removes from a flat [name, value, …] list the headers named in a `Connection` value. */
+function dropNamedInConnection(headers: string[], connection: string): void {
+  if (connection === 'keep-alive' || connection === 'close') return; // the usual values, nothing named
+  for (const token of connection.split(',')) {
+    const name = token.trim().toLowerCase();
+    if (!name || connectionOptions.has(name)) continue;
+    for (let i = headers.length - 2; i >= 0; i -= 2) {
+      if (headers[i]!.toLowerCase() === name) headers.splice(i, 2);
+    }
+  }
+}
+
+/** The instance's answer headers as a flat list for `writeHead`, without hop-by-hop ones. */
+function answerHeaders(raw: string[]): string[] {
+  const out: string[] = [];
+  let connection: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (hopByHop.has(lower)) {
+      if (lower === 'connection') connection = connection === undefined ? raw[i + 1]! : `${connection}, ${raw[i + 1]!}`;
+      continue;
+    }
+    out.push(name, raw[i + 1]!);
+  }
+  if (connection !== undefined) dropNamedInConnection(out, connection);
+  return out;
+}
+
+/** Flat header list to the object shape of `IncomingMessage.headers` (lower-case names, set-cookie as a list). */
+function headerObject(flat: string[]): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const key in headers) {
-    if (hopByHop.has(key) || named.includes(key)) continue;
-    const value = headers[key];
-    if (value !== undefined) out[key] = value;
+  for (let i = 0; i < flat.length; i += 2) {
+    const name = flat[i]!.toLowerCase();
+    const value = flat[i + 1]!;
+    const prior = out[name];
+    if (prior === undefined) out[name] = name === 'set-cookie' ? [value] : value;
+    else if (Array.isArray(prior)) prior.push(value);
+    else out[name] = `${prior}, ${value}`;
   }
   return out;
 }
 
-function sendError(res: http.ServerResponse, status: number, code: string, message: string): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
+/** Extra headers with lower-case names (the same object when they already are). */
+function lowerCaseNames(extra: Record<string, string> | undefined): Record<string, string> | undefined {
+  if (extra === undefined) return undefined;
+  for (const name in extra) {
+    if (name !== name.toLowerCase()) {
+      const out: Record<string, string> = {};
+      for (const key in extra) out[key.toLowerCase()] = extra[key]!;
+      return out;
+    }
   }
-  const body = JSON.stringify({ code, message });
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
+  return extra;
+}
+
+/** One request through the proxy; settles its promise exactly once. */
+class Exchange {
+  private requestBytes = 0;
+  private responseBytes = 0;
+  private settled = false;
+  private timer: NodeJS.Timeout | undefined;
+  private upstream: http.ClientRequest | undefined;
+  private upstreamResponse: http.IncomingMessage | undefined;
+  /** The listener streaming the caller's body, removed when the exchange fails early. */
+  private onRequestData: ((chunk: Buffer) => void) | undefined;
+  /** Whether the request was sent again after a pooled connection turned out closed. */
+  private retried = false;
+  /** Whether the answer goes into the result instead of `res`. */
+  private readonly collect: boolean;
+
+  constructor(
+    private readonly req: http.IncomingMessage | null,
+    private readonly res: http.ServerResponse | null,
+    private readonly options: ForwardOptions,
+    private readonly resolve: (result: ForwardResult) => void,
+  ) {
+    this.collect = options.collect === true || res === null;
+  }
+
+  start(agent: http.Agent, target: ProxyTarget): void {
+    const { req, options } = this;
+    const extra = lowerCaseNames(options.extraHeaders);
+    const headers: string[] = [];
+    /** How the request body reaches the instance. */
+    let mode: 'none' | 'buffer' | 'stream' = 'none';
+    let declared = -1;
+    let chunked = false;
+    let host: string | undefined;
+    let forwardedFor: string | undefined;
+    let connection: string | undefined;
+
+    if (req !== null) {
+      const raw = req.rawHeaders;
+      for (let i = 0; i < raw.length; i += 2) {
+        const name = raw[i]!;
+        const lower = name.toLowerCase();
+        if (recomputed.has(lower)) {
+          const value = raw[i + 1]!;
+          if (lower === 'host') host = value;
+          else if (lower === 'content-length') declared = Number(value);
+          else if (lower === 'transfer-encoding') chunked = true;
+          else if (lower === 'x-forwarded-for') forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
+          else if (lower === 'connection') connection = connection === undefined ? value : `${connection}, ${value}`;
+          continue;
+        }
+        if (extra !== undefined && Object.hasOwn(extra, lower)) continue;
+        headers.push(name, raw[i + 1]!);
+      }
+      if (connection !== undefined) dropNamedInConnection(headers, connection);
+    }
+
+    const method = options.method ?? req?.method ?? 'POST';
+    if (options.body !== undefined) {
+      if (options.body.length > options.maxBodyBytes) return this.tooLarge();
+      mode = 'buffer';
+      headers.push('content-length', String(options.body.length));
+    } else if (req !== null && (chunked || declared > 0)) {
+      if (declared > options.maxBodyBytes) return this.tooLarge();
+      mode = 'stream';
+      if (chunked) headers.push('transfer-encoding', 'chunked');
+      else headers.push('content-length', String(declared));
+    } else if (!bodilessByDefault.has(method.toUpperCase())) {
+      headers.push('content-length', '0');
+    }
+
+    if (extra === undefined || !Object.hasOwn(extra, 'host')) headers.push('host', host ?? `${target.address}:${target.port}`);
+    if (req !== null) {
+      if (extra === undefined || !Object.hasOwn(extra, 'x-forwarded-for')) {
+        const client = req.socket.remoteAddress ?? '';
+        headers.push('x-forwarded-for', forwardedFor === undefined ? client : `${forwardedFor}, ${client}`);
+      }
+      if (extra === undefined || !Object.hasOwn(extra, 'x-forwarded-proto')) headers.push('x-forwarded-proto', 'http');
+      if (host !== undefined && (extra === undefined || !Object.hasOwn(extra, 'x-forwarded-host'))) headers.push('x-forwarded-host', host);
+    }
+    if (extra !== undefined) {
+      for (const name in extra) headers.push(name, extra[name]!);
+    }
+
+    this.timer = setTimeout(() => this.expire(), Math.min(Math.max(options.timeoutMs, 1), 2_147_483_647));
+    if (this.res !== null) this.res.on('close', () => this.onClientClose());
+    this.send(agent, target, method, headers, mode);
+  }
+
+  /** Opens the instance request and sends (or starts streaming) the body. */
+  private send(agent: http.Agent, target: ProxyTarget, method: string, headers: string[], mode: 'none' | 'buffer' | 'stream'): void {
+    let upstream: http.ClientRequest;
+    try {
+      upstream = http.request({ host: target.address, port: target.port, method, path: this.options.path, headers, agent });
+    } catch (error) {
+      // Invalid header values or path: the caller's request cannot be expressed upstream.
+      const message = (error as Error).message;
+      return this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the request could not be sent to the function: ${message}`, message);
+    }
+    this.upstream = upstream;
+    upstream.on('response', (response: http.IncomingMessage) => this.onResponse(response));
+    upstream.on('error', (error: NodeJS.ErrnoException) => {
+      if (this.settled) return;
+      // A pooled connection the instance closed as it went idle (a race no pool avoids): a
+      // request without body that cannot have done anything is sent once more on a new one.
+      if (upstream.reusedSocket && !this.retried && mode === 'none' && this.upstreamResponse === undefined
+        && error.code === 'ECONNRESET' && idempotent.has(method.toUpperCase())) {
+        this.retried = true;
+        this.send(agent, target, method, headers, mode);
+        return;
+      }
+      this.onUpstreamError(error);
+    });
+
+    if (mode === 'buffer') {
+      this.requestBytes = this.options.body!.length;
+      upstream.end(this.options.body);
+    } else if (mode === 'stream') {
+      this.streamBody(this.req!, upstream);
+    } else {
+      upstream.end();
+    }
+  }
+
+  /** Streams the caller's body to the instance, counting it against the limit. */
+  private streamBody(req: http.IncomingMessage, upstream: http.ClientRequest): void {
+    const limit = this.options.maxBodyBytes;
+    const resume = () => req.resume();
+    this.onRequestData = (chunk: Buffer) => {
+      if (this.settled) return;
+      this.requestBytes += chunk.length;
+      if (this.requestBytes > limit) {
+        this.fail(413, 'too-large', 'PAYLOAD_TOO_LARGE', `request body over ${limit} bytes`);
+        return;
+      }
+      if (!upstream.write(chunk)) {
+        req.pause();
+        upstream.once('drain', resume);
+      }
+    };
+    req.on('data', this.onRequestData);
+    req.on('end', () => {
+      if (!this.settled) upstream.end();
+    });
+  }
+
+  private onResponse(response: http.IncomingMessage): void {
+    if (this.settled) {
+      response.destroy();
+      return;
+    }
+    this.upstreamResponse = response;
+    const status = response.statusCode ?? 502;
+    response.on('error', (error: Error) => this.onAnswerError(status, error));
+
+    if (this.collect) {
+      const limit = this.options.maxResponseBytes ?? Infinity;
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => {
+        if (this.settled) return;
+        this.responseBytes += chunk.length;
+        if (this.responseBytes > limit) {
+          this.upstream?.destroy();
+          this.finish(502, 'too-large', `RESPONSE_TOO_LARGE: the function's answer is over ${limit} bytes`);
+          return;
+        }
+        chunks.push(chunk);
+      });
+      response.on('end', () => {
+        if (this.settled) return;
+        const body = chunks.length === 1 ? chunks[0]! : chunks.length === 0 ? emptyBody : Buffer.concat(chunks, this.responseBytes);
+        this.settle({ status, outcome: 'ok', requestBytes: this.requestBytes, responseBytes: this.responseBytes, headers: headerObject(answerHeaders(response.rawHeaders)), body });
+      });
+      return;
+    }
+
+    const res = this.res!;
+    if (res.headersSent || res.destroyed) {
+      // Someone else answered (or the client is gone): nothing sensible to pass on.
+      this.upstream?.destroy();
+      this.finish(res.destroyed ? 499 : res.statusCode, res.destroyed ? 'client-aborted' : 'upstream-error', 'the answer had already started');
+      return;
+    }
+    try {
+      res.writeHead(status, answerHeaders(response.rawHeaders));
+    } catch (error) {
+      // Headers Node will not send (the instance is not trusted to produce valid ones).
+      this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the function's answer has invalid headers: ${(error as Error).message}`, (error as Error).message);
+      return;
+    }
+    const resume = () => response.resume();
+    response.on('data', (chunk: Buffer) => {
+      this.responseBytes += chunk.length;
+      if (!res.write(chunk)) {
+        response.pause();
+        res.once('drain', resume);
+      }
+    });
+    response.on('end', () => {
+      if (this.settled) return;
+      res.end();
+      this.finish(status, 'ok');
+    });
+  }
+
+  private onUpstreamError(error: NodeJS.ErrnoException): void {
+    if (this.settled) return;
+    const detail = error.code !== undefined && !error.message.includes(error.code) ? `${error.message} (${error.code})` : error.message;
+    if (this.upstreamResponse !== undefined) this.onAnswerError(this.upstreamResponse.statusCode ?? 502, error);
+    else this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the function instance failed: ${detail}`, detail);
+  }
+
+  /** The instance's answer broke off after its headers arrived. */
+  private onAnswerError(status: number, error: Error): void {
+    if (this.settled) return;
+    const detail = `the instance's answer broke off: ${error.message}`;
+    if (this.collect) {
+      this.finish(502, 'upstream-error', detail);
+      return;
+    }
+    this.res!.destroy();
+    this.finish(status, 'upstream-error', detail);
+  }
+
+  private expire(): void {
+    if (this.settled) return;
+    const seconds = Math.round(this.options.timeoutMs / 100) / 10;
+    this.fail(504, 'timeout', 'FUNCTION_TIMEOUT', `the function did not answer within ${seconds} s`);
+  }
+
+  private onClientClose(): void {
+    if (this.settled || this.res!.writableFinished) return;
+    this.upstream?.destroy();
+    this.finish(this.res!.headersSent && !this.collect ? this.res!.statusCode : 499, 'client-aborted');
+  }
+
+  /** Content-Length (or the given body) over the limit: answered before contacting the instance. */
+  private tooLarge(): void {
+    this.fail(413, 'too-large', 'PAYLOAD_TOO_LARGE', `request body over ${this.options.maxBodyBytes} bytes`);
+  }
+
+  /**
+   * Ends the exchange with an error: the instance request is destroyed; the client gets the
+   * JSON error, or its connection is destroyed when the answer had started.
+   */
+  private fail(status: number, outcome: ForwardResult['outcome'], code: string, message: string, error = `${code}: ${message}`): void {
+    this.upstream?.destroy();
+    const { req, res } = this;
+    const bodyLeft = req !== null && !req.complete && this.options.body === undefined;
+    if (this.collect || res === null) {
+      this.finish(status, outcome, error);
+      return;
+    }
+    if (res.headersSent) {
+      const sent = res.statusCode;
+      res.destroy();
+      this.finish(sent, outcome, error);
+      return;
+    }
+    const body = JSON.stringify({ code, message });
+    const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) };
+    if (bodyLeft) headers.connection = 'close';
+    this.finish(status, outcome, error);
+    res.writeHead(status, headers);
+    res.end(body);
+  }
+
+  private finish(status: number, outcome: ForwardResult['outcome'], error?: string): void {
+    const result: ForwardResult = { status, outcome, requestBytes: this.requestBytes, responseBytes: this.responseBytes };
+    if (error !== undefined) result.error = error;
+    this.settle(result);
+  }
+
+  private settle(result: ForwardResult): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    const { req, upstream } = this;
+    if (req !== null && !req.complete && this.options.body === undefined) {
+      // The rest of the caller's body is not wanted any more (an early answer or a failure):
+      // drain it so the caller's connection is not stuck.
+      if (this.onRequestData !== undefined) req.removeListener('data', this.onRequestData);
+      req.resume();
+    }
+    // An instance request still being written cannot be finished sensibly, nor its connection reused.
+    if (upstream !== undefined && !upstream.writableEnded) upstream.destroy();
+    this.resolve(result);
+  }
 }
 
 export class InstanceProxy {
   private readonly agents = new Map<string, http.Agent>();
+  private readonly maxSockets: number;
+  private readonly keepAliveMs: number;
 
-  constructor(private readonly options: { maxSocketsPerInstance?: number; keepAliveMs?: number } = {}) {}
-
-  private agent(target: ProxyTarget): http.Agent {
-    const key = `${target.address}:${target.port}`;
-    let agent = this.agents.get(key);
-    if (!agent) {
-      agent = new http.Agent({ keepAlive: true, keepAliveMsecs: 1000, maxSockets: this.options.maxSocketsPerInstance ?? 256, maxFreeSockets: 64, timeout: this.options.keepAliveMs ?? 30_000 });
-      this.agents.set(key, agent);
-    }
-    return agent;
+  /**
+   * @param options.maxSocketsPerInstance connections per instance at once (more requests wait in the pool); default 256
+   * @param options.keepAliveMs how long an idle connection is kept; default 4 s, under Node's 5 s server keep-alive
+   *   (an instance announcing a shorter `Keep-Alive: timeout` is honoured)
+   */
+  constructor(options: { maxSocketsPerInstance?: number; keepAliveMs?: number } = {}) {
+    this.maxSockets = options.maxSocketsPerInstance ?? 256;
+    this.keepAliveMs = options.keepAliveMs ?? 4_000;
   }
 
+  /**
+   * Forwards one request. Streaming mode (`res` given, no `collect`): the answer is written to
+   * `res`, errors too. Collect mode (`collect`, or no `res`): the answer is returned. `req` may
+   * be null when `body` carries the request. The promise never rejects for exchange failures;
+   * they are in `outcome`.
+   */
+  forward(req: http.IncomingMessage | null, res: http.ServerResponse | null, target: ProxyTarget, options: ForwardOptions): Promise<ForwardResult> {
+    const agent = this.agent(target);
+    return new Promise<ForwardResult>((resolve) => new Exchange(req, res, options, resolve).start(agent, target));
+  }
+
+  /** Drops pooled keep-alive sockets to one instance (it stopped). */
   forget(target: ProxyTarget): void {
     const key = `${target.address}:${target.port}`;
-    this.agents.get(key)?.destroy();
+    const agent = this.agents.get(key);
+    if (agent === undefined) return;
     this.agents.delete(key);
+    agent.destroy();
   }
 
+  /** Drops every pooled socket. */
   close(): void {
     for (const agent of this.agents.values()) agent.destroy();
     this.agents.clear();
   }
 
-  forward(req: http.IncomingMessage | null, res: http.ServerResponse | null, target: ProxyTarget, options: ForwardOptions): Promise<ForwardResult> {
-    return new Promise<ForwardResult>((resolve) => {
-      let requestBytes = 0;
-      let responseBytes = 0;
-      let settled = false;
-      const seconds = Math.max(1, Math.round(options.timeoutMs / 1000));
-      const finish = (result: Omit<ForwardResult, 'requestBytes' | 'responseBytes'>) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        resolve({ ...result, requestBytes, responseBytes });
-      };
-      const fail = (status: number, outcome: ForwardResult['outcome'], code: string, message: string) => {
-        upstream?.destroy();
-        if (res) sendError(res, status, code, message);
-        finish({ status, outcome, error: message });
-      };
-
-      const declared = req ? Number(req.headers['content-length'] ?? NaN) : NaN;
-      if (options.body === undefined && declared > options.maxBodyBytes) {
-        req?.resume();
-        if (res) sendError(res, 413, 'PAYLOAD_TOO_LARGE', `request body over ${options.maxBodyBytes} bytes`);
-        resolve({ status: 413, outcome: 'too-large', requestBytes: 0, responseBytes: 0, error: 'request body too large' });
-        return;
-      }
-      if (options.body && options.body.length > options.maxBodyBytes) {
-        resolve({ status: 413, outcome: 'too-large', requestBytes: 0, responseBytes: 0, error: 'request body too large' });
-        return;
-      }
-
-      const headers: Record<string, string | string[]> = req ? filterHeaders(req.headers) : {};
-      if (req) {
-        const client = req.socket.remoteAddress ?? '';
-        const prior = req.headers['x-forwarded-for'];
-        headers['x-forwarded-for'] = prior ? `${String(prior)}, ${client}` : client;
-        headers['x-forwarded-proto'] = 'http';
-        if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
-      }
-      if (options.extraHeaders) Object.assign(headers, options.extraHeaders);
-      if (options.body !== undefined) {
-        delete headers['transfer-encoding'];
-        headers['content-length'] = String(options.body.length);
-      }
-
-      const timer = setTimeout(() => fail(504, 'timeout', 'FUNCTION_TIMEOUT', `the function did not answer within ${seconds} s`), options.timeoutMs);
-      let upstream: http.ClientRequest | undefined = http.request({
-        host: target.address, port: target.port, method: options.method ?? req?.method ?? 'POST', path: options.path, headers, agent: this.agent(target),
-      }, (response) => {
-        const status = response.statusCode ?? 502;
-        if (options.collect || !res) {
-          const chunks: Buffer[] = [];
-          const limit = options.maxResponseBytes ?? Infinity;
-          response.on('data', (chunk: Buffer) => {
-            responseBytes += chunk.length;
-            if (responseBytes > limit) {
-              upstream?.destroy();
-              finish({ status: 502, outcome: 'too-large', error: `the function's answer is over ${limit} bytes` });
-              return;
-            }
-            chunks.push(chunk);
-          });
-          response.on('end', () => finish({ status, outcome: 'ok', headers: response.headers as Record<string, string | string[]>, body: Buffer.concat(chunks) }));
-          response.on('error', (error) => finish({ status: 502, outcome: 'upstream-error', error: error.message }));
-          response.on('aborted', () => finish({ status: 502, outcome: 'upstream-error', error: 'the instance closed the connection mid-answer' }));
-          return;
-        }
-        res.writeHead(status, filterHeaders(response.headers));
-        response.on('data', (chunk: Buffer) => {
-          responseBytes += chunk.length;
-          if (!res.write(chunk)) {
-            response.pause();
-            res.once('drain', () => response.resume());
-          }
-        });
-        response.on('end', () => {
-          res.end();
-          finish({ status, outcome: 'ok' });
-        });
-        response.on('error', () => {
-          res.destroy();
-          finish({ status, outcome: 'upstream-error', error: 'the instance closed the connection mid-answer' });
-        });
-      });
-      upstream.on('error', (error) => {
-        if (settled) return;
-        fail(502, 'upstream-error', 'FUNCTION_FAILED', `the function failed: ${error.message}`);
-      });
-
-      if (res) {
-        res.on('close', () => {
-          if (settled || res.writableFinished) return;
-          upstream?.destroy();
-          finish({ status: 499, outcome: 'client-aborted' });
-        });
-      }
-
-      if (options.body !== undefined || !req) {
-        requestBytes = options.body?.length ?? 0;
-        upstream.end(options.body);
-        return;
-      }
-      req.on('data', (chunk: Buffer) => {
-        requestBytes += chunk.length;
-        if (requestBytes > options.maxBodyBytes) {
-          req.pause();
-          req.removeAllListeners('data');
-          fail(413, 'too-large', 'PAYLOAD_TOO_LARGE', `request body over ${options.maxBodyBytes} bytes`);
-          return;
-        }
-        if (!upstream!.write(chunk)) {
-          req.pause();
-          upstream!.once('drain', () => req.resume());
-        }
-      });
-      req.on('end', () => upstream?.end());
-      req.on('error', () => upstream?.destroy());
-    });
+  private agent(target: ProxyTarget): http.Agent {
+    const key = `${target.address}:${target.port}`;
+    let agent = this.agents.get(key);
+    if (agent === undefined) {
+      agent = new http.Agent({ keepAlive: true, maxSockets: this.maxSockets, maxFreeSockets: this.maxSockets, timeout: this.keepAliveMs, scheduling: 'lifo' });
+      this.agents.set(key, agent);
+    }
+    return agent;
   }
 }
