@@ -281,6 +281,131 @@ export const migrations: Migration[] = [
       await db.schema.createIndex('invocations_function').on('invocations').columns(['function_id', 'created_at']).execute();
     },
   },
+  {
+    version: 6,
+    name: 'pipelines',
+    async up(db) {
+      await db.schema.createTable('pipelines')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('spec', 'text', (c) => c.notNull())
+        .addColumn('webhook_secret', 'text')
+        .addColumn('created_by', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('pipelines_namespace_name').unique().on('pipelines').columns(['namespace', 'name']).execute();
+      await db.schema.createTable('pipeline_runs')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('pipeline_id', 'text', (c) => c.notNull())
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('number', 'integer', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('trigger', 'text', (c) => c.notNull())
+        .addColumn('commit_sha', 'text')
+        .addColumn('ref', 'text')
+        .addColumn('parameters', 'text', (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('error', 'text')
+        .addColumn('rerun_of', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('started_at', 'bigint')
+        .addColumn('finished_at', 'bigint')
+        .execute();
+      await db.schema.createIndex('pipeline_runs_pipeline_number').unique().on('pipeline_runs').columns(['pipeline_id', 'number']).execute();
+      await db.schema.createIndex('pipeline_runs_status').on('pipeline_runs').columns(['status']).execute();
+      await db.schema.createTable('pipeline_deliveries')
+        .addColumn('provider', 'text', (c) => c.notNull())
+        .addColumn('delivery_id', 'text', (c) => c.notNull())
+        .addColumn('pipeline_id', 'text', (c) => c.notNull())
+        .addColumn('received_at', 'bigint', (c) => c.notNull())
+        .addColumn('outcome', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('pipeline_deliveries_pk', ['pipeline_id', 'provider', 'delivery_id'])
+        .execute();
+      await db.schema.createTable('pipeline_mirrors')
+        .addColumn('pipeline_id', 'text', (c) => c.primaryKey())
+        .addColumn('heads', 'text', (c) => c.notNull())
+        .addColumn('last_polled_at', 'bigint')
+        .addColumn('last_error', 'text')
+        .execute();
+    },
+  },
+  {
+    version: 7,
+    name: 'artifacts',
+    async up(db) {
+      await db.schema.createTable('artefact_versions')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('version', 'text')
+        .addColumn('ref', 'text')
+        .addColumn('commit_sha', 'text')
+        .addColumn('digest', 'text')
+        .addColumn('image', 'text')
+        .addColumn('spec', 'text')
+        .addColumn('source', 'text', (c) => c.notNull())
+        .addColumn('archived', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('created_by', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('artefact_versions_namespace').on('artefact_versions').columns(['namespace', 'name', 'created_at']).execute();
+      await db.schema.createTable('automation_rules')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('rule', 'text', (c) => c.notNull())
+        .addColumn('active', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('created_by', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('automation_rules_namespace_name').unique().on('automation_rules').columns(['namespace', 'name']).execute();
+    },
+  },
+  {
+    version: 8,
+    name: 'events',
+    async up(db) {
+      await db.schema.createTable('events')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('subject', 'text')
+        .addColumn('data', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('events_namespace').on('events').columns(['namespace', 'id']).execute();
+      await db.schema.createTable('webhook_subscriptions')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('url', 'text', (c) => c.notNull())
+        .addColumn('events', 'text', (c) => c.notNull())
+        .addColumn('secret', 'text', (c) => c.notNull())
+        .addColumn('active', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('created_by', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('webhook_deliveries')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('subscription_id', 'text', (c) => c.notNull())
+        .addColumn('event_id', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('next_attempt_at', 'bigint')
+        .addColumn('last_status', 'integer')
+        .addColumn('last_error', 'text')
+        .addColumn('log', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('finished_at', 'bigint')
+        .execute();
+      await db.schema.createIndex('webhook_deliveries_subscription').on('webhook_deliveries').columns(['subscription_id', 'created_at']).execute();
+      await db.schema.createIndex('webhook_deliveries_due').on('webhook_deliveries').columns(['status', 'next_attempt_at']).execute();
+    },
+  },
 ];
 
 /** Applies every migration newer than the recorded version; safe to call on every start. */

@@ -279,6 +279,128 @@ export interface InvocationTable {
   finished_at: number | null;
 }
 
+/** A pipeline: `spec` is the JSON of its PipelineSpec; `webhook_secret` a vault envelope. */
+export interface PipelineTable {
+  id: string;
+  namespace: string;
+  name: string;
+  spec: string;
+  webhook_secret: string | null;
+  created_by: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** One run of a pipeline; `state` is the JSON of its RunState (stages, steps, exported, artifacts). */
+export interface PipelineRunTable {
+  id: string;
+  pipeline_id: string;
+  namespace: string;
+  number: number;
+  /** queued | running | waiting | succeeded | failed | cancelled */
+  status: string;
+  /** JSON: who or what started it. */
+  trigger: string;
+  commit_sha: string | null;
+  ref: string | null;
+  /** JSON: name → value, after overrides. */
+  parameters: string;
+  state: string;
+  error: string | null;
+  rerun_of: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+/** Webhook deliveries already seen (replays are ignored). */
+export interface PipelineDeliveryTable {
+  provider: string;
+  delivery_id: string;
+  pipeline_id: string;
+  received_at: number;
+  outcome: string;
+}
+
+/** A polled mirror's last seen heads (JSON branch → commit). */
+export interface PipelineMirrorTable {
+  pipeline_id: string;
+  heads: string;
+  last_polled_at: number | null;
+  last_error: string | null;
+}
+
+/** An artefact version (Humanitec's shape): `spec` is the JSON Score workload for `workload`. */
+export interface ArtefactVersionTable {
+  id: string;
+  namespace: string;
+  /** container | workload */
+  type: string;
+  name: string;
+  version: string | null;
+  ref: string | null;
+  commit_sha: string | null;
+  digest: string | null;
+  image: string | null;
+  spec: string | null;
+  /** registry | pipeline | api */
+  source: string;
+  archived: ColumnType<number, number | undefined, number>;
+  created_by: string | null;
+  created_at: number;
+}
+
+/** An automation rule: `rule` is the JSON of its match and action. */
+export interface AutomationRuleTable {
+  id: string;
+  namespace: string;
+  name: string;
+  rule: string;
+  active: ColumnType<number, number | undefined, number>;
+  created_by: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** The outbox of domain events; ids are time-ordered so `id > cursor` pages in order. */
+export interface EventTable {
+  id: string;
+  namespace: string;
+  type: string;
+  subject: string | null;
+  data: string;
+  created_at: number;
+}
+
+/** Outgoing webhooks: `events` is a JSON array of patterns; `secret` a vault envelope. */
+export interface WebhookSubscriptionTable {
+  id: string;
+  namespace: string;
+  url: string;
+  events: string;
+  secret: string;
+  active: ColumnType<number, number | undefined, number>;
+  created_by: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** One event to one subscription; `log` is a JSON array of attempts. */
+export interface WebhookDeliveryTable {
+  id: string;
+  subscription_id: string;
+  event_id: string;
+  /** pending | succeeded | failed */
+  status: string;
+  attempts: ColumnType<number, number | undefined, number>;
+  next_attempt_at: number | null;
+  last_status: number | null;
+  last_error: string | null;
+  log: string;
+  created_at: number;
+  finished_at: number | null;
+}
+
 export interface Tables {
   blobs: BlobTable;
   repositories: RepositoryTable;
@@ -303,6 +425,15 @@ export interface Tables {
   function_revisions: FunctionRevisionTable;
   function_keys: FunctionKeyTable;
   invocations: InvocationTable;
+  pipelines: PipelineTable;
+  pipeline_runs: PipelineRunTable;
+  pipeline_deliveries: PipelineDeliveryTable;
+  pipeline_mirrors: PipelineMirrorTable;
+  artefact_versions: ArtefactVersionTable;
+  automation_rules: AutomationRuleTable;
+  events: EventTable;
+  webhook_subscriptions: WebhookSubscriptionTable;
+  webhook_deliveries: WebhookDeliveryTable;
   schema_migrations: MigrationTable;
 }
 
