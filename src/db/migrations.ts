@@ -348,6 +348,7 @@ export const migrations: Migration[] = [
         .addColumn('spec', 'text')
         .addColumn('source', 'text', (c) => c.notNull())
         .addColumn('archived', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('automations', 'text')
         .addColumn('created_by', 'text')
         .addColumn('created_at', 'bigint', (c) => c.notNull())
         .execute();

@@ -346,6 +346,8 @@ export interface ArtefactVersionTable {
   /** registry | pipeline | api */
   source: string;
   archived: ColumnType<number, number | undefined, number>;
+  /** JSON array of the automation outcomes `{rule, action, outcome, error?}`; null before rules ran. */
+  automations: string | null;
   created_by: string | null;
   created_at: number;
 }
