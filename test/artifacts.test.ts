@@ -10,6 +10,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { parse as parseYaml } from 'yaml';
+import type { Principal } from '../src/auth/access.js';
+import type { ApiGuard } from '../src/auth/api-guard.js';
+import { ApiError } from '../src/http/errors.js';
 import { openDatabase, type Database } from '../src/db/db.js';
 import { artifactRoutes } from '../src/artifacts/routes.js';
 import { memoryToMiB, parseScore, scoreToFunction, type ScoreWorkload } from '../src/artifacts/score.js';
@@ -69,7 +72,7 @@ resources:
 function simpleScore(overrides: Record<string, unknown> = {}, container: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     apiVersion: 'score.dev/v1b1',
-    metadata: { name: 'hello-fn', team: 'blue', nested: { key: 'deep' } },
+    metadata: { name: 'hello-fn', team: 'blue', nested: { key: 'deep' }, 'a.b': 'dot' },
     containers: { main: { image: '127.0.0.1:5000/team/hello:v1', ...container } },
     ...overrides,
   };
@@ -144,7 +147,7 @@ describe('Score workloads', () => {
     const w = parseScore(simpleScore({ service: { ports: { web: { port: 80, targetPort: 8000 } } } }, {
       command: ['/app/server'],
       args: ['--verbose'],
-      variables: { NAME: '${metadata.name}', TEAM: 'team-${metadata.team}', DEEP: '${metadata.nested.key}', LITERAL: '$${metadata.name} costs $$5 or $7', NESTED: '${metadata.nested}' },
+      variables: { DOTTED: '${metadata.a\\.b}', NAME: '${metadata.name}', TEAM: 'team-${metadata.team}', DEEP: '${metadata.nested.key}', LITERAL: '$${metadata.name} costs $$5 or $7', NESTED: '${metadata.nested}' },
       resources: { limits: { memory: '200M', cpu: '250m' } },
       readinessProbe: { httpGet: { path: '/ready', port: 8000 } },
     }));
@@ -154,7 +157,7 @@ describe('Score workloads', () => {
       image: '127.0.0.1:5000/team/hello:v1',
       command: ['/app/server'],
       args: ['--verbose'],
-      env: { NAME: 'hello-fn', TEAM: 'team-blue', DEEP: 'deep', LITERAL: '${metadata.name} costs $5 or $7', NESTED: '{"key":"deep"}' },
+      env: { DOTTED: 'dot', NAME: 'hello-fn', TEAM: 'team-blue', DEEP: 'deep', LITERAL: '${metadata.name} costs $5 or $7', NESTED: '{"key":"deep"}' },
       memoryMB: 191,
     });
     assert.equal(warnings.length, 2);
@@ -570,6 +573,57 @@ describe('artefact routes', { timeout: 60_000 }, () => {
     assert.equal(actions.calls.length, 0);
     assert.equal((await app.inject({ method: 'DELETE', url: `${rules}/main` })).statusCode, 204);
     assert.equal((await app.inject({ method: 'DELETE', url: `${rules}/main` })).statusCode, 404);
+  });
+});
+
+describe('artefact routes with access control', { timeout: 60_000 }, () => {
+  let app: FastifyInstance;
+  let db: Database;
+  let dir: { path: string; remove(): Promise<void> };
+  /** A stand-in for ApiGuard's two checks: the caller from a header, roles from a table. */
+  const roles: Record<string, 'reader' | 'contributor'> = { rita: 'reader', carl: 'contributor' };
+  const guard = {
+    async authenticate(request: { headers: Record<string, unknown> }): Promise<Principal> {
+      const user = request.headers['x-user'];
+      if (typeof user !== 'string') throw new ApiError('UNAUTHORIZED', 'who are you');
+      return { id: user, name: user, kind: 'user', admin: false };
+    },
+    async requireRole(principal: Principal, namespace: string, least: 'reader' | 'contributor') {
+      const held = namespace === 'team' ? roles[principal.name] : undefined;
+      if (!held) throw new ApiError('NOT_FOUND', `no namespace "${namespace}"`);
+      if (least === 'contributor' && held !== 'contributor') throw new ApiError('FORBIDDEN', `needs the ${least} role`);
+      return held;
+    },
+  } as unknown as ApiGuard;
+
+  before(async () => {
+    dir = await tempDir();
+    db = await openDatabase({ url: 'sqlite', dataDir: dir.path });
+    app = Fastify({ logger: false });
+    await app.register(artifactRoutes, { artefacts: new ArtefactService({ db }), guard });
+    await app.ready();
+  });
+
+  after(async () => {
+    await app?.close();
+    await db?.close();
+    await dir?.remove();
+  });
+
+  test('readers read, contributors write; the creator is recorded', { timeout: 10_000 }, async () => {
+    const url = '/api/v1/namespaces/team/artefact-versions';
+    const body = { type: 'container', name: 'team/app', version: 'v1' };
+    assert.equal((await app.inject({ method: 'GET', url })).statusCode, 401);
+    assert.equal((await app.inject({ method: 'POST', url, payload: body, headers: { 'x-user': 'rita' } })).statusCode, 403);
+    assert.equal((await app.inject({ method: 'POST', url: '/api/v1/namespaces/team/automation-rules', payload: {}, headers: { 'x-user': 'rita' } })).statusCode, 403);
+    assert.equal((await app.inject({ method: 'GET', url: '/api/v1/namespaces/other/artefact-versions', headers: { 'x-user': 'carl' } })).statusCode, 404);
+    const created = await app.inject({ method: 'POST', url, payload: body, headers: { 'x-user': 'carl' } });
+    assert.equal(created.statusCode, 201);
+    assert.equal(created.json().createdBy, 'carl');
+    assert.equal((await app.inject({ method: 'PATCH', url: `${url}/${created.json().id}`, payload: { archived: true }, headers: { 'x-user': 'rita' } })).statusCode, 403);
+    const listed = await app.inject({ method: 'GET', url, headers: { 'x-user': 'rita' } });
+    assert.equal(listed.statusCode, 200);
+    assert.equal(listed.json().artefactVersions.length, 1);
   });
 });
 
