@@ -637,6 +637,44 @@ function gitEnvironment(askPass: string | undefined): NodeJS.ProcessEnv {
 }
 
 /**
+ * For other callers of git against a remote (pipelines: `ls-remote`, fetches into a cache): the
+ * remote URL without userinfo, a masking function, the environment (credential helpers off, a
+ * one-shot GIT_ASKPASS when there are credentials), a classifier of failures, and `dispose`,
+ * which removes the askpass folder. Throws a ContextError ('invalid-input') for a refused URL.
+ */
+export interface GitRemoteSession {
+  url: string;
+  /** For messages: the URL without a password. */
+  shown: string;
+  env: NodeJS.ProcessEnv;
+  mask(text: string): string;
+  failure(stderrTail: string[], what: string): ContextError;
+  dispose(): Promise<void>;
+}
+
+export async function openGitRemoteSession(url: string, credentials?: GitCredentials): Promise<GitRemoteSession> {
+  const remote = parseRemote(url, credentials);
+  const secrets: string[] = [];
+  if (remote.credentials) {
+    const { username, password } = remote.credentials;
+    secrets.push(password, encodeURIComponent(password));
+    if (username.length >= usernameMaskLength) secrets.push(username, encodeURIComponent(username));
+  }
+  const mask = (text: string) => maskSecrets(text, secrets);
+  const askPass = remote.credentials ? await writeAskPass(remote.credentials) : undefined;
+  return {
+    url: remote.url,
+    shown: remote.shown,
+    env: gitEnvironment(askPass?.script),
+    mask,
+    failure: (stderrTail, what) => classifyGitFailure(stderrTail.map(mask), remote.shown, what, undefined),
+    dispose: async () => {
+      if (askPass) await rm(askPass.dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
  * Clones a repository into `destDir` with the `git` CLI and checks out a branch, a tag or a
  * commit. Git's output goes to `log`, masked. Failures are ContextErrors naming what is missing.
  */
