@@ -1,0 +1,303 @@
+/**
+ * @module events/routes
+ * Outgoing webhooks and the event feed of a namespace, under `/api/v1/namespaces/{ns}`:
+ *
+ *   POST   /webhooks                          contributor  { url, events: [pattern], secret?, active? } → 201, the secret shown once
+ *   GET    /webhooks                          reader       { webhooks: [...] } (secretHint only)
+ *   GET    /webhooks/{id}                     reader
+ *   PATCH  /webhooks/{id}                     contributor  { url?, events?, secret?, rotateSecret?, active? }
+ *   DELETE /webhooks/{id}                     contributor  204
+ *   GET    /webhooks/{id}/deliveries          reader       ?limit=&status= → { deliveries: [...] } newest first, each with its attempt log
+ *   POST   /webhooks/{id}/deliveries/{d}/redeliver  contributor  202, the new delivery
+ *   POST   /webhooks/{id}/ping                contributor  202, the delivery of a `ping` event
+ *   GET    /events                            reader       ?after=&type=&limit= → { events: [...] } oldest first
+ *   GET    /events/stream                     reader       Server-Sent Events
+ *
+ * Patterns (`events`, `type`): dot-separated segments, `*` matching anything: `run.*`,
+ * `*.failed`, `deploy.succeeded`, `*`. `type` may repeat or be comma-separated.
+ *
+ * Verifying a delivery (receivers): every request has `X-Slipway-Timestamp: <unix seconds>`
+ * and `X-Slipway-Signature-256: sha256=<hex>`, the lowercase hex HMAC-SHA256 keyed with the
+ * webhook's secret over the exact string `<X-Slipway-Timestamp>.<raw request body>`. Compare
+ * in constant time, reject timestamps more than 5 minutes off (replays), and use
+ * `X-Slipway-Delivery` (stable across retries) to drop repeats. Answer 2xx within 10 s;
+ * anything else is retried with exponential backoff, 6 attempts in all.
+ *
+ * The stream: `id:`/`event:`/`data:` frames (`data` is the event as JSON on one line), a
+ * `: keep-alive` comment every 15 s. With `Last-Event-ID` (or `?after=<id>`) it first
+ * replays the stored events after that id, then continues live. Events published by other
+ * replicas arrive through a poll of the outbox (every 2 s). The stream ends when the
+ * server closes; a client that falls 1 MiB behind is disconnected (it resumes with
+ * Last-Event-ID).
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { Principal } from '../auth/access.js';
+import type { ApiGuard } from '../auth/api-guard.js';
+import { ApiError, toApiError } from '../http/errors.js';
+import { parseBody } from '../http/validation.js';
+import { EventConflictError, EventInputError, EventNotFoundError, eventIdFloor, type DomainEvent, type EventBus } from './bus.js';
+import { matchesAny, patternProblem, webhookUrlProblem } from './patterns.js';
+
+export interface EventRoutesOptions {
+  bus: EventBus;
+  /** Absent when access control is off. */
+  guard?: ApiGuard;
+  /** Stream keep-alive comment interval; default 15 s. */
+  heartbeatMs?: number;
+  /** How often a stream polls the outbox for other replicas' events; default 2 s, 0 = never. */
+  pollMs?: number;
+}
+
+function mapError(error: unknown): ApiError {
+  if (error instanceof EventInputError) return new ApiError('BAD_REQUEST', error.message);
+  if (error instanceof EventNotFoundError) return new ApiError('NOT_FOUND', error.message);
+  if (error instanceof EventConflictError) return new ApiError('CONFLICT', error.message);
+  return toApiError(error);
+}
+
+const urlSchema = z.string().superRefine((value, ctx) => {
+  const problem = webhookUrlProblem(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+const patternSchema = z.string().superRefine((value, ctx) => {
+  const problem = patternProblem(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+const eventsSchema = z.array(patternSchema).min(1).max(50);
+const secretSchema = z.string().min(16).max(256).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces');
+
+const createSchema = z.object({
+  url: urlSchema,
+  events: eventsSchema,
+  secret: secretSchema.optional(),
+  active: z.boolean().optional(),
+}).strict();
+
+const patchSchema = z.object({
+  url: urlSchema.optional(),
+  events: eventsSchema.optional(),
+  secret: secretSchema.optional(),
+  rotateSecret: z.boolean().optional(),
+  active: z.boolean().optional(),
+}).strict().refine((patch) => Object.keys(patch).length > 0, { message: 'nothing to change' });
+
+/** `type` as given in a query: repeated and/or comma-separated patterns. */
+function typesOf(value: unknown): string[] | undefined {
+  if (value === undefined) return undefined;
+  const list = (Array.isArray(value) ? value : [value]).flatMap((v) => String(v).split(',')).map((v) => v.trim()).filter((v) => v.length > 0);
+  list.forEach((pattern) => {
+    const problem = patternProblem(pattern);
+    if (problem) throw new ApiError('BAD_REQUEST', `type: ${problem}`);
+  });
+  return list.length > 0 ? list : undefined;
+}
+
+function intOf(value: unknown, field: string, min: number, max: number): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) throw new ApiError('BAD_REQUEST', `${field}: must be an integer from ${min} to ${max}`);
+  return n;
+}
+
+function cursorOf(value: unknown, field: string): string | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (typeof value !== 'string' || !/^[A-Za-z0-9_-]{1,100}$/.test(value)) throw new ApiError('BAD_REQUEST', `${field}: not an event id`);
+  return value;
+}
+
+export async function eventRoutes(app: FastifyInstance, options: EventRoutesOptions): Promise<void> {
+  const { bus, guard } = options;
+  const heartbeatMs = options.heartbeatMs ?? 15_000;
+  const pollMs = options.pollMs ?? 2000;
+
+  app.setErrorHandler(async (error, request, reply) => {
+    const apiError = mapError(error);
+    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.code(apiError.status).send(apiError.toJSON());
+  });
+
+  type Params = { ns: string; id: string; deliveryId: string };
+  const params = (request: FastifyRequest) => request.params as Params;
+  const query = (request: FastifyRequest) => request.query as Record<string, unknown>;
+
+  // Streams never end by themselves: a closing server ends them, so close() can finish.
+  const streams = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of [...streams]) end();
+  });
+
+  const member = async (request: FastifyRequest, least: 'reader' | 'contributor'): Promise<Principal | null> => {
+    if (!guard) return null;
+    const principal = await guard.authenticate(request);
+    await guard.requireRole(principal, params(request).ns, least);
+    return principal;
+  };
+
+  const base = '/api/v1/namespaces/:ns';
+
+  // ---- webhooks ----
+
+  app.post(`${base}/webhooks`, async (request, reply) => {
+    const principal = await member(request, 'contributor');
+    const input = parseBody(createSchema, request);
+    return reply.code(201).send(await bus.webhooks.create(params(request).ns, input, principal?.name ?? null));
+  });
+
+  app.get(`${base}/webhooks`, async (request) => {
+    await member(request, 'reader');
+    return { webhooks: await bus.webhooks.list(params(request).ns) };
+  });
+
+  app.get(`${base}/webhooks/:id`, async (request) => {
+    await member(request, 'reader');
+    return bus.webhooks.get(params(request).ns, params(request).id);
+  });
+
+  app.patch(`${base}/webhooks/:id`, async (request) => {
+    await member(request, 'contributor');
+    const patch = parseBody(patchSchema, request);
+    return bus.webhooks.update(params(request).ns, params(request).id, patch);
+  });
+
+  app.delete(`${base}/webhooks/:id`, async (request, reply) => {
+    await member(request, 'contributor');
+    await bus.webhooks.remove(params(request).ns, params(request).id);
+    return reply.code(204).send();
+  });
+
+  app.get(`${base}/webhooks/:id/deliveries`, async (request) => {
+    await member(request, 'reader');
+    const q = query(request);
+    const status = q.status;
+    if (status !== undefined && status !== 'pending' && status !== 'succeeded' && status !== 'failed') {
+      throw new ApiError('BAD_REQUEST', 'status: must be pending, succeeded or failed');
+    }
+    return { deliveries: await bus.webhooks.deliveries(params(request).ns, params(request).id, { limit: intOf(q.limit, 'limit', 1, 500), status }) };
+  });
+
+  app.get(`${base}/webhooks/:id/deliveries/:deliveryId`, async (request) => {
+    await member(request, 'reader');
+    const { ns, id, deliveryId } = params(request);
+    return bus.webhooks.delivery(ns, id, deliveryId);
+  });
+
+  app.post(`${base}/webhooks/:id/deliveries/:deliveryId/redeliver`, async (request, reply) => {
+    await member(request, 'contributor');
+    const { ns, id, deliveryId } = params(request);
+    return reply.code(202).send(await bus.webhooks.redeliver(ns, deliveryId, id));
+  });
+
+  app.post(`${base}/webhooks/:id/ping`, async (request, reply) => {
+    await member(request, 'contributor');
+    return reply.code(202).send(await bus.webhooks.ping(params(request).ns, params(request).id));
+  });
+
+  // ---- the event feed ----
+
+  app.get(`${base}/events`, async (request) => {
+    await member(request, 'reader');
+    const q = query(request);
+    const events = await bus.list(params(request).ns, {
+      after: cursorOf(q.after, 'after'), types: typesOf(q.type), limit: intOf(q.limit, 'limit', 1, 1000),
+    });
+    return { events };
+  });
+
+  app.get(`${base}/events/stream`, async (request, reply) => {
+    await member(request, 'reader');
+    const ns = params(request).ns;
+    const q = query(request);
+    const types = typesOf(q.type);
+    const lastEventId = request.headers['last-event-id'];
+    const resumeFrom = cursorOf(typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : q.after, typeof lastEventId === 'string' && lastEventId !== '' ? 'Last-Event-ID' : 'after');
+    const matches = (event: DomainEvent) => !types || matchesAny(types, event.type);
+
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      'x-accel-buffering': 'no',
+      connection: 'keep-alive',
+    });
+    res.write(': slipway events\nretry: 3000\n\n');
+
+    /** Ids already sent, with when: dedupes live pushes against replay and polling. */
+    const sent = new Map<string, number>();
+    let ended = false;
+    let replaying = true;
+    const buffered: DomainEvent[] = [];
+    const maxBehind = 1024 * 1024;
+    let pollTimer: NodeJS.Timeout | undefined;
+
+    const write = (event: DomainEvent) => {
+      if (ended || sent.has(event.id)) return;
+      sent.set(event.id, Date.now());
+      if (sent.size > 50_000) sent.delete(sent.keys().next().value!);
+      res.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
+      if (res.writableLength > maxBehind) end();
+    };
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      streams.delete(end);
+      unlisten();
+      clearInterval(heartbeat);
+      clearTimeout(pollTimer);
+      if (!res.writableEnded) res.end();
+    };
+
+    const unlisten = bus.listen((event) => {
+      if (event.namespace !== ns || !matches(event)) return;
+      if (replaying) buffered.push(event);
+      else write(event);
+    });
+    const heartbeat = setInterval(() => { if (!ended) res.write(': keep-alive\n\n'); }, heartbeatMs);
+    streams.add(end);
+    request.raw.once('close', end);
+    res.once('close', end);
+
+    // Replay what the client missed, then what arrived meanwhile.
+    try {
+      if (resumeFrom !== undefined) {
+        let cursor = resumeFrom;
+        for (;;) {
+          const page = await bus.list(ns, { after: cursor, types, limit: 500 });
+          for (const event of page) write(event);
+          if (page.length < 500 || ended) break;
+          cursor = page[page.length - 1]!.id;
+          if (res.writableLength > 0) await new Promise((resolve) => { res.once('drain', resolve); res.once('close', resolve); });
+        }
+      }
+    } catch (error) {
+      request.log.warn({ err: error }, 'event stream replay failed');
+      end();
+      return;
+    }
+    replaying = false;
+    for (const event of buffered.splice(0)) write(event);
+
+    // Other replicas' events: poll a window that reaches back, so late commits are not missed.
+    const lookbackMs = 10_000;
+    const poll = async () => {
+      if (ended) return;
+      try {
+        const now = Date.now();
+        const floor = eventIdFloor(now - lookbackMs);
+        let cursor = resumeFrom !== undefined && resumeFrom > floor ? resumeFrom : floor;
+        for (let pages = 0; pages < 20 && !ended; pages++) {
+          const page = await bus.list(ns, { after: cursor, types, limit: 500 });
+          for (const event of page) write(event);
+          if (page.length < 500) break;
+          cursor = page[page.length - 1]!.id;
+        }
+        for (const [id, at] of sent) if (at < now - 2 * lookbackMs) sent.delete(id);
+      } catch (error) {
+        request.log.warn({ err: error }, 'event stream poll failed');
+      }
+      if (!ended) pollTimer = setTimeout(() => void poll(), pollMs);
+    };
+    if (pollMs > 0 && !ended) pollTimer = setTimeout(() => void poll(), pollMs);
+  });
+}
