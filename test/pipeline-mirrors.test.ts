@@ -17,6 +17,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
+import { ContextError } from '../src/builds/context.js';
 import { openDatabase, type Database } from '../src/db/db.js';
 import { changedFiles, lsRemoteHeads } from '../src/pipelines/git-remote.js';
 import { MirrorPoller, type MirrorChange, type MirrorTarget } from '../src/pipelines/mirrors.js';
@@ -132,6 +133,34 @@ describe('git remote', () => {
     assert.equal(await changedFiles(repo.url, third, rewritten, { cacheDir: freshCache }), null);
     // The first cache still holds `third` and can tell.
     assert.deepEqual((await changedFiles(repo.url, third, rewritten, { cacheDir }))?.sort(), ['docs/x.md', 'other.txt', 'src/index.ts']);
+  });
+
+  test('parallel diffs of one URL share the cache safely; bad input is refused', { timeout }, async () => {
+    const repo = await makeRepository(root);
+    const cacheDir = path.join(root, `cache-${randomBytes(4).toString('hex')}`);
+    const commits = [repo.first];
+    for (let i = 0; i < 4; i++) commits.push(await repo.commit({ [`f${i}.txt`]: `${i}\n` }));
+    const results = await Promise.all(commits.slice(1).map((commit, index) => changedFiles(repo.url, commits[index]!, commit, { cacheDir })));
+    assert.deepEqual(results, [['f0.txt'], ['f1.txt'], ['f2.txt'], ['f3.txt']]);
+    await assert.rejects(changedFiles(repo.url, repo.first, 'main', { cacheDir }), (error: Error) => error instanceof ContextError && error.reason === 'invalid-input');
+    await assert.rejects(lsRemoteHeads('ext::sh -c touch% /tmp/pwned'), (error: Error) => error instanceof ContextError && error.reason === 'invalid-input');
+  });
+
+  test('a remote that never answers: timeout and cancel end git', { timeout }, async () => {
+    const server = http.createServer(() => undefined);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/acme/app.git`;
+      const started = Date.now();
+      await assert.rejects(lsRemoteHeads(url, { timeoutMs: 500 }), (error: Error) => error instanceof ContextError && error.reason === 'timeout');
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(), 300);
+      await assert.rejects(lsRemoteHeads(url, { signal: controller.signal }), (error: Error) => error instanceof ContextError && error.reason === 'aborted');
+      assert.ok(Date.now() - started < 15_000);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   test('errors are masked: no password in the message, credentials only through askpass', { timeout }, async () => {

@@ -34,7 +34,7 @@ async function withSession<T>(url: string, options: GitRemoteOptions, defaultTim
     if (remaining <= 0) throw new ContextError(`${what} of ${session.shown} took longer than ${timeoutMs} ms`, 'timeout');
     let result: ProcessResult;
     try {
-      result = await runProcess('git', args, { env: session.env, cwd, signal: options.signal, timeoutMs: remaining, graceMs: 2_000, captureStdout: !bytes, captureStdoutBytes: bytes });
+      result = await runProcess('git', args, { env: session.env, cwd, signal: options.signal, timeoutMs: remaining, graceMs: 500, captureStdout: !bytes, captureStdoutBytes: bytes });
     } catch (error) {
       throw new ContextError(`cannot run git (is it installed?): ${session.mask((error as Error).message)}`, 'git-failed');
     }
