@@ -88,7 +88,8 @@ interface Received {
   at: number;
 }
 
-type Behaviour = (n: number, request: Received) => number | 'hang';
+/** A status, 'hang' (never answer), or a status after a delay. */
+type Behaviour = (n: number, request: Received) => number | 'hang' | { status: number; delayMs: number };
 
 interface Receiver {
   url: string;
@@ -108,8 +109,14 @@ async function startReceiver(behaviour: Behaviour = () => 200): Promise<Receiver
       requests.push(received);
       const outcome = current(requests.length, received);
       if (outcome === 'hang') return;
-      res.writeHead(outcome, { 'content-type': 'text/plain' });
-      res.end(`answer ${requests.length}: ${'x'.repeat(2000)}`);
+      const n = requests.length;
+      const answer = (status: number) => {
+        if (res.destroyed) return;
+        res.writeHead(status, { 'content-type': 'text/plain' });
+        res.end(`answer ${n}: ${'x'.repeat(2000)}`);
+      };
+      if (typeof outcome === 'number') answer(outcome);
+      else setTimeout(() => answer(outcome.status), outcome.delayMs);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -200,40 +207,39 @@ async function call(base: string, method: string, path: string, body?: unknown):
 
 interface SseFrame { id?: string; event?: string; data?: string; comment?: string }
 
-/** Reads a Server-Sent Events stream into frames until aborted or ended. */
+/** Reads a Server-Sent Events stream into frames until aborted or ended (its own connection, no pool). */
 function readSse(url: string, headers: Record<string, string> = {}): { frames: SseFrame[]; ended: Promise<void>; abort(): void; status: Promise<number> } {
-  const controller = new AbortController();
   const frames: SseFrame[] = [];
+  let request!: http.ClientRequest;
   let resolveStatus!: (status: number) => void;
   const status = new Promise<number>((resolve) => { resolveStatus = resolve; });
-  const ended = (async () => {
-    const response = await fetch(url, { headers, signal: controller.signal });
-    resolveStatus(response.status);
-    const reader = response.body!.getReader();
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let cut: number;
-      while ((cut = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const frame: SseFrame = {};
-        for (const line of block.split('\n')) {
-          if (line.startsWith(':')) frame.comment = line.slice(1).trim();
-          else if (line.startsWith('id: ')) frame.id = line.slice(4);
-          else if (line.startsWith('event: ')) frame.event = line.slice(7);
-          else if (line.startsWith('data: ')) frame.data = line.slice(6);
+  const ended = new Promise<void>((resolve, reject) => {
+    request = http.get(url, { headers, agent: false }, (response) => {
+      resolveStatus(response.statusCode ?? 0);
+      response.setEncoding('utf8');
+      let buffer = '';
+      response.on('data', (chunk: string) => {
+        buffer += chunk;
+        let cut: number;
+        while ((cut = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          const frame: SseFrame = {};
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) frame.comment = line.slice(1).trim();
+            else if (line.startsWith('id: ')) frame.id = line.slice(4);
+            else if (line.startsWith('event: ')) frame.event = line.slice(7);
+            else if (line.startsWith('data: ')) frame.data = line.slice(6);
+          }
+          frames.push(frame);
         }
-        frames.push(frame);
-      }
-    }
-  })().catch((error: Error) => {
-    if (error.name !== 'AbortError') throw error;
+      });
+      response.on('end', resolve);
+      response.on('close', resolve);
+    });
+    request.on('error', (error) => (request.destroyed ? resolve() : reject(error)));
   });
-  return { frames, ended, abort: () => controller.abort(), status };
+  return { frames, ended, abort: () => request.destroy(), status };
 }
 
 for (const dialect of dialects) {
@@ -456,6 +462,30 @@ for (const dialect of dialects) {
       });
     });
 
+    test('a lease that runs out (a stalled or dead sender) is taken over; the stale sender\'s result is dropped', { timeout: 30_000 }, async () => {
+      await withFixture(dialect, async (f) => {
+        const receiver = await f.receiver((n) => (n === 1 ? { status: 500, delayMs: 600 } : 200));
+        const stalled = await f.bus({}, true);
+        const hook = await stalled.webhooks.create(ns, { url: receiver.url, events: ['*'] }, null);
+        stalled.start();
+        await stalled.publish(ns, 'run.queued', {});
+        await eventually(() => receiver.requests.length === 1, 'the first send');
+        // The first sender is now "stalled": make its lease run out as if it had died.
+        const [claimed] = await f.db.kysely.selectFrom('webhook_deliveries').select(['id', 'next_attempt_at']).execute();
+        assert.ok(claimed!.next_attempt_at! > Date.now() + 30_000, 'claimed under a lease');
+        await f.db.write((trx) => trx.updateTable('webhook_deliveries').set({ next_attempt_at: Date.now() - 1 }).where('id', '=', claimed!.id).execute());
+        const taker = await f.bus({}, true);
+        taker.start();
+        await eventually(() => receiver.requests.length === 2, 'the takeover');
+        await sleep(900);
+        const [delivery] = await taker.webhooks.deliveries(ns, hook.id);
+        assert.equal(delivery!.status, 'succeeded');
+        assert.equal(delivery!.attempts, 1, 'the stale attempt (500) is not recorded over the new owner\'s');
+        assert.deepEqual(delivery!.log.map((a) => a.status), [200]);
+        assert.equal(receiver.requests.length, 2);
+      });
+    });
+
     test('list pages the outbox; prune drops old events but keeps what pending deliveries need', { timeout: 30_000 }, async () => {
       await withFixture(dialect, async (f) => {
         const bus = await f.bus({ retention: { maxEvents: 3, maxDeliveries: 1 } });
@@ -472,6 +502,9 @@ for (const dialect of dialects) {
         assert.deepEqual((await bus.list(ns, { after: published[1]!.id, limit: 2 })).map((e) => e.type), ['deploy.succeeded', 'run.failed']);
         assert.deepEqual((await bus.list(ns, { types: ['run.*'], limit: 2 })).map((e) => e.type), ['run.succeeded', 'run.cancelled']);
         assert.deepEqual((await bus.list(ns, { types: ['deploy.succeeded', '*.failed'] })).map((e) => e.type), ['deploy.succeeded', 'run.failed']);
+        const odd = await bus.publish('odd', 'build_step.done', {});
+        await bus.publish('odd', 'buildxstep.done', {});
+        assert.deepEqual((await bus.list('odd', { types: ['build_step.*'] })).map((e) => e.id), [odd.id], '_ is literal, not a LIKE wildcard');
         await assert.rejects(bus.list(ns, { types: ['run.'] }), /type: /);
         await assert.rejects(bus.publish(ns, 'Bad Type', {}), /type: /);
         await assert.rejects(bus.publish(ns, 'ping', {}), /reserved/);
@@ -482,7 +515,7 @@ for (const dialect of dialects) {
         const newest = [];
         for (let i = 0; i < 4; i++) newest.push(await bus.publish(ns, 'deploy.failed', { i }));
         const pruned = await bus.prune();
-        assert.equal(pruned.events, 8, 'of 12: the newest 3 and the one a pending delivery needs stay');
+        assert.equal(pruned.events, 10, 'of 14 (all namespaces): the newest 3 and the one a pending delivery needs stay');
         const left = await bus.list(ns, { limit: 1000 });
         assert.deepEqual(left.map((e) => e.id), [kept.id, ...newest.slice(1).map((e) => e.id)]);
         assert.equal((await bus.webhooks.deliveries(ns, hook.id))[0]!.status, 'pending');

@@ -280,7 +280,7 @@ export class EventBus {
   private readonly vault: Vault;
   private readonly logger: Logger | undefined;
   private readonly listeners = new Set<(event: DomainEvent) => void>();
-  readonly attempts: number;
+  private readonly attempts: number;
   private readonly baseMs: number;
   private readonly maxMs: number;
   private readonly deliveryTimeoutMs: number;
@@ -516,7 +516,14 @@ export class EventBus {
     }
     const event = toEvent({ id: row.event_id, namespace: row.namespace!, type: row.type!, subject: row.subject ?? null, data: row.data!, created_at: row.created_at! });
     const body = JSON.stringify({ id: event.id, type: event.type, namespace: event.namespace, subject: event.subject, createdAt: event.createdAt, data: event.data });
-    const secret = await this.vault.open(row.secret, `webhook:${row.subscription_id}`);
+    let secret: string;
+    try {
+      secret = await this.vault.open(row.secret, `webhook:${row.subscription_id}`);
+    } catch (error) {
+      // Counted as a failed attempt, so a secret that cannot be opened ends the delivery in time.
+      await this.record(claim, Date.now(), { status: null, error: `cannot open the webhook secret: ${(error as Error).message}`, responseBody: null, durationMs: 0 });
+      return;
+    }
     const started = Date.now();
     const timestamp = Math.floor(started / 1000);
     const outcome = await send(row.url, {

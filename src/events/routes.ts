@@ -11,6 +11,7 @@
  *   POST   /webhooks/{id}/deliveries/{d}/redeliver  contributor  202, the new delivery
  *   POST   /webhooks/{id}/ping                contributor  202, the delivery of a `ping` event
  *   GET    /events                            reader       ?after=&type=&limit= → { events: [...] } oldest first
+ *                                                          (without `after`: the newest `limit`, default 100, at most 1000)
  *   GET    /events/stream                     reader       Server-Sent Events
  *
  * Patterns (`events`, `type`): dot-separated segments, `*` matching anything: `run.*`,
@@ -26,9 +27,13 @@
  * The stream: `id:`/`event:`/`data:` frames (`data` is the event as JSON on one line), a
  * `: keep-alive` comment every 15 s. With `Last-Event-ID` (or `?after=<id>`) it first
  * replays the stored events after that id, then continues live. Events published by other
- * replicas arrive through a poll of the outbox (every 2 s). The stream ends when the
- * server closes; a client that falls 1 MiB behind is disconnected (it resumes with
- * Last-Event-ID).
+ * replicas arrive through a poll of the outbox (every 2 s, reaching 10 s back for late
+ * commits). Delivery is at-least-once within a connection (dedupe by `id` across
+ * reconnects); event ids are time-ordered, so an event committed by another replica more than
+ * a moment after a later-id one may be missed by a resume. The stream ends when the server
+ * closes; a client that falls 1 MiB behind is disconnected (it resumes with Last-Event-ID).
+ * A guarded stream needs the `Authorization` header, so browsers read it with fetch, not
+ * EventSource.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
@@ -219,7 +224,8 @@ export async function eventRoutes(app: FastifyInstance, options: EventRoutesOpti
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
       'x-accel-buffering': 'no',
-      connection: 'keep-alive',
+      // A stream's connection is never reused: closing it with the stream lets a closing server finish at once.
+      connection: 'close',
     });
     res.write(': slipway events\nretry: 3000\n\n');
 
