@@ -10,6 +10,8 @@
  *   build | component build|get            builds on the server (cli/build-commands.ts)
  *   builds list|get|logs|cancel | base-image import
  *   fn deploy|list|get|rm|revisions|rollback|invoke|logs|metrics|keys
+ *   pipeline apply|list|get|rm|webhook-secret|run|runs|show|logs|cancel|rerun|approve|reject
+ *   artefact create|list                   (cli/pipeline-commands.ts)
  *
  * Exit codes: 0 ok; 1 the operation failed (server, API, vault, fsck problems); 2 usage or
  * configuration errors (bad flags, bad config, missing files, not logged in).
@@ -19,6 +21,7 @@ import { ConfigError, type ConfigInput } from '../config/config.js';
 import { registerAdminCommands } from './admin-commands.js';
 import { registerBuildCommands } from './build-commands.js';
 import { registerFunctionCommands } from './fn-commands.js';
+import { registerPipelineCommands } from './pipeline-commands.js';
 import { configFrom as configFromEnv, withCommonFlags, type CommonFlags } from './common.js';
 import { CommandError, UsageError } from './errors.js';
 import { registerRegistryCommands } from './registry-commands.js';
@@ -109,6 +112,7 @@ export async function main(argv: string[]): Promise<void> {
   registerRegistryCommands(program, process.env);
   registerBuildCommands(program, process.env);
   registerFunctionCommands(program, process.env);
+  registerPipelineCommands(program, process.env);
 
   try {
     await program.parseAsync(argv);

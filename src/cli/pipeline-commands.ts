@@ -1,0 +1,636 @@
+/**
+ * @module cli/pipeline-commands
+ * `slipway pipeline apply|list|get|rm|webhook-secret|run|runs|show|logs|cancel|rerun|approve|reject`
+ * and `slipway artefact create|list`, over the REST API (`/api/v1/namespaces/{ns}/pipelines`,
+ * see pipelines/routes.ts; `…/artefact-versions`, see artifacts/routes.ts).
+ *
+ * `apply -f FILE` creates the pipeline, or replaces it (PUT) when it exists; on create the
+ * webhook secret is printed this once (as by `webhook-secret`, which makes a new one); nothing
+ * else ever prints a secret. `run --follow` (and `logs --follow`) stream the run's log as
+ * Server-Sent Events, then print a summary of its stages; the exit code is 1 when the run
+ * failed or was cancelled. API errors are shown as the server's message (exit 1), bad flags or
+ * files as usage errors (exit 2).
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Option, type Command } from 'commander';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
+import type { ArtefactVersionView } from '../artifacts/service.js';
+import type { PipelineView } from '../pipelines/service.js';
+import type { RunView, StageState, StepState } from '../pipelines/runs.js';
+import { ApiRequestError, responseError } from './client.js';
+import { formatElapsed } from './build-progress.js';
+import { CommandError, UsageError } from './errors.js';
+import { withSession, type Session } from './session-commands.js';
+
+type Env = Record<string, string | undefined>;
+
+interface ServerFlags {
+  server?: string;
+  namespace: string;
+  json?: boolean;
+}
+
+const finalStatuses = new Set(['succeeded', 'failed', 'cancelled']);
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+// ---- helpers (exported for tests) -------------------------------------------------------------
+
+/** `-p NAME=VALUE` flags → parameters; the value may be empty or hold `=`. */
+export function parseParameters(values: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const value of values) {
+    const at = value.indexOf('=');
+    if (at <= 0) throw new UsageError(`-p/--param takes NAME=VALUE, got "${value}"`);
+    const name = value.slice(0, at);
+    if (!/^[a-zA-Z][a-zA-Z_0-9]*$/.test(name)) throw new UsageError(`-p/--param: "${name}" is not a parameter name (letters, digits and _, starting with a letter)`);
+    if (name in out) throw new UsageError(`-p/--param: ${name} is given twice`);
+    out[name] = value.slice(at + 1);
+  }
+  return out;
+}
+
+/** A run number argument. */
+export function runNumber(value: string): number {
+  if (!/^[1-9]\d{0,9}$/.test(value)) throw new UsageError(`run numbers are positive whole numbers, got "${value}"`);
+  return Number(value);
+}
+
+/** A pipeline (or Score) file: JSON or YAML, by extension, else whichever parses. */
+export function parseDocument(text: string, file: string): unknown {
+  const ext = path.extname(file).toLowerCase();
+  const asYaml = () => {
+    try {
+      return parseYaml(text, { prettyErrors: true }) as unknown;
+    } catch (error) {
+      throw new UsageError(`${file} is not valid YAML: ${(error as Error).message.split('\n')[0]}`);
+    }
+  };
+  const asJson = () => {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (error) {
+      throw new UsageError(`${file} is not valid JSON: ${(error as Error).message}`);
+    }
+  };
+  if (ext === '.json') return asJson();
+  // YAML is a superset of JSON: files of any other name are read as YAML.
+  return asYaml();
+}
+
+async function readDocument(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = file === '-' ? (await readStdin()).toString('utf8') : await readFile(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message}`);
+  }
+  const document = parseDocument(text, file === '-' ? 'stdin.yaml' : file);
+  if (typeof document !== 'object' || document === null || Array.isArray(document)) throw new UsageError(`${file}: expected a mapping (an object) at the top`);
+  return document;
+}
+
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  return [header, ...rows].map((line) => line.map((cell, i) => (i === line.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+const duration = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : ms < 1000 ? `${ms} ms` : formatElapsed(ms));
+const short = (sha: string | null | undefined, n = 12) => (sha ? sha.slice(0, n) : '-');
+
+function describeTrigger(run: Pick<RunView, 'trigger'>): string {
+  const t = run.trigger;
+  switch (t.type) {
+    case 'manual': return `manual${t.by ? ` (${t.by})` : ''}`;
+    case 'webhook': return `webhook${t.provider ? ` ${t.provider}` : ''}${t.by ? ` (${t.by})` : ''}`;
+    case 'registry': return `registry ${t.repository ?? ''}:${t.tag ?? ''}`;
+    case 'pipeline': return `pipeline ${t.pipeline ?? ''}#${t.run ?? ''}`;
+    case 'rerun': return `re-run of #${t.run ?? '?'}${t.by ? ` (${t.by})` : ''}`;
+    default: return t.type + (t.by ? ` (${t.by})` : '');
+  }
+}
+
+/** Per-stage summary: status, duration, message; then the run's phases. */
+export function runSummary(run: RunView): string {
+  const rows = run.stages.map((s) => [
+    s.name, s.type, s.reused ? `${s.status} (reused)` : s.status, duration(s.durationMs), stageNote(s),
+  ]);
+  let out = table(['STAGE', 'TYPE', 'STATUS', 'DURATION', 'NOTE'], rows);
+  const phases = Object.entries(run.phases ?? {}).filter(([, ms]) => typeof ms === 'number');
+  if (phases.length > 0) out += `phases: ${phases.map(([name, ms]) => `${name} ${duration(ms)}`).join(', ')}\n`;
+  out += `run ${run.number} ${run.status}${run.durationMs !== null ? ` in ${duration(run.durationMs)}` : ''}${run.error ? `: ${run.error}` : ''}\n`;
+  return out;
+}
+
+function stageNote(s: StageState): string {
+  if (s.message) return s.message;
+  if (s.status === 'waiting' && s.type === 'approval') return `waiting for approval${s.until ? ` until ${s.until}` : ''}`;
+  if (s.status === 'waiting' && s.until) return `until ${s.until}`;
+  if (s.approval) return `${s.approval.decision} by ${s.approval.by ?? 'someone'}${s.approval.comment ? `: ${s.approval.comment}` : ''}`;
+  if (s.failedStep) return `step ${s.failedStep} failed${s.exitCode !== undefined ? ` (exit ${s.exitCode})` : ''}`;
+  if (s.delivered?.length) return s.delivered.map((d) => `${d.location}@${short(d.digest.replace(/^sha256:/, ''), 12)}`).join(', ');
+  if (s.deployed?.length) return s.deployed.map((d) => `${d.function} r${d.revision ?? '-'} ${d.status}`).join(', ');
+  if (s.triggered) return `${s.triggered.pipeline}#${s.triggered.run} ${s.triggered.status}`;
+  return '';
+}
+
+function stepLines(steps: StepState[], indent: string): string[] {
+  const lines: string[] = [];
+  for (const step of steps) {
+    const exit = step.exitCode !== undefined ? ` exit ${step.exitCode}` : '';
+    lines.push(`${indent}${step.name}: ${step.status}${exit}${step.durationMs !== undefined ? ` (${duration(step.durationMs)})` : ''}`);
+    if (step.onFailure?.length) {
+      lines.push(`${indent}  on failure:`);
+      lines.push(...stepLines(step.onFailure, `${indent}    `));
+    }
+  }
+  return lines;
+}
+
+/** `pipeline show`: everything a run recorded. */
+export function describeRun(run: RunView): string {
+  const lines = [
+    `run:        ${run.pipeline} #${run.number} (${run.id})`,
+    `status:     ${run.status}${run.error ? ` — ${run.error}` : ''}`,
+    `trigger:    ${describeTrigger(run)}${run.rerunOf ? ` (re-runs ${run.rerunOf})` : ''}`,
+    `commit:     ${run.commit ?? '-'}${run.ref ? ` (${run.ref})` : ''}`,
+    `created:    ${run.createdAt}`,
+    `started:    ${run.startedAt ?? '-'}`,
+    `finished:   ${run.finishedAt ?? '-'}${run.durationMs !== null ? ` (${duration(run.durationMs)})` : ''}`,
+  ];
+  const params = Object.entries(run.parameters);
+  if (params.length) lines.push('parameters:', ...params.map(([k, v]) => `  ${k}=${v}`));
+  const phases = Object.entries(run.phases ?? {});
+  if (phases.length) lines.push(`phases:     ${phases.map(([k, v]) => `${k} ${duration(v)}`).join(', ')}`);
+  lines.push('stages:');
+  for (const s of run.stages) {
+    lines.push(`  ${s.name} (${s.type}, group ${s.group}): ${s.status}${s.reused ? ' (reused)' : ''}${s.durationMs !== undefined ? ` in ${duration(s.durationMs)}` : ''}`);
+    const note = stageNote(s);
+    if (note) lines.push(`    ${note}`);
+    if (s.buildSpec) lines.push(`    build spec: ${s.buildSpec}`);
+    if (s.steps?.length) lines.push('    steps:', ...stepLines(s.steps, '      '));
+    if (s.outputs?.length) {
+      lines.push('    outputs:');
+      for (const o of s.outputs) lines.push(o.type === 'BINARY' ? `      ${o.name} (binary) ${o.file} ${o.size} bytes ${o.digest}` : `      ${o.name} (image) ${o.image} ${o.imageId}`);
+    }
+    if (s.exported && Object.keys(s.exported).length) lines.push('    exported:', ...Object.entries(s.exported).map(([k, v]) => `      ${k}=${v}`));
+    if (s.deployed?.length) lines.push('    deployed:', ...s.deployed.map((d) => `      ${d.function}: ${d.image} revision ${d.revision ?? '-'} ${d.status}${d.reason ? ` (${d.reason})` : ''}`));
+  }
+  const exported = Object.entries(run.exported ?? {});
+  if (exported.length) lines.push('exported variables:', ...exported.map(([k, v]) => `  ${k}=${v}`));
+  if (run.artifacts.length) lines.push('artifacts:', ...run.artifacts.map((a) => `  ${a.artifact} (${a.type}) → ${a.location}\n    ${a.reference || a.digest}`));
+  return lines.join('\n') + '\n';
+}
+
+function serverOptions(command: Command, what = 'the pipeline'): Command {
+  return command
+    .option('--server <url>', 'Slipway server (default: SLIPWAY_SERVER, else the server of the last `slipway login`)')
+    .requiredOption('-n, --namespace <namespace>', `the namespace of ${what}`);
+}
+
+const pipelinesPath = (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/pipelines`;
+const pipelinePath = (ns: string, name: string) => `${pipelinesPath(ns)}/${encodeURIComponent(name)}`;
+const runPath = (ns: string, name: string, number: number) => `${pipelinePath(ns, name)}/runs/${number}`;
+const artefactsPath = (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/artefact-versions`;
+
+/** An API error as the server's message alone (the method and URL add nothing for a user). */
+function plain(error: unknown): unknown {
+  if (error instanceof ApiRequestError && error.serverMessage) {
+    const why = error.status === 404 || error.status === 409 || error.status === 400 ? error.serverMessage : `${error.serverMessage} (${error.code ?? error.status})`;
+    return new CommandError(why);
+  }
+  return error;
+}
+
+/** withSession, with API errors shown as the server's message. */
+async function api<T>(flags: { server?: string }, env: Env, fn: (session: Session) => Promise<T>): Promise<T> {
+  try {
+    return await withSession(flags, env, fn);
+  } catch (error) {
+    throw plain(error);
+  }
+}
+
+
+/**
+ * Streams a run's log (SSE) to `out` until the run has ended, and returns the final run.
+ * The run's status is polled beside the stream, so a stream that ends early (the run waits and
+ * the server no longer holds its live log) or never ends is followed up: the log goes on where
+ * it stopped, and the wait ends when the run has.
+ */
+export async function followRun(session: Session, ns: string, name: string, number: number, out: (line: string) => void, hint: (line: string) => void): Promise<RunView> {
+  const { client, url } = session;
+  const target = `${url}${runPath(ns, name, number)}/logs`;
+  let printed = 0;
+  let hinted = false;
+  for (;;) {
+    const controller = new AbortController();
+    let finalSeen: RunView | undefined;
+    let ended: { status?: string; error?: string | null } | undefined;
+    let stopPolling = false;
+    const stopped = new AbortController();
+    const pause = (ms: number) => sleep(ms, undefined, { signal: stopped.signal }).catch(() => undefined);
+    // Beside the stream: the run's status (for the approval hint, and as a backstop when the
+    // stream does not end by itself after the run has).
+    const poller = (async () => {
+      while (!stopPolling) {
+        await pause(1000);
+        if (stopPolling) return;
+        let run: RunView;
+        try {
+          run = await client.request<RunView>('GET', runPath(ns, name, number));
+        } catch {
+          continue;
+        }
+        if (run.status === 'waiting' && !hinted) {
+          const stage = run.stages.find((s) => s.type === 'approval' && s.status === 'waiting');
+          if (stage) {
+            hinted = true;
+            hint(`run ${number} waits for an approval of stage "${stage.name}": slipway pipeline approve ${name} ${number} ${quote(stage.name)} -n ${ns} (or reject)`);
+          }
+        }
+        if (finalStatuses.has(run.status)) {
+          finalSeen = run;
+          // Give the stream a moment to deliver its last lines and `end`.
+          await pause(3000);
+          if (!stopPolling) controller.abort();
+          return;
+        }
+      }
+    })();
+    try {
+      const authorization = client.authorization();
+      let response: Response;
+      try {
+        response = await fetch(target, { headers: { accept: 'text/event-stream', ...(authorization ? { authorization } : {}) }, signal: controller.signal });
+      } catch (error) {
+        if (controller.signal.aborted) throw error;
+        throw new ApiRequestError(`cannot reach ${target}: ${(error as Error & { cause?: { code?: string } }).cause?.code ?? (error as Error).message}`, 'GET', target, 0);
+      }
+      if (!response.ok) throw responseError('GET', target, response, await response.text());
+      let seen = 0;
+      const decoder = new TextDecoder();
+      let pending = '';
+      let event = 'message';
+      let data: string[] = [];
+      const dispatch = () => {
+        if (data.length === 0) return;
+        const text = data.join('\n');
+        if (event === 'end') {
+          try {
+            ended = JSON.parse(text) as typeof ended;
+          } catch {
+            ended = {};
+          }
+        } else {
+          seen++;
+          // After a reconnect the server replays the log: skip what was printed already.
+          if (seen > printed) {
+            out(text);
+            printed = seen;
+          }
+        }
+        event = 'message';
+        data = [];
+      };
+      try {
+        for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+          pending += decoder.decode(chunk, { stream: true });
+          let at: number;
+          while ((at = pending.indexOf('\n')) >= 0) {
+            const line = pending.slice(0, at).replace(/\r$/, '');
+            pending = pending.slice(at + 1);
+            if (line === '') dispatch();
+            else if (line.startsWith(':')) continue;
+            else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+            else if (line.startsWith('event:')) event = line.slice(6).trim();
+          }
+        }
+        dispatch();
+      } catch (error) {
+        if (!controller.signal.aborted) throw new CommandError(`the log stream of run ${number} broke off: ${(error as Error).message}`);
+      }
+    } finally {
+      stopPolling = true;
+      stopped.abort();
+      controller.abort();
+      await poller;
+    }
+    const run = finalSeen ?? await client.request<RunView>('GET', runPath(ns, name, number));
+    if (finalStatuses.has(run.status)) return run;
+    void ended;
+    // Not over (it waits, or the server closed the stream): follow again shortly.
+    await sleep(2000);
+  }
+}
+
+const quote = (text: string) => (/^[A-Za-z0-9_.\-/]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`);
+
+/** Follows a run and ends like it: a summary, exit 1 unless it succeeded. */
+async function followAndReport(session: Session, ns: string, name: string, number: number, json: boolean | undefined): Promise<void> {
+  const run = await followRun(session, ns, name, number, (line) => process.stdout.write(json ? '' : `${line}\n`), (line) => process.stderr.write(`slipway: ${line}\n`));
+  if (json) process.stdout.write(`${JSON.stringify(run)}\n`);
+  else process.stdout.write(`\n${runSummary(run)}`);
+  if (run.status !== 'succeeded') throw new CommandError(`run ${run.number} of ${name} ${run.status}${run.error ? `: ${run.error}` : ''}`);
+}
+
+// ---- commands ---------------------------------------------------------------------------------
+
+export function registerPipelineCommands(program: Command, env: Env): void {
+  const pipeline = program.command('pipeline').alias('pipelines')
+    .description('pipelines: build, deliver and deploy from git; runs, logs, approvals')
+    .addHelpText('after', '\nEvery subcommand uses the API key of `slipway login`, or SLIPWAY_SERVER and SLIPWAY_API_KEY (for CI).');
+
+  serverOptions(pipeline.command('apply').description('create a pipeline from a file, or replace its definition when it exists'))
+    .requiredOption('-f, --file <file>', 'the pipeline, YAML or JSON (- reads stdin)')
+    .option('--json', 'print the pipeline as JSON')
+    .action(async (flags: ServerFlags & { file: string }) => {
+      const document = await readDocument(flags.file) as Record<string, unknown>;
+      const name = document.name;
+      await api(flags, env, async ({ client, url }) => {
+        let exists = false;
+        if (typeof name === 'string' && name !== '') {
+          try {
+            await client.request('GET', pipelinePath(flags.namespace, name));
+            exists = true;
+          } catch (error) {
+            if (!(error instanceof ApiRequestError && error.status === 404)) throw error;
+          }
+        }
+        if (exists) {
+          const view = await client.request<PipelineView>('PUT', pipelinePath(flags.namespace, name as string), document);
+          if (flags.json) return void process.stdout.write(`${JSON.stringify(view)}\n`);
+          process.stdout.write(`Updated pipeline ${view.name} in ${view.namespace}\n`);
+          process.stdout.write(`Webhook URL:    ${url}${view.webhook.path}\n`);
+          return;
+        }
+        const view = await client.request<PipelineView & { webhook: { path: string; secret?: string } }>('POST', pipelinesPath(flags.namespace), document);
+        if (flags.json) return void process.stdout.write(`${JSON.stringify(view)}\n`);
+        process.stdout.write(`Created pipeline ${view.name} in ${view.namespace}\n`);
+        process.stdout.write(`Webhook URL:    ${url}${view.webhook.path}\n`);
+        if (view.webhook.secret) {
+          process.stdout.write(`Webhook secret: ${view.webhook.secret}\n`);
+          process.stdout.write(`  shown only now: store it in the git host's webhook settings (a new one: slipway pipeline webhook-secret ${view.name} -n ${view.namespace})\n`);
+        }
+      });
+    });
+
+  serverOptions(pipeline.command('list').alias('ls').description('list the pipelines of a namespace'), 'the pipelines')
+    .option('--json', 'print JSON')
+    .action(async (flags: ServerFlags) => {
+      await api(flags, env, async ({ client }) => {
+        const { pipelines } = await client.request<{ pipelines: PipelineView[] }>('GET', pipelinesPath(flags.namespace));
+        if (flags.json) return void process.stdout.write(`${JSON.stringify(pipelines)}\n`);
+        if (pipelines.length === 0) return void process.stdout.write(`No pipelines in ${flags.namespace}\n`);
+        process.stdout.write(table(['NAME', 'STAGES', 'LAST RUN', 'UPDATED'], pipelines.map((p) => [
+          p.name, String(countStages(p)), p.lastRun ? `#${p.lastRun.number} ${p.lastRun.status}` : '-', p.updatedAt,
+        ])));
+      });
+    });
+
+  serverOptions(pipeline.command('get').description('print a pipeline\'s definition as YAML (ready for apply), or all of it as JSON'))
+    .argument('<name>')
+    .option('--json', 'print the pipeline (definition, webhook, last run) as JSON')
+    .action(async (name: string, flags: ServerFlags) => {
+      await api(flags, env, async ({ client, url }) => {
+        const view = await client.request<PipelineView>('GET', pipelinePath(flags.namespace, name));
+        if (flags.json) return void process.stdout.write(`${JSON.stringify(view)}\n`);
+        const header = [
+          `# pipeline ${view.name} in ${view.namespace}, updated ${view.updatedAt}${view.createdBy ? `, created by ${view.createdBy}` : ''}`,
+          `# webhook: ${url}${view.webhook.path}${view.webhook.secretSet ? '' : ' (no secret)'}`,
+          `# last run: ${view.lastRun ? `#${view.lastRun.number} ${view.lastRun.status} (${view.lastRun.createdAt})` : 'none'}`,
+        ];
+        process.stdout.write(`${header.join('\n')}\n${toYaml(view.spec)}`);
+      });
+    });
+
+  serverOptions(pipeline.command('rm').alias('delete').description('delete a pipeline: its active runs are cancelled, its runs go'))
+    .argument('<name>')
+    .action(async (name: string, flags: ServerFlags) => {
+      await api(flags, env, async ({ client }) => {
+        await client.request('DELETE', pipelinePath(flags.namespace, name));
+        process.stdout.write(`Deleted pipeline ${name}\n`);
+      });
+    });
+
+  serverOptions(pipeline.command('webhook-secret').description('make a new webhook secret (the old one stops working); it is printed once'))
+    .argument('<name>')
+    .action(async (name: string, flags: ServerFlags) => {
+      await api(flags, env, async ({ client, url }) => {
+        const { secret } = await client.request<{ secret: string }>('POST', `${pipelinePath(flags.namespace, name)}/webhook-secret`);
+        process.stdout.write(`${secret}\n`);
+        process.stderr.write(`slipway: the webhook secret of ${name} is shown only now: put it in the git host's webhook for ${url}${pipelinePath(flags.namespace, name)}/webhook\n`);
+      });
+    });
+
+  serverOptions(pipeline.command('run').description('start a run; with --follow, print its log until it ends (exit 1 unless it succeeds)'))
+    .argument('<name>')
+    .option('-p, --param <NAME=VALUE>', 'a parameter value (repeat)', collect, [])
+    .option('--branch <branch>', 'build this branch of the primary source (default its branch)')
+    .option('--commit <sha>', 'build this commit (default the branch head)')
+    .option('-f, --follow', 'print the log as it comes, then a summary; exit 1 when the run fails')
+    .option('--json', 'print the run as JSON')
+    .action(async (name: string, flags: ServerFlags & { param: string[]; branch?: string; commit?: string; follow?: boolean }) => {
+      const parameters = parseParameters(flags.param);
+      if (flags.commit !== undefined && !/^[0-9a-f]{4,64}$/.test(flags.commit)) throw new UsageError(`--commit takes a commit SHA (4–64 lowercase hex digits), got "${flags.commit}"`);
+      if (flags.branch !== undefined && flags.branch.trim() === '') throw new UsageError('--branch: empty');
+      await api(flags, env, async (session) => {
+        const { client } = session;
+        const body: Record<string, unknown> = { parameters };
+        if (flags.branch) body.branch = flags.branch;
+        if (flags.commit) body.commit = flags.commit;
+        let run: RunView;
+        try {
+          run = await client.request<RunView>('POST', `${pipelinePath(flags.namespace, name)}/runs`, body);
+        } catch (error) {
+          // A parameter problem: name the parameters the pipeline has.
+          if (error instanceof ApiRequestError && error.status === 400 && /parameter/.test(error.serverMessage ?? '')) {
+            const declared = await client.request<PipelineView>('GET', pipelinePath(flags.namespace, name)).then((p) => p.spec.parameters, () => undefined);
+            if (declared) {
+              const list = declared.length ? declared.map((p) => (p.defaultValue !== undefined ? `${p.name} (default "${p.defaultValue}")` : `${p.name} (required)`)).join(', ') : 'none';
+              throw new CommandError(`${error.serverMessage}\nparameters of ${name}: ${list}`);
+            }
+          }
+          throw error;
+        }
+        if (!flags.follow) {
+          if (flags.json) return void process.stdout.write(`${JSON.stringify(run)}\n`);
+          process.stdout.write(`Run ${run.number} of ${name}: ${run.status}\n`);
+          process.stderr.write(`slipway: follow it with: slipway pipeline logs ${name} ${run.number} -n ${flags.namespace} --follow\n`);
+          return;
+        }
+        if (!flags.json) process.stderr.write(`slipway: run ${run.number} of ${name} ${run.status}\n`);
+        await followAndReport(session, flags.namespace, name, run.number, flags.json);
+      });
+    });
+
+  serverOptions(pipeline.command('runs').description('list the runs of a pipeline, newest first'))
+    .argument('<name>')
+    .option('--limit <n>', 'how many (at most 200)', '20')
+    .addOption(new Option('--status <status>', 'only runs in this status').choices(['queued', 'running', 'waiting', 'succeeded', 'failed', 'cancelled']))
+    .option('--json', 'print JSON')
+    .action(async (name: string, flags: ServerFlags & { limit: string; status?: string }) => {
+      if (!/^\d+$/.test(flags.limit) || Number(flags.limit) < 1) throw new UsageError(`--limit takes a positive whole number, got "${flags.limit}"`);
+      await api(flags, env, async ({ client }) => {
+        const query = `?limit=${Number(flags.limit)}${flags.status ? `&status=${flags.status}` : ''}`;
+        const { runs } = await client.request<{ runs: RunView[] }>('GET', `${pipelinePath(flags.namespace, name)}/runs${query}`);
+        if (flags.json) return void process.stdout.write(`${JSON.stringify(runs)}\n`);
+        if (runs.length === 0) return void process.stdout.write(`No runs of ${name}\n`);
+        process.stdout.write(table(['RUN', 'STATUS', 'TRIGGER', 'COMMIT', 'CREATED', 'DURATION', 'ERROR'], runs.map((r) => [
+          String(r.number), r.status, describeTrigger(r), short(r.commit), r.createdAt, duration(r.durationMs), r.error ?? '',
+        ])));
+      });
+    });
+
+  serverOptions(pipeline.command('show').description('a run: stages, steps with exit codes, exported variables, artifacts with digests'))
+    .argument('<name>')
+    .argument('<number>', 'run number (see `slipway pipeline runs`)')
+    .option('--json', 'print the run as JSON')
+    .action(async (name: string, numberArg: string, flags: ServerFlags) => {
+      const number = runNumber(numberArg);
+      await api(flags, env, async ({ client }) => {
+        const run = await client.request<RunView>('GET', runPath(flags.namespace, name, number));
+        process.stdout.write(flags.json ? `${JSON.stringify(run)}\n` : describeRun(run));
+      });
+    });
+
+  serverOptions(pipeline.command('logs').description('print a run\'s log; --follow prints it live until the run ends'))
+    .argument('<name>')
+    .argument('<number>', 'run number')
+    .option('-f, --follow', 'keep printing until the run ends, then a summary; exit 1 unless it succeeded')
+    .action(async (name: string, numberArg: string, flags: ServerFlags & { follow?: boolean }) => {
+      const number = runNumber(numberArg);
+      await api(flags, env, async (session) => {
+        if (flags.follow) return followAndReport(session, flags.namespace, name, number, false);
+        const target = `${session.url}${runPath(flags.namespace, name, number)}/logs`;
+        const authorization = session.client.authorization();
+        let response: Response;
+        try {
+          response = await fetch(target, { headers: { accept: 'text/plain', ...(authorization ? { authorization } : {}) }, signal: AbortSignal.timeout(60_000) });
+        } catch (error) {
+          throw new ApiRequestError(`cannot reach ${target}: ${(error as Error & { cause?: { code?: string } }).cause?.code ?? (error as Error).message}`, 'GET', target, 0);
+        }
+        const text = await response.text();
+        if (!response.ok) throw responseError('GET', target, response, text);
+        process.stdout.write(text);
+      });
+    });
+
+  serverOptions(pipeline.command('cancel').description('cancel a queued, running or waiting run'))
+    .argument('<name>')
+    .argument('<number>', 'run number')
+    .action(async (name: string, numberArg: string, flags: ServerFlags) => {
+      const number = runNumber(numberArg);
+      await api(flags, env, async ({ client }) => {
+        const before = await client.request<RunView>('GET', runPath(flags.namespace, name, number));
+        if (finalStatuses.has(before.status)) return void process.stdout.write(`Run ${number} of ${name} had already ${before.status}\n`);
+        const run = await client.request<RunView>('POST', `${runPath(flags.namespace, name, number)}/cancel`);
+        if (run.status === 'cancelled') process.stdout.write(`Cancelled run ${number} of ${name}\n`);
+        else if (finalStatuses.has(run.status)) process.stdout.write(`Run ${number} of ${name} had already ${run.status}\n`);
+        else process.stdout.write(`Cancelling run ${number} of ${name} (it stops its current stage)\n`);
+      });
+    });
+
+  serverOptions(pipeline.command('rerun').description('run a finished run again: the same commit and parameters, from a stage (default the first failed one)'))
+    .argument('<name>')
+    .argument('<number>', 'run number')
+    .option('--from-stage <stage>', 'run this stage and the later ones again; earlier ones are taken over')
+    .option('-f, --follow', 'print the new run\'s log until it ends; exit 1 unless it succeeds')
+    .option('--json', 'print the new run as JSON')
+    .action(async (name: string, numberArg: string, flags: ServerFlags & { fromStage?: string; follow?: boolean }) => {
+      const number = runNumber(numberArg);
+      await api(flags, env, async (session) => {
+        const run = await session.client.request<RunView>('POST', `${runPath(flags.namespace, name, number)}/rerun`, flags.fromStage ? { fromStage: flags.fromStage } : {});
+        if (!flags.follow) {
+          if (flags.json) return void process.stdout.write(`${JSON.stringify(run)}\n`);
+          return void process.stdout.write(`Run ${run.number} of ${name} re-runs run ${number}: ${run.status}\n`);
+        }
+        if (!flags.json) process.stderr.write(`slipway: run ${run.number} of ${name} re-runs run ${number}\n`);
+        await followAndReport(session, flags.namespace, name, run.number, flags.json);
+      });
+    });
+
+  for (const decision of ['approve', 'reject'] as const) {
+    serverOptions(pipeline.command(decision).description(`${decision} a run's approval stage that is waiting`))
+      .argument('<name>')
+      .argument('<number>', 'run number')
+      .argument('<stage>', 'the approval stage')
+      .option('-m, --comment <text>', 'why (kept with the decision)')
+      .action(async (name: string, numberArg: string, stage: string, flags: ServerFlags & { comment?: string }) => {
+        const number = runNumber(numberArg);
+        await api(flags, env, async ({ client }) => {
+          await client.request<RunView>('POST', `${runPath(flags.namespace, name, number)}/stages/${encodeURIComponent(stage)}/${decision}`, flags.comment !== undefined ? { comment: flags.comment } : {});
+          process.stdout.write(`${decision === 'approve' ? 'Approved' : 'Rejected'} stage "${stage}" of run ${number} of ${name}${decision === 'approve' ? '; the run goes on' : '; the run fails'}\n`);
+        });
+      });
+  }
+
+  // ---- artefact versions ----
+
+  const artefact = program.command('artefact').alias('artifact')
+    .description('artefact versions: tell Slipway about images and Score workloads built elsewhere (automation rules act on them)');
+
+  serverOptions(artefact.command('create').description('record an artefact version (how an external CI notifies Slipway)'), 'the artefact')
+    .addOption(new Option('--type <type>', 'container: an image; workload: a Score workload').choices(['container', 'workload']).makeOptionMandatory())
+    .requiredOption('--name <name>', 'container: the image name without tag (host/repo); workload: the workload name')
+    .option('--version <version>', 'container: the tag; workload: any version label')
+    .option('--ref <ref>', 'git ref it was built from (refs/heads/main, refs/tags/v1)')
+    .option('--commit <sha>', 'git commit it was built from')
+    .option('--digest <digest>', 'container: sha256:… of the image')
+    .option('--spec <file>', 'workload: the Score file (YAML or JSON)')
+    .option('--image <ref>', 'workload: the image of containers whose image is "."')
+    .option('--dry-run', 'validate only')
+    .option('--json', 'print the version as JSON')
+    .action(async (flags: ServerFlags & { type: 'container' | 'workload'; name: string; version?: string; ref?: string; commit?: string; digest?: string; spec?: string; image?: string; dryRun?: boolean }) => {
+      if (flags.type === 'container' && flags.spec !== undefined) throw new UsageError('--spec is for --type workload (a container artefact is the image)');
+      if (flags.type === 'container' && flags.image !== undefined) throw new UsageError('--image is for --type workload (a container artefact is the image itself: --name and --version)');
+      if (flags.type === 'workload' && flags.spec === undefined) throw new UsageError('--type workload needs --spec <score.yaml>');
+      if (flags.type === 'workload' && flags.digest !== undefined) throw new UsageError('--digest is for --type container');
+      if (flags.ref !== undefined && !flags.ref.startsWith('refs/')) throw new UsageError(`--ref takes a full git ref (refs/heads/${flags.ref} or refs/tags/${flags.ref}), got "${flags.ref}"`);
+      const body: Record<string, unknown> = { type: flags.type, name: flags.name };
+      for (const key of ['version', 'ref', 'commit', 'digest', 'image'] as const) if (flags[key] !== undefined) body[key] = flags[key];
+      if (flags.spec !== undefined) body.spec = await readDocument(flags.spec);
+      await api(flags, env, async ({ client }) => {
+        const view = await client.request<ArtefactVersionView | undefined>('POST', `${artefactsPath(flags.namespace)}${flags.dryRun ? '?dry_run=true' : ''}`, body);
+        if (flags.dryRun || !view) return void process.stdout.write(`The artefact version is valid (not recorded: --dry-run)\n`);
+        if (flags.json) return void process.stdout.write(`${JSON.stringify(view)}\n`);
+        process.stdout.write(`Recorded ${view.type} ${view.name}${view.version ? `:${view.version}` : ''} as ${view.id}\n`);
+        for (const a of view.automations ?? []) process.stdout.write(`  rule ${a.rule}: ${a.action} ${a.outcome}${a.error ? ` (${a.error})` : ''}\n`);
+        if (view.automations?.some((a) => a.outcome === 'failed')) process.stderr.write('slipway: an automation rule failed on this version (see above)\n');
+      });
+    });
+
+  serverOptions(artefact.command('list').alias('ls').description('list artefact versions, newest first'), 'the artefacts')
+    .option('--name <name>', 'only versions of this name')
+    .addOption(new Option('--type <type>', 'only this type').choices(['container', 'workload']))
+    .option('--ref <ref>', 'only versions of this git ref')
+    .option('--archived', 'archived versions (default: the others)')
+    .option('--limit <n>', 'how many (at most 1000)', '100')
+    .option('--json', 'print JSON')
+    .action(async (flags: ServerFlags & { name?: string; type?: string; ref?: string; archived?: boolean; limit: string }) => {
+      if (!/^\d+$/.test(flags.limit) || Number(flags.limit) < 1 || Number(flags.limit) > 1000) throw new UsageError(`--limit takes a whole number from 1 to 1000, got "${flags.limit}"`);
+      const query = new URLSearchParams({ limit: String(Number(flags.limit)), archived: flags.archived ? 'true' : 'false' });
+      if (flags.name) query.set('name', flags.name);
+      if (flags.type) query.set('type', flags.type);
+      if (flags.ref) query.set('reference', flags.ref);
+      await api(flags, env, async ({ client }) => {
+        const { artefactVersions } = await client.request<{ artefactVersions: ArtefactVersionView[] }>('GET', `${artefactsPath(flags.namespace)}?${query.toString()}`);
+        if (flags.json) return void process.stdout.write(`${JSON.stringify(artefactVersions)}\n`);
+        if (artefactVersions.length === 0) return void process.stdout.write('No artefact versions\n');
+        process.stdout.write(table(['ID', 'TYPE', 'NAME', 'VERSION', 'DIGEST', 'COMMIT', 'SOURCE', 'CREATED'], artefactVersions.map((v) => [
+          v.id, v.type, v.name, v.version ?? '-', v.digest ? `${v.digest.slice(0, 19)}…` : '-', short(v.commit), v.source, v.createdAt,
+        ])));
+      });
+    });
+}
+
+function countStages(p: PipelineView): number {
+  return p.spec.stages.reduce((n, entry) => n + ('parallel' in entry ? entry.parallel.length : 1), 0);
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
