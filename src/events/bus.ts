@@ -724,9 +724,9 @@ export class WebhookSubscriptions {
     const row = await this.db.write(async (trx) => {
       const old = await trx.selectFrom('webhook_deliveries').select(['subscription_id', 'event_id']).where('id', '=', deliveryId).executeTakeFirst();
       if (!old || (webhookId !== undefined && old.subscription_id !== webhookId)) throw new EventNotFoundError(`no delivery "${deliveryId}"${webhookId ? ` of webhook "${webhookId}"` : ''}`);
-      const subscription = await this.row(trx, namespace, old.subscription_id).catch(() => {
-        throw new EventNotFoundError(`no delivery "${deliveryId}"`);
-      });
+      const subscription = await trx.selectFrom('webhook_subscriptions').selectAll()
+        .where('id', '=', old.subscription_id).where('namespace', '=', namespace).executeTakeFirst();
+      if (!subscription) throw new EventNotFoundError(`no delivery "${deliveryId}"`);
       if (subscription.active !== 1) throw new EventConflictError(`webhook "${subscription.id}" is inactive: activate it first`);
       const event = await trx.selectFrom('events').select(['id']).where('id', '=', old.event_id).executeTakeFirst();
       if (!event) throw new EventConflictError(`the event of delivery "${deliveryId}" was pruned`);
@@ -786,7 +786,7 @@ function deliveryView(row: DeliveryRow): DeliveryView {
   return {
     id: row.id, webhookId: row.subscription_id, eventId: row.event_id, eventType: row.event_type, status: row.status as DeliveryStatus,
     attempts: row.attempts,
-    // While a send is in flight next_attempt_at holds the lease expiry: shown as due then.
+    // While a send is in flight next_attempt_at holds the claim's lease expiry (when another replica may retry).
     nextAttemptAt: row.status === 'pending' && row.next_attempt_at !== null ? iso(row.next_attempt_at) : null,
     lastStatus: row.last_status, lastError: row.last_error, createdAt: iso(row.created_at),
     finishedAt: row.finished_at === null ? null : iso(row.finished_at), log: JSON.parse(row.log) as DeliveryAttempt[],
