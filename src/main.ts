@@ -4,7 +4,7 @@
  * wired services. Nothing else constructs a database, a store or a service.
  */
 import path from 'node:path';
-import { access, mkdir } from 'node:fs/promises';
+import { access, chmod, mkdir, stat } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { AccessService } from './auth/access.js';
@@ -38,12 +38,20 @@ import type { BlobStore } from './storage/blob-store.js';
 import { createHash } from 'node:crypto';
 import { realpath } from 'node:fs/promises';
 import { FunctionService } from './functions/service.js';
+import { functionInputSchema } from './functions/spec.js';
 import { FunctionLogs } from './functions/logs.js';
 import { ImageStore } from './functions/image-store.js';
 import { InstanceProxy } from './functions/proxy.js';
 import { RuncDriver } from './functions/runc-driver.js';
 import { runProcess } from './builds/process.js';
 import { FsBlobStore } from './storage/fs-blob-store.js';
+import { PipelineService } from './pipelines/service.js';
+import { PipelineRunner } from './pipelines/runner.js';
+import { StageExecutor, stepPaths } from './pipelines/executor.js';
+import { MirrorPoller } from './pipelines/mirrors.js';
+import { parseStageDuration } from './pipelines/spec.js';
+import { ArtefactService } from './artifacts/service.js';
+import { EventBus } from './events/bus.js';
 
 /**
  * Data folder layout (embedded defaults):
@@ -96,6 +104,9 @@ export interface RunningServer {
   registries?: ExternalRegistries;
   builds?: BuildService;
   functions?: FunctionService;
+  pipelines?: PipelineService;
+  artefacts?: ArtefactService;
+  events?: EventBus;
   /** `http://host:port` the server listens on. */
   url: string;
   close(): Promise<void>;
@@ -225,6 +236,106 @@ async function openFunctions(config: Config, registry: Registry, auth: AuthParts
   return { service, proxy, worker, queue };
 }
 
+interface DeliveryParts {
+  events: EventBus;
+  artefacts: ArtefactService;
+  pipelines: PipelineService;
+  runner: PipelineRunner;
+  worker: JobWorker<{ runId: string }, void>;
+  mirrors: MirrorPoller;
+  /** Stops listening to registry pushes. */
+  unhook: () => void;
+}
+
+/**
+ * Delivery: events (outbox, webhooks out), artefact versions with automation rules, and
+ * pipelines with their runner, triggers and mirror poller. Registry pushes record artefact
+ * versions (except a pipeline's own pushes, which it records with commit and ref) and start
+ * pipelines with a registry trigger.
+ */
+async function openDelivery(config: Config, registry: Registry, auth: AuthParts | undefined, functions: FunctionParts | undefined, registryHost: () => string, logger: Logger): Promise<DeliveryParts> {
+  const vault = auth?.vault ?? await openVault(config, registry.db);
+  const events = new EventBus({ db: registry.db, vault, logger });
+  const publish = (namespace: string, type: string, data: Record<string, unknown>, subject?: string) => events.publish(namespace, type, data, subject);
+  const workDir = path.join(config.dataDir, 'pipelines');
+  await mkdir(path.join(workDir, 'runs'), { recursive: true });
+  await mkdir(path.join(workDir, 'executor'), { recursive: true });
+  // Shell-executor steps run as an unprivileged user that must reach its workspace: these
+  // folders get search permission for others (o+x: enter, not list).
+  for (const dir of [config.dataDir, workDir, path.join(workDir, 'runs'), path.join(workDir, 'executor')]) {
+    const mode = (await stat(dir)).mode & 0o7777;
+    if (!(mode & 0o001)) await chmod(dir, mode | 0o001);
+  }
+  const jobs = new JobQueue(registry.db);
+  // One log store: the runner writes, the API reads and follows the same live logs.
+  const runLogs = new BuildLogs(path.join(config.dataDir, 'logs', 'pipelines'));
+  let runner: PipelineRunner | undefined;
+  const pipelines = new PipelineService({
+    db: registry.db, queue: jobs, logs: runLogs, vault,
+    sourceCredentials: (namespace, source) => runner!.sourceCredentials(namespace, source),
+    publish, cacheDir: path.join(workDir, 'git-cache'), stageTimeoutMs: config.pipelines.stageTimeout, logger,
+  });
+  const fnService = functions?.service;
+  const artefacts = new ArtefactService({
+    db: registry.db, publish, logger,
+    actions: {
+      async deployFunction(namespace, functionName, image) {
+        if (!fnService) throw new Error('functions are turned off on this server');
+        await fnService.update(namespace, functionName, { image });
+      },
+      async deployWorkload(namespace, functionName, workload) {
+        if (!fnService) throw new Error('functions are turned off on this server');
+        const exists = await fnService.get(namespace, functionName).then(() => true, () => false);
+        if (exists) await fnService.update(namespace, functionName, workload as never);
+        else await fnService.create(namespace, functionInputSchema.parse({ type: 'http', ...(workload as object), name: functionName }), 'automation');
+      },
+      async runPipeline(namespace, pipeline, parameters, trigger) {
+        await pipelines.trigger(namespace, pipeline, { parameters, trigger: { ...trigger, type: 'automation', receivedAt: Date.now() } });
+      },
+    },
+  });
+  const buildah = new BuildahDriver({
+    tmpDir: path.join(config.dataDir, 'builds', 'tmp'),
+    storage: { root: config.builds.buildah.storageRoot, runRoot: config.builds.buildah.runRoot, driver: config.builds.buildah.storageDriver },
+  });
+  const executor = new StageExecutor({ buildah, workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
+  runner = new PipelineRunner({
+    db: registry.db, service: pipelines, queue: jobs, executor, stepPaths, logs: runLogs,
+    workDir, config: config.pipelines, registryHost, insecureRegistries: config.builds.insecureRegistries,
+    registry: { uploads: registry.uploads, manifests: registry.manifests },
+    access: auth?.access, secrets: auth?.secrets, registries: auth?.registries, functions: fnService, logger,
+    recordArtefact: (namespace, input, actor) => artefacts.record(namespace, input, { source: 'pipeline', actor }),
+  });
+  const failed = await pipelines.reconcile();
+  if (failed > 0) logger.warn({ failed }, 'pipeline runs interrupted by the last stop could not be resumed');
+  await runner.sweep();
+  const worker = new JobWorker<{ runId: string }, void>(jobs, {
+    queue: 'pipeline-runs', concurrency: config.pipelines.concurrency,
+    handler: (job, signal) => runner!.advance(job.payload.runId, signal),
+    onError: (error) => logger.warn({ err: error }, 'pipeline worker'),
+  });
+  const mirrors = new MirrorPoller({
+    db: registry.db, cacheDir: path.join(workDir, 'git-cache'), logger,
+    list: () => pipelines.mirrors(config.pipelines.mirrorInterval, parseStageDuration),
+    onNewCommit: (pipelineId, change) => pipelines.onMirrorCommit(pipelineId, change),
+  });
+  const unhookDeploys = fnService?.onDeploy((event) => {
+    void events.publish(event.namespace, `deploy.${event.status}`, { ...event }, event.name).catch((error) => logger.warn({ err: error }, 'publishing a deploy event'));
+  });
+  const unhookTags = registry.manifests.onTagPushed((event) => {
+    void pipelines.onTagPushed(event).catch((error) => logger.warn({ err: error }, 'registry trigger'));
+    if (runner!.isPipelinePush(event.repository, event.tag)) return;
+    const namespace = event.repository.split('/')[0]!;
+    void artefacts.record(namespace, { type: 'container', name: `${registryHost()}/${event.repository}`, version: event.tag, digest: event.digest }, { source: 'registry', actor: null })
+      .catch((error) => logger.warn({ err: error }, 'recording an artefact version'));
+  });
+  const unhook = () => {
+    unhookTags();
+    unhookDeploys?.();
+  };
+  return { events, artefacts, pipelines, runner, worker, mirrors, unhook };
+}
+
 export function createLogger(config: Config): Logger {
   return pino({ level: config.log.level, base: { service: 'slipway' } });
 }
@@ -239,12 +350,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   let auth: AuthParts | undefined;
   let builds: BuildParts | undefined;
   let functions: FunctionParts | undefined;
+  let delivery: DeliveryParts | undefined;
   // Known once listening: image names carry the address builds and clients reach the registry at.
   let registryHost = config.builds.registryHost ?? '';
   try {
     auth = config.auth.enabled ? await openAuth(config, registry.db) : undefined;
     builds = await openBuilds(config, registry, auth, () => registryHost, logger);
     functions = await openFunctions(config, registry, auth, () => registryHost, logger);
+    delivery = await openDelivery(config, registry, auth, functions, () => registryHost, logger);
     app = await buildServer({
       logger,
       logRequests: config.log.requests,
@@ -262,6 +375,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           await functions!.queue.enqueue('invocations', { invocationId: id }, { maxAttempts: config.functions.asyncAttempts, timeoutMs: timeoutMs + 60_000 });
         },
       } : undefined,
+      pipelines: { pipelines: delivery.pipelines, guard: auth?.guard },
+      artifacts: { artefacts: delivery.artefacts, guard: auth?.guard },
+      events: { bus: delivery.events, guard: auth?.guard },
     });
     const { host, port } = parseListen(config.listen);
     await app.listen({ host, port });
@@ -275,7 +391,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       await functions.service.start();
       functions.worker.start();
     }
+    delivery.events.start();
+    delivery.worker.start();
+    delivery.mirrors.start();
   } catch (error) {
+    delivery?.unhook();
+    await delivery?.mirrors.close();
+    await delivery?.worker.stop();
+    await delivery?.events.close();
     await functions?.worker.stop();
     await functions?.service.close();
     await builds?.worker.stop();
@@ -297,18 +420,26 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     registries: auth?.registries,
     builds: builds?.service,
     functions: functions?.service,
+    pipelines: delivery?.pipelines,
+    artefacts: delivery?.artefacts,
+    events: delivery?.events,
     close() {
       // Stop accepting, let in-flight requests finish, then release the db.
       closing ??= (async () => {
         await gcSchedule?.stop();
         // Running builds get the shutdown grace, then go back to the queue for the next start.
         await builds?.worker.stop();
+        delivery?.unhook();
+        await delivery?.mirrors.close();
+        // A running pipeline stage goes back to the queue and runs again at the next start.
+        await delivery?.worker.stop();
         await functions?.worker.stop();
         // The gateway stops taking requests and finishes those in flight; then the instances
         // stop: nothing is left running.
         await app.close();
         await functions?.service.close();
         functions?.proxy.close();
+        await delivery?.events.close();
         await registry.close();
       })();
       return closing;

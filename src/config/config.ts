@@ -106,6 +106,23 @@ export const configSchema = z.strictObject({
     /** Addresses of instances: one /30 per instance. */
     addressPool: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/, 'an IPv4 CIDR such as 10.203.0.0/16').default('10.203.0.0/16'),
   }).prefault({}),
+  pipelines: z.strictObject({
+    /** Runs of pipelines at once (each may build images: keep it small on small machines). */
+    concurrency: z.number().int().min(1).max(64).default(2),
+    /** A stage (and a whole build spec) is stopped after this unless it says less. */
+    stageTimeout: duration.prefault('1h'),
+    /** Default poll interval of mirrored repositories. */
+    mirrorInterval: duration.prefault('15m'),
+    /** Default executor of build stages: `shell` (host, unprivileged user) or `container`. */
+    executor: z.enum(['shell', 'container']).default('shell'),
+    /** uid/gid the shell executor runs steps as (no passwd entry needed). */
+    shellUid: z.number().int().min(1).max(65_534).default(1004),
+    shellGid: z.number().int().min(1).max(65_534).default(1004),
+    /** Builder image of `container` build stages that name none. */
+    builderImage: z.string().min(1).default('slipway/node-base:latest'),
+    /** Failed runs keep their workspace and local images this long, for a re-run from the failed stage. */
+    keepFailed: duration.prefault('24h'),
+  }).prefault({}),
   vault: z.strictObject({
     /** Base64 or hex of 32 bytes (env SLIPWAY_MASTER_KEY); wins over masterKeyFile. */
     masterKey: z.string().optional(),

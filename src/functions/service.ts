@@ -97,11 +97,24 @@ const iso = (ms: number) => new Date(ms).toISOString();
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 const keyPrefix = 'slwfn_';
 
+/** A revision that became active (`succeeded`) or failed to start. */
+export interface DeployEvent {
+  namespace: string;
+  name: string;
+  revision: number;
+  status: 'succeeded' | 'failed';
+  reason?: string;
+  digest?: string;
+  image?: string;
+  activeRevision: number | null;
+}
+
 export class FunctionService {
   private readonly live = new Map<string, Live>();
   private readonly keyCache = new Map<string, { functionId: string; until: number }>();
   private closed = false;
   private unsubscribe?: () => void;
+  private readonly deployListeners = new Set<(event: DeployEvent) => void>();
   readonly maxBodyBytes: number;
   readonly maxAsyncBodyBytes: number;
 
@@ -111,6 +124,22 @@ export class FunctionService {
   }
 
   private get db() { return this.deps.db; }
+
+  /** Tells `listener` when a revision became active or failed to start (for `deploy.*` events). */
+  onDeploy(listener: (event: DeployEvent) => void): () => void {
+    this.deployListeners.add(listener);
+    return () => this.deployListeners.delete(listener);
+  }
+
+  private emitDeploy(event: DeployEvent): void {
+    for (const listener of this.deployListeners) {
+      try {
+        listener(event);
+      } catch {
+        // a listener's problem is not the deploy's
+      }
+    }
+  }
 
   // ---- start and stop ------------------------------------------------------------------
 
@@ -440,6 +469,7 @@ export class FunctionService {
       const reason = (error as Error).message;
       this.log(live, number, 'control', 'system', `revision ${number} failed: ${reason}`);
       await this.setRevision(live, number, { status: 'failed', reason, output: JSON.stringify(output.slice(-20)) });
+      this.emitDeploy({ namespace: live.namespace, name: live.name, revision: number, status: 'failed', reason, activeRevision: live.active?.number ?? null });
     }
   }
 
@@ -491,6 +521,7 @@ export class FunctionService {
       await trx.updateTable('functions').set({ active_revision: number, updated_at: now }).where('id', '=', live.id).execute();
     });
     this.log(live, number, 'control', 'system', `revision ${number} is active (${image.digest})`);
+    this.emitDeploy({ namespace: live.namespace, name: live.name, revision: number, status: 'succeeded', digest: image.digest, image: revision.image, activeRevision: number });
     if (previous && previous.pool !== pool) {
       live.pools.delete(previous.number);
       void previous.pool.close();

@@ -12,6 +12,9 @@ import { credentialRoutes, type CredentialRoutesOptions } from '../credentials/r
 import { secretRoutes, type SecretRoutesOptions } from '../vault/routes.js';
 import { buildRoutes, type BuildRoutesOptions } from '../builds/routes.js';
 import { functionRoutes, type FunctionRoutesOptions } from '../functions/routes.js';
+import { pipelineRoutes, type PipelineRoutesOptions } from '../pipelines/routes.js';
+import { artifactRoutes, type ArtifactRoutesOptions } from '../artifacts/routes.js';
+import { eventRoutes, type EventRoutesOptions } from '../events/routes.js';
 import { ApiError, toApiError } from './errors.js';
 
 export interface ServerDependencies {
@@ -30,6 +33,12 @@ export interface ServerDependencies {
   builds?: BuildRoutesOptions;
   /** Functions: the resource API and the gateway. */
   functions?: FunctionRoutesOptions;
+  /** Pipelines, runs and their push webhooks. */
+  pipelines?: PipelineRoutesOptions;
+  /** Artefact versions and automation rules. */
+  artifacts?: ArtifactRoutesOptions;
+  /** Outgoing webhooks, the event list and its live stream. */
+  events?: EventRoutesOptions;
   /** Extra readiness checks (storage reachable, …). */
   readinessChecks?: Array<() => Promise<void>>;
 }
@@ -80,5 +89,8 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
   if (deps.secrets) await app.register(secretRoutes, deps.secrets);
   if (deps.builds) await app.register(buildRoutes, deps.builds);
   if (deps.functions) await app.register(functionRoutes, deps.functions);
+  if (deps.pipelines) await app.register(pipelineRoutes, deps.pipelines);
+  if (deps.artifacts) await app.register(artifactRoutes, deps.artifacts);
+  if (deps.events) await app.register(eventRoutes, deps.events);
   return app;
 }
