@@ -1,0 +1,272 @@
+/**
+ * @module pipelines/executor-sandbox
+ * What the stage executor needs from the place steps run in (the host as an unprivileged user,
+ * or a runc container), plus the small file helpers both share: opening files a step may have
+ * replaced with symbolic links, and the step wrapper script.
+ */
+import { constants } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { lstat, open, readlink, realpath } from 'node:fs/promises';
+import path from 'node:path';
+import type { ProcessResult } from '../builds/process.js';
+
+export interface SandboxRunOptions {
+  /** The wrapper script as the step sees it. */
+  script: string;
+  shell: string;
+  env: Record<string, string>;
+  /** Working directory as the step sees it. */
+  cwd: string;
+  /** `runAs` of the step/spec (container only). */
+  runAs?: string;
+  timeoutMs?: number;
+  signal: AbortSignal;
+  onLine: (line: string, stream: 'stdout' | 'stderr') => void;
+}
+
+export interface StepSandbox {
+  readonly kind: 'shell' | 'container';
+  /** Paths as steps see them. */
+  readonly workspace: string;
+  readonly primarySource: string;
+  /** Folder (step view) holding the `docker` shim; first on PATH. */
+  readonly binDir: string;
+  /** Folder (step view) for wrapper scripts, and its host path. */
+  readonly scriptDir: { step: string; host: string };
+  /** Folder (step view) where steps dump their environment, and its host path. */
+  readonly stateDir: { step: string; host: string };
+  /** The docker socket path as steps see it. */
+  readonly socketPath: string;
+  /** Base environment of the place (HOME, PATH without the shim folder, an image's ENV). */
+  baseEnv(): Record<string, string>;
+  /** The shell program (step view) for `bash`/`sh`; falls back to sh (with a note) when bash is missing. */
+  shellPath(shell: 'bash' | 'sh', note: (line: string) => void): Promise<string>;
+  /** The host path of a step path inside the workspace, or null when it is not in the workspace. */
+  workspaceHostPath(stepPath: string): string | null;
+  /** The host path of any file a step can see (symbolic links resolved inside the step's root), or null. */
+  resolveFile(stepPath: string): Promise<string | null>;
+  run(options: SandboxRunOptions): Promise<ProcessResult>;
+  close(): Promise<void>;
+}
+
+/** `'…'` quoting for POSIX shells. */
+export function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+export function isInside(root: string, candidate: string): boolean {
+  return candidate === root || candidate.startsWith(root.endsWith('/') ? root : `${root}/`);
+}
+
+/** Resolves `containerPath` inside the folder `root` the way the container would: symlinks never leave `root`. */
+export async function resolveInRoot(root: string, containerPath: string): Promise<string> {
+  const pending = containerPath.split('/').filter((part) => part !== '' && part !== '.');
+  const resolved: string[] = [];
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '..') {
+      resolved.pop();
+      continue;
+    }
+    const candidate = path.join(root, ...resolved, part);
+    let info;
+    try {
+      info = await lstat(candidate);
+    } catch {
+      resolved.push(part);
+      continue;
+    }
+    if (info.isSymbolicLink()) {
+      if (++hops > 40) throw new Error(`too many symbolic links in ${containerPath}`);
+      const target = await readlink(candidate);
+      if (target.startsWith('/')) resolved.length = 0;
+      pending.unshift(...target.split('/').filter((p) => p !== '' && p !== '.'));
+      continue;
+    }
+    resolved.push(part);
+  }
+  return path.join(root, ...resolved);
+}
+
+/** Host path of `hostPath` with symbolic links resolved, when it stays inside `root`; else null. */
+export async function realInside(root: string, hostPath: string): Promise<string | null> {
+  try {
+    const real = await realpath(hostPath);
+    return isInside(await realpath(root), real) ? real : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Reads a small regular file a step wrote without following a symbolic link in its last
+ * component; null when it is missing, not a regular file, too large or (with `uid`) not owned by
+ * that user.
+ */
+export async function readStepFile(file: string, maxBytes: number, uid?: number): Promise<Buffer | null> {
+  let handle;
+  try {
+    handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return null;
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile() || info.size > maxBytes || (uid !== undefined && info.uid !== uid) || info.nlink > 1) return null;
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Parses a NUL-separated `NAME=value` list (`/proc/<pid>/environ`). */
+export function parseEnviron(data: Buffer): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const entry of data.toString('utf8').split('\0')) {
+    const eq = entry.indexOf('=');
+    if (eq <= 0) continue;
+    const name = entry.slice(0, eq);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) continue;
+    env[name] = entry.slice(eq + 1);
+  }
+  return env;
+}
+
+/** Variables a shell sets by itself; not carried from one step to the next. */
+export const shellOwnVariables = new Set(['PWD', 'OLDPWD', 'SHLVL', '_']);
+
+/**
+ * The wrapper of one step: on exit (success, failure, `exit n`, `set -e`) it promotes the
+ * variables to export to the environment and dumps the whole exported environment,
+ * NUL-separated, into `stateFile` (read by the executor, which starts the next step with it).
+ */
+export function stepScript(options: { name: string; command: string; stateFile: string; failFast: boolean; exportNames: string[] }): string {
+  const promote = options.exportNames
+    .filter((name) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+    .map((name) => `  if [ -n "\${${name}+x}" ]; then export ${name}; fi\n`)
+    .join('');
+  return [
+    `# Slipway build step ${JSON.stringify(options.name.replace(/[\r\n]/g, ' '))}`,
+    '__slipway_exit() {',
+    '  __slipway_status=$?',
+    promote.trimEnd(),
+    `  cat /proc/self/environ > ${shellQuote(options.stateFile)} 2>/dev/null || :`,
+    '  exit $__slipway_status',
+    '}',
+    'trap __slipway_exit EXIT',
+    options.failFast ? 'set -e' : '',
+    options.command,
+    '',
+  ].filter((line, index, all) => line !== '' || index === all.length - 1).join('\n');
+}
+
+export interface StepProcessOptions {
+  env: Record<string, string>;
+  cwd: string;
+  /** Whole process group SIGTERM, then SIGKILL after `graceMs`. */
+  signal: AbortSignal;
+  timeoutMs?: number;
+  graceMs: number;
+  onLine: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** Runs after the child exited (and its group was killed): kill whatever escaped the group. */
+  afterExit?: () => Promise<void>;
+}
+
+/** Splits a byte stream into lines (`\n`, `\r\n`, a lone `\r`). */
+function lines(emit: (line: string) => void): { push(chunk: Buffer): void; end(): void } {
+  const decoder = new TextDecoder('utf-8');
+  let pending = '';
+  const flush = (text: string) => {
+    pending += text;
+    let index: number;
+    while ((index = pending.search(/\r\n|\r|\n/)) >= 0) {
+      if (pending[index] === '\r' && index === pending.length - 1) break;
+      const breakLength = pending.startsWith('\r\n', index) ? 2 : 1;
+      emit(pending.slice(0, index));
+      pending = pending.slice(index + breakLength);
+    }
+  };
+  return {
+    push: (chunk) => flush(decoder.decode(chunk, { stream: true })),
+    end: () => {
+      flush(decoder.decode());
+      if (pending.endsWith('\r')) pending = pending.slice(0, -1);
+      if (pending !== '') emit(pending);
+      pending = '';
+    },
+  };
+}
+
+/**
+ * Runs one step program in its own process group. Unlike `runProcess`, it does not wait for the
+ * output pipes to close: a process that left the group (`setsid`, a daemon) and still holds them
+ * is killed by `afterExit` and the pipes are closed shortly after the step's own process ended.
+ */
+export function runStepProcess(command: string, args: string[], options: StepProcessOptions): Promise<ProcessResult> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    if (options.signal.aborted) {
+      resolve({ code: null, signal: null, stdout: '', stdoutBytes: Buffer.alloc(0), stderrTail: [], timedOut: false, aborted: true, durationMs: 0 });
+      return;
+    }
+    const child = spawn(command, args, { env: options.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const killGroup = (signal: NodeJS.Signals) => {
+      if (child.pid === undefined) return;
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        // gone
+      }
+    };
+    const stderrTail: string[] = [];
+    const out = lines((line) => options.onLine(line, 'stdout'));
+    const err = lines((line) => {
+      stderrTail.push(line);
+      if (stderrTail.length > 50) stderrTail.shift();
+      options.onLine(line, 'stderr');
+    });
+    child.stdout!.on('data', (chunk: Buffer) => out.push(chunk));
+    child.stderr!.on('data', (chunk: Buffer) => err.push(chunk));
+    let timedOut = false;
+    let aborted = false;
+    let killTimer: NodeJS.Timeout | undefined;
+    const stop = () => {
+      if (killTimer || child.exitCode !== null || child.signalCode !== null) return;
+      killGroup('SIGTERM');
+      killTimer = setTimeout(() => killGroup('SIGKILL'), options.graceMs);
+    };
+    const timer = options.timeoutMs !== undefined && options.timeoutMs > 0 ? setTimeout(() => { timedOut = true; stop(); }, options.timeoutMs) : undefined;
+    const onAbort = () => { aborted = true; stop(); };
+    options.signal.addEventListener('abort', onAbort, { once: true });
+    let exited = false;
+    child.on('error', (error) => {
+      if (timer) clearTimeout(timer);
+      if (killTimer) clearTimeout(killTimer);
+      options.signal.removeEventListener('abort', onAbort);
+      reject(new Error(`cannot run ${command}: ${error.message}`));
+    });
+    child.on('exit', (code, signal) => {
+      if (exited) return;
+      exited = true;
+      if (timer) clearTimeout(timer);
+      if (killTimer) clearTimeout(killTimer);
+      options.signal.removeEventListener('abort', onAbort);
+      void (async () => {
+        // Let the last lines drain, then nothing of the step may stay.
+        await new Promise((r) => setTimeout(r, 100));
+        killGroup('SIGKILL');
+        await options.afterExit?.().catch(() => undefined);
+        const closed = (stream: NodeJS.ReadableStream & { destroyed?: boolean; destroy(): void }) => new Promise<void>((r) => {
+          if (stream.destroyed || (stream as { readableEnded?: boolean }).readableEnded) return r();
+          const t = setTimeout(() => { stream.destroy(); r(); }, 500);
+          stream.once('close', () => { clearTimeout(t); r(); });
+        });
+        await Promise.all([closed(child.stdout!), closed(child.stderr!)]);
+        out.end();
+        err.end();
+        resolve({ code, signal, stdout: '', stdoutBytes: Buffer.alloc(0), stderrTail, timedOut, aborted, durationMs: Date.now() - started });
+      })();
+    });
+  });
+}
