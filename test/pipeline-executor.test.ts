@@ -80,6 +80,16 @@ describe('pipeline stage executor', { timeout: 600_000 }, () => {
     return { result, log: lines.join('\n'), lines, snapshots, workspaceDir };
   }
 
+  async function processesWith(needle: string): Promise<number[]> {
+    const found: number[] = [];
+    for (const entry of await readdir('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const cmdline = await readFile(`/proc/${entry}/cmdline`).catch(() => Buffer.alloc(0));
+      if (cmdline.toString('utf8').replace(/\0/g, ' ').includes(needle)) found.push(Number(entry));
+    }
+    return found;
+  }
+
   async function assertNothingLeft(what: string): Promise<void> {
     assert.deepEqual(await processesOf(shellUid), [], `${what}: no processes of uid ${shellUid}`);
     assert.deepEqual(await work.driver.containers(), [], `${what}: no buildah containers`);
@@ -287,6 +297,31 @@ outputArtifacts:
     await assertNothingLeft('outputs');
   });
 
+  test('input artifacts are copied into the workspace; invalid requests are errors', { timeout: 60_000 }, async () => {
+    const input = path.join(root.path, 'input-lib.txt');
+    await writeFile(input, 'library v2\n');
+    const { result, log } = await runStage('version: 0.1\nsteps:\n  - type: Command\n    name: use\n    command: cat deps/lib.txt && cat /tmp/never 2>/dev/null; ls -l deps | tail -1\n', {
+      inputFiles: [{ name: 'lib', location: 'deps/lib.txt', file: input }],
+    });
+    assert.equal(result.status, 'succeeded', log);
+    assert.match(log, /library v2/);
+    assert.match(log, /\[slipway\] input artifact lib -> deps\/lib\.txt/);
+
+    const evil = await workspace({ 'README': 'x' });
+    const { symlink } = await import('node:fs/promises');
+    await symlink(root.path, path.join(evil, 'src', 'escape'));
+    await assert.rejects(
+      runStage('version: 0.1\nsteps:\n  - type: Command\n    name: x\n    command: echo x\n', { workspaceDir: evil, inputFiles: [{ name: 'lib', location: 'escape/planted.txt', file: input }] }),
+      /input artifact lib: escape\/planted\.txt leads outside the workspace/,
+    );
+    await assert.rejects(stat(path.join(root.path, 'planted.txt')));
+    await assert.rejects(
+      runStage('version: 0.1\nsteps:\n  - type: Command\n    name: x\n    command: echo x\n', { workspaceDir: path.join(root.path, 'missing') }),
+      (error: Error) => error.name === 'StageRequestError' && /does not exist/.test(error.message),
+    );
+    await assertNothingLeft('inputs');
+  });
+
   test('docker build in a step gives a DOCKER_IMAGE output that pushImage delivers; names are scoped to the run', { timeout: 180_000 }, async () => {
     ts = await startTestServer();
     await importBase(ts, work);
@@ -345,6 +380,14 @@ outputArtifacts:
     assert.match(other.log, /^0$/m);
     assert.match(other.log, /not-visible/);
     assert.match(other.log, /Using cache/);
+
+    // A step killed mid-build stops the build: no build container or RUN process stays.
+    const slowFiles = { Dockerfile: 'FROM slipway/node-base:latest\nRUN echo started-slow && sleep 605\n' };
+    const slow = await runStage('version: 0.1\nsteps:\n  - type: Command\n    name: slow-build\n    timeoutInSeconds: 4\n    command: docker build -t slow:1 .\n', { files: slowFiles, images });
+    assert.equal(slow.result.status, 'failed', slow.log);
+    assert.match(slow.log, /started-slow/);
+    assert.match(slow.result.message!, /timed out/);
+    assert.deepEqual(await processesWith('sleep 605'), [], 'the RUN process is gone');
 
     await executor.removeRunImages(runId);
     const left = await work.driver.exec(['images', '--json'], { captureStdout: true });

@@ -364,7 +364,12 @@ export class DockerShimServer {
       signal: io.signal,
       graceMs: 5_000,
       captureStdout: options.captureStdout,
-      onLine: options.quiet ? undefined : (line, stream) => (stream === 'stdout' ? io.out(`${line}\n`) : io.err(`${line}\n`)),
+      // Steps see their own names, not the run-scoped ones.
+      onLine: options.quiet ? undefined : (line, stream) => {
+        const shown = `${unscopeText(this.options.runId, line)}\n`;
+        if (stream === 'stdout') io.out(shown);
+        else io.err(shown);
+      },
     });
   }
 
@@ -434,7 +439,6 @@ export class DockerShimServer {
       }
       const imageId = (await readFile(iidFile, 'utf8')).trim();
       if (quiet) io.out(`sha256:${imageId.replace(/^sha256:/, '')}\n`);
-      else for (const tag of values('--tag', '-t')) io.out(`Successfully tagged ${tag}\n`);
       return 0;
     } finally {
       await rm(work, { recursive: true, force: true });
@@ -587,6 +591,13 @@ export class DockerShimServer {
     }
     return code;
   }
+}
+
+/** Replaces run-scoped names in a line of buildah output by the names the step wrote. */
+export function unscopeText(runId: string, line: string): string {
+  const prefix = runImagePrefix(runId);
+  if (!line.includes(prefix)) return line;
+  return line.replace(new RegExp(`${prefix.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}[^\\s"']*`, 'g'), (name) => unscopedImageName(runId, name));
 }
 
 /** Parses `buildah images --json` and keeps the images with a name of the run. */

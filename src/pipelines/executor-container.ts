@@ -92,6 +92,8 @@ export class ContainerSandbox implements StepSandbox {
   private readonly name: string;
   private rootfs?: string;
   private created = false;
+  private fromDone = false;
+  private bashNoted = false;
   private mounted = false;
   private imageEnv: Record<string, string> = {};
   private counter = 0;
@@ -137,7 +139,9 @@ export class ContainerSandbox implements StepSandbox {
           if (stream === 'stderr') this.options.log(line);
         },
       });
+      // A `from` stopped midway may still have made the container: always try to remove it.
       this.created = true;
+      this.fromDone = from.code === 0;
       if (from.code !== 0) {
         const last = from.stderrTail.filter((l) => l.trim() !== '').slice(-1)[0] ?? '';
         throw new Error(from.aborted ? 'preparing the build container was stopped' : `cannot use the executor image ${image}: ${last}`);
@@ -178,7 +182,8 @@ export class ContainerSandbox implements StepSandbox {
     };
     if (shell === 'bash') {
       for (const candidate of ['/bin/bash', '/usr/bin/bash', '/usr/local/bin/bash']) if (await exists(candidate)) return candidate;
-      note(`[slipway] bash is not in the image ${this.options.image}; using sh`);
+      if (!this.bashNoted) note(`[slipway] bash is not in the image ${this.options.image}; steps use sh`);
+      this.bashNoted = true;
     }
     for (const candidate of ['/bin/sh', '/usr/bin/sh']) if (await exists(candidate)) return candidate;
     throw new Error(`the image ${this.options.image} has no /bin/sh`);
@@ -310,7 +315,7 @@ export class ContainerSandbox implements StepSandbox {
     if (this.mounted) await this.options.buildah.exec(['umount', this.name], { timeoutMs: 120_000 }).catch(() => undefined);
     if (this.created) {
       const removed = await this.options.buildah.exec(['rm', this.name], { timeoutMs: 120_000 }).catch(() => undefined);
-      if (removed && removed.code !== 0) this.options.log(`[slipway] could not remove the build container ${this.name}: ${removed.stderrTail.slice(-1)[0] ?? ''}`);
+      if (removed && removed.code !== 0 && this.fromDone) this.options.log(`[slipway] could not remove the build container ${this.name}: ${removed.stderrTail.slice(-1)[0] ?? ''}`);
     }
   }
 }

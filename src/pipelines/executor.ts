@@ -576,8 +576,12 @@ export class StageExecutor {
     }
   }
 
-  /** Removes every image name of the run (images without other names go with them). */
+  /**
+   * At run end: removes every image name of the run (images without other names go with them;
+   * the layer cache stays) and the run's BINARY output files under `<workRoot>/outputs/<run>`.
+   */
   async removeRunImages(runId: string): Promise<void> {
+    await this.removeRunOutputs(runId);
     const result = await this.buildah.exec(['images', '--json', '--no-trunc'], { captureStdout: true, timeoutMs: 60_000 });
     if (result.code !== 0) throw new Error(`buildah images failed: ${result.stderrTail.slice(-1)[0] ?? ''}`);
     const names = runImageNames(result.stdout, runId);
