@@ -40,9 +40,12 @@ describe('pipeline stage executor', { timeout: 600_000 }, () => {
 
   after(async () => {
     killAllChildren();
-    await ts?.close().catch(() => undefined);
-    await work.cleanup();
-    await root.remove();
+    try {
+      await ts?.close().catch(() => undefined);
+      await work.cleanup().catch(() => undefined);
+    } finally {
+      await root.remove();
+    }
   });
 
   /** A workspace with the primary source `src` holding `files`. */
@@ -310,10 +313,10 @@ outputArtifacts:
     const evil = await workspace({ 'README': 'x' });
     const { symlink } = await import('node:fs/promises');
     await symlink(root.path, path.join(evil, 'src', 'escape'));
-    await assert.rejects(
-      runStage('version: 0.1\nsteps:\n  - type: Command\n    name: x\n    command: echo x\n', { workspaceDir: evil, inputFiles: [{ name: 'lib', location: 'escape/planted.txt', file: input }] }),
-      /input artifact lib: escape\/planted\.txt leads outside the workspace/,
-    );
+    const planted = await runStage('version: 0.1\nsteps:\n  - type: Command\n    name: x\n    command: echo x\n', { workspaceDir: evil, inputFiles: [{ name: 'lib', location: 'escape/planted.txt', file: input }] });
+    assert.equal(planted.result.status, 'failed');
+    assert.match(planted.result.message!, /input artifact lib: escape\/planted\.txt leads outside the workspace/);
+    assert.deepEqual(planted.result.steps.map((s) => s.status), ['skipped']);
     await assert.rejects(stat(path.join(root.path, 'planted.txt')));
     await assert.rejects(
       runStage('version: 0.1\nsteps:\n  - type: Command\n    name: x\n    command: echo x\n', { workspaceDir: path.join(root.path, 'missing') }),

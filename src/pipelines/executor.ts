@@ -274,7 +274,8 @@ export class StageExecutor {
           binDir: dirs.bin, scriptDir: dirs.steps, stateDir: dirs.state, homeDir: dirs.home, socketPath: socketHost, graceMs: this.graceMs, marker: stageToken,
         });
         sandbox = shell;
-        await this.copyInputs(request, sandbox, workspaceDir);
+        const inputProblem = await this.copyInputs(request, sandbox, workspaceDir);
+        if (inputProblem) return finish({ status: 'failed', message: inputProblem });
         // The workspace belongs to the step user (links themselves, never their targets).
         const chowned = await runProcess('chown', ['-R', '-h', '-P', `${this.uid}:${this.gid}`, workspaceDir], { timeoutMs: 300_000 });
         if (chowned.code !== 0) throw new Error(`cannot hand the workspace to uid ${this.uid}: ${chowned.stderrTail.slice(-1)[0] ?? ''}`);
@@ -290,7 +291,8 @@ export class StageExecutor {
         } catch (error) {
           return stopped() ?? finish({ status: 'failed', message: (error as Error).message });
         }
-        await this.copyInputs(request, sandbox, workspaceDir);
+        const inputProblem = await this.copyInputs(request, sandbox, workspaceDir);
+        if (inputProblem) return finish({ status: 'failed', message: inputProblem });
       }
       const box = sandbox;
 
@@ -480,31 +482,42 @@ export class StageExecutor {
     return null;
   }
 
-  /** Copies the input artifacts into the workspace (before the steps; links in the checkout are not followed out of it). */
-  private async copyInputs(request: StageRequest, sandbox: StepSandbox, workspaceDir: string): Promise<void> {
+  /**
+   * Copies the input artifacts into the workspace before the steps; a location outside the
+   * workspace (also through a link in the checkout) is refused: the reason is returned.
+   */
+  private async copyInputs(request: StageRequest, sandbox: StepSandbox, workspaceDir: string): Promise<string | null> {
     for (const input of request.inputFiles ?? []) {
-      const stepPath = path.posix.resolve(sandbox.primarySource, input.location);
-      const host = sandbox.kind === 'shell' ? sandbox.workspaceHostPath(stepPath) : sandbox.workspaceHostPath(stepPath);
-      if (host === null) throw new StageRequestError(`input artifact ${input.name}: ${input.location} is outside the workspace`);
+      const outside = `input artifact ${input.name}: ${input.location} leads outside the workspace`;
+      const host = sandbox.workspaceHostPath(path.posix.resolve(sandbox.primarySource, input.location));
+      if (host === null) return outside;
       let target = host;
-      if ((await stat(target).catch(() => undefined))?.isDirectory() || input.location.endsWith('/')) target = path.join(target, path.basename(input.name) || 'input');
+      if ((await stat(target).catch(() => undefined))?.isDirectory() || input.location.endsWith('/')) target = path.join(target, input.name.replace(outputNamePattern, '_') || 'input');
       const parent = path.dirname(target);
       // The deepest existing ancestor must be inside the workspace (a link in the checkout must not lead out).
       let existing = parent;
       while (!(await lstat(existing).catch(() => undefined))) existing = path.dirname(existing);
-      if ((await realInside(workspaceDir, existing)) === null) throw new StageRequestError(`input artifact ${input.name}: ${input.location} leads outside the workspace`);
+      if ((await realInside(workspaceDir, existing)) === null) return outside;
       await mkdir(parent, { recursive: true });
       const realParent = await realInside(workspaceDir, parent);
-      if (realParent === null) throw new StageRequestError(`input artifact ${input.name}: ${input.location} leads outside the workspace`);
-      const destination = path.join(realParent, path.basename(target));
-      const handle = await open(destination, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o644);
+      if (realParent === null) return outside;
+      const source = await readFile(input.file).catch((error: Error) => {
+        throw new StageRequestError(`input artifact ${input.name}: cannot read ${input.file}: ${error.message}`);
+      });
+      let handle;
       try {
-        await handle.writeFile(await readFile(input.file));
+        handle = await open(path.join(realParent, path.basename(target)), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o644);
+      } catch (error) {
+        return `input artifact ${input.name}: cannot write ${input.location}: ${(error as Error).message}`;
+      }
+      try {
+        await handle.writeFile(source);
       } finally {
         await handle.close();
       }
       request.log(`[slipway] input artifact ${input.name} -> ${input.location}`);
     }
+    return null;
   }
 
   /** Copies a step-made file (no symbolic link followed in its last component) and hashes the copy. */
