@@ -324,7 +324,7 @@ export class StageExecutor {
 
       const stateFile = { step: path.posix.join(box.stateDir.step, 'env'), host: path.join(box.stateDir.host, 'env') };
       let scriptCount = 0;
-      const runOne = async (step: FailureStep, record: StepRecord, label: string): Promise<{ ok: boolean; timedOut: boolean; exitCode?: number }> => {
+      const runOne = async (step: FailureStep, record: StepRecord, label: string): Promise<{ ok: boolean; timedOut: boolean; exitCode?: number; signal?: string }> => {
         const shellName = step.shell ?? spec.shell;
         const shellPath = await box.shellPath(shellName, log);
         const script = `step-${++scriptCount}.sh`;
@@ -366,7 +366,7 @@ export class StageExecutor {
         report();
         if (result.timedOut) log(`[slipway] ${label} ${step.name} timed out after ${step.timeoutInSeconds} s`);
         else if (!ok && !result.aborted) log(`[slipway] ${label} ${step.name} failed with exit code ${result.code ?? result.signal}`);
-        return { ok, timedOut: result.timedOut, exitCode: result.code ?? undefined };
+        return { ok, timedOut: result.timedOut, exitCode: result.code ?? undefined, signal: result.signal ?? undefined };
       };
 
       for (const [index, step] of spec.steps.entries()) {
@@ -384,7 +384,7 @@ export class StageExecutor {
         if (stopAfter) return stopAfter;
         const message = outcome.timedOut
           ? `step "${step.name}" timed out after ${step.timeoutInSeconds} s`
-          : `step "${step.name}" failed with exit code ${outcome.exitCode ?? 'unknown'}`;
+          : outcome.exitCode !== undefined ? `step "${step.name}" failed with exit code ${outcome.exitCode}` : `step "${step.name}" was killed (${outcome.signal ?? 'unknown signal'})`;
         return finish({ status: 'failed', failedStep: step.name, ...(outcome.exitCode !== undefined && !outcome.timedOut ? { exitCode: outcome.exitCode } : {}), message });
       }
 
