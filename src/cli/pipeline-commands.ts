@@ -319,6 +319,14 @@ export async function followRun(session: Session, ns: string, name: string, numb
     }
     const run = finalSeen ?? await client.request<RunView>('GET', runPath(ns, name, number));
     if (finalStatuses.has(run.status)) return run;
+    if (run.status === 'waiting' && !hinted) {
+      // The server ends the stream while a run waits: the hint comes from here then.
+      const stage = run.stages.find((s) => s.type === 'approval' && s.status === 'waiting');
+      if (stage) {
+        hinted = true;
+        hint(`run ${number} waits for an approval of stage "${stage.name}": slipway pipeline approve ${name} ${number} ${quote(stage.name)} -n ${ns} (or reject)`);
+      }
+    }
     void ended;
     // Not over (it waits, or the server closed the stream): follow again shortly.
     await sleep(2000);
