@@ -306,16 +306,19 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
     access: auth?.access, secrets: auth?.secrets, registries: auth?.registries, functions: fnService, logger,
     recordArtefact: (namespace, input, actor) => artefacts.record(namespace, input, { source: 'pipeline', actor }),
   });
+  pipelines.abortRun = (runId, message) => runner!.abortRun(runId, message);
   const failed = await pipelines.reconcile();
   if (failed > 0) logger.warn({ failed }, 'pipeline runs interrupted by the last stop could not be resumed');
   await runner.sweep();
   const worker = new JobWorker<{ runId: string }, void>(jobs, {
-    queue: 'pipeline-runs', concurrency: config.pipelines.concurrency,
+    // A stopping server gives running stages 3 s: they run again from their start at the next one.
+    queue: 'pipeline-runs', concurrency: config.pipelines.concurrency, graceMs: 3000,
     handler: (job, signal) => runner!.advance(job.payload.runId, signal),
     onError: (error) => logger.warn({ err: error }, 'pipeline worker'),
   });
   const mirrors = new MirrorPoller({
-    db: registry.db, cacheDir: path.join(workDir, 'git-cache'), logger,
+    // Checks every second which mirrors are due (each polls at its own interval).
+    db: registry.db, cacheDir: path.join(workDir, 'git-cache'), logger, tickMs: 1000,
     list: () => pipelines.mirrors(config.pipelines.mirrorInterval, parseStageDuration),
     onNewCommit: (pipelineId, change) => pipelines.onMirrorCommit(pipelineId, change),
   });

@@ -1,6 +1,6 @@
 /**
  * The pipeline build-stage executor with real buildah and runc, offline: shell steps on the host
- * as uid 1004 (environment shared between steps, exported variables, fail-fast, onFailure,
+ * as an unprivileged uid (environment shared between steps, exported variables, fail-fast, onFailure,
  * timeouts, masking, a clean environment, outputs), the `docker` shim building with buildah and
  * the image pushed to a real Slipway registry, and the container executor running steps in the
  * imported base image. Each test checks that nothing is left behind.
@@ -17,7 +17,8 @@ import { killAllChildren } from './helpers/commands.js';
 import { StageExecutor, stepPaths, type StageRequest, type StageResult, type StepRecord } from '../src/pipelines/executor.js';
 import { processesOf } from '../src/pipelines/executor-shell.js';
 
-const shellUid = 1004;
+// Its own uid: other test files run shell steps as the default 1004 at the same time.
+const shellUid = 1303;
 
 async function mountsWith(needle: string): Promise<string[]> {
   const lines = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n');
@@ -35,7 +36,7 @@ describe('pipeline stage executor', { timeout: 600_000 }, () => {
     work = await buildWork();
     root = await tempDir('slipway-executor-');
     await chmod(root.path, 0o711);
-    executor = new StageExecutor({ buildah: work.driver, workRoot: path.join(root.path, 'work'), graceMs: 1_000 });
+    executor = new StageExecutor({ buildah: work.driver, workRoot: path.join(root.path, 'work'), graceMs: 1_000, shellUid, shellGid: shellUid });
   });
 
   after(async () => {
@@ -100,7 +101,7 @@ describe('pipeline stage executor', { timeout: 600_000 }, () => {
     assert.deepEqual(await readdir(path.join(root.path, 'work', 'stages')).catch(() => []), [], `${what}: no stage folders`);
   }
 
-  test('steps share one clean environment; exported variables; uid 1004 in the primary source', { timeout: 60_000 }, async () => {
+  test('steps share one clean environment; exported variables; the step uid in the primary source', { timeout: 60_000 }, async () => {
     process.env.SLIPWAY_TEST_SERVER_MARKER = 'server-secret-env';
     try {
       const { result, log, workspaceDir, snapshots } = await runStage(`
@@ -130,7 +131,7 @@ steps:
 `, { env: { GREETING: 'hello', OCI_BUILD_RUN_ID: 'ocid1.buildrun.abcdef1234567' } });
       assert.equal(result.status, 'succeeded', log);
       assert.match(log, /\[slipway\] step first/);
-      assert.match(log, new RegExp(`uid=1004 gid=1004 cwd=${path.join(workspaceDir, 'src')}`));
+      assert.match(log, new RegExp(`uid=${shellUid} gid=${shellUid} cwd=${path.join(workspaceDir, 'src')}`));
       assert.match(log, /marker=unset lang=C\.UTF-8/);
       assert.doesNotMatch(log, /server-secret-env/);
       assert.match(log, /home-writable/);

@@ -103,7 +103,7 @@ describe('pipelines end to end', { timeout: 900_000 }, () => {
   before(async () => {
     await requireCommands({ runc: 'runc', ip: 'iproute2', buildah: 'buildah', git: 'git' });
     work = await buildWork();
-    ts = await startTestServer({ config: { builds: work.builds, functions: { enabled: true, startTimeout: '10s' }, pipelines: { concurrency: 1 } } });
+    ts = await startTestServer({ config: { builds: work.builds, functions: { enabled: true, startTimeout: '10s' }, pipelines: { concurrency: 1, shellUid: 1301, shellGid: 1301 } } });
     call = api(ts.url);
     prefix = await instancePrefix(ts.dataDir);
     await importBase(ts, work);

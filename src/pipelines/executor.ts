@@ -427,8 +427,9 @@ export class StageExecutor {
       await sandbox?.close().catch((error: Error) => log(`[slipway] cleanup: ${error.message}`));
       if (kind === 'shell') {
         this.shellStages--;
-        // This stage's processes (setsid'ed daemons included); all of the user's when no other shell stage runs.
-        await killProcessesOf(this.uid, this.shellStages === 0 ? undefined : stageToken);
+        // This stage's processes (setsid'ed daemons included), found by the stage's marker in
+        // their environment — never all of the user's: other servers on the host may share it.
+        await killProcessesOf(this.uid, stageToken);
       }
       await rm(stageDir, { recursive: true, force: true }).catch(() => undefined);
       if (!isInside(stageDir, socketDir)) await rm(socketDir, { recursive: true, force: true }).catch(() => undefined);

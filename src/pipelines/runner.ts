@@ -109,6 +109,8 @@ export class PipelineRunner {
   /** `repository:tag` pushes a run makes right now (the registry hook leaves their artefact versions to the run). */
   private readonly pushing = new Set<string>();
   private readonly keys = new Map<string, { id: string }>();
+  /** Runs advancing in this process: a cancel reaches them at once, not at the job's next heartbeat. */
+  private readonly running = new Map<string, AbortController>();
 
   constructor(private readonly deps: PipelineRunnerDeps) {}
 
@@ -120,8 +122,26 @@ export class PipelineRunner {
     return path.join(this.deps.workDir, 'runs', runId);
   }
 
+  /** Aborts a run advancing in this process (false when it runs elsewhere or not at all). */
+  abortRun(runId: string, message: string): boolean {
+    const controller = this.running.get(runId);
+    if (!controller) return false;
+    controller.abort({ kind: 'cancelled', message });
+    return true;
+  }
+
   /** The job handler: runs stages until the run ends or must wait. */
-  async advance(runId: string, signal: AbortSignal): Promise<void> {
+  async advance(runId: string, jobSignal: AbortSignal): Promise<void> {
+    const local = new AbortController();
+    this.running.set(runId, local);
+    try {
+      await this.advanceRun(runId, AbortSignal.any([jobSignal, local.signal]));
+    } finally {
+      if (this.running.get(runId) === local) this.running.delete(runId);
+    }
+  }
+
+  private async advanceRun(runId: string, signal: AbortSignal): Promise<void> {
     const { db } = this.deps;
     const row = await db.kysely.selectFrom('pipeline_runs').selectAll().where('id', '=', runId).executeTakeFirst();
     if (!row || finalRunStatuses.has(row.status as RunStatus)) return;

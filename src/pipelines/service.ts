@@ -75,6 +75,8 @@ const zeroCommit = /^0+$/;
 
 export class PipelineService {
   private readonly waiters = new Map<string, Set<() => void>>();
+  /** Set by the composition: aborts a run advancing in this process. */
+  abortRun?: (runId: string, message: string) => boolean;
 
   constructor(private readonly deps: PipelineServiceDeps) {}
 
@@ -356,6 +358,8 @@ export class PipelineService {
     for (const job of await this.db.kysely.selectFrom('jobs').select('id').where('id', 'like', `${run.id}-%`).where('status', 'in', ['queued', 'running']).execute()) {
       await this.deps.queue.cancel(job.id);
     }
+    // Here: at once. On another replica: at its job's next heartbeat.
+    if (!ended) this.abortRun?.(run.id, message);
     const view = await this.run(namespace, name, number);
     if (ended) {
       const write = await this.deps.logs.start(run.id);
