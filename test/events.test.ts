@@ -9,62 +9,19 @@
  */
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
-import pg from 'pg';
 import { openDatabase, type Database } from '../src/db/db.js';
 import { EventBus, type EventBusOptions } from '../src/events/bus.js';
 import { eventRoutes } from '../src/events/routes.js';
 import { verifySignature } from '../src/events/signature.js';
 import { parseMasterKey, Vault, type MasterKey } from '../src/vault/vault.js';
+import { dialects, tempDir as makeTempDir, type DialectUnderTest } from './helpers/dialects.js';
 
-// The dialects of test/helpers/harness.ts, without loading it: the harness imports the whole
-// server (src/main.ts), which this test neither needs nor should break with.
-interface DialectUnderTest {
-  name: 'sqlite' | 'postgres';
-  create(): Promise<{ url: string; drop(): Promise<void> }>;
-}
-const postgresUrl = process.env.SLIPWAY_TEST_POSTGRES_URL;
-if (!postgresUrl && process.env.CI) throw new Error('SLIPWAY_TEST_POSTGRES_URL is required in CI: run the suite with `npm test`');
-const dialects: DialectUnderTest[] = [
-  { name: 'sqlite', create: async () => ({ url: 'sqlite', drop: async () => undefined }) },
-  ...(postgresUrl ? [{ name: 'postgres' as const, create: () => createPostgresDatabase(postgresUrl) }] : []),
-];
-
-async function createPostgresDatabase(baseUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `slipway_test_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(baseUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      const client = new pg.Client({ connectionString: baseUrl });
-      await client.connect();
-      try {
-        await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await client.end();
-      }
-    },
-  };
-}
-
-async function tempDir(): Promise<{ path: string; remove(): Promise<void> }> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'slipway-events-'));
-  return { path: dir, remove: () => rm(dir, { recursive: true, force: true }) };
-}
+const tempDir = () => makeTempDir('slipway-events-');
 
 const ns = 'team';
 

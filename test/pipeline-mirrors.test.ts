@@ -16,7 +16,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import pg from 'pg';
 import { ContextError } from '../src/builds/context.js';
 import { openDatabase, type Database } from '../src/db/db.js';
 import { changedFiles, lsRemoteHeads } from '../src/pipelines/git-remote.js';
@@ -27,37 +26,7 @@ const timeout = 60_000;
 
 after(() => killAllChildren());
 
-// The same dialects as test/helpers/harness.ts, without importing the server (main.ts).
-const postgresUrl = process.env.SLIPWAY_TEST_POSTGRES_URL;
-const dialects: Array<{ name: string; create(): Promise<{ url: string; drop(): Promise<void> }> }> = [
-  { name: 'sqlite', create: async () => ({ url: 'sqlite', drop: async () => undefined }) },
-  ...(postgresUrl ? [{ name: 'postgres', create: () => createPostgresDatabase(postgresUrl) }] : []),
-];
-
-async function createPostgresDatabase(baseUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `slipway_test_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(baseUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      const client = new pg.Client({ connectionString: baseUrl });
-      await client.connect();
-      try {
-        await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await client.end();
-      }
-    },
-  };
-}
+import { dialects } from './helpers/dialects.js';
 
 const gitEnv: NodeJS.ProcessEnv = {
   ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('GIT_'))),

@@ -21,7 +21,7 @@
  * and removed; `runSteps` containers carry a unique name and are always removed.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, lstat, mkdir, mkdtemp, readdir, readFile, readlink, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
@@ -37,6 +37,7 @@ import {
   type StepsRequest,
   type StepsResult,
 } from './build-driver.js';
+import { deadline, resolveInRoot } from './limits.js';
 import { runProcess, type ProcessResult, type RunProcessOptions } from './process.js';
 
 export interface BuildahStorageOptions {
@@ -80,32 +81,6 @@ const containerNamePrefix = 'slipway-steps-';
 /** Every container this code names itself starts with this (steps, base image imports). */
 export const slipwayContainerPrefix = 'slipway-';
 
-/** Combines a caller's signal and a time limit into one signal that knows why it fired. */
-function deadline(signal: AbortSignal | undefined, timeoutMs: number | undefined) {
-  const controller = new AbortController();
-  let reason: 'timeout' | 'aborted' | undefined;
-  const onAbort = () => {
-    reason ??= 'aborted';
-    controller.abort();
-  };
-  if (signal?.aborted) onAbort();
-  else signal?.addEventListener('abort', onAbort, { once: true });
-  const timer = timeoutMs !== undefined && timeoutMs > 0
-    ? setTimeout(() => {
-        reason ??= 'timeout';
-        controller.abort();
-      }, timeoutMs)
-    : undefined;
-  return {
-    signal: controller.signal,
-    reason: () => reason,
-    dispose() {
-      if (timer) clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    },
-  };
-}
-
 function stoppedError(reason: 'timeout' | 'aborted', what: string, timeoutMs: number | undefined): BuildError {
   return reason === 'timeout'
     ? new BuildError('timeout', `${what} timed out after ${timeoutMs} ms`)
@@ -126,37 +101,6 @@ function authFileContent(auth: RegistryAuth | undefined, hosts: Iterable<string>
 /** Values to mask in logs for a set of logins: passwords and their base64 `user:password` forms. */
 function authSecrets(auths: Array<RegistryAuth | undefined>): string[] {
   return auths.filter((a): a is RegistryAuth => !!a).flatMap((a) => [a.password, Buffer.from(`${a.username}:${a.password}`).toString('base64')]);
-}
-
-/** Resolves `containerPath` inside the folder `root` the way the container would: symlinks (absolute or relative) never leave `root`. */
-async function resolveInRoot(root: string, containerPath: string): Promise<string> {
-  const pending = containerPath.split('/').filter((part) => part !== '' && part !== '.');
-  const resolved: string[] = [];
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === '..') {
-      resolved.pop();
-      continue;
-    }
-    const candidate = path.join(root, ...resolved, part);
-    let info;
-    try {
-      info = await lstat(candidate);
-    } catch {
-      resolved.push(part);
-      continue; // missing: let the caller's stat report it
-    }
-    if (info.isSymbolicLink()) {
-      if (++hops > 40) throw new Error(`too many symbolic links in ${containerPath}`);
-      const target = await readlink(candidate);
-      if (target.startsWith('/')) resolved.length = 0;
-      pending.unshift(...target.split('/').filter((p) => p !== '' && p !== '.'));
-      continue;
-    }
-    resolved.push(part);
-  }
-  return path.join(root, ...resolved);
 }
 
 /** Mount points at or below `dir` in this process's mount namespace. */

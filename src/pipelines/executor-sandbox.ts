@@ -6,7 +6,7 @@
  */
 import { constants } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { lstat, open, readlink, realpath } from 'node:fs/promises';
+import { open, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import type { ProcessResult } from '../builds/process.js';
 
@@ -54,39 +54,10 @@ export function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
+export { resolveInRoot } from '../builds/limits.js';
+
 export function isInside(root: string, candidate: string): boolean {
   return candidate === root || candidate.startsWith(root.endsWith('/') ? root : `${root}/`);
-}
-
-/** Resolves `containerPath` inside the folder `root` the way the container would: symlinks never leave `root`. */
-export async function resolveInRoot(root: string, containerPath: string): Promise<string> {
-  const pending = containerPath.split('/').filter((part) => part !== '' && part !== '.');
-  const resolved: string[] = [];
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === '..') {
-      resolved.pop();
-      continue;
-    }
-    const candidate = path.join(root, ...resolved, part);
-    let info;
-    try {
-      info = await lstat(candidate);
-    } catch {
-      resolved.push(part);
-      continue;
-    }
-    if (info.isSymbolicLink()) {
-      if (++hops > 40) throw new Error(`too many symbolic links in ${containerPath}`);
-      const target = await readlink(candidate);
-      if (target.startsWith('/')) resolved.length = 0;
-      pending.unshift(...target.split('/').filter((p) => p !== '' && p !== '.'));
-      continue;
-    }
-    resolved.push(part);
-  }
-  return path.join(root, ...resolved);
 }
 
 /** Host path of `hostPath` with symbolic links resolved, when it stays inside `root`; else null. */

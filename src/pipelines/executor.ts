@@ -32,6 +32,7 @@ import { pipeline } from 'node:stream/promises';
 import type { BuildSpec, FailureStep } from '../builds/build-spec.js';
 import { createMasker, registryHostOf, type RegistryAuth } from '../builds/build-driver.js';
 import type { BuildahDriver } from '../builds/buildah-driver.js';
+import { deadline } from '../builds/limits.js';
 import { runProcess } from '../builds/process.js';
 import { DockerShimServer, dockerShimClient, LocalNameError, runImageNames, runImagePrefix, scopedImageName, listRunImages } from './docker-shim.js';
 import { ContainerSandbox, containerShimLauncher, containerWorkspace } from './executor-container.js';
@@ -134,32 +135,6 @@ function clone(steps: StepRecord[]): StepRecord[] {
   return steps.map((step) => ({ ...step, ...(step.onFailure ? { onFailure: step.onFailure.map((f) => ({ ...f })) } : {}) }));
 }
 
-/** Combines the caller's signal and the stage time limit; remembers which fired first. */
-function stageDeadline(signal: AbortSignal | undefined, timeoutMs: number | undefined) {
-  const controller = new AbortController();
-  let reason: 'timeout' | 'cancelled' | undefined;
-  const onAbort = () => {
-    reason ??= 'cancelled';
-    controller.abort();
-  };
-  if (signal?.aborted) onAbort();
-  else signal?.addEventListener('abort', onAbort, { once: true });
-  const timer = timeoutMs !== undefined && timeoutMs > 0
-    ? setTimeout(() => {
-        reason ??= 'timeout';
-        controller.abort();
-      }, timeoutMs)
-    : undefined;
-  return {
-    signal: controller.signal,
-    reason: () => reason,
-    dispose() {
-      if (timer) clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    },
-  };
-}
-
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   await pipeline(createReadStream(file), hash);
@@ -221,10 +196,11 @@ export class StageExecutor {
 
     const timeouts = [spec.timeoutInSeconds !== undefined ? spec.timeoutInSeconds * 1000 : undefined, request.timeoutMs].filter((t): t is number => t !== undefined && t > 0);
     const stageTimeoutMs = timeouts.length > 0 ? Math.min(...timeouts) : undefined;
-    const limit = stageDeadline(request.signal, stageTimeoutMs);
+    const limit = deadline(request.signal, stageTimeoutMs);
     const stopped = (): StageResult | null => {
-      const reason = limit.reason();
-      if (!reason) return null;
+      const fired = limit.reason();
+      if (!fired) return null;
+      const reason = fired === 'timeout' ? 'timeout' : 'cancelled';
       return finish({ status: reason, message: reason === 'timeout' ? `the stage timed out after ${Math.round((stageTimeoutMs ?? 0) / 1000)} s` : 'the stage was cancelled' });
     };
 
