@@ -41,20 +41,10 @@ import { finalRunStatuses, runView, type BuildOutput, type Delivered, type RunSt
 import { parseStageDuration, type PipelineInput, type Stage } from './spec.js';
 import { primarySource, type PipelineService } from './service.js';
 import type { GitCredentials } from './git-remote.js';
+import type { StageExecutor, StageRequest } from './executor.js';
 
-/** What the runner needs of the build-stage executor (pipelines/executor.ts implements it). */
-export interface BuildStageExecutor {
-  runStage(request: {
-    runId: string; stageName: string; spec: BuildSpec; workspaceDir: string; primarySourceName: string;
-    env: Record<string, string>; secrets: Record<string, string>;
-    inputFiles?: Array<{ name: string; location: string; file: string }>;
-    executor: { kind: 'shell' } | { kind: 'container'; image: string; auth?: RegistryAuth; insecure?: boolean };
-    images: { resolveDockerfile?(text: string): Promise<{ text: string; external: string[] }>; registryHost: string; registryAuth?: RegistryAuth; extraAuths?: Record<string, RegistryAuth>; insecureRegistries: string[] };
-    timeoutMs?: number; signal?: AbortSignal; log: (line: string) => void; onStep?: (steps: StepState[]) => void;
-  }): Promise<{ status: 'succeeded' | 'failed' | 'cancelled' | 'timeout'; steps: StepState[]; failedStep?: string; exitCode?: number; message?: string; exported: Record<string, string>; outputs: BuildOutput[] }>;
-  pushImage(runId: string, image: string, destination: string, options: { auth?: RegistryAuth; insecure: boolean; log: (line: string) => void; signal?: AbortSignal }): Promise<{ digest: string }>;
-  removeRunImages(runId: string): Promise<void>;
-}
+/** What the runner needs of the build-stage executor. */
+export type BuildStageExecutor = Pick<StageExecutor, 'runStage' | 'pushImage' | 'removeRunImages'>;
 
 export interface PipelineRunnerDeps {
   db: Database;
@@ -407,7 +397,7 @@ export class PipelineRunner {
     const timeouts = [this.deps.config.stageTimeout, stage.timeoutSeconds ? stage.timeoutSeconds * 1000 : Infinity, spec.timeoutInSeconds ? spec.timeoutInSeconds * 1000 : Infinity];
     const registryHost = this.deps.registryHost();
     const auth = await this.pushAuth(ctx);
-    let executor: Parameters<BuildStageExecutor['runStage']>[0]['executor'] = { kind: 'shell' };
+    let executor: StageRequest['executor'] = { kind: 'shell' };
     if (kind === 'container') {
       const wanted = stage.image ? this.sub(ctx, stage.image, `stages.${st.name}.image`) : this.deps.config.builderImage;
       const image = (await resolveBaseImages(`FROM ${wanted}`, registryHost, (repository, reference) => this.existsHere(repository, reference))).text.slice('FROM '.length);

@@ -13,20 +13,9 @@ export type StageStatus = 'pending' | 'running' | 'waiting' | 'succeeded' | 'fai
 export const activeRunStatuses: RunStatus[] = ['queued', 'running', 'waiting'];
 export const finalRunStatuses = new Set<RunStatus>(['succeeded', 'failed', 'cancelled']);
 
-/** A step as the executor reports it. */
-export interface StepState {
-  name: string;
-  status: 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped';
-  exitCode?: number;
-  startedAt?: string;
-  finishedAt?: string;
-  durationMs?: number;
-  onFailure?: StepState[];
-}
-
-export type BuildOutput =
-  | { name: string; type: 'BINARY'; file: string; size: number; digest: string }
-  | { name: string; type: 'DOCKER_IMAGE'; image: string; imageId: string };
+/** A step and an output as the executor reports them. */
+export type { StepRecord as StepState, StageOutput as BuildOutput } from './executor.js';
+import type { StepRecord as StepState, StageOutput as BuildOutput } from './executor.js';
 
 export interface Delivered {
   artifact: string;
