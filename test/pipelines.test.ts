@@ -185,6 +185,8 @@ describe('pipelines end to end', { timeout: 900_000 }, () => {
     assert.equal(replay.json.status, 'duplicate');
     const forged = await pushWebhook(v2, { key: 'not-the-secret' });
     assert.equal(forged.status, 401);
+    const received = (await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/webhook-deliveries`)).json.deliveries;
+    assert.deepEqual(received.map((d: { deliveryId: string; outcome: string }) => [d.deliveryId, d.outcome]), [[delivery, `run ${second.number}`]], 'a replay and a forged call record nothing new');
 
     // Only files outside the path filter changed: nothing runs.
     const runsBefore = (await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/runs`)).json.runs.length;

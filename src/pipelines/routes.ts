@@ -110,6 +110,12 @@ export async function pipelineRoutes(app: FastifyInstance, options: PipelineRout
     return { secret: await pipelines.rotateWebhookSecret(params(request).ns, params(request).name) };
   });
 
+  app.get(`${base}/:name/webhook-deliveries`, async (request) => {
+    await member(request, 'reader');
+    const limit = Number((request.query as { limit?: string }).limit ?? 50) || 50;
+    return { deliveries: await pipelines.webhookDeliveries(params(request).ns, params(request).name, limit) };
+  });
+
   // ---- runs ----
 
   app.post(`${base}/:name/runs`, async (request, reply) => {

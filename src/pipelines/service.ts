@@ -321,6 +321,14 @@ export class PipelineService {
     return out;
   }
 
+  /** The push webhooks received for a pipeline, newest first, with what became of each. */
+  async webhookDeliveries(namespace: string, name: string, limit = 50): Promise<Array<{ provider: string; deliveryId: string; receivedAt: string; outcome: string }>> {
+    const row = await this.find(namespace, name);
+    const rows = await this.db.kysely.selectFrom('pipeline_deliveries').selectAll().where('pipeline_id', '=', row.id)
+      .orderBy('received_at', 'desc').limit(Math.min(Math.max(limit, 1), 500)).execute();
+    return rows.map((r) => ({ provider: r.provider, deliveryId: r.delivery_id, receivedAt: iso(r.received_at), outcome: r.outcome }));
+  }
+
   // ---- runs -------------------------------------------------------------------------------
 
   async runs(namespace: string, name: string, options: { limit?: number; status?: string } = {}): Promise<RunView[]> {
