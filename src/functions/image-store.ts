@@ -1,14 +1,17 @@
 /**
  * ImageStore: pulls OCI/Docker images over the distribution protocol into a shared,
- * content-addressed blob cache (`dir/blobs/sha256/<hex>`, verified while streaming) and
- * unpacks each image once into `dir/rootfs/<manifest-hex>/` (whiteouts applied, atomic rename).
+ * content-addressed blob cache (`dir/blobs/sha256/<hex>`, verified while streaming). Each layer
+ * is extracted once, by its digest, into `dir/layers/<hex>/` (`tree/` + `whiteouts.json`; one
+ * pass: hash, gunzip, untar); each image gets `dir/rootfs/<manifest-hex>/`, a hardlink farm of
+ * its layers' trees with the whiteouts applied (atomic rename; no mounts to clean up).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, link, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
 import * as tar from 'tar';
 
 export interface ImageConfig {
@@ -212,21 +215,28 @@ export class ImageStore {
     if (got !== digest) throw new Error(`cached blob corrupted: expected ${digest}, got ${got}`);
   }
 
+  /** The extracted tree of one layer (`tree/`) and its whiteouts (`whiteouts.json`). */
+  layerPath(digest: string): string { return path.join(this.dir, 'layers', hexOf(digest)); }
+
+  /**
+   * The image's root: each layer is extracted once into `layers/<hex>/` (shared by every image
+   * that has it) and the root is a hardlink farm of those trees with the whiteouts applied.
+   * Built in a temp folder and renamed, so a root that exists is complete.
+   */
   async unpack(digest: string): Promise<string> {
     const target = this.rootfsPath(digest);
     if (await exists(target)) return target;
     const pending = this.unpacking.get(digest);
     if (pending) return pending;
     const job = (async () => {
+      await this.recover();
       const manifest = await this.readManifest(digest);
+      const layers = await Promise.all(manifest.layers.map((l) => this.layer(l.digest)));
       await mkdir(path.dirname(target), { recursive: true });
       const tmp = `${target}.tmp-${randomBytes(6).toString('hex')}`;
-      await mkdir(tmp, { recursive: true });
+      await mkdir(tmp);
       try {
-        for (const layer of manifest.layers) {
-          await this.verifyBlob(layer.digest);
-          await applyLayer(this.blobPath(layer.digest), tmp);
-        }
+        for (const layer of layers) await applyLayerDir(layer, tmp);
         await rename(tmp, target).catch(async (err) => {
           if (await exists(target)) { await rm(tmp, { recursive: true, force: true }); return; }
           throw err;
@@ -241,6 +251,102 @@ export class ImageStore {
     })();
     this.unpacking.set(digest, job);
     return job;
+  }
+
+  /** Layers this store extracted (each layer digest once, unless gc removed it). */
+  layersExtracted = 0;
+  private extracting = new Map<string, Promise<string>>();
+  private recovered?: Promise<void>;
+
+  /**
+   * Removes temp folders a crashed process left (`*.tmp-*` under layers/ and rootfs/); once per
+   * store, before its first unpack, so nothing of this process is in flight.
+   */
+  private recover(): Promise<void> {
+    this.recovered ??= (async () => {
+      for (const sub of ['layers', 'rootfs']) {
+        for (const name of await readdir(path.join(this.dir, sub)).catch(() => [] as string[])) {
+          if (name.includes('.tmp-')) await rm(path.join(this.dir, sub, name), { recursive: true, force: true });
+        }
+      }
+    })();
+    return this.recovered;
+  }
+
+  /**
+   * The extracted layer folder, made once per layer digest: the blob is hashed, decompressed
+   * and extracted in one pass into a temp folder, which is renamed into place only when the
+   * hash matched and extraction finished.
+   */
+  private layer(digest: string): Promise<string> {
+    const pending = this.extracting.get(digest);
+    if (pending) return pending;
+    const job = (async () => {
+      const target = this.layerPath(digest);
+      if (await exists(target)) return target;
+      await mkdir(path.dirname(target), { recursive: true });
+      const tmp = `${target}.tmp-${randomBytes(6).toString('hex')}`;
+      try {
+        await mkdir(path.join(tmp, 'tree'), { recursive: true });
+        const whiteouts = await this.extractLayer(digest, path.join(tmp, 'tree'));
+        await writeFile(path.join(tmp, 'whiteouts.json'), JSON.stringify(whiteouts));
+        await rename(tmp, target).catch(async (err) => {
+          if (await exists(target)) { await rm(tmp, { recursive: true, force: true }); return; }
+          throw err;
+        });
+        this.layersExtracted++;
+        return target;
+      } catch (err) {
+        await rm(tmp, { recursive: true, force: true });
+        throw err;
+      } finally {
+        this.extracting.delete(digest);
+      }
+    })();
+    this.extracting.set(digest, job);
+    return job;
+  }
+
+  /** One pass over the blob: sha256, gunzip (when gzip), tar extraction recording whiteouts. */
+  private async extractLayer(digest: string, dest: string): Promise<LayerWhiteouts> {
+    const blob = this.blobPath(digest);
+    const head = Buffer.alloc(4);
+    const fh = await open(blob, 'r');
+    try { await fh.read(head, 0, 4, 0); } finally { await fh.close(); }
+    if (head.equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))) throw new Error(`layer ${digest}: zstd layers are not supported`);
+    const gzip = head[0] === 0x1f && head[1] === 0x8b;
+    const out: LayerWhiteouts = { whiteouts: [], opaque: [] };
+    const hash = createHash('sha256');
+    const tap = new Transform({ transform(chunk, _enc, cb) { hash.update(chunk); cb(null, chunk); } });
+    const unpack = tar.x({
+      cwd: dest,
+      preservePaths: false,
+      preserveOwner: process.getuid?.() === 0,
+      noChmod: false,
+      unlink: true,
+      filter: (p) => {
+        const rel = safeRel(p);
+        if (rel === null) return false;
+        const base = path.posix.basename(rel);
+        if (!base.startsWith('.wh.')) return true;
+        const dir = path.posix.dirname(rel);
+        if (base === '.wh..wh..opq') out.opaque.push(dir === '.' ? '' : dir);
+        else out.whiteouts.push(path.posix.join(dir, base.slice(4)));
+        return false;
+      },
+    });
+    const read = createReadStream(blob, { highWaterMark: 1 << 20 });
+    try {
+      if (gzip) await pipeline(read, tap, createGunzip({ chunkSize: 1 << 20 }), unpack);
+      else await pipeline(read, tap, unpack);
+    } catch (err) {
+      // A corrupted blob usually fails in gunzip or tar first: name it as such.
+      await this.verifyBlob(digest);
+      throw err;
+    }
+    const got = `sha256:${hash.digest('hex')}`;
+    if (got !== digest) throw new Error(`cached blob corrupted: expected ${digest}, got ${got}`);
+    return out;
   }
 
   async remove(digest: string): Promise<void> {
@@ -265,6 +371,9 @@ export class ImageStore {
     }
     for (const name of await readdir(path.join(this.dir, 'rootfs')).catch(() => [] as string[])) {
       if (!keep.has(`sha256:${name}`) && !name.includes('.tmp-')) await rm(path.join(this.dir, 'rootfs', name), { recursive: true, force: true });
+    }
+    for (const name of await readdir(path.join(this.dir, 'layers')).catch(() => [] as string[])) {
+      if (!name.includes('.tmp-') && !live.has(name) && !this.extracting.has(`sha256:${name}`)) await rm(path.join(this.dir, 'layers', name), { recursive: true, force: true });
     }
     for (const name of await readdir(path.join(this.dir, 'blobs', 'sha256')).catch(() => [] as string[])) {
       if (name.includes('.tmp-') || live.has(name)) continue;
@@ -296,38 +405,70 @@ function safeRel(entryPath: string): string | null {
   return norm === '.' ? '' : norm.replace(/\/$/, '');
 }
 
-/** Applies one layer: first its whiteouts against lower layers, then extracts the rest. */
-async function applyLayer(blob: string, root: string): Promise<void> {
-  const whiteouts: string[] = [];
-  const opaque: string[] = [];
-  await pipeline(createReadStream(blob), new tar.Parser({
-    onReadEntry: (entry) => {
-      const rel = safeRel(entry.path);
-      if (rel !== null) {
-        const base = path.posix.basename(rel);
-        const dir = path.posix.dirname(rel);
-        if (base === '.wh..wh..opq') opaque.push(dir === '.' ? '' : dir);
-        else if (base.startsWith('.wh.')) whiteouts.push(path.posix.join(dir, base.slice(4)));
-      }
-      entry.resume();
-    },
-  }));
-  for (const dir of opaque) {
-    const abs = path.join(root, dir);
-    for (const child of await readdir(abs).catch(() => [] as string[])) await rm(path.join(abs, child), { recursive: true, force: true });
+interface LayerWhiteouts {
+  /** Paths (relative to the root) that this layer deletes from the layers below. */
+  whiteouts: string[];
+  /** Folders whose contents from the layers below this layer hides. */
+  opaque: string[];
+}
+
+/**
+ * `root/rel` when every component of `rel` is a real folder inside `root` (no symlink can lead
+ * a whiteout outside the root), else null.
+ */
+async function folderInside(root: string, rel: string): Promise<string | null> {
+  let at = root;
+  for (const part of rel.split('/').filter(Boolean)) {
+    at = path.join(at, part);
+    const st = await lstat(at).catch(() => null);
+    if (!st?.isDirectory()) return null;
   }
-  for (const w of whiteouts) await rm(path.join(root, w), { recursive: true, force: true });
-  await tar.x({
-    file: blob,
-    cwd: root,
-    preservePaths: false,
-    preserveOwner: process.getuid?.() === 0,
-    noChmod: false,
-    unlink: true,
-    filter: (p) => {
-      const rel = safeRel(p);
-      if (rel === null) return false;
-      return !path.posix.basename(rel).startsWith('.wh.');
-    },
-  });
+  return at;
+}
+
+/** Applies one extracted layer onto `root`: whiteouts against the layers below, then its tree as hardlinks. */
+async function applyLayerDir(layerDir: string, root: string): Promise<void> {
+  const { whiteouts, opaque } = JSON.parse(await readFile(path.join(layerDir, 'whiteouts.json'), 'utf8')) as LayerWhiteouts;
+  for (const dir of opaque) {
+    const abs = await folderInside(root, dir);
+    if (abs) for (const child of await readdir(abs)) await rm(path.join(abs, child), { recursive: true, force: true });
+  }
+  for (const w of whiteouts) {
+    const parent = await folderInside(root, path.posix.dirname(w));
+    if (parent) await rm(path.join(parent, path.posix.basename(w)), { recursive: true, force: true });
+  }
+  await linkTree(path.join(layerDir, 'tree'), root);
+}
+
+const asRoot = process.getuid?.() === 0;
+
+/** Mirrors `src` into `dst` (an existing folder): folders made with src's mode/owner, everything else hardlinked. */
+async function linkTree(src: string, dst: string): Promise<void> {
+  const st = await lstat(src);
+  await chmod(dst, st.mode & 0o7777);
+  if (asRoot) await chown(dst, st.uid, st.gid);
+  const entries = await readdir(src, { withFileTypes: true });
+  await Promise.all(entries.map(async (entry) => {
+    const from = path.join(src, entry.name);
+    const to = path.join(dst, entry.name);
+    const existing = await lstat(to).catch(() => null);
+    if (entry.isDirectory()) {
+      if (existing && !existing.isDirectory()) await rm(to, { force: true });
+      if (!existing?.isDirectory()) await mkdir(to);
+      await linkTree(from, to);
+      return;
+    }
+    if (existing) await rm(to, { recursive: true, force: true });
+    await link(from, to).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EMLINK') throw err;
+      // Too many links to one inode: a copy does the same job.
+      const s = await lstat(from);
+      if (s.isSymbolicLink()) await symlink(await readlink(from), to);
+      else if (s.isFile()) {
+        await copyFile(from, to);
+        await chmod(to, s.mode & 0o7777);
+        if (asRoot) await chown(to, s.uid, s.gid);
+      }
+    });
+  }));
 }
