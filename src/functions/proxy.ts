@@ -2,10 +2,12 @@
  * @module functions/proxy
  * The gateway's HTTP forwarding core: sends one caller's request to a function instance
  * (`http://<address>:<port>`) and streams the answer back, on Node's own `IncomingMessage` /
- * `ServerResponse` (the route hijacks Fastify's reply and hands over the raw objects).
+ * `ServerResponse` (the gateway hands over the raw objects).
  *
- * - One keep-alive `http.Agent` per instance, created on first use and dropped by `forget`, so
- *   warm requests reuse a connection.
+ * - One undici `Pool` per instance (keep-alive, no pipelining), created on first use and
+ *   dropped by `forget`, so warm requests reuse a connection. Requests go through
+ *   `Pool.dispatch` with the exchange itself as the handler: the answer's chunks are written
+ *   straight into the `ServerResponse`, with no intermediate stream or promise per chunk.
  * - Both bodies are streamed with backpressure, never buffered (except in collect mode, where
  *   the answer is the result).
  * - Headers travel as flat raw arrays (`rawHeaders` in, `writeHead(status, array)` out): one
@@ -15,7 +17,9 @@
  *   FUNCTION_TIMEOUT, 502 FUNCTION_FAILED, 413 PAYLOAD_TOO_LARGE); once it has, the client's
  *   connection is destroyed so the client sees a truncated answer, not a wrong one.
  */
-import http from 'node:http';
+import type http from 'node:http';
+import { Readable } from 'node:stream';
+import { Pool, type Dispatcher } from 'undici';
 
 export interface ProxyTarget { address: string; port: number }
 
@@ -141,20 +145,64 @@ function lowerCaseNames(extra: Record<string, string> | undefined): Record<strin
   return extra;
 }
 
-/** One request through the proxy; settles its promise exactly once. */
-class Exchange {
+/**
+ * The caller's body as the instance request's body: a separate stream, so that undici ending
+ * or destroying it (on a failure) never touches the caller's connection, and so that the
+ * bytes are counted against the limit as they pass.
+ */
+class BodyRelay extends Readable {
+  constructor(private readonly source: http.IncomingMessage) {
+    super();
+  }
+
+  override _read(): void {
+    this.source.resume();
+  }
+
+  /**
+   * The caller's body is complete. Held back until undici consumes the stream: one already
+   * ended when the request is written would be sent with a Content-Length instead of chunked,
+   * and the framing of a body of unknown length should not depend on how fast the pool was.
+   */
+  finish(): void {
+    if (this.readableFlowing === true) this.push(null);
+    else this.once('resume', () => this.push(null));
+  }
+}
+
+/** Socket errors of undici named the way Node's client names them (the messages callers match). */
+function upstreamDetail(error: NodeJS.ErrnoException): string {
+  if (error.code === 'UND_ERR_SOCKET') return `socket hang up: ${error.message} (ECONNRESET)`;
+  return error.code !== undefined && !error.message.includes(error.code) ? `${error.message} (${error.code})` : error.message;
+}
+
+/** One request through the proxy; settles its promise exactly once. Also the undici dispatch handler. */
+class Exchange implements Dispatcher.DispatchHandlers {
   private requestBytes = 0;
   private responseBytes = 0;
   private settled = false;
+  /** Set when the gateway aborts the instance request (undici then reports the abort as an error). */
+  private ending = false;
   private timer: NodeJS.Timeout | undefined;
-  private upstream: http.ClientRequest | undefined;
-  private upstreamResponse: http.IncomingMessage | undefined;
+  /** Aborts the instance request (given by undici once the request is on a connection). */
+  private abortUpstream: ((error?: Error) => void) | undefined;
+  /** The instance's answer status, once its headers arrived. */
+  private status = 0;
+  /** Resumes a paused instance answer (given by undici with the headers). */
+  private resumeUpstream: (() => void) | undefined;
+  /** Collect mode: the answer so far. */
+  private chunks: Buffer[] | undefined;
+  private answerRaw: string[] | undefined;
   /** The listener streaming the caller's body, removed when the exchange fails early. */
   private onRequestData: ((chunk: Buffer) => void) | undefined;
   /** Whether the request was sent again after a pooled connection turned out closed. */
   private retried = false;
   /** Whether the answer goes into the result instead of `res`. */
   private readonly collect: boolean;
+  private pool!: Pool;
+  private method = 'GET';
+  private headers: string[] = [];
+  private mode: 'none' | 'buffer' | 'stream' = 'none';
 
   constructor(
     private readonly req: http.IncomingMessage | null,
@@ -165,12 +213,10 @@ class Exchange {
     this.collect = options.collect === true || res === null;
   }
 
-  start(agent: http.Agent, target: ProxyTarget): void {
+  start(pool: Pool, target: ProxyTarget): void {
     const { req, options } = this;
     const extra = lowerCaseNames(options.extraHeaders);
     const headers: string[] = [];
-    /** How the request body reaches the instance. */
-    let mode: 'none' | 'buffer' | 'stream' = 'none';
     let declared = -1;
     let chunked = false;
     let host: string | undefined;
@@ -200,13 +246,13 @@ class Exchange {
     const method = options.method ?? req?.method ?? 'POST';
     if (options.body !== undefined) {
       if (options.body.length > options.maxBodyBytes) return this.tooLarge();
-      mode = 'buffer';
+      this.mode = 'buffer';
       headers.push('content-length', String(options.body.length));
     } else if (req !== null && (chunked || declared > 0)) {
       if (declared > options.maxBodyBytes) return this.tooLarge();
-      mode = 'stream';
-      if (chunked) headers.push('transfer-encoding', 'chunked');
-      else headers.push('content-length', String(declared));
+      this.mode = 'stream';
+      // Without a length undici sends the stream chunked.
+      if (!chunked) headers.push('content-length', String(declared));
     } else if (!bodilessByDefault.has(method.toUpperCase())) {
       headers.push('content-length', '0');
     }
@@ -224,50 +270,33 @@ class Exchange {
       for (const name in extra) headers.push(name, extra[name]!);
     }
 
+    this.pool = pool;
+    this.method = method;
+    this.headers = headers;
     this.timer = setTimeout(() => this.expire(), Math.min(Math.max(options.timeoutMs, 1), 2_147_483_647));
     if (this.res !== null) this.res.on('close', () => this.onClientClose());
-    this.send(agent, target, method, headers, mode);
+    this.send();
   }
 
-  /** Opens the instance request and sends (or starts streaming) the body. */
-  private send(agent: http.Agent, target: ProxyTarget, method: string, headers: string[], mode: 'none' | 'buffer' | 'stream'): void {
-    let upstream: http.ClientRequest;
-    try {
-      upstream = http.request({ host: target.address, port: target.port, method, path: this.options.path, headers, agent });
-    } catch (error) {
-      // Invalid header values or path: the caller's request cannot be expressed upstream.
-      const message = (error as Error).message;
-      return this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the request could not be sent to the function: ${message}`, message);
+  /** Hands the instance request to the pool (which sends it on a free connection). */
+  private send(): void {
+    let body: Buffer | Readable | null = null;
+    if (this.mode === 'buffer') {
+      body = this.options.body!;
+      this.requestBytes = body.length;
+    } else if (this.mode === 'stream') {
+      body = this.streamBody(this.req!);
     }
-    this.upstream = upstream;
-    upstream.on('response', (response: http.IncomingMessage) => this.onResponse(response));
-    upstream.on('error', (error: NodeJS.ErrnoException) => {
-      if (this.settled) return;
-      // A pooled connection the instance closed as it went idle (a race no pool avoids): a
-      // request without body that cannot have done anything is sent once more on a new one.
-      if (upstream.reusedSocket && !this.retried && mode === 'none' && this.upstreamResponse === undefined
-        && error.code === 'ECONNRESET' && idempotent.has(method.toUpperCase())) {
-        this.retried = true;
-        this.send(agent, target, method, headers, mode);
-        return;
-      }
-      this.onUpstreamError(error);
-    });
-
-    if (mode === 'buffer') {
-      this.requestBytes = this.options.body!.length;
-      upstream.end(this.options.body);
-    } else if (mode === 'stream') {
-      this.streamBody(this.req!, upstream);
-    } else {
-      upstream.end();
-    }
+    this.pool.dispatch({
+      path: this.options.path, method: this.method as Dispatcher.HttpMethod, headers: this.headers, body,
+      headersTimeout: 0, bodyTimeout: 0, upgrade: null,
+    }, this);
   }
 
-  /** Streams the caller's body to the instance, counting it against the limit. */
-  private streamBody(req: http.IncomingMessage, upstream: http.ClientRequest): void {
+  /** The caller's body as a relay stream, counted against the limit. */
+  private streamBody(req: http.IncomingMessage): Readable {
     const limit = this.options.maxBodyBytes;
-    const resume = () => req.resume();
+    const relay = new BodyRelay(req);
     this.onRequestData = (chunk: Buffer) => {
       if (this.settled) return;
       this.requestBytes += chunk.length;
@@ -275,81 +304,119 @@ class Exchange {
         this.fail(413, 'too-large', 'PAYLOAD_TOO_LARGE', `request body over ${limit} bytes`);
         return;
       }
-      if (!upstream.write(chunk)) {
-        req.pause();
-        upstream.once('drain', resume);
-      }
+      if (!relay.push(chunk)) req.pause();
     };
     req.on('data', this.onRequestData);
     req.on('end', () => {
-      if (!this.settled) upstream.end();
+      if (!this.settled) relay.finish();
     });
+    return relay;
   }
 
-  private onResponse(response: http.IncomingMessage): void {
-    if (this.settled) {
-      response.destroy();
-      return;
-    }
-    this.upstreamResponse = response;
-    const status = response.statusCode ?? 502;
-    response.on('error', (error: Error) => this.onAnswerError(status, error));
+  // ---- undici's handler interface ----
+
+  onConnect(abort: (error?: Error) => void): void {
+    if (this.settled || this.ending) abort(new Error('the exchange is over'));
+    else this.abortUpstream = abort;
+  }
+
+  onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
+    if (this.settled) return false;
+    if (status < 200) return true; // informational: the final answer follows
+    this.status = status;
+    this.resumeUpstream = resume;
+    const flat = new Array<string>(raw.length);
+    for (let i = 0; i < raw.length; i++) flat[i] = raw[i]!.toString('latin1');
 
     if (this.collect) {
-      const limit = this.options.maxResponseBytes ?? Infinity;
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => {
-        if (this.settled) return;
-        this.responseBytes += chunk.length;
-        if (this.responseBytes > limit) {
-          this.upstream?.destroy();
-          this.finish(502, 'too-large', `RESPONSE_TOO_LARGE: the function's answer is over ${limit} bytes`);
-          return;
-        }
-        chunks.push(chunk);
-      });
-      response.on('end', () => {
-        if (this.settled) return;
-        const body = chunks.length === 1 ? chunks[0]! : chunks.length === 0 ? emptyBody : Buffer.concat(chunks, this.responseBytes);
-        this.settle({ status, outcome: 'ok', requestBytes: this.requestBytes, responseBytes: this.responseBytes, headers: headerObject(answerHeaders(response.rawHeaders)), body });
-      });
-      return;
+      this.chunks = [];
+      this.answerRaw = flat;
+      return true;
     }
-
     const res = this.res!;
     if (res.headersSent || res.destroyed) {
       // Someone else answered (or the client is gone): nothing sensible to pass on.
-      this.upstream?.destroy();
+      this.abort();
       this.finish(res.destroyed ? 499 : res.statusCode, res.destroyed ? 'client-aborted' : 'upstream-error', 'the answer had already started');
-      return;
+      return false;
     }
     try {
-      res.writeHead(status, answerHeaders(response.rawHeaders));
+      res.writeHead(status, answerHeaders(flat));
     } catch (error) {
       // Headers Node will not send (the instance is not trusted to produce valid ones).
       this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the function's answer has invalid headers: ${(error as Error).message}`, (error as Error).message);
-      return;
+      return false;
     }
-    const resume = () => response.resume();
-    response.on('data', (chunk: Buffer) => {
-      this.responseBytes += chunk.length;
-      if (!res.write(chunk)) {
-        response.pause();
-        res.once('drain', resume);
-      }
-    });
-    response.on('end', () => {
-      if (this.settled) return;
-      res.end();
-      this.finish(status, 'ok');
-    });
+    return true;
   }
 
-  private onUpstreamError(error: NodeJS.ErrnoException): void {
+  onData(chunk: Buffer): boolean {
+    if (this.settled) return false;
+    this.responseBytes += chunk.length;
+    if (this.chunks !== undefined) {
+      const limit = this.options.maxResponseBytes ?? Infinity;
+      if (this.responseBytes > limit) {
+        this.abort();
+        this.finish(502, 'too-large', `RESPONSE_TOO_LARGE: the function's answer is over ${limit} bytes`);
+        return false;
+      }
+      this.chunks.push(chunk);
+      return true;
+    }
+    const res = this.res!;
+    if (res.write(chunk)) return true;
+    res.once('drain', this.resumeUpstream!);
+    return false;
+  }
+
+  onComplete(): void {
     if (this.settled) return;
-    const detail = error.code !== undefined && !error.message.includes(error.code) ? `${error.message} (${error.code})` : error.message;
-    if (this.upstreamResponse !== undefined) this.onAnswerError(this.upstreamResponse.statusCode ?? 502, error);
-    else this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the function instance failed: ${detail}`, detail);
+    if (this.chunks !== undefined) {
+      const { chunks } = this;
+      const body = chunks.length === 1 ? chunks[0]! : chunks.length === 0 ? emptyBody : Buffer.concat(chunks, this.responseBytes);
+      this.settle({ status: this.status, outcome: 'ok', requestBytes: this.requestBytes, responseBytes: this.responseBytes, headers: headerObject(answerHeaders(this.answerRaw!)), body });
+      return;
+    }
+    this.res!.end();
+    this.finish(this.status, 'ok');
+  }
+
+  onError(error: NodeJS.ErrnoException): void {
+    if (this.settled || this.ending) return;
+    if (this.status !== 0) {
+      this.onAnswerError(this.status, error);
+      return;
+    }
+    if (error.code === 'UND_ERR_INVALID_ARG') {
+      // Invalid header values or path: the caller's request cannot be expressed upstream.
+      this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the request could not be sent to the function: ${error.message}`, error.message);
+      return;
+    }
+    // A pooled connection the instance closed as it went idle (a race no pool avoids): a
+    // request without body that cannot have done anything is sent once more on a new one.
+    if (!this.retried && this.mode === 'none' && (error.code === 'UND_ERR_SOCKET' || error.code === 'ECONNRESET')
+      && idempotent.has(this.method.toUpperCase())) {
+      this.retried = true;
+      this.abortUpstream = undefined;
+      // Once undici is done with the failed connection, so the retry goes out on the same
+      // client (a fresh connection) rather than a second client of the pool.
+      setImmediate(() => {
+        if (!this.settled && !this.ending) this.send();
+      });
+      return;
+    }
+    const detail = upstreamDetail(error);
+    this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the function instance failed: ${detail}`, detail);
+  }
+
+  // ---- failures ----
+
+  /** Ends the instance request (undici closes its connection). */
+  private abort(): void {
+    this.ending = true;
+    const abort = this.abortUpstream;
+    this.abortUpstream = undefined;
+    abort?.(new Error('the gateway ended the exchange'));
   }
 
   /** The instance's answer broke off after its headers arrived. */
@@ -372,7 +439,7 @@ class Exchange {
 
   private onClientClose(): void {
     if (this.settled || this.res!.writableFinished) return;
-    this.upstream?.destroy();
+    this.abort();
     this.finish(this.res!.headersSent && !this.collect ? this.res!.statusCode : 499, 'client-aborted');
   }
 
@@ -382,11 +449,11 @@ class Exchange {
   }
 
   /**
-   * Ends the exchange with an error: the instance request is destroyed; the client gets the
+   * Ends the exchange with an error: the instance request is aborted; the client gets the
    * JSON error, or its connection is destroyed when the answer had started.
    */
   private fail(status: number, outcome: ForwardResult['outcome'], code: string, message: string, error = `${code}: ${message}`): void {
-    this.upstream?.destroy();
+    this.abort();
     const { req, res } = this;
     const bodyLeft = req !== null && !req.complete && this.options.body === undefined;
     if (this.collect || res === null) {
@@ -417,21 +484,20 @@ class Exchange {
     if (this.settled) return;
     this.settled = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
-    const { req, upstream } = this;
+    const { req } = this;
     if (req !== null && !req.complete && this.options.body === undefined) {
       // The rest of the caller's body is not wanted any more (an early answer or a failure):
-      // drain it so the caller's connection is not stuck.
+      // drain it so the caller's connection is not stuck. An instance request still being
+      // written is not finished: undici closes its connection once the answer is complete.
       if (this.onRequestData !== undefined) req.removeListener('data', this.onRequestData);
       req.resume();
     }
-    // An instance request still being written cannot be finished sensibly, nor its connection reused.
-    if (upstream !== undefined && !upstream.writableEnded) upstream.destroy();
     this.resolve(result);
   }
 }
 
 export class InstanceProxy {
-  private readonly agents = new Map<string, http.Agent>();
+  private readonly pools = new Map<string, Pool>();
   private readonly maxSockets: number;
   private readonly keepAliveMs: number;
 
@@ -452,32 +518,36 @@ export class InstanceProxy {
    * they are in `outcome`.
    */
   forward(req: http.IncomingMessage | null, res: http.ServerResponse | null, target: ProxyTarget, options: ForwardOptions): Promise<ForwardResult> {
-    const agent = this.agent(target);
-    return new Promise<ForwardResult>((resolve) => new Exchange(req, res, options, resolve).start(agent, target));
+    const pool = this.pool(target);
+    return new Promise<ForwardResult>((resolve) => new Exchange(req, res, options, resolve).start(pool, target));
   }
 
-  /** Drops pooled keep-alive sockets to one instance (it stopped). */
+  /** Drops pooled keep-alive connections to one instance (it stopped). */
   forget(target: ProxyTarget): void {
     const key = `${target.address}:${target.port}`;
-    const agent = this.agents.get(key);
-    if (agent === undefined) return;
-    this.agents.delete(key);
-    agent.destroy();
+    const pool = this.pools.get(key);
+    if (pool === undefined) return;
+    this.pools.delete(key);
+    pool.destroy().catch(() => undefined);
   }
 
-  /** Drops every pooled socket. */
+  /** Drops every pooled connection. */
   close(): void {
-    for (const agent of this.agents.values()) agent.destroy();
-    this.agents.clear();
+    for (const pool of this.pools.values()) pool.destroy().catch(() => undefined);
+    this.pools.clear();
   }
 
-  private agent(target: ProxyTarget): http.Agent {
+  private pool(target: ProxyTarget): Pool {
     const key = `${target.address}:${target.port}`;
-    let agent = this.agents.get(key);
-    if (agent === undefined) {
-      agent = new http.Agent({ keepAlive: true, maxSockets: this.maxSockets, maxFreeSockets: this.maxSockets, timeout: this.keepAliveMs, scheduling: 'lifo' });
-      this.agents.set(key, agent);
+    let pool = this.pools.get(key);
+    if (pool === undefined) {
+      pool = new Pool(target.address.includes(':') ? `http://[${target.address}]:${target.port}` : `http://${key}`, {
+        connections: this.maxSockets, pipelining: 1,
+        keepAliveTimeout: this.keepAliveMs, keepAliveMaxTimeout: this.keepAliveMs,
+        headersTimeout: 0, bodyTimeout: 0,
+      });
+      this.pools.set(key, pool);
     }
-    return agent;
+    return pool;
   }
 }
