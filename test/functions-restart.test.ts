@@ -131,6 +131,44 @@ describe(`functions across restarts, and access (${dialects[dialects.length - 1]
     assert.equal(await (await fetch(`${server.url}/fn/${ns}/keeper/anything`)).text(), 'hello from /anything\n');
   });
 
+  test('the gateway\'s cached access checks follow access changes, key revocation and deletion at once', { timeout: 120_000 }, async () => {
+    assert.ok(server, 'the server of the previous tests runs');
+    const admin = api(server.url, basic('admin', adminPassword));
+    const fnPath = `/api/v1/namespaces/${ns}/functions/keeper`;
+    const url = `${server.url}/fn/${ns}/keeper/cached?q=1`;
+    const status = async (authorization?: string) => {
+      const r = await fetch(url, authorization ? { headers: { authorization } } : {});
+      await r.arrayBuffer();
+      return r.status;
+    };
+    // keeper is public (previous test): the first request fills the cache, the next ones are
+    // answered in front of the router.
+    for (let i = 0; i < 3; i++) assert.equal(await status(), 200);
+    const answer = await fetch(url);
+    assert.equal(await answer.text(), 'hello from /cached?q=1\n');
+    const encoded = await fetch(`${server.url}/fn/${ns}/keeper/a%20b/c%2Fd`);
+    assert.equal(await encoded.text(), 'hello from /a%20b/c%2Fd\n', 'the path reaches the instance as sent');
+
+    // Made private: refused at once, not after the cache's lifetime.
+    assert.equal((await admin('PATCH', fnPath, { access: 'private' })).status, 200);
+    assert.equal(await status(), 401);
+    assert.equal(await status(), 401, 'still refused once the facts are cached again');
+
+    const key = await admin('POST', `${fnPath}/keys`, { name: 'gateway' });
+    assert.equal(key.status, 201, key.text);
+    for (let i = 0; i < 3; i++) assert.equal(await status(`Bearer ${key.json.key}`), 200, 'a key of the function (checked, then cached)');
+    assert.equal(await status(`Bearer ${key.json.key.slice(0, -2)}xx`), 401, 'a forged key');
+    assert.equal(await status(basic('admin', adminPassword)), 200, 'a member of the namespace');
+    assert.equal((await admin('DELETE', `${fnPath}/keys/${key.json.id}`)).status, 204);
+    assert.equal(await status(`Bearer ${key.json.key}`), 401, 'a revoked key stops working at once');
+
+    assert.equal((await admin('PATCH', fnPath, { access: 'public' })).status, 200);
+    assert.equal(await status(), 200, 'public again at once');
+    assert.equal(await status(), 200);
+    assert.equal((await admin('DELETE', fnPath)).status, 204);
+    assert.equal(await status(), 404, 'a deleted function is gone at once');
+  });
+
   test('slipway fn: deploy (with a secret from the environment), list, invoke, logs, revisions, rm', { timeout: 120_000 }, async () => {
     assert.ok(server, 'the server of the first test runs');
     const admin = api(server.url, basic('admin', adminPassword));

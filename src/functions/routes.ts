@@ -9,7 +9,7 @@
  * (`Authorization: Bearer slwfn_…`) or a contributor of the namespace.
  */
 import type http from 'node:http';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
@@ -60,6 +60,75 @@ async function readBody(request: FastifyRequest, limit: number): Promise<Buffer>
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * `/fn/{ns}/{name}[/{rest}][?query]` split into the function and the path to request on the
+ * instance (`/{rest}[?query]`, as the caller sent it: not decoded); undefined for a URL of
+ * another shape. `ns` and `name` are as sent too (still percent-encoded, if they were).
+ */
+export function gatewayUrl(url: string): { ns: string; name: string; path: string } | undefined {
+  if (!url.startsWith('/fn/')) return undefined;
+  const length = url.length;
+  let nsEnd = 4;
+  while (nsEnd < length && url.charCodeAt(nsEnd) !== 47 /* / */ && url.charCodeAt(nsEnd) !== 63 /* ? */) nsEnd++;
+  if (nsEnd === 4 || nsEnd === length || url.charCodeAt(nsEnd) !== 47) return undefined;
+  let nameEnd = nsEnd + 1;
+  while (nameEnd < length && url.charCodeAt(nameEnd) !== 47 && url.charCodeAt(nameEnd) !== 63) nameEnd++;
+  if (nameEnd === nsEnd + 1) return undefined;
+  const path = nameEnd === length ? '/' : url.charCodeAt(nameEnd) === 63 ? `/${url.slice(nameEnd)}` : url.slice(nameEnd);
+  return { ns: url.slice(4, nsEnd), name: url.slice(nsEnd + 1, nameEnd), path };
+}
+
+/** Runs one gateway request whose access was checked; failures before the answer become the API's JSON errors. */
+async function serveGateway(functions: FunctionService, req: http.IncomingMessage, res: http.ServerResponse, ns: string, name: string, path: string,
+  log: (error: unknown) => void): Promise<void> {
+  try {
+    await functions.invoke(ns, name, { req, res, method: req.method ?? 'GET', path });
+  } catch (error) {
+    const apiError = mapError(error);
+    if (apiError.status === 500) log(error);
+    req.resume();
+    sendRaw(res, apiError);
+  }
+}
+
+export interface GatewayFastPathOptions {
+  functions: FunctionService;
+  /** Absent when access control is off. */
+  guard?: ApiGuard;
+  logger: Pick<FastifyBaseLogger, 'info' | 'error'>;
+  /** One log line per request, as Fastify's request logging would. */
+  logRequests: boolean;
+}
+
+/**
+ * The gateway in front of Fastify's router, for the requests it can decide at once: an HTTP
+ * function whose facts are cached (`FunctionService.described`) that is public, or called with
+ * one of its keys verified moments ago. Returns false for everything else (other URLs, an
+ * unknown or uncached function, event functions, callers who need the namespace check, keys not
+ * in the cache); the Fastify route then does the full checks, answers errors and fills the
+ * caches. Both paths forward the same way (`serveGateway`).
+ */
+export function gatewayFastPath(options: GatewayFastPathOptions): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
+  const { functions, guard, logger, logRequests } = options;
+  const logError = (error: unknown) => logger.error({ err: error }, 'gateway request failed');
+  return (req, res) => {
+    const url = req.url;
+    if (url === undefined || !url.startsWith('/fn/')) return false;
+    const parts = gatewayUrl(url);
+    // Percent-encoded names are decoded by Fastify's router: left to it.
+    if (parts === undefined || parts.ns.includes('%') || parts.name.includes('%')) return false;
+    const facts = functions.described(parts.ns, parts.name);
+    if (facts === undefined || facts.type !== 'http') return false;
+    if (guard && facts.access !== 'public' && functions.checkedKey(facts.id, req.headers.authorization) !== true) return false;
+    if (logRequests) {
+      const started = performance.now();
+      res.once('close', () => logger.info({ req: { method: req.method, url }, res: { statusCode: res.statusCode }, responseTime: performance.now() - started }, 'request completed'));
+    }
+    void serveGateway(functions, req, res, parts.ns, parts.name, parts.path, logError);
+    return true;
+  };
 }
 
 export async function functionRoutes(app: FastifyInstance, options: FunctionRoutesOptions): Promise<void> {
@@ -236,9 +305,8 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
 
     const gateway = async (request: FastifyRequest, reply: FastifyReply) => {
       const { ns, name } = params(request);
-      const rest = (request.params as { '*'?: string })['*'] ?? '';
-      const q = request.url.indexOf('?');
-      const path = `/${rest}${q >= 0 ? request.url.slice(q) : ''}`;
+      // The path as sent (the router's `*` is decoded, which would change what the instance gets).
+      const path = gatewayUrl(request.url)?.path ?? '/';
       let fn;
       try {
         fn = await functions.describe(ns, name);
@@ -249,14 +317,7 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
         return reply.code(apiError.status).send(apiError.toJSON());
       }
       reply.hijack();
-      try {
-        await functions.invoke(ns, name, { req: request.raw, res: reply.raw, method: request.method, path });
-      } catch (error) {
-        const apiError = mapError(error);
-        if (apiError.status === 500) request.log.error({ err: error }, 'gateway request failed');
-        request.raw.resume();
-        sendRaw(reply.raw, apiError);
-      }
+      await serveGateway(functions, request.raw, reply.raw, ns, name, path, (error) => request.log.error({ err: error }, 'gateway request failed'));
     };
     raw.all('/fn/:ns/:name', gateway);
     raw.all('/fn/:ns/:name/*', gateway);

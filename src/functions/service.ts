@@ -96,6 +96,11 @@ export interface InvokeResult {
 const iso = (ms: number) => new Date(ms).toISOString();
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 const keyPrefix = 'slwfn_';
+/** How long the gateway's facts of a function are kept without a change dropping them. */
+const factsTtlMs = 2000;
+
+/** What the gateway needs to know of a function before a request. */
+export interface FunctionFacts { id: string; type: 'http' | 'event'; access: 'private' | 'public' }
 
 /** A revision that became active (`succeeded`) or failed to start. */
 export interface DeployEvent {
@@ -206,6 +211,7 @@ export class FunctionService {
       if (await this.find(namespace, name).catch(() => null)) throw new FunctionConflictError(`function "${name}" already exists in "${namespace}"`);
       throw error;
     }
+    this.forgetFacts(namespace, name);
     const live = this.liveOf({ id, namespace, name });
     live.firstDeploy = this.enqueueDeploy(live, 1, false);
     return this.view(namespace, name);
@@ -243,6 +249,7 @@ export class FunctionService {
       }
       await trx.updateTable('functions').set(updates).where('id', '=', row.id).execute();
     });
+    this.forgetFacts(namespace, name, row.id);
     if (number !== undefined) this.enqueueDeploy(this.liveOf(row), number, false);
     return this.view(namespace, name);
   }
@@ -255,6 +262,7 @@ export class FunctionService {
       await trx.deleteFrom('function_revisions').where('function_id', '=', row.id).execute();
       await trx.deleteFrom('functions').where('id', '=', row.id).execute();
     });
+    this.forgetFacts(namespace, name, row.id);
     const live = this.live.get(`${namespace}/${name}`);
     if (live && live.id === row.id) {
       live.deleted = true;
@@ -511,6 +519,7 @@ export class FunctionService {
     }
     const previous = live.active;
     live.active = { number, pool, config, digest: image.digest };
+    this.forgetFacts(live.namespace, live.name);
     pool.open();
     const now = Date.now();
     await this.db.write(async (trx) => {
@@ -587,13 +596,46 @@ export class FunctionService {
 
   // ---- invocations -------------------------------------------------------------------------
 
-  /** What a caller of the gateway needs to know before the request: type, access, id. */
-  async describe(namespace: string, name: string): Promise<{ id: string; type: 'http' | 'event'; access: 'private' | 'public' }> {
-    const live = this.live.get(`${namespace}/${name}`);
-    if (live?.active && !live.deleted) return { id: live.id, type: live.active.config.type, access: await this.accessOf(live.id) };
-    const row = await this.find(namespace, name);
-    return { id: row.id, type: (JSON.parse(row.config) as StoredConfig).type, access: row.access as 'private' | 'public' };
+  /** What a caller of the gateway needs to know before the request: type, access, id (cached: see `described`). */
+  async describe(namespace: string, name: string): Promise<FunctionFacts> {
+    const key = `${namespace}/${name}`;
+    const cached = this.described(namespace, name);
+    if (cached !== undefined) return cached;
+    const generation = this.factsGeneration;
+    let facts: FunctionFacts;
+    const live = this.live.get(key);
+    if (live?.active && !live.deleted) facts = { id: live.id, type: live.active.config.type, access: await this.accessOf(live.id) };
+    else {
+      const row = await this.find(namespace, name);
+      facts = { id: row.id, type: (JSON.parse(row.config) as StoredConfig).type, access: row.access as 'private' | 'public' };
+    }
+    // Not kept when a change happened while it was looked up (it may predate the change).
+    if (generation === this.factsGeneration) this.facts.set(key, { facts, until: Date.now() + factsTtlMs });
+    return facts;
   }
+
+  /**
+   * The gateway's facts of a function when `describe` looked them up in the last moments and
+   * nothing changed since (update, delete, create, a revision becoming active drop them);
+   * undefined otherwise. Synchronous: the gateway's fast path decides on it.
+   */
+  described(namespace: string, name: string): FunctionFacts | undefined {
+    const entry = this.facts.get(`${namespace}/${name}`);
+    if (entry === undefined) return undefined;
+    if (entry.until > Date.now()) return entry.facts;
+    this.facts.delete(`${namespace}/${name}`);
+    return undefined;
+  }
+
+  /** Drops the cached gateway facts of a function (and its cached access). */
+  private forgetFacts(namespace: string, name: string, id?: string): void {
+    this.factsGeneration++;
+    this.facts.delete(`${namespace}/${name}`);
+    if (id !== undefined) this.accessCache.delete(id);
+  }
+
+  private readonly facts = new Map<string, { facts: FunctionFacts; until: number }>();
+  private factsGeneration = 0;
 
   private accessCache = new Map<string, { access: 'private' | 'public'; until: number }>();
   private async accessOf(id: string): Promise<'private' | 'public'> {
@@ -766,6 +808,16 @@ export class FunctionService {
     const result = await this.db.write((trx) => trx.deleteFrom('function_keys').where('id', '=', id).where('function_id', '=', fn.id).executeTakeFirst());
     if (Number(result.numDeletedRows) === 0) throw new FunctionNotFoundError(`no key "${id}" on "${name}"`);
     for (const [k, v] of this.keyCache) if (v.functionId === fn.id) this.keyCache.delete(k);
+  }
+
+  /**
+   * `checkKey` from its cache only: true or false when this token was verified in the last
+   * moments (and not revoked since), undefined when it would need the database.
+   */
+  checkedKey(functionId: string, authorization: string | undefined): boolean | undefined {
+    if (!authorization?.startsWith(`Bearer ${keyPrefix}`)) return false;
+    const cached = this.keyCache.get(authorization.slice(7 + keyPrefix.length));
+    return cached && cached.until > Date.now() ? cached.functionId === functionId : undefined;
   }
 
   /** Whether `authorization` carries a key of this function (cached briefly: it is on the hot path). */

@@ -3,6 +3,7 @@
  * Builds the Fastify server from already-constructed services: health endpoints, the `/v2`
  * registry plugin and the `/api` plugin, each encapsulated with its own error shape.
  */
+import http from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Authorizer } from '../auth/scope.js';
 import type { Database } from '../db/db.js';
@@ -11,7 +12,7 @@ import { authRoutes, type AuthRoutesOptions } from '../auth/routes.js';
 import { credentialRoutes, type CredentialRoutesOptions } from '../credentials/routes.js';
 import { secretRoutes, type SecretRoutesOptions } from '../vault/routes.js';
 import { buildRoutes, type BuildRoutesOptions } from '../builds/routes.js';
-import { functionRoutes, type FunctionRoutesOptions } from '../functions/routes.js';
+import { functionRoutes, gatewayFastPath, type FunctionRoutesOptions } from '../functions/routes.js';
 import { pipelineRoutes, type PipelineRoutesOptions } from '../pipelines/routes.js';
 import { artifactRoutes, type ArtifactRoutesOptions } from '../artifacts/routes.js';
 import { eventRoutes, type EventRoutesOptions } from '../events/routes.js';
@@ -43,15 +44,32 @@ export interface ServerDependencies {
   readinessChecks?: Array<() => Promise<void>>;
 }
 
+const keepAliveTimeout = 65_000;
+
 export async function buildServer(deps: ServerDependencies): Promise<FastifyInstance> {
+  // The function gateway's requests it can decide from its caches skip Fastify's routing and
+  // hooks (see gatewayFastPath); the rest, and everything while closing, go through Fastify.
+  const fastPath = deps.functions
+    ? gatewayFastPath({ functions: deps.functions.functions, guard: deps.functions.guard, logger: deps.logger, logRequests: deps.logRequests })
+    : undefined;
   const app = Fastify({
+    serverFactory: fastPath ? (handler) => {
+      const server: http.Server = http.createServer((req, res) => {
+        if (!server.listening || !fastPath(req, res)) handler(req, res);
+      });
+      // What Fastify sets on a server it creates itself (the options below).
+      server.keepAliveTimeout = keepAliveTimeout;
+      server.requestTimeout = 0;
+      server.setTimeout(0);
+      return server;
+    } : undefined,
     loggerInstance: deps.logger,
     logController: new LogController({ disableRequestLogging: !deps.logRequests }),
     // Blob bodies are streamed to storage, never buffered; the limit only applies to JSON APIs.
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    keepAliveTimeout: 65_000,
+    keepAliveTimeout,
     requestTimeout: 0,
     routerOptions: { maxParamLength: 1024 },
   });
