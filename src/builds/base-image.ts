@@ -9,7 +9,7 @@
  * See shared/reference/host-notes.md, "Containers without a Docker engine".
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, copyFile, mkdir, open, readFile, stat, symlink, writeFile, lstat } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, open, readFile, stat, symlink, writeFile, lstat, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { BuildError, createMasker, registryHostOf, repositoryOf, type BuildResult, type LogSink, type RegistryAuth } from './build-driver.js';
 import { BuildahDriver } from './buildah-driver.js';
@@ -124,7 +124,7 @@ export async function importBaseImage(options: ImportBaseImageOptions, log: LogS
 }
 
 export interface NodeRootfsOptions {
-  /** Default '/usr/bin/node'. */
+  /** Default: the node running this process (wherever Node.js was installed). */
   nodePath?: string;
   /** A statically linked busybox (Debian's busybox-static). Default '/bin/busybox'. */
   busyboxPath?: string;
@@ -182,7 +182,7 @@ async function exists(file: string): Promise<boolean> {
  * app. Needs root (for the ownership).
  */
 export async function assembleNodeRootfs(dir: string, options: NodeRootfsOptions = {}): Promise<NodeRootfs> {
-  const nodePath = options.nodePath ?? '/usr/bin/node';
+  const nodePath = options.nodePath ?? await realpath(process.execPath);
   const busyboxPath = options.busyboxPath ?? '/bin/busybox';
   const root = path.resolve(dir);
   const at = (inside: string) => path.join(root, inside);

@@ -650,7 +650,7 @@ export function registerBuildCommands(program: Command, env: Env): void {
     .option('--insecure', 'push over plain HTTP (default for 127.0.0.1, localhost and servers logged in to with http://)')
     .option('--no-insecure', 'push over HTTPS even to a local address')
     .option('--json', 'print {reference, digest, imageRef} as JSON')
-    .option('--node-path <file>', 'with --node: the node binary (default /usr/bin/node)')
+    .option('--node-path <file>', 'with --node: the node binary (default the one running slipway)')
     .option('--busybox-path <file>', 'with --node: a statically linked busybox (default /bin/busybox)')
     .addOption(new Option('--storage-root <dir>', 'buildah --root (a store of its own)').hideHelp())
     .addOption(new Option('--run-root <dir>', 'buildah --runroot').hideHelp())

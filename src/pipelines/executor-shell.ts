@@ -10,7 +10,9 @@ import path from 'node:path';
 import { runProcess, type ProcessResult } from '../builds/process.js';
 import { isInside, realInside, runStepProcess, type SandboxRunOptions, type StepSandbox } from './executor-sandbox.js';
 
-export const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+const standardPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** The standard folders, plus the one of the Node.js running Slipway when it is elsewhere (steps expect `node`). */
+export const defaultPath = standardPath.split(':').includes(path.dirname(process.execPath)) ? standardPath : `${standardPath}:${path.dirname(process.execPath)}`;
 
 export interface ShellSandboxOptions {
   uid: number;
