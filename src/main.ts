@@ -162,6 +162,12 @@ async function openAuth(config: Config, db: Database): Promise<AuthParts> {
   };
 }
 
+/** buildah on the configured store: builds and pipeline stages share one layer cache. */
+function buildahDriver(config: Config): BuildahDriver {
+  const { storageRoot, runRoot, storageDriver } = config.builds.buildah;
+  return new BuildahDriver({ tmpDir: path.join(config.dataDir, 'builds', 'tmp'), storage: { root: storageRoot, runRoot, driver: storageDriver } });
+}
+
 interface BuildParts {
   service: BuildService;
   worker: JobWorker<{ buildId: string }, { digest: string }>;
@@ -175,10 +181,7 @@ async function openBuilds(config: Config, registry: Registry, auth: AuthParts | 
   const workDir = path.join(config.dataDir, 'builds');
   await mkdir(path.join(workDir, 'tmp'), { recursive: true });
   const service = new BuildService({
-    db: registry.db, queue: jobs, driver: new BuildahDriver({
-      tmpDir: path.join(workDir, 'tmp'),
-      storage: { root: config.builds.buildah.storageRoot, runRoot: config.builds.buildah.runRoot, driver: config.builds.buildah.storageDriver },
-    }),
+    db: registry.db, queue: jobs, driver: buildahDriver(config),
     logs: new BuildLogs(path.join(config.dataDir, 'logs', 'builds')),
     registry: { uploads: registry.uploads, manifests: registry.manifests },
     config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries, secrets: auth?.secrets,
@@ -294,11 +297,7 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
       },
     },
   });
-  const buildah = new BuildahDriver({
-    tmpDir: path.join(config.dataDir, 'builds', 'tmp'),
-    storage: { root: config.builds.buildah.storageRoot, runRoot: config.builds.buildah.runRoot, driver: config.builds.buildah.storageDriver },
-  });
-  const executor = new StageExecutor({ buildah, workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
+  const executor = new StageExecutor({ buildah: buildahDriver(config), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
   runner = new PipelineRunner({
     db: registry.db, service: pipelines, queue: jobs, executor, stepPaths, logs: runLogs,
     workDir, config: config.pipelines, registryHost, insecureRegistries: config.builds.insecureRegistries,

@@ -54,26 +54,20 @@ const resourcesLimits = z.object({
   cpu: z.string().regex(cpuPattern, 'cpu is whole or fractional CPUs or milli-CPUs, e.g. 1, 0.5, 250m').optional(),
 }).strict();
 
-const fileSpec = z.object({
+const fileFields = z.object({
   mode: z.string().regex(/^0?[0-7]{3}$/, 'mode is octal, e.g. 0644').optional(),
   source: z.string().min(1).optional(),
   content: z.string().optional(),
   binaryContent: z.string().optional(),
   noExpand: z.boolean().optional(),
-}).strict().refine((f) => [f.source, f.content, f.binaryContent].filter((v) => v !== undefined).length === 1, {
-  message: 'a file takes exactly one of source, content and binaryContent',
 });
+const oneFileSource = {
+  check: (f: { source?: string; content?: string; binaryContent?: string }) => [f.source, f.content, f.binaryContent].filter((v) => v !== undefined).length === 1,
+  message: 'a file takes exactly one of source, content and binaryContent',
+};
+const fileSpec = fileFields.strict().refine(oneFileSource.check, { message: oneFileSource.message });
 /** The deprecated array form (`target` inside each item) is still accepted. */
-const fileItem = z.object({
-  target: z.string().min(1),
-  mode: z.string().regex(/^0?[0-7]{3}$/, 'mode is octal, e.g. 0644').optional(),
-  source: z.string().min(1).optional(),
-  content: z.string().optional(),
-  binaryContent: z.string().optional(),
-  noExpand: z.boolean().optional(),
-}).strict().refine((f) => [f.source, f.content, f.binaryContent].filter((v) => v !== undefined).length === 1, {
-  message: 'a file takes exactly one of source, content and binaryContent',
-});
+const fileItem = fileFields.extend({ target: z.string().min(1) }).strict().refine(oneFileSource.check, { message: oneFileSource.message });
 const volumeSpec = z.object({
   source: z.string().min(1),
   path: z.string().optional(),

@@ -653,11 +653,15 @@ export interface GitRemoteSession {
 }
 
 export async function openGitRemoteSession(url: string, credentials?: GitCredentials): Promise<GitRemoteSession> {
-  const remote = parseRemote(url, credentials);
+  return sessionFor(parseRemote(url, credentials));
+}
+
+async function sessionFor(remote: ReturnType<typeof parseRemote>): Promise<GitRemoteSession> {
   const secrets: string[] = [];
   if (remote.credentials) {
     const { username, password } = remote.credentials;
     secrets.push(password, encodeURIComponent(password));
+    // Token-as-username schemes: a long user name is treated as a secret too.
     if (username.length >= usernameMaskLength) secrets.push(username, encodeURIComponent(username));
   }
   const mask = (text: string) => maskSecrets(text, secrets);
@@ -690,16 +694,8 @@ export async function cloneRepository(options: CloneOptions, log: (line: string)
   const destDir = path.resolve(options.destDir);
   await prepareEmptyDir(destDir);
 
-  const secrets: string[] = [];
-  if (remote.credentials) {
-    const { username, password } = remote.credentials;
-    secrets.push(password, encodeURIComponent(password));
-    // Token-as-username schemes: a long user name is treated as a secret too.
-    if (username.length >= usernameMaskLength) secrets.push(username, encodeURIComponent(username));
-  }
-  const mask = (text: string) => maskSecrets(text, secrets);
-  const askPass = remote.credentials ? await writeAskPass(remote.credentials) : undefined;
-  const env = gitEnvironment(askPass?.script);
+  const session = await sessionFor(remote);
+  const { mask, env } = session;
   const deadline = Date.now() + (options.timeoutMs ?? defaultCloneTimeoutMs);
   const timeoutMs = options.timeoutMs ?? defaultCloneTimeoutMs;
 
@@ -788,7 +784,7 @@ export async function cloneRepository(options: CloneOptions, log: (line: string)
     await emptyDir(destDir);
     throw error;
   } finally {
-    if (askPass) await rm(askPass.dir, { recursive: true, force: true });
+    await session.dispose();
   }
 }
 

@@ -59,7 +59,7 @@ export function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
 }
 
 /** Splits a byte stream into lines; `\n`, `\r\n` and a lone `\r` (progress output) end a line. */
-function lineSplitter(emit: (line: string) => void): { push(chunk: Buffer): void; end(): void } {
+export function lineSplitter(emit: (line: string) => void): { push(chunk: Buffer): void; end(): void } {
   let pending = '';
   const decoder = new TextDecoder('utf-8');
   const flush = (text: string) => {

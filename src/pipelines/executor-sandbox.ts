@@ -8,7 +8,7 @@ import { constants } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { open, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import type { ProcessResult } from '../builds/process.js';
+import { killGroup, lineSplitter, type ProcessResult } from '../builds/process.js';
 
 export interface SandboxRunOptions {
   /** The wrapper script as the step sees it. */
@@ -144,31 +144,6 @@ export interface StepProcessOptions {
   afterExit?: () => Promise<void>;
 }
 
-/** Splits a byte stream into lines (`\n`, `\r\n`, a lone `\r`). */
-function lines(emit: (line: string) => void): { push(chunk: Buffer): void; end(): void } {
-  const decoder = new TextDecoder('utf-8');
-  let pending = '';
-  const flush = (text: string) => {
-    pending += text;
-    let index: number;
-    while ((index = pending.search(/\r\n|\r|\n/)) >= 0) {
-      if (pending[index] === '\r' && index === pending.length - 1) break;
-      const breakLength = pending.startsWith('\r\n', index) ? 2 : 1;
-      emit(pending.slice(0, index));
-      pending = pending.slice(index + breakLength);
-    }
-  };
-  return {
-    push: (chunk) => flush(decoder.decode(chunk, { stream: true })),
-    end: () => {
-      flush(decoder.decode());
-      if (pending.endsWith('\r')) pending = pending.slice(0, -1);
-      if (pending !== '') emit(pending);
-      pending = '';
-    },
-  };
-}
-
 /**
  * Runs one step program in its own process group. Unlike `runProcess`, it does not wait for the
  * output pipes to close: a process that left the group (`setsid`, a daemon) and still holds them
@@ -182,17 +157,10 @@ export function runStepProcess(command: string, args: string[], options: StepPro
       return;
     }
     const child = spawn(command, args, { env: options.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    const killGroup = (signal: NodeJS.Signals) => {
-      if (child.pid === undefined) return;
-      try {
-        process.kill(-child.pid, signal);
-      } catch {
-        // gone
-      }
-    };
+    const killChildGroup = (signal: NodeJS.Signals) => killGroup(child, signal);
     const stderrTail: string[] = [];
-    const out = lines((line) => options.onLine(line, 'stdout'));
-    const err = lines((line) => {
+    const out = lineSplitter((line) => options.onLine(line, 'stdout'));
+    const err = lineSplitter((line) => {
       stderrTail.push(line);
       if (stderrTail.length > 50) stderrTail.shift();
       options.onLine(line, 'stderr');
@@ -204,8 +172,8 @@ export function runStepProcess(command: string, args: string[], options: StepPro
     let killTimer: NodeJS.Timeout | undefined;
     const stop = () => {
       if (killTimer || child.exitCode !== null || child.signalCode !== null) return;
-      killGroup('SIGTERM');
-      killTimer = setTimeout(() => killGroup('SIGKILL'), options.graceMs);
+      killChildGroup('SIGTERM');
+      killTimer = setTimeout(() => killChildGroup('SIGKILL'), options.graceMs);
     };
     const timer = options.timeoutMs !== undefined && options.timeoutMs > 0 ? setTimeout(() => { timedOut = true; stop(); }, options.timeoutMs) : undefined;
     const onAbort = () => { aborted = true; stop(); };
@@ -226,7 +194,7 @@ export function runStepProcess(command: string, args: string[], options: StepPro
       void (async () => {
         // Let the last lines drain, then nothing of the step may stay.
         await new Promise((r) => setTimeout(r, 100));
-        killGroup('SIGKILL');
+        killChildGroup('SIGKILL');
         await options.afterExit?.().catch(() => undefined);
         const closed = (stream: NodeJS.ReadableStream & { destroyed?: boolean; destroy(): void }) => new Promise<void>((r) => {
           if (stream.destroyed || (stream as { readableEnded?: boolean }).readableEnded) return r();

@@ -170,7 +170,7 @@ export async function pipelineRoutes(app: FastifyInstance, options: PipelineRout
     const run = await pipelines.run(ns, name, number(request));
     const follow = (request.headers.accept ?? '').includes('text/event-stream') || ['true', '1'].includes(String((request.query as Record<string, unknown>).follow ?? ''));
     if (!follow) return reply.type('text/plain; charset=utf-8').send(await pipelines.logText(run.id).catch(() => ''));
-    streamLog(reply, request, pipelines, ns, name, run.number, run.id, followers);
+    streamLog(reply, pipelines, ns, name, run.number, run.id, followers);
   });
 
   // ---- the push webhook: raw bytes, checked by signature before anything is parsed ----
@@ -187,7 +187,7 @@ export async function pipelineRoutes(app: FastifyInstance, options: PipelineRout
 }
 
 /** Server-Sent Events of a run's log: lines as `data:`, then `event: end` with the final status. */
-function streamLog(reply: FastifyReply, request: FastifyRequest, pipelines: PipelineService, ns: string, name: string, runNumber: number, runId: string, followers: Set<() => void>): void {
+function streamLog(reply: FastifyReply, pipelines: PipelineService, ns: string, name: string, runNumber: number, runId: string, followers: Set<() => void>): void {
   reply.hijack();
   const raw = reply.raw;
   raw.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
@@ -227,5 +227,4 @@ function streamLog(reply: FastifyReply, request: FastifyRequest, pipelines: Pipe
       end,
     });
   })().catch(() => end());
-  void request;
 }

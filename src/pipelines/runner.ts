@@ -514,7 +514,7 @@ export class PipelineRunner {
             }));
           } catch (error) {
             if (ctx.signal.aborted) throw error;
-            throw new StageFailed(`pushing ${output.name} to ${destination} failed: ${(error as Error).message}${output.image ? '' : ''}`);
+            throw new StageFailed(`pushing ${output.name} to ${destination} failed: ${(error as Error).message}`);
           }
         } else {
           if (!target.own) throw new StageFailed(`location ${location}: BINARY artifacts are delivered to Slipway's registry only`);

@@ -154,9 +154,11 @@ export class PipelineService {
     return row;
   }
 
-  /** Every pipeline of every namespace (for triggers that are not namespace-scoped). */
-  async all(): Promise<Array<PipelineTable & { parsed: PipelineInput }>> {
-    const rows = await this.db.kysely.selectFrom('pipelines').selectAll().execute();
+  /** Every pipeline (of one namespace when given), parsed: for the triggers.*/
+  async all(namespace?: string): Promise<Array<PipelineTable & { parsed: PipelineInput }>> {
+    let query = this.db.kysely.selectFrom('pipelines').selectAll();
+    if (namespace !== undefined) query = query.where('namespace', '=', namespace);
+    const rows = await query.execute();
     return rows.map((row) => ({ ...row, parsed: JSON.parse(row.spec) as PipelineInput }));
   }
 
@@ -282,8 +284,7 @@ export class PipelineService {
   /** A push to Slipway's registry: runs every pipeline whose registry trigger matches. */
   async onTagPushed(event: { repository: string; tag: string; digest: string }): Promise<void> {
     const namespace = event.repository.split('/')[0]!;
-    for (const pipeline of await this.all()) {
-      if (pipeline.namespace !== namespace) continue;
+    for (const pipeline of await this.all(namespace)) {
       const match = (pipeline.parsed.triggers.registry ?? []).some((t) => picomatch.isMatch(event.repository, t.repository) && picomatch.isMatch(event.tag, t.tag));
       if (!match) continue;
       await this.trigger(pipeline.namespace, pipeline.name, {
@@ -412,7 +413,7 @@ export class PipelineService {
   /** Decides a waiting approval stage; the run goes on (or fails) in the background. */
   async decide(namespace: string, name: string, number: number, stageName: string, decision: 'approved' | 'rejected', actor: string | null, comment?: string): Promise<RunView> {
     const run = await this.run(namespace, name, number);
-    const updated = await this.db.write(async (trx) => {
+    await this.db.write(async (trx) => {
       const fresh = await trx.selectFrom('pipeline_runs').selectAll().where('id', '=', run.id).executeTakeFirstOrThrow();
       const state = JSON.parse(fresh.state) as RunState;
       const stage = state.stages.find((s) => s.name === stageName);
@@ -422,9 +423,7 @@ export class PipelineService {
       stage.approval = { decision, by: actor, comment, at: new Date().toISOString() };
       await trx.updateTable('pipeline_runs').set({ state: JSON.stringify(state), status: 'queued' }).where('id', '=', run.id).execute();
       await this.deps.queue.enqueue('pipeline-runs', { runId: run.id }, { id: `${run.id}-${randomBytes(4).toString('hex')}`, timeoutMs: 0, maxAttempts: 3, trx });
-      return true;
     });
-    void updated;
     return this.run(namespace, name, number);
   }
 
