@@ -3,6 +3,11 @@
  * Side-by-side registry benchmark: Slipway against CNCF Distribution (Debian `docker-registry`),
  * both started here as child processes on 127.0.0.1 with their own temp data folders.
  *
+ * Slipway runs with access control on, and every request carries credentials the way clients
+ * send them: HTTP basic (user + password) on every request — the path curl scripts, CI jobs and
+ * several registry clients take — and, side by side on the request rows, a bearer token from the
+ * token endpoint. Distribution runs without auth (it pays nothing for it: the stricter peer).
+ *
  * Throughput rows (1 GiB monolithic push, chunked push, pull) are driven by this process with
  * node:http and timed by wall clock; request rows (manifest GET by digest, manifest HEAD by
  * tag, 4 KiB blob GET) use wrk, or `ab -k -i` for HEAD, with 64 connections. Each registry's
@@ -41,7 +46,13 @@ interface Registry {
   name: string;
   base: string;
   child: ChildProcess;
+  /** `Authorization` header value sent with every request, if any. */
+  auth?: string;
 }
+
+const benchUser = 'ci-bench';
+const benchPassword = 'bench-Pa55word-for-ci';
+const adminPassword = 'bench-admin-Pa55word';
 
 interface Cell {
   /** MB/s or requests/s. */
@@ -100,11 +111,11 @@ function startChild(command: string, args: string[]): ChildProcess {
   return child;
 }
 
-async function waitReady(base: string): Promise<void> {
+async function waitReady(base: string, ready = [200]): Promise<void> {
   const until = Date.now() + 30_000;
   while (Date.now() < until) {
     try {
-      if ((await request('GET', `${base}/v2/`)).status === 200) return;
+      if (ready.includes((await request('GET', `${base}/v2/`)).status)) return;
     } catch { /* not listening yet */ }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
@@ -114,14 +125,34 @@ async function waitReady(base: string): Promise<void> {
 async function startSlipway(dir: string): Promise<Registry> {
   const port = await freePort();
   const config = path.join(dir, 'slipway.yaml');
-  writeFileSync(config, 'log: {level: warn, requests: false}\nregistry: {gc: {interval: 0}}\n');
+  writeFileSync(config, `log: {level: warn, requests: false}\nregistry: {gc: {interval: 0}}\nauth: {enabled: true, adminPassword: ${adminPassword}, tokenTtl: 1h}\n`);
   const bin = path.join(repoRoot, 'bin/slipway.js');
   const nodeFlags = process.env.BENCH_SLIPWAY_NODE_FLAGS?.split(/\s+/).filter(Boolean);
   const [command, ...prefix] = nodeFlags ? [process.execPath, ...nodeFlags, bin] : [bin];
   const child = startChild(command!, [...prefix, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--config', config]);
   const base = `http://127.0.0.1:${port}`;
-  await waitReady(base);
-  return { name: 'Slipway', base, child };
+  await waitReady(base, [200, 401]);
+  // A namespace with a contributor, as a team's CI would push with.
+  const admin = basicAuth('admin', adminPassword);
+  const api = async (method: string, url: string, body: unknown) => {
+    const json = Buffer.from(JSON.stringify(body));
+    return request(method, `${base}${url}`, { headers: { Authorization: admin, 'Content-Type': 'application/json', 'Content-Length': json.length }, body: [json] });
+  };
+  expect(await api('POST', '/api/v1/namespaces', { name: repo.split('/')[0] }), 201, 'create namespace');
+  expect(await api('POST', '/api/v1/users', { name: benchUser, password: benchPassword }), 201, 'create user');
+  expect(await api('PUT', `/api/v1/namespaces/${repo.split('/')[0]}/members/${benchUser}`, { role: 'contributor' }), 200, 'add member');
+  return { name: 'Slipway', base, child, auth: basicAuth(benchUser, benchPassword) };
+}
+
+function basicAuth(user: string, password: string): string {
+  return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+}
+
+/** A bearer token for `repo` from Slipway's token endpoint (the flow docker, podman and skopeo use). */
+async function bearerToken(base: string): Promise<string> {
+  const scope = encodeURIComponent(`repository:${repo}:pull,push`);
+  const response = expect(await request('GET', `${base}/auth/token?service=slipway&scope=${scope}`, { headers: { Authorization: basicAuth(benchUser, benchPassword) } }), 200, 'token');
+  return `Bearer ${JSON.parse(response.body.toString()).token as string}`;
 }
 
 async function startDistribution(dir: string): Promise<Registry> {
@@ -191,28 +222,33 @@ function pieces(data: Buffer, start = 0, end = data.length): Buffer[] {
   return out;
 }
 
-async function pushMonolithic(base: string, data: Buffer, digest: string): Promise<void> {
-  const started = expect(await request('POST', `${base}/v2/${repo}/blobs/uploads/`, { headers: { 'Content-Length': 0 } }), 202, 'POST upload');
-  expect(await request('PUT', nextUrl(base, started, digest), {
-    headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': data.length },
+/** The registry's credentials (if any) added to `headers`. */
+function withAuth(r: Registry, headers: Record<string, string | number> = {}): Record<string, string | number> {
+  return r.auth ? { ...headers, Authorization: r.auth } : headers;
+}
+
+async function pushMonolithic(r: Registry, data: Buffer, digest: string): Promise<void> {
+  const started = expect(await request('POST', `${r.base}/v2/${repo}/blobs/uploads/`, { headers: withAuth(r, { 'Content-Length': 0 }) }), 202, 'POST upload');
+  expect(await request('PUT', nextUrl(r.base, started, digest), {
+    headers: withAuth(r, { 'Content-Type': 'application/octet-stream', 'Content-Length': data.length }),
     body: pieces(data),
   }), 201, 'PUT blob');
 }
 
-async function pushChunked(base: string, data: Buffer, digest: string): Promise<void> {
-  let response = expect(await request('POST', `${base}/v2/${repo}/blobs/uploads/`, { headers: { 'Content-Length': 0 } }), 202, 'POST upload');
+async function pushChunked(r: Registry, data: Buffer, digest: string): Promise<void> {
+  let response = expect(await request('POST', `${r.base}/v2/${repo}/blobs/uploads/`, { headers: withAuth(r, { 'Content-Length': 0 }) }), 202, 'POST upload');
   for (let start = 0; start < data.length; start += chunkBytes) {
     const end = Math.min(start + chunkBytes, data.length);
-    response = expect(await request('PATCH', nextUrl(base, response), {
-      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': end - start, 'Content-Range': `${start}-${end - 1}` },
+    response = expect(await request('PATCH', nextUrl(r.base, response), {
+      headers: withAuth(r, { 'Content-Type': 'application/octet-stream', 'Content-Length': end - start, 'Content-Range': `${start}-${end - 1}` }),
       body: pieces(data, start, end),
     }), 202, 'PATCH chunk');
   }
-  expect(await request('PUT', nextUrl(base, response, digest), { headers: { 'Content-Length': 0 } }), 201, 'PUT upload');
+  expect(await request('PUT', nextUrl(r.base, response, digest), { headers: withAuth(r, { 'Content-Length': 0 }) }), 201, 'PUT upload');
 }
 
-async function pull(base: string, digest: string): Promise<number> {
-  return expect(await request('GET', `${base}/v2/${repo}/blobs/${digest}`, { discard: true }), 200, 'GET blob').bytes;
+async function pull(r: Registry, digest: string): Promise<number> {
+  return expect(await request('GET', `${r.base}/v2/${repo}/blobs/${digest}`, { headers: withAuth(r), discard: true }), 200, 'GET blob').bytes;
 }
 
 function sha256(data: Buffer): string {
@@ -324,21 +360,27 @@ function log(message: string): void {
 function formatTable(rows: Row[], hashRate: number): string {
   const ms = (v: number) => (v >= 10 ? v.toFixed(0) : v.toFixed(2));
   const lines = [
-    '| row | Slipway | Distribution | Slipway/Distribution | target | Slipway CPU | Distribution CPU |',
-    '|---|---|---|---|---|---|---|',
+    '| row | Slipway, basic auth | Slipway, bearer | Distribution, no auth | basic/Distribution | target | basic/bearer (≥0.5×) | Slipway CPU (basic) | Distribution CPU |',
+    '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const row of rows) {
-    const [s, d] = row.cells as [Cell, Cell];
+    // Throughput rows: [basic, Distribution]; request rows: [basic, bearer, Distribution].
+    const s = row.cells[0]!;
+    const b = row.cells.length === 3 ? row.cells[1]! : undefined;
+    const d = row.cells[row.cells.length - 1]!;
     const ratio = s.value / d.value;
     const cpuUnit = row.unit === 'MB/s' ? 's/GiB' : 'µs/req';
     const cpu = (c: Cell) => (row.unit === 'MB/s' ? c.cpu.toFixed(2) : (c.cpu * 1e6).toFixed(1)) + ` ${cpuUnit}`;
     const met = ratio >= row.target && (s.p99 === undefined || s.p99 <= d.p99!);
     const target = `≥${row.target}×${s.p99 === undefined ? '' : ', p99 ≤'} ${met ? 'met' : '**missed**'}`;
-    lines.push(`| ${row.label} | ${s.value.toFixed(0)} ${row.unit} | ${d.value.toFixed(0)} ${row.unit} | ${ratio.toFixed(2)}× | ${target} | ${cpu(s)} | ${cpu(d)} |`);
+    const versusBearer = b ? `${(s.value / b.value).toFixed(2)}× ${s.value / b.value >= 0.5 ? 'met' : '**missed**'}` : '—';
+    lines.push(`| ${row.label} | ${s.value.toFixed(0)} ${row.unit} | ${b ? `${b.value.toFixed(0)} ${row.unit}` : '—'} | ${d.value.toFixed(0)} ${row.unit} | ${ratio.toFixed(2)}× | ${target} | ${versusBearer} | ${cpu(s)} | ${cpu(d)} |`);
     if (s.p50 === undefined) {
-      lines.push(`| ↳ all runs (MB/s), median above | ${s.note} | ${d.note} | | | | |`);
+      lines.push(`| ↳ all runs (MB/s), median above | ${s.note} | | ${d.note} | | | | | |`);
     } else {
-      lines.push(`| ↳ p50 / p99 (ms) | ${ms(s.p50)} / ${ms(s.p99!)} | ${ms(d.p50!)} / ${ms(d.p99!)} | p99 ${(s.p99! / Math.max(d.p99!, 0.001)).toFixed(2)}× | | ${s.note ?? ''} | ${d.note ?? ''} |`);
+      const latency = (c: Cell) => `${ms(c.p50!)} / ${ms(c.p99!)}`;
+      const notes = row.cells.map((c) => c.note).filter(Boolean).join('; ');
+      lines.push(`| ↳ p50 / p99 (ms) | ${latency(s)} | ${b ? latency(b) : ''} | ${latency(d)} | p99 ${(s.p99! / Math.max(d.p99!, 0.001)).toFixed(2)}× | | ${b ? `bearer CPU ${cpu(b)}` : ''} | ${notes} | |`);
     }
   }
   const push = rows[0]!.cells[0]!.value;
@@ -401,15 +443,15 @@ async function main(): Promise<void> {
   const pullable = new Map<Registry, string>();
   const rows: Row[] = [];
   rows.push(await throughputRow(`blob push, monolithic ${size}`, registries, 2, prepare, async (r) => {
-    await pushMonolithic(r.base, data, digest);
+    await pushMonolithic(r, data, digest);
     pullable.set(r, digest);
     return data.length;
   }));
   rows.push(await throughputRow(`blob push, chunked (${chunkBytes / 2 ** 20} MiB PATCHes) ${size}`, registries, 2, prepare, async (r) => {
-    await pushChunked(r.base, data, digest);
+    await pushChunked(r, data, digest);
     return data.length;
   }));
-  rows.push(await throughputRow(`blob pull ${size}`, registries, 1, () => undefined, (r) => pull(r.base, pullable.get(r)!)));
+  rows.push(await throughputRow(`blob pull ${size}`, registries, 1, () => undefined, (r) => pull(r, pullable.get(r)!)));
 
   // A small image: config + one 4 KiB layer, tagged `latest`.
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
@@ -424,19 +466,25 @@ async function main(): Promise<void> {
   }));
   const manifestDigest = sha256(manifest);
   for (const r of registries) {
-    await pushMonolithic(r.base, config, configDigest);
-    await pushMonolithic(r.base, layer, layerDigest);
-    expect(await request('PUT', `${r.base}/v2/${repo}/manifests/latest`, { headers: { 'Content-Type': manifestType, 'Content-Length': manifest.length }, body: [manifest] }), 201, 'PUT manifest');
+    await pushMonolithic(r, config, configDigest);
+    await pushMonolithic(r, layer, layerDigest);
+    expect(await request('PUT', `${r.base}/v2/${repo}/manifests/latest`, { headers: withAuth(r, { 'Content-Type': manifestType, 'Content-Length': manifest.length }), body: [manifest] }), 201, 'PUT manifest');
   }
+  // The same Slipway process once more, with a bearer token instead of basic: the request rows
+  // show both, so the cost of basic auth is visible as a ratio.
+  const [slipway, distribution] = registries as [Registry, Registry];
+  const bearer: Registry = { ...slipway, name: 'Slipway (bearer)', auth: await bearerToken(slipway.base) };
+  const requestTargets = [slipway, bearer, distribution];
   agent.destroy();
 
+  const headers = (r: Registry, extra: string[] = []) => (r.auth ? [...extra, `Authorization: ${r.auth}`] : extra);
   const accept = [`Accept: ${manifestType}`];
-  rows.push(await loadRow('manifest GET by digest (wrk, 64 conns)', registries, 1.5, (r, d) => wrk(`${r.base}/v2/${repo}/manifests/${manifestDigest}`, accept, d)));
-  rows.push(await loadRow('manifest HEAD by tag (ab -k, 64 conns)', registries, 1.5, (r, d) => ab(`${r.base}/v2/${repo}/manifests/latest`, accept, d)));
-  rows.push(await loadRow('4 KiB blob GET (wrk, 64 conns)', registries, 1.5, (r, d) => wrk(`${r.base}/v2/${repo}/blobs/${layerDigest}`, [], d)));
+  rows.push(await loadRow('manifest GET by digest (wrk, 64 conns)', requestTargets, 1.5, (r, d) => wrk(`${r.base}/v2/${repo}/manifests/${manifestDigest}`, headers(r, accept), d)));
+  rows.push(await loadRow('manifest HEAD by tag (ab -k, 64 conns)', requestTargets, 1.5, (r, d) => ab(`${r.base}/v2/${repo}/manifests/latest`, headers(r, accept), d)));
+  rows.push(await loadRow('4 KiB blob GET (wrk, 64 conns)', requestTargets, 1.5, (r, d) => wrk(`${r.base}/v2/${repo}/blobs/${layerDigest}`, headers(r), d)));
 
   const table = formatTable(rows, hashRate);
-  const header = `# Registry benchmark: Slipway vs CNCF Distribution\n\n${new Date().toISOString()} · ${os.cpus().length} cores · node ${process.version} · ` +
+  const header = `# Registry benchmark: Slipway (with credentials on every request) vs CNCF Distribution\n\n${new Date().toISOString()} · ${os.cpus().length} cores · node ${process.version} · ` +
     `request rows ${seconds} s each after ${warmup} s warm-up, ${connections} connections · MB = 10^6 bytes · CPU = registry process utime+stime` +
     `${process.env.BENCH_SLIPWAY_NODE_FLAGS ? ` · Slipway node flags: ${process.env.BENCH_SLIPWAY_NODE_FLAGS}` : ''}\n\n`;
   process.stdout.write(`\n${table}\n`);

@@ -11,6 +11,7 @@ import { AccessService } from './auth/access.js';
 import { AuditLog } from './auth/audit.js';
 import { Credentials } from './auth/credentials.js';
 import { FailureLimiter } from './auth/rate-limit.js';
+import { VerifiedLogins } from './auth/verified-logins.js';
 import { RegistryAuthorizer } from './auth/registry-authorizer.js';
 import type { AuthRoutesOptions } from './auth/routes.js';
 import { TokenService } from './auth/tokens.js';
@@ -139,7 +140,7 @@ export async function openVault(config: Config, db: Database): Promise<Vault> {
 async function openAuth(config: Config, db: Database): Promise<AuthParts> {
   const access = new AccessService(db);
   const audit = new AuditLog(db);
-  const credentials = new Credentials({ access, audit, limiter: new FailureLimiter() });
+  const credentials = new Credentials({ access, audit, limiter: new FailureLimiter(), logins: new VerifiedLogins(config.auth.loginCacheTtl) });
   const { service, realm, tokenTtl, refreshTokenTtl } = config.auth;
   const tokens = new TokenService({ dataDir: config.dataDir, issuer: 'slipway', service, ttlMs: tokenTtl, refreshTtlMs: refreshTokenTtl });
   await mkdir(config.dataDir, { recursive: true });

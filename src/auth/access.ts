@@ -8,6 +8,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../db/db.js';
 import type { AccessAction } from './scope.js';
 import { decoyHash, hashPassword, verifyPassword } from './passwords.js';
+import { proofOf } from './verified-logins.js';
 
 export type Role = 'owner' | 'contributor' | 'reader';
 export const roles: readonly Role[] = ['owner', 'contributor', 'reader'];
@@ -57,7 +58,18 @@ export function namespaceOf(repository: string): string {
 }
 
 export class AccessService {
+  private readonly credentialChangeListeners: Array<(principalId: string) => void> = [];
+
   constructor(private readonly db: Database) {}
+
+  /** Called with a principal's id when its password changes or it is deleted (caches drop what they hold). */
+  onCredentialChange(listener: (principalId: string) => void): void {
+    this.credentialChangeListeners.push(listener);
+  }
+
+  private credentialsChanged(principalId: string): void {
+    for (const listener of this.credentialChangeListeners) listener(principalId);
+  }
 
   /** First start: the `admin` user, with the given password or a generated one (returned once). */
   async bootstrapAdmin(password?: string): Promise<{ created: boolean; password?: string }> {
@@ -96,6 +108,7 @@ export class AccessService {
     if (password.length < 8) throw new AccessError('NAME_INVALID', 'password must have at least 8 characters');
     const hash = await hashPassword(password);
     await this.db.write((trx) => trx.updateTable('principals').set({ password_hash: hash }).where('id', '=', principalId).where('kind', '=', 'user').execute());
+    this.credentialsChanged(principalId);
   }
 
   /** Deletes a user or service account with its keys and memberships; refused while it is a namespace's only owner. */
@@ -111,6 +124,7 @@ export class AccessService {
       await trx.updateTable('api_keys').set({ revoked_at: Date.now() }).where('principal_id', '=', principalId).where('revoked_at', 'is', null).execute();
       await trx.deleteFrom('principals').where('id', '=', principalId).execute();
     });
+    this.credentialsChanged(principalId);
   }
 
   async findByName(name: string): Promise<Principal | null> {
@@ -125,9 +139,26 @@ export class AccessService {
 
   /** A user's password login; null on any mismatch (unknown users take as long as known ones). */
   async checkPassword(name: string, password: string): Promise<Principal | null> {
+    return (await this.verifyPasswordOf(name, password))?.principal ?? null;
+  }
+
+  /** Like `checkPassword`, with the stored hash the password matched (what a login cache keys its proof on). */
+  async verifyPasswordOf(name: string, password: string): Promise<{ principal: Principal; storedHash: string } | null> {
     const row = await this.db.kysely.selectFrom('principals').selectAll().where('name', '=', name).executeTakeFirst();
     const ok = await verifyPassword(password, row?.password_hash ?? decoyHash);
     if (!row || !row.password_hash || !ok) return null;
+    return { principal: { id: row.id, name: row.name, kind: row.kind, admin: row.admin === 1 }, storedHash: row.password_hash };
+  }
+
+  /**
+   * The principal as it is now, if its stored password hash still matches `proof` (from an
+   * earlier successful check); null when the password changed or the principal is gone.
+   * One point select: this is what a remembered login costs.
+   */
+  async confirmVerified(principalId: string, proof: string): Promise<Principal | null> {
+    const row = await this.db.kysely.selectFrom('principals').select(['id', 'name', 'kind', 'admin', 'password_hash'])
+      .where('id', '=', principalId).executeTakeFirst();
+    if (!row?.password_hash || proofOf(row.password_hash) !== proof) return null;
     return { id: row.id, name: row.name, kind: row.kind, admin: row.admin === 1 };
   }
 

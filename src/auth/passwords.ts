@@ -2,17 +2,32 @@
  * @module auth/passwords
  * Password hashing with scrypt (memory-hard, in node:crypto): N=2^15, r=8 → 32 MiB per hash,
  * ~50–100 ms here, which is what makes offline guessing expensive. Stored self-describing so
- * parameters can be raised later without invalidating old hashes.
+ * parameters can be raised later without invalidating old hashes. scrypt runs on libuv's thread
+ * pool, which file reads and writes share: at most `maxConcurrentHashes` run at once, so a burst
+ * of logins (or of wrong guesses) cannot stall the registry's disk I/O.
  */
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 
 const cost = { N: 2 ** 15, r: 8, p: 1 };
 const keyLength = 32;
+/** Half of libuv's default pool of 4 threads. */
+const maxConcurrentHashes = 2;
+let running = 0;
+const waiting: Array<() => void> = [];
 
-function scrypt(password: string, salt: Buffer, options: ScryptOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scryptCallback(password, salt, keyLength, { ...options, maxmem: 128 * options.N! * options.r! * 2 }, (error, key) => (error ? reject(error) : resolve(key)));
-  });
+async function scrypt(password: string, salt: Buffer, options: ScryptOptions): Promise<Buffer> {
+  // A finishing hash hands its slot straight to the next waiter, so `running` never overshoots.
+  if (running >= maxConcurrentHashes) await new Promise<void>((resolve) => waiting.push(resolve));
+  else running++;
+  try {
+    return await new Promise((resolve, reject) => {
+      scryptCallback(password, salt, keyLength, { ...options, maxmem: 128 * options.N! * options.r! * 2 }, (error, key) => (error ? reject(error) : resolve(key)));
+    });
+  } finally {
+    const next = waiting.shift();
+    if (next) next();
+    else running--;
+  }
 }
 
 export async function hashPassword(password: string): Promise<string> {

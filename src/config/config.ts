@@ -60,6 +60,8 @@ export const configSchema = z.strictObject({
     realm: z.string().url().optional(),
     tokenTtl: duration.prefault('5m'),
     refreshTokenTtl: duration.prefault('30d'),
+    /** How long a password that passed scrypt is remembered in memory (HTTP basic on every request); 0 turns it off. */
+    loginCacheTtl: duration.prefault('1m'),
   }).prefault({}),
   builds: z.strictObject({
     /** Builds running at once on this server. */
