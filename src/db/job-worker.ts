@@ -6,7 +6,8 @@
  *
  * A handler's thrown error fails the attempt; it is retried while attempts remain unless the
  * error says `retryable: false`, after `retryAfterMs` when the error gives one (else the
- * worker's `backoffMs`, else the queue's exponential default).
+ * worker's `backoffMs`, else the queue's exponential default); a retry with a known back-off
+ * wakes the worker when it falls due instead of waiting for the next poll.
  */
 import { LeaseLostError, type Job, type JobQueueApi } from './job-queue.js';
 
@@ -57,6 +58,8 @@ export class JobWorker<P = unknown, R = unknown> {
   /** A notify arrived while not sleeping (e.g. during a claim): the next sleep returns at once. */
   private woken = false;
   private unsubscribe: (() => void) | undefined;
+  /** Wake-ups for retries that fall due between polls. */
+  private readonly wakeTimers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly jobs: JobQueueApi, private readonly options: JobWorkerOptions<P, R>) {
     const concurrency = options.concurrency ?? 1;
@@ -89,6 +92,8 @@ export class JobWorker<P = unknown, R = unknown> {
   async stop(graceMs = this.options.graceMs ?? 10_000): Promise<void> {
     this.stopping = true;
     this.unsubscribe?.();
+    for (const timer of this.wakeTimers) clearTimeout(timer);
+    this.wakeTimers.clear();
     this.notify();
     await this.loopDone;
     const allDone = () => Promise.all([...this.runs].map((run) => run.done));
@@ -205,11 +210,14 @@ export class JobWorker<P = unknown, R = unknown> {
           ? 'interrupted by worker shutdown'
           : error instanceof Error ? error.message : String(error);
         const hints = error as { retryable?: boolean; retryAfterMs?: number } | undefined;
-        record(() => jobs.fail(job.id, workerId, message, {
-          // A handler marks failures that would fail again the same way (`retryable: false`).
-          retry: hints?.retryable !== false,
-          backoffMs: reason instanceof JobAbortError && reason.kind === 'shutdown' ? 0 : hints?.retryAfterMs ?? this.options.backoffMs,
-        }));
+        // A handler marks failures that would fail again the same way (`retryable: false`).
+        const retry = hints?.retryable !== false;
+        const backoffMs = reason instanceof JobAbortError && reason.kind === 'shutdown' ? 0 : hints?.retryAfterMs ?? this.options.backoffMs;
+        record(async () => {
+          const recorded = await jobs.fail(job.id, workerId, message, { retry, backoffMs });
+          // A retry of this worker's is taken when it is due, not at a later poll.
+          if (recorded && retry && backoffMs !== undefined && backoffMs > 0) this.wakeIn(backoffMs);
+        });
       }
       await Promise.all(writes);
     })().finally(() => {
@@ -219,6 +227,16 @@ export class JobWorker<P = unknown, R = unknown> {
       this.notify();
     });
     this.runs.add(run);
+  }
+
+  private wakeIn(ms: number): void {
+    if (this.stopping) return;
+    const timer = setTimeout(() => {
+      this.wakeTimers.delete(timer);
+      this.notify();
+    }, ms);
+    timer.unref();
+    this.wakeTimers.add(timer);
   }
 
   private report(error: unknown): void {

@@ -41,7 +41,10 @@ import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError, toApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
-import { EventConflictError, EventInputError, EventNotFoundError, eventIdFloor, type DomainEvent, type EventBus } from './bus.js';
+import type { EventBus } from './bus.js';
+import { EventConflictError, EventInputError, EventNotFoundError } from './errors.js';
+import { eventIdFloor } from './ids.js';
+import type { DomainEvent } from './outbox.js';
 import { matchesAny, patternProblem, webhookUrlProblem } from './patterns.js';
 
 export interface EventRoutesOptions {
