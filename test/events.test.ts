@@ -2,10 +2,10 @@
  * Events on both dialects: the outbox, outgoing webhooks against real HTTP receivers on
  * 127.0.0.1 (signature by the documented scheme, retries with growing delays, permanent
  * failure, timeouts, redeliver, pattern matching, inactive webhooks, delivery after a bus
- * restart, two replicas never sending one delivery twice, pruning), and the HTTP API on a
- * small Fastify app: validation naming the field, the secret never shown after creation,
- * ping, the event list and the SSE stream (live, replay after Last-Event-ID, type filter,
- * ended by server close).
+ * restart, two replicas never sending one delivery twice, deliveries reconciled with their
+ * jobs, pruning), and the HTTP API on a small Fastify app: validation naming the field, the
+ * secret never shown after creation, ping, the event list and the SSE stream (live, replay
+ * after Last-Event-ID, type filter, ended by server close).
  */
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
@@ -15,7 +15,9 @@ import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { openDatabase, type Database } from '../src/db/db.js';
+import { JobQueue } from '../src/db/job-queue.js';
 import { EventBus, type EventBusOptions } from '../src/events/bus.js';
+import { deliveryQueue } from '../src/events/deliveries.js';
 import { eventRoutes } from '../src/events/routes.js';
 import { verifySignature } from '../src/events/signature.js';
 import { parseMasterKey, Vault, type MasterKey } from '../src/vault/vault.js';
@@ -424,15 +426,17 @@ for (const dialect of dialects) {
     test('a lease that runs out (a stalled or dead sender) is taken over; the stale sender\'s result is dropped', { timeout: 30_000 }, async () => {
       await withFixture(dialect, async (f) => {
         const receiver = await f.receiver((n) => (n === 1 ? { status: 500, delayMs: 600 } : 200));
-        const stalled = await f.bus({}, true);
+        // The first sender is "stalled": its clock runs two minutes behind, so the lease it
+        // takes (and every heartbeat) has already run out for everyone else, as if it had died.
+        const stalledJobs = new JobQueue(f.db, { now: () => Date.now() - 120_000 });
+        const stalled = await f.bus({ jobs: stalledJobs }, true);
         const hook = await stalled.webhooks.create(ns, { url: receiver.url, events: ['*'] }, null);
         stalled.start();
         await stalled.publish(ns, 'run.queued', {});
         await eventually(() => receiver.requests.length === 1, 'the first send');
-        // The first sender is now "stalled": make its lease run out as if it had died.
-        const [claimed] = await f.db.kysely.selectFrom('webhook_deliveries').select(['id', 'next_attempt_at']).execute();
-        assert.ok(claimed!.next_attempt_at! > Date.now() + 30_000, 'claimed under a lease');
-        await f.db.write((trx) => trx.updateTable('webhook_deliveries').set({ next_attempt_at: Date.now() - 1 }).where('id', '=', claimed!.id).execute());
+        const [claimed] = await new JobQueue(f.db).list(deliveryQueue, { status: 'running' });
+        assert.equal(claimed?.leaseOwner, stalledJobs.workerId, 'claimed under a lease');
+        assert.ok(claimed!.leaseExpiresAt! < Date.now(), 'a lease that has run out');
         const taker = await f.bus({}, true);
         taker.start();
         await eventually(() => receiver.requests.length === 2, 'the takeover');
@@ -442,6 +446,33 @@ for (const dialect of dialects) {
         assert.equal(delivery!.attempts, 1, 'the stale attempt (500) is not recorded over the new owner\'s');
         assert.deepEqual(delivery!.log.map((a) => a.status), [200]);
         assert.equal(receiver.requests.length, 2);
+      });
+    });
+
+    test('upkeep: a pending delivery whose job ended fails; one whose job is gone gets a new one and is sent', { timeout: 30_000 }, async () => {
+      await withFixture(dialect, async (f) => {
+        const receiver = await f.receiver();
+        const bus = await f.bus();
+        const hook = await bus.webhooks.create(ns, { url: receiver.url, events: ['*'] }, null);
+        const jobs = new JobQueue(f.db);
+        // Not started: both deliveries wait. The first one's job is then lost (ended and purged)…
+        const lost = await bus.publish(ns, 'run.queued', { n: 1 });
+        const [orphan] = await bus.webhooks.deliveries(ns, hook.id);
+        assert.equal(await jobs.cancel(orphan!.id), 'cancelled');
+        assert.equal(await jobs.purge(deliveryQueue, { finishedBefore: Date.now() + 1 }), 1);
+        // …the second one's job ends without it.
+        await bus.publish(ns, 'run.started', { n: 2 });
+        const [stranded] = await bus.webhooks.deliveries(ns, hook.id);
+        assert.equal(await jobs.cancel(stranded!.id), 'cancelled');
+        bus.start();
+        const failed = await eventually(async () => {
+          const d = await bus.webhooks.delivery(ns, hook.id, stranded!.id);
+          return d.status === 'failed' && d;
+        }, 'the stranded delivery failing');
+        assert.equal(failed.lastError, 'its job ended: cancelled');
+        assert.equal(failed.attempts, 0);
+        await eventually(async () => (await bus.webhooks.delivery(ns, hook.id, orphan!.id)).status === 'succeeded', 'the orphan sent');
+        assert.deepEqual(receiver.requests.map((r) => JSON.parse(r.body).id), [lost.id]);
       });
     });
 

@@ -15,6 +15,7 @@ import type { Config } from '../config/config.js';
 import type { ExternalRegistries } from '../credentials/service.js';
 import type { NamespaceSecrets } from '../vault/secrets.js';
 import type { Database } from '../db/db.js';
+import type { JobQueueApi } from '../db/job-queue.js';
 import type { JobStatus } from '../db/schema.js';
 import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
@@ -60,11 +61,8 @@ export interface Requester {
 export class BuildInputError extends Error {}
 export class BuildNotFoundError extends Error {}
 
-/** What the durable queue must offer the build service (db/job-queue implements it). */
-export interface BuildQueue {
-  enqueue(queue: string, payload: unknown, options: { id: string; timeoutMs: number; maxAttempts: number }): Promise<string>;
-  cancel(id: string): Promise<unknown>;
-}
+/** What the build service uses of the durable queue (the `jobs` table is db/job-queue's). */
+export type BuildQueue = Pick<JobQueueApi, 'enqueue' | 'cancel' | 'getMany'>;
 
 interface JobPayload {
   buildId: string;
@@ -270,12 +268,13 @@ export class BuildService {
 
   /** Builds left queued/running by a crash get the state their job ended in. */
   async reconcile(): Promise<void> {
-    const open = await this.deps.db.kysely.selectFrom('builds as b').innerJoin('jobs as j', 'j.id', 'b.job_id')
-      .select(['b.id', 'j.status', 'j.error', 'j.finished_at']).where('b.status', 'in', ['queued', 'running']).execute();
-    for (const row of open) {
-      if (!terminal.has(row.status)) continue;
-      await this.deps.db.write((trx) => trx.updateTable('builds').set({ status: row.status, error_message: row.error ?? null, finished_at: row.finished_at ?? Date.now() })
-        .where('id', '=', row.id).execute());
+    const open = await this.deps.db.kysely.selectFrom('builds').select(['id', 'job_id']).where('status', 'in', ['queued', 'running']).execute();
+    const jobs = new Map((await this.deps.queue.getMany(open.map((b) => b.job_id))).map((job) => [job.id, job]));
+    for (const build of open) {
+      const job = jobs.get(build.job_id);
+      if (!job || !terminal.has(job.status)) continue;
+      await this.deps.db.write((trx) => trx.updateTable('builds').set({ status: job.status, error_message: job.error ?? null, finished_at: job.finishedAt ?? Date.now() })
+        .where('id', '=', build.id).execute());
     }
   }
 

@@ -11,16 +11,19 @@
  * `FOR UPDATE SKIP LOCKED`, so concurrent claimers take different rows instead of queueing on
  * one. Times are milliseconds since the epoch from `now()` (injectable for tests).
  *
- * `JobWorker` is the consuming side: it polls `claim` with a concurrency limit, heartbeats,
- * enforces the job's timeout and cancellation through an AbortSignal, and stops cleanly.
+ * `JobQueueApi` is the contract (test/suites/job-queue.ts checks it); `JobWorker`
+ * (./job-worker.ts, re-exported here) is the consuming side. The `jobs` table belongs to this
+ * module: other parts reach their jobs only through this API (ids they chose, an id prefix
+ * for a group of jobs).
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Kysely, Selectable } from 'kysely';
+import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Database } from './db.js';
 import type { JobStatus, JobTable, Tables } from './schema.js';
 
 export type { JobStatus };
+export { JobAbortError, JobWorker, type JobAbortKind, type JobHandler, type JobWorkerOptions } from './job-worker.js';
 
 /** A job as callers see it: JSON columns parsed, names in camelCase. */
 export interface Job<P = unknown, R = unknown> {
@@ -77,6 +80,53 @@ export interface FailOptions {
   backoffMs?: number;
 }
 
+export interface ListOptions {
+  status?: JobStatus | JobStatus[];
+  /** Only jobs whose id starts with this (callers group their jobs by id, e.g. `<runId>-…`). */
+  idPrefix?: string;
+  /** Default 100. */
+  limit?: number;
+}
+
+/**
+ * The durable job queue's contract. A job is claimed by one worker at a time under a lease
+ * that the worker extends with `heartbeat`; a lease that runs out makes the job claimable
+ * again (or fails it when out of attempts). Terminal states (`succeeded`, `failed`,
+ * `cancelled`) never change. Writes that name a `workerId` do nothing (and answer false)
+ * once the job is no longer leased to that worker.
+ */
+export interface JobQueueApi {
+  /** Identifies this queue handle's claims. */
+  readonly workerId: string;
+  /** How long a claim stays valid without a heartbeat. */
+  readonly leaseMs: number;
+  /** Stores a job (`queued`); returns its id. A duplicate id is an error. */
+  enqueue<P>(queue: string, payload: P, options?: EnqueueOptions): Promise<string>;
+  /** The oldest ready job of `queue`, now `running` under this handle's lease; null when none is ready. */
+  claim<P = unknown>(queue: string): Promise<Job<P> | null>;
+  /** Extends the lease; throws LeaseLostError when the job is no longer `workerId`'s. */
+  heartbeat(id: string, workerId: string): Promise<{ cancelRequested: boolean }>;
+  complete(id: string, workerId: string, result?: unknown): Promise<boolean>;
+  fail(id: string, workerId: string, error: string, options?: FailOptions): Promise<boolean>;
+  /** A queued job ends at once; a running one is flagged for its worker; finished ones stay. */
+  cancel(id: string): Promise<'cancelled' | 'requested' | 'finished' | 'not-found'>;
+  /** The worker stopped after seeing the cancel request. */
+  markCancelled(id: string, workerId: string): Promise<boolean>;
+  get<P = unknown, R = unknown>(id: string): Promise<Job<P, R> | null>;
+  /** The jobs of these ids that exist, in no particular order. */
+  getMany<P = unknown, R = unknown>(ids: readonly string[]): Promise<Job<P, R>[]>;
+  /** Jobs of `queue`, oldest first. */
+  list<P = unknown, R = unknown>(queue: string, options?: ListOptions): Promise<Job<P, R>[]>;
+  /** For server start: jobs whose worker is gone go back to the queue (or fail when out of attempts). */
+  recover(): Promise<{ requeued: number; failed: number; cancelled: number }>;
+  /** Deletes finished jobs of `queue` that finished before `finishedBefore`; returns how many. */
+  purge(queue: string, options: { finishedBefore: number }): Promise<number>;
+  /** Wakes the workers of `queue` in this process. */
+  notify(queue: string): void;
+  /** Calls `listener` on every notify of `queue`; returns the unsubscribe function. */
+  onNotify(queue: string, listener: () => void): () => void;
+}
+
 /** The lease on a job is gone: it finished, was cancelled, or another worker took it over. */
 export class LeaseLostError extends Error {
   constructor(readonly jobId: string, readonly workerId: string) {
@@ -96,7 +146,7 @@ type JobRow = Selectable<JobTable>;
  */
 const listeners = new WeakMap<Database, Map<string, Set<() => void>>>();
 
-export class JobQueue {
+export class JobQueue implements JobQueueApi {
   readonly workerId: string;
   readonly leaseMs: number;
   private readonly now: () => number;
@@ -252,14 +302,34 @@ export class JobQueue {
     return row ? toJob<P, R>(row) : null;
   }
 
+  async getMany<P = unknown, R = unknown>(ids: readonly string[]): Promise<Job<P, R>[]> {
+    const out: Job<P, R>[] = [];
+    // In slices: SQLite limits the number of bound parameters.
+    for (let i = 0; i < ids.length; i += 500) {
+      const rows = await this.db.kysely.selectFrom('jobs').selectAll().where('id', 'in', ids.slice(i, i + 500)).execute();
+      for (const row of rows) out.push(toJob<P, R>(row));
+    }
+    return out;
+  }
+
   /** Oldest first; default limit 100. */
-  async list<P = unknown, R = unknown>(queue: string, options: { status?: JobStatus | JobStatus[]; limit?: number } = {}): Promise<Job<P, R>[]> {
+  async list<P = unknown, R = unknown>(queue: string, options: ListOptions = {}): Promise<Job<P, R>[]> {
     let query = this.db.kysely.selectFrom('jobs').selectAll().where('queue', '=', queue);
     if (options.status !== undefined) {
       query = query.where('status', 'in', Array.isArray(options.status) ? options.status : [options.status]);
     }
+    if (options.idPrefix !== undefined) {
+      const pattern = `${options.idPrefix.replace(/[\\%_]/g, '\\$&')}%`;
+      query = query.where(sql<boolean>`id LIKE ${pattern} ESCAPE '\\'`);
+    }
     const rows = await query.orderBy('created_at').orderBy('id').limit(options.limit ?? 100).execute();
     return rows.map((row) => toJob<P, R>(row));
+  }
+
+  async purge(queue: string, options: { finishedBefore: number }): Promise<number> {
+    const deleted = await this.db.write((trx) => trx.deleteFrom('jobs').where('queue', '=', queue)
+      .where('status', 'in', ['succeeded', 'failed', 'cancelled']).where('finished_at', '<', options.finishedBefore).executeTakeFirst());
+    return Number(deleted.numDeletedRows);
   }
 
   /**
@@ -365,225 +435,6 @@ function newJobId(now: number): string {
   return `${time}${idSequence.toString(36).padStart(4, '0')}${randomBytes(9).toString('base64url')}`;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Worker
-
-export type JobAbortKind = 'cancelled' | 'timeout' | 'lease-lost' | 'shutdown';
-
-/** The reason on the handler's AbortSignal. */
-export class JobAbortError extends Error {
-  constructor(readonly kind: JobAbortKind, message: string) {
-    super(message);
-    this.name = 'JobAbortError';
-  }
-}
-
-/**
- * Does the work of one job. It should stop soon after `signal` aborts (`signal.reason` is a
- * JobAbortError); `heartbeat` extends the lease on demand (the worker also does it on a timer).
- * A thrown error fails the attempt (retried while attempts remain).
- */
-export type JobHandler<P = unknown, R = unknown> = (job: Job<P>, signal: AbortSignal, heartbeat: () => Promise<void>) => Promise<R>;
-
-export interface JobWorkerOptions<P, R> {
-  queue: string;
-  handler: JobHandler<P, R>;
-  /** Jobs run at once; default 1. */
-  concurrency?: number;
-  /** How often to look for work when not notified; default 200 ms. */
-  pollMs?: number;
-  /** stop(): how long running handlers may finish before they are aborted; default 10 s. */
-  graceMs?: number;
-  /** Back-off before a failed job is retried; default: JobQueue.fail's exponential one. */
-  backoffMs?: number;
-  /** Infrastructure errors (db unreachable, …); default: a process warning. */
-  onError?: (error: unknown) => void;
-}
-
-interface Run {
-  done: Promise<void>;
-  abort(kind: JobAbortKind, message: string): void;
-  /** Stop heartbeating and give up on the job: its lease runs out and another worker takes it. */
-  abandon(): void;
-}
-
-export class JobWorker<P = unknown, R = unknown> {
-  private readonly runs = new Set<Run>();
-  private stopping = false;
-  private loopDone: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
-  /** A notify arrived while not sleeping (e.g. during a claim): the next sleep returns at once. */
-  private woken = false;
-  private unsubscribe: (() => void) | undefined;
-
-  constructor(private readonly jobs: JobQueue, private readonly options: JobWorkerOptions<P, R>) {
-    const concurrency = options.concurrency ?? 1;
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('concurrency must be an integer ≥ 1');
-  }
-
-  start(): this {
-    if (this.loopDone || this.stopping) return this;
-    this.unsubscribe = this.jobs.onNotify(this.options.queue, () => this.notify());
-    this.loopDone = this.loop();
-    return this;
-  }
-
-  /** Handlers running now. */
-  get active(): number {
-    return this.runs.size;
-  }
-
-  /** Look for work now instead of at the next poll. */
-  notify(): void {
-    this.woken = true;
-    this.wake?.();
-  }
-
-  /**
-   * Takes no new jobs, waits up to `graceMs` for running handlers, then aborts them (reason
-   * `shutdown`) and waits up to `graceMs` again. A handler that still has not returned is
-   * abandoned: its lease runs out and another worker (or `recover()`) takes the job.
-   */
-  async stop(graceMs = this.options.graceMs ?? 10_000): Promise<void> {
-    this.stopping = true;
-    this.unsubscribe?.();
-    this.notify();
-    await this.loopDone;
-    const allDone = () => Promise.all([...this.runs].map((run) => run.done));
-    if (await within(allDone(), graceMs)) return;
-    for (const run of this.runs) run.abort('shutdown', 'the worker is stopping');
-    if (await within(allDone(), graceMs)) return;
-    for (const run of this.runs) run.abandon();
-  }
-
-  private async loop(): Promise<void> {
-    const concurrency = this.options.concurrency ?? 1;
-    const pollMs = this.options.pollMs ?? 200;
-    while (!this.stopping) {
-      if (this.runs.size >= concurrency) {
-        await this.sleep(Infinity); // a finishing run wakes us
-        continue;
-      }
-      let job: Job<P> | null;
-      try {
-        job = await this.jobs.claim<P>(this.options.queue);
-      } catch (error) {
-        this.report(error);
-        await this.sleep(pollMs);
-        continue;
-      }
-      // Claimed even if stop() began meanwhile: it is tracked now, so stop() waits for it.
-      if (job) this.run(job);
-      else await this.sleep(pollMs);
-    }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    if (this.woken || this.stopping) {
-      this.woken = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      const timer = Number.isFinite(ms) ? setTimeout(() => this.wake?.(), ms) : undefined;
-      this.wake = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        this.woken = false;
-        resolve();
-      };
-    });
-  }
-
-  private run(job: Job<P>): void {
-    const { jobs } = this;
-    const workerId = jobs.workerId;
-    const controller = new AbortController();
-    let settled = false; // the outcome is recorded (or deliberately left to the lease)
-    let heartbeatTimer: NodeJS.Timeout | undefined;
-    let timeoutTimer: NodeJS.Timeout | undefined;
-    const writes: Promise<unknown>[] = [];
-
-    const abort = (kind: JobAbortKind, message: string) => {
-      if (!controller.signal.aborted) controller.abort(new JobAbortError(kind, message));
-    };
-    // Only the first outcome counts: e.g. a result returned after the timeout is discarded.
-    const record = (write: () => Promise<unknown>) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(heartbeatTimer);
-      clearTimeout(timeoutTimer);
-      writes.push(write().catch((error) => this.report(error)));
-    };
-
-    const heartbeat = async () => {
-      if (settled) return;
-      try {
-        const { cancelRequested } = await jobs.heartbeat(job.id, workerId);
-        if (cancelRequested) {
-          abort('cancelled', 'the job was cancelled');
-          record(() => jobs.markCancelled(job.id, workerId));
-        }
-      } catch (error) {
-        if (error instanceof LeaseLostError) {
-          abort('lease-lost', 'the job was taken over by another worker');
-          record(async () => undefined);
-        } else {
-          this.report(error); // transient: the lease still has time, try again next beat
-        }
-      }
-    };
-    const beatEvery = Math.max(1, Math.floor(jobs.leaseMs / 3));
-    const scheduleBeat = () => {
-      heartbeatTimer = setTimeout(() => { void heartbeat().then(() => { if (!settled) scheduleBeat(); }); }, beatEvery);
-    };
-    scheduleBeat();
-
-    if (job.timeoutMs > 0) {
-      // Enforced here, not only by the handler: a handler that ignores the signal still ends
-      // up failed, and its slot stays taken until it returns.
-      timeoutTimer = setTimeout(() => {
-        const message = `timed out after ${job.timeoutMs / 1000} s`;
-        abort('timeout', message);
-        record(() => jobs.fail(job.id, workerId, message));
-      }, job.timeoutMs);
-    }
-
-    const run: Run = {
-      done: Promise.resolve(),
-      abort,
-      abandon: () => record(async () => undefined),
-    };
-    run.done = (async () => {
-      try {
-        const result = await this.options.handler(job, controller.signal, heartbeat);
-        record(() => jobs.complete(job.id, workerId, result));
-      } catch (error) {
-        const reason: unknown = controller.signal.reason;
-        const message = reason instanceof JobAbortError && reason.kind === 'shutdown'
-          ? 'interrupted by worker shutdown'
-          : error instanceof Error ? error.message : String(error);
-        record(() => jobs.fail(job.id, workerId, message, {
-          // A handler marks failures that would fail again the same way (`retryable: false`).
-          retry: (error as { retryable?: boolean } | undefined)?.retryable !== false,
-          backoffMs: reason instanceof JobAbortError && reason.kind === 'shutdown' ? 0 : this.options.backoffMs,
-        }));
-      }
-      await Promise.all(writes);
-    })().finally(() => {
-      clearTimeout(heartbeatTimer);
-      clearTimeout(timeoutTimer);
-      this.runs.delete(run);
-      this.notify();
-    });
-    this.runs.add(run);
-  }
-
-  private report(error: unknown): void {
-    if (this.options.onError) this.options.onError(error);
-    else process.emitWarning(`job worker (${this.options.queue}): ${error instanceof Error ? error.message : String(error)}`);
-  }
-}
-
 /** Whether a worker id (`<host>-<pid>-<random>`) belongs to a process of this host that no longer runs. */
 function ownerIsDeadHere(owner: string | null): boolean {
   const prefix = `${hostname()}-`;
@@ -595,16 +446,5 @@ function ownerIsDeadHere(owner: string | null): boolean {
     return false;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-}
-
-/** True when `promise` settled within `ms`. */
-async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
-  try {
-    return await Promise.race([promise.then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }

@@ -41,8 +41,10 @@ import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError, toApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
-import { EventConflictError, EventInputError, EventNotFoundError, eventIdFloor, type DomainEvent, type EventBus } from './bus.js';
-import { matchesAny, patternProblem, webhookUrlProblem } from './patterns.js';
+import type { EventBus } from './bus.js';
+import { EventConflictError, EventInputError, EventNotFoundError } from './errors.js';
+import { LiveStreams } from './live-stream.js';
+import { patternProblem, webhookUrlProblem } from './patterns.js';
 
 export interface EventRoutesOptions {
   bus: EventBus;
@@ -126,11 +128,9 @@ export async function eventRoutes(app: FastifyInstance, options: EventRoutesOpti
   const params = (request: FastifyRequest) => request.params as Params;
   const query = (request: FastifyRequest) => request.query as Record<string, unknown>;
 
+  const live = new LiveStreams(bus, { heartbeatMs, pollMs });
   // Streams never end by themselves: a closing server ends them, so close() can finish.
-  const streams = new Set<() => void>();
-  app.addHook('preClose', async () => {
-    for (const end of [...streams]) end();
-  });
+  app.addHook('preClose', async () => live.endAll());
 
   const member = async (request: FastifyRequest, least: 'reader' | 'contributor'): Promise<Principal | null> => {
     if (!guard) return null;
@@ -216,94 +216,6 @@ export async function eventRoutes(app: FastifyInstance, options: EventRoutesOpti
     const types = typesOf(q.type);
     const lastEventId = request.headers['last-event-id'];
     const resumeFrom = cursorOf(typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : q.after, typeof lastEventId === 'string' && lastEventId !== '' ? 'Last-Event-ID' : 'after');
-    const matches = (event: DomainEvent) => !types || matchesAny(types, event.type);
-
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      'x-accel-buffering': 'no',
-      // A stream's connection is never reused: closing it with the stream lets a closing server finish at once.
-      connection: 'close',
-    });
-    res.write(': slipway events\nretry: 3000\n\n');
-
-    /** Ids already sent, with when: dedupes live pushes against replay and polling. */
-    const sent = new Map<string, number>();
-    let ended = false;
-    let replaying = true;
-    const buffered: DomainEvent[] = [];
-    const maxBehind = 1024 * 1024;
-    let pollTimer: NodeJS.Timeout | undefined;
-
-    const write = (event: DomainEvent) => {
-      if (ended || sent.has(event.id)) return;
-      sent.set(event.id, Date.now());
-      if (sent.size > 50_000) sent.delete(sent.keys().next().value!);
-      res.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
-      if (res.writableLength > maxBehind) end();
-    };
-    const end = () => {
-      if (ended) return;
-      ended = true;
-      streams.delete(end);
-      unlisten();
-      clearInterval(heartbeat);
-      clearTimeout(pollTimer);
-      if (!res.writableEnded) res.end();
-    };
-
-    const unlisten = bus.listen((event) => {
-      if (event.namespace !== ns || !matches(event)) return;
-      if (replaying) buffered.push(event);
-      else write(event);
-    });
-    const heartbeat = setInterval(() => { if (!ended) res.write(': keep-alive\n\n'); }, heartbeatMs);
-    streams.add(end);
-    request.raw.once('close', end);
-    res.once('close', end);
-
-    // Replay what the client missed, then what arrived meanwhile.
-    try {
-      if (resumeFrom !== undefined) {
-        let cursor = resumeFrom;
-        for (;;) {
-          const page = await bus.list(ns, { after: cursor, types, limit: 500 });
-          for (const event of page) write(event);
-          if (page.length < 500 || ended) break;
-          cursor = page[page.length - 1]!.id;
-          if (res.writableLength > 0) await new Promise((resolve) => { res.once('drain', resolve); res.once('close', resolve); });
-        }
-      }
-    } catch (error) {
-      request.log.warn({ err: error }, 'event stream replay failed');
-      end();
-      return;
-    }
-    replaying = false;
-    for (const event of buffered.splice(0)) write(event);
-
-    // Other replicas' events: poll a window that reaches back, so late commits are not missed.
-    const lookbackMs = 10_000;
-    const poll = async () => {
-      if (ended) return;
-      try {
-        const now = Date.now();
-        const floor = eventIdFloor(now - lookbackMs);
-        let cursor = resumeFrom !== undefined && resumeFrom > floor ? resumeFrom : floor;
-        for (let pages = 0; pages < 20 && !ended; pages++) {
-          const page = await bus.list(ns, { after: cursor, types, limit: 500 });
-          for (const event of page) write(event);
-          if (page.length < 500) break;
-          cursor = page[page.length - 1]!.id;
-        }
-        for (const [id, at] of sent) if (at < now - 2 * lookbackMs) sent.delete(id);
-      } catch (error) {
-        request.log.warn({ err: error }, 'event stream poll failed');
-      }
-      if (!ended) pollTimer = setTimeout(() => void poll(), pollMs);
-    };
-    if (pollMs > 0 && !ended) pollTimer = setTimeout(() => void poll(), pollMs);
+    await live.serve(request, reply, { namespace: ns, types, resumeFrom });
   });
 }

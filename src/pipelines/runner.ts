@@ -7,41 +7,41 @@
  * stage runs again from its start on the next server (its workspace is re-cloned at the same
  * commit when it is gone).
  *
+ * This module is the run's state machine (groups in order, parallel stages within one,
+ * suspend, finish, cleanup); each stage kind is a module of its own: ./stage-build.ts,
+ * ./stage-deliver.ts, ./stage-deploy.ts, ./stage-flow.ts (trigger, wait, approval), sharing
+ * ./stage-context.ts.
+ *
  * Files: `<workDir>/runs/<runId>/workspace/<source>` (the clones) and `…/outputs/<stage>/<name>`
  * (BINARY outputs). A succeeded or cancelled run's folder and local images are removed at once;
  * a failed run's are kept for `keepFailed` so it can be re-run from the failed stage.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
-import { Readable } from 'node:stream';
-import { pipeline as streamPipeline } from 'node:stream/promises';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AccessService } from '../auth/access.js';
 import type { Config } from '../config/config.js';
 import type { ExternalRegistries } from '../credentials/service.js';
 import type { Database } from '../db/db.js';
-import type { JobQueue } from '../db/job-queue.js';
-import { FunctionNotFoundError, type FunctionService } from '../functions/service.js';
-import { functionInputSchema } from '../functions/spec.js';
+import type { JobQueueApi } from '../db/job-queue.js';
+import type { FunctionService } from '../functions/service.js';
 import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
 import type { NamespaceSecrets } from '../vault/secrets.js';
 import type { BuildLogs } from '../builds/logs.js';
 import type { RegistryAuth } from '../builds/build-driver.js';
-import { resolveBaseImages } from '../builds/base-resolution.js';
-import {
-  BuildSpecError, loadBuildSpec, placeholderValues, predefinedVariables, resolveBuildSpec, substitutePlaceholders, type BuildSpec,
-} from '../builds/build-spec.js';
-import { cloneRepository } from '../builds/context.js';
-import { pushComponent } from '../builds/component-artifact.js';
-import { isValidName, isValidTag } from '../registry/grammar.js';
-import { finalRunStatuses, runView, type BuildOutput, type Delivered, type RunState, type RunStatus, type StageState, type StepState, type TriggerInfo } from './runs.js';
-import { parseStageDuration, type PipelineInput, type Stage } from './spec.js';
-import { primarySource, type PipelineService } from './service.js';
+import { BuildSpecError } from '../builds/build-spec.js';
+import { finalRunStatuses, runView, type RunState, type RunStatus, type StageState, type TriggerInfo } from './runs.js';
+import type { PipelineInput } from './spec.js';
+import type { PipelineService } from './service.js';
 import type { GitCredentials } from './git-remote.js';
-import type { StageExecutor, StageRequest } from './executor.js';
+import type { StageExecutor } from './executor.js';
+import { findStage, StageFailed, type Outcome, type RunContext, type StageTools } from './stage-context.js';
+import { buildStage, sourceCredentials } from './stage-build.js';
+import { deliverStage } from './stage-deliver.js';
+import { deployStage } from './stage-deploy.js';
+import { approvalStage, triggerStage, waitStage } from './stage-flow.js';
 
 /** What the runner needs of the build-stage executor. */
 export type BuildStageExecutor = Pick<StageExecutor, 'runStage' | 'pushImage' | 'removeRunImages'>;
@@ -49,7 +49,7 @@ export type BuildStageExecutor = Pick<StageExecutor, 'runStage' | 'pushImage' | 
 export interface PipelineRunnerDeps {
   db: Database;
   service: PipelineService;
-  queue: Pick<JobQueue, 'enqueue'>;
+  queue: Pick<JobQueueApi, 'enqueue'>;
   executor: BuildStageExecutor;
   stepPaths(kind: 'shell' | 'container', workspaceDir: string, primarySourceName: string): { workspace: string; primarySource: string };
   logs: BuildLogs;
@@ -67,34 +67,6 @@ export interface PipelineRunnerDeps {
   logger?: Logger;
 }
 
-type Outcome = 'succeeded' | 'failed' | 'suspend';
-
-class StageFailed extends Error {}
-
-/** Everything one advance of a run works with. */
-interface RunContext {
-  runId: string;
-  namespace: string;
-  pipelineId: string;
-  pipelineName: string;
-  owner: string | null;
-  number: number;
-  commit: string | null;
-  ref: string | null;
-  trigger: TriggerInfo;
-  parameters: Record<string, string>;
-  state: RunState;
-  spec: PipelineInput;
-  dir: string;
-  signal: AbortSignal;
-  log: (line: string) => void;
-  save: () => Promise<void>;
-  pushKey?: Promise<RegistryAuth | undefined>;
-}
-
-const shortWaitMs = 30_000;
-const defaultApprovalMs = 7 * 86_400_000;
-
 export class PipelineRunner {
   /** `repository:tag` pushes a run makes right now (the registry hook leaves their artefact versions to the run). */
   private readonly pushing = new Set<string>();
@@ -102,7 +74,18 @@ export class PipelineRunner {
   /** Runs advancing in this process: a cancel reaches them at once, not at the job's next heartbeat. */
   private readonly running = new Map<string, AbortController>();
 
-  constructor(private readonly deps: PipelineRunnerDeps) {}
+  /** What the stage kinds get of the runner. */
+  private readonly tools: StageTools;
+
+  constructor(private readonly deps: PipelineRunnerDeps) {
+    this.tools = {
+      deps,
+      pushing: this.pushing,
+      pushAuth: (ctx) => this.pushAuth(ctx),
+      existsHere: (repository, reference) => this.existsHere(repository, reference),
+      continueAt: (runId, when) => this.continueAt(runId, when),
+    };
+  }
 
   isPipelinePush(repository: string, tag: string): boolean {
     return this.pushing.has(`${repository}:${tag}`);
@@ -261,12 +244,12 @@ export class PipelineRunner {
     try {
       let outcome: Outcome;
       switch (stage.type) {
-        case 'build': outcome = await this.build(ctx, stage, st, log); break;
-        case 'deliver': outcome = await this.deliver(ctx, stage, st, log); break;
-        case 'deploy': outcome = await this.deploy(ctx, stage, st, log); break;
-        case 'trigger': outcome = await this.triggerStage(ctx, stage, st, log); break;
-        case 'wait': outcome = await this.waitStage(ctx, stage, st, log); break;
-        case 'approval': outcome = await this.approval(ctx, stage, st, log); break;
+        case 'build': outcome = await buildStage(this.tools, ctx, stage, st, log); break;
+        case 'deliver': outcome = await deliverStage(this.tools, ctx, stage, st, log); break;
+        case 'deploy': outcome = await deployStage(this.tools, ctx, stage, st, log); break;
+        case 'trigger': outcome = await triggerStage(this.tools, ctx, stage, st, log); break;
+        case 'wait': outcome = await waitStage(this.tools, ctx, stage, st, log); break;
+        case 'approval': outcome = await approvalStage(this.tools, ctx, stage, st, log); break;
       }
       if (outcome === 'suspend') {
         st.status = 'waiting';
@@ -288,57 +271,9 @@ export class PipelineRunner {
     }
   }
 
-  /** Placeholder values of a stage: parameters, then exported variables over them. */
-  private values(ctx: RunContext): Record<string, string> {
-    return { ...ctx.parameters, ...ctx.state.exported };
-  }
-
-  private sub(ctx: RunContext, text: string, where: string): string {
-    try {
-      return substitutePlaceholders(text, this.values(ctx), { strict: true, where });
-    } catch (error) {
-      throw new StageFailed((error as Error).message);
-    }
-  }
-
-  /** Clones every source into the run's workspace once (again at the same commits after a restart). */
-  private async ensureSources(ctx: RunContext, log: (line: string) => void): Promise<string> {
-    const workspace = path.join(ctx.dir, 'workspace');
-    const primary = primarySource(ctx.spec);
-    let cloneMs = 0;
-    for (const source of ctx.spec.sources) {
-      const dest = path.join(workspace, source.name);
-      if (await stat(path.join(dest, '.git')).then(() => true, () => false)) continue;
-      const known = ctx.state.sources[source.name];
-      const isPrimary = source.name === primary?.name;
-      const ref = isPrimary && ctx.ref ? ctx.ref : `refs/heads/${source.branch}`;
-      const commit = known?.commit ?? (isPrimary ? ctx.commit ?? undefined : undefined);
-      const credentials = await this.sourceCredentials(ctx.namespace, source);
-      const startedAt = Date.now();
-      await mkdir(workspace, { recursive: true });
-      try {
-        const cloned = await cloneRepository({ url: source.url, ref, commit, destDir: dest, credentials, signal: ctx.signal }, log);
-        ctx.state.sources[source.name] = { url: source.url, ref: cloned.ref, commit: cloned.commit };
-        if (isPrimary && !ctx.commit) ctx.commit = cloned.commit;
-        log(`cloned ${source.name} (${source.url}) at ${cloned.ref} ${cloned.commit}`);
-      } catch (error) {
-        await rm(dest, { recursive: true, force: true });
-        if (ctx.signal.aborted) throw error;
-        throw new StageFailed(`cloning ${source.name} (${source.url}) failed: ${(error as Error).message}`);
-      }
-      cloneMs += Date.now() - startedAt;
-    }
-    if (cloneMs > 0) ctx.state.phases.clone = (ctx.state.phases.clone ?? 0) + cloneMs;
-    await ctx.save();
-    return workspace;
-  }
-
-  async sourceCredentials(namespace: string, source: PipelineInput['sources'][number]): Promise<GitCredentials | undefined> {
-    if (!source.credentials) return undefined;
-    if (!this.deps.secrets) throw new StageFailed(`source ${source.name}: credentials from the vault need access control turned on`);
-    const [secret] = await this.deps.secrets.reveal(namespace, [source.credentials.passwordSecret]).catch(() => [] as Array<{ value: string }>);
-    if (!secret) throw new StageFailed(`source ${source.name}: namespace "${namespace}" has no secret "${source.credentials.passwordSecret}"`);
-    return { username: source.credentials.username, password: secret.value };
+  /** Git credentials of a source (its password from the namespace's secrets). */
+  sourceCredentials(namespace: string, source: PipelineInput['sources'][number]): Promise<GitCredentials | undefined> {
+    return sourceCredentials(this.deps, namespace, source);
   }
 
   /** A short-lived push/pull key of the pipeline's owner for Slipway's registry (access control on). */
@@ -362,307 +297,6 @@ export class PipelineRunner {
     await this.deps.access?.revokeKey(key.id, null).catch(() => undefined);
   }
 
-  private async build(ctx: RunContext, stage: Extract<Stage, { type: 'build' }>, st: StageState, log: (line: string) => void): Promise<Outcome> {
-    const workspace = await this.ensureSources(ctx, log);
-    const primary = stage.primarySource ? ctx.spec.sources.find((s) => s.name === stage.primarySource)! : primarySource(ctx.spec)!;
-    const primaryDir = path.join(workspace, primary.name);
-    const loaded = await loadBuildSpec(primaryDir, stage.buildSpecFile);
-    st.buildSpec = path.relative(primaryDir, loaded.path);
-    const kind = stage.executor ?? this.deps.config.executor;
-    const paths = this.deps.stepPaths(kind, workspace, primary.name);
-    const source = ctx.state.sources[primary.name];
-    const predefined = predefinedVariables({
-      buildRunId: ctx.runId, pipelineId: ctx.pipelineId, stageId: `${ctx.runId}:${st.name}`, stageName: st.name,
-      workspaceDir: paths.workspace, primarySourceName: primary.name, primarySourceDir: paths.primarySource,
-      source: { commit: source?.commit, branch: source?.ref.replace(/^refs\/(heads|tags)\//, ''), url: primary.url },
-      trigger: { commit: ctx.commit ?? undefined, branch: ctx.ref?.replace(/^refs\/(heads|tags)\//, ''), url: primarySource(ctx.spec)?.url, eventType: ctx.trigger.event ?? ctx.trigger.type },
-    });
-    const values = placeholderValues(predefined, ctx.parameters, ctx.state.exported);
-    const spec = resolveBuildSpec(loaded.spec, values, { strict: true });
-    // Step environment: the spec's variables, then parameters, exported variables and the predefined ones over them.
-    const env = { ...spec.env.variables, ...ctx.parameters, ...ctx.state.exported, ...predefined };
-    const secrets: Record<string, string> = {};
-    const vaultVariables = Object.entries(spec.env.vaultVariables);
-    if (vaultVariables.length > 0) {
-      if (!this.deps.secrets) throw new StageFailed('vault variables need access control (and its vault) turned on');
-      const revealed = await this.deps.secrets.reveal(ctx.namespace, vaultVariables.map(([, secret]) => secret)).catch((error: Error) => { throw new StageFailed(`vault variables: ${error.message}`); });
-      const byName = new Map(revealed.map((s) => [s.name, s.value]));
-      for (const [variable, secret] of vaultVariables) {
-        const value = byName.get(secret);
-        if (value === undefined) throw new StageFailed(`vault variable ${variable}: namespace "${ctx.namespace}" has no secret "${secret}"`);
-        secrets[variable] = value;
-      }
-    }
-    const inputFiles = await this.inputFiles(ctx, spec, st, log);
-    const timeouts = [this.deps.config.stageTimeout, stage.timeoutSeconds ? stage.timeoutSeconds * 1000 : Infinity, spec.timeoutInSeconds ? spec.timeoutInSeconds * 1000 : Infinity];
-    const registryHost = this.deps.registryHost();
-    const auth = await this.pushAuth(ctx);
-    let executor: StageRequest['executor'] = { kind: 'shell' };
-    if (kind === 'container') {
-      const wanted = stage.image ? this.sub(ctx, stage.image, `stages.${st.name}.image`) : this.deps.config.builderImage;
-      const image = (await resolveBaseImages(`FROM ${wanted}`, registryHost, (repository, reference) => this.existsHere(repository, reference))).text.slice('FROM '.length);
-      const own = image.startsWith(`${registryHost}/`);
-      const external = own ? null : await this.deps.registries?.loginForImage(ctx.namespace, image).catch(() => null);
-      executor = { kind: 'container', image, auth: own ? auth : external ? { username: external.username, password: external.password } : undefined, insecure: own || this.deps.insecureRegistries.includes(image.split('/')[0]!) };
-    }
-    log(`build spec ${st.buildSpec} (${spec.steps.length} steps, ${kind} executor)`);
-    const started = Date.now();
-    const result = await this.deps.executor.runStage({
-      runId: ctx.runId, stageName: st.name, spec, workspaceDir: workspace, primarySourceName: primary.name, env, secrets, inputFiles, executor,
-      images: {
-        registryHost, registryAuth: auth, insecureRegistries: [registryHost, ...this.deps.insecureRegistries],
-        resolveDockerfile: async (text) => {
-          const resolved = await resolveBaseImages(text, registryHost, (repository, reference) => this.existsHere(repository, reference));
-          return { text: resolved.text, external: resolved.external };
-        },
-      },
-      timeoutMs: Math.min(...timeouts), signal: ctx.signal, log,
-      onStep: (steps) => {
-        st.steps = steps;
-        void ctx.save();
-      },
-    });
-    ctx.state.phases.build = (ctx.state.phases.build ?? 0) + (Date.now() - started);
-    st.steps = result.steps;
-    if (result.status === 'cancelled' && ctx.signal.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('aborted');
-    if (result.status !== 'succeeded') {
-      st.failedStep = result.failedStep;
-      st.exitCode = result.exitCode;
-      throw new StageFailed(result.message ?? (result.failedStep ? `step "${result.failedStep}" failed${result.exitCode !== undefined ? ` with exit code ${result.exitCode}` : ''}` : result.status));
-    }
-    // BINARY outputs move into the run's folder (the executor's own space is temporary).
-    const outputs: BuildOutput[] = [];
-    for (const output of result.outputs) {
-      if (output.type === 'BINARY') {
-        const file = path.join(ctx.dir, 'outputs', st.name, output.name);
-        await mkdir(path.dirname(file), { recursive: true });
-        await copyFile(output.file, file);
-        outputs.push({ ...output, file });
-      } else {
-        outputs.push(output);
-      }
-      log(`output ${output.name} (${output.type}) ${output.type === 'BINARY' ? output.digest : output.image}`);
-    }
-    st.outputs = outputs;
-    st.exported = result.exported;
-    Object.assign(ctx.state.exported, result.exported);
-    return 'succeeded';
-  }
-
-  private async inputFiles(ctx: RunContext, spec: BuildSpec, st: StageState, log: (line: string) => void): Promise<Array<{ name: string; location: string; file: string }>> {
-    const out: Array<{ name: string; location: string; file: string }> = [];
-    for (const input of spec.inputArtifacts) {
-      if (input.type === 'STAGE_ARTIFACT') {
-        const found = this.findOutput(ctx, input.name, st);
-        if (!found || found.type !== 'BINARY') throw new StageFailed(`input artifact ${input.name}: no BINARY output of that name in an earlier build stage`);
-        out.push({ name: input.name, location: input.location, file: found.file });
-      } else if (input.type === 'URL') {
-        const file = path.join(ctx.dir, 'inputs', st.name, input.name.replace(/[^A-Za-z0-9_.-]/g, '_'));
-        await mkdir(path.dirname(file), { recursive: true });
-        log(`downloading input artifact ${input.name} from ${input.url}`);
-        const response = await fetch(input.url, { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(600_000)]) }).catch((error: Error) => { throw new StageFailed(`input artifact ${input.name}: ${input.url}: ${error.message}`); });
-        if (!response.ok || !response.body) throw new StageFailed(`input artifact ${input.name}: ${input.url} answered ${response.status}`);
-        await streamPipeline(Readable.fromWeb(response.body as never), createWriteStream(file));
-        out.push({ name: input.name, location: input.location, file });
-      } else {
-        throw new StageFailed(`input artifact ${input.name}: GENERIC_ARTIFACT inputs are not supported yet (use STAGE_ARTIFACT or URL)`);
-      }
-    }
-    return out;
-  }
-
-  /** The newest output of that name among stages before `before` (or all). */
-  private findOutput(ctx: RunContext, name: string, before?: StageState): BuildOutput | undefined {
-    let found: BuildOutput | undefined;
-    for (const stage of ctx.state.stages) {
-      if (before && stage.group >= before.group) break;
-      for (const output of stage.outputs ?? []) if (output.name === name) found = output;
-    }
-    return found;
-  }
-
-  private async deliver(ctx: RunContext, stage: Extract<Stage, { type: 'deliver' }>, st: StageState, log: (line: string) => void): Promise<Outcome> {
-    const registryHost = this.deps.registryHost();
-    const delivered: Delivered[] = [];
-    const started = Date.now();
-    for (const item of stage.artifacts) {
-      const output = this.findOutput(ctx, item.artifact, st);
-      if (!output) {
-        const known = ctx.state.stages.flatMap((s) => (s.outputs ?? []).map((o) => o.name));
-        throw new StageFailed(`no output artifact "${item.artifact}" from an earlier build stage (outputs: ${known.join(', ') || 'none'})`);
-      }
-      const location = this.sub(ctx, item.location, `stages.${st.name}.artifacts.${item.artifact}.location`);
-      const target = parseLocation(location, registryHost);
-      if (!target) throw new StageFailed(`location ${location}: not a repository:tag (e.g. team/app:1.0)`);
-      const destination = `${target.host}/${target.repository}:${target.tag}`;
-      if (target.own && target.repository.split('/')[0] !== ctx.namespace) throw new StageFailed(`location ${location}: a pipeline of "${ctx.namespace}" delivers only to repositories of its namespace (${ctx.namespace}/…)`);
-      let digest: string;
-      const key = `${target.repository}:${target.tag}`;
-      if (target.own) this.pushing.add(key);
-      try {
-        if (output.type === 'DOCKER_IMAGE') {
-          let auth: RegistryAuth | undefined;
-          if (target.own) auth = await this.pushAuth(ctx);
-          else {
-            const login = await this.deps.registries?.loginForImage(ctx.namespace, destination).catch(() => null);
-            if (login) auth = { username: login.username, password: login.password };
-          }
-          log(`pushing ${output.name} (${output.image}) to ${destination}`);
-          try {
-            ({ digest } = await this.deps.executor.pushImage(ctx.runId, output.image, destination, {
-              auth, insecure: target.own || this.deps.insecureRegistries.includes(target.host), log, signal: ctx.signal,
-            }));
-          } catch (error) {
-            if (ctx.signal.aborted) throw error;
-            throw new StageFailed(`pushing ${output.name} to ${destination} failed: ${(error as Error).message}`);
-          }
-        } else {
-          if (!target.own) throw new StageFailed(`location ${location}: BINARY artifacts are delivered to Slipway's registry only`);
-          const exists = await stat(output.file).then(() => true, () => false);
-          if (!exists) throw new StageFailed(`output ${output.name} is gone (its run's files were cleaned up); run the pipeline again from its start`);
-          log(`pushing ${output.name} (${output.size} bytes) to ${destination} as an OCI artifact`);
-          const pushed = await pushComponent(this.deps.registry, target.repository, target.tag, path.dirname(output.file), [path.basename(output.file)], {
-            component: item.artifact, tag: target.tag, architecture: 'any', source: primarySource(ctx.spec)?.url, revision: ctx.commit ?? undefined,
-          });
-          digest = pushed.digest;
-        }
-        delivered.push({ artifact: item.artifact, type: output.type, location: destination, digest, reference: `${target.host}/${target.repository}@${digest}` });
-        log(`delivered ${item.artifact} → ${destination} ${digest}`);
-        await this.deps.recordArtefact?.(ctx.namespace, {
-          type: 'container', name: `${target.host}/${target.repository}`, version: target.tag, digest,
-          commit: ctx.commit && /^[0-9a-f]{5,40}$/.test(ctx.commit) ? ctx.commit : undefined, ref: ctx.ref ?? undefined,
-        }, ctx.owner).catch((error) => log(`recording the artefact version failed: ${(error as Error).message}`));
-      } finally {
-        this.pushing.delete(key);
-      }
-    }
-    st.delivered = delivered;
-    ctx.state.phases.push = (ctx.state.phases.push ?? 0) + (Date.now() - started);
-    return 'succeeded';
-  }
-
-  private async deploy(ctx: RunContext, stage: Extract<Stage, { type: 'deploy' }>, st: StageState, log: (line: string) => void): Promise<Outcome> {
-    const functions = this.deps.functions;
-    if (!functions) throw new StageFailed('functions are turned off on this server');
-    const started = Date.now();
-    const delivered = ctx.state.stages.flatMap((s) => s.delivered ?? []);
-    st.deployed = [];
-    const problems: string[] = [];
-    const targets = stage.functions.map((f) => {
-      let image: string;
-      if (f.image) image = this.sub(ctx, f.image, `stages.${st.name}.functions.${f.name}.image`);
-      else {
-        const candidates = delivered.filter((d) => d.type === 'DOCKER_IMAGE' && (!f.artifact || d.artifact === f.artifact));
-        const chosen = f.artifact ? candidates[candidates.length - 1] : candidates.length === 1 || new Set(candidates.map((c) => c.artifact)).size === 1 ? candidates[candidates.length - 1] : undefined;
-        if (!chosen) throw new StageFailed(`function ${f.name}: ${f.artifact ? `no delivered image "${f.artifact}"` : `name the artifact to deploy (delivered images: ${candidates.map((c) => c.artifact).join(', ') || 'none'})`}`);
-        image = chosen.reference;
-      }
-      return { spec: f, image };
-    });
-    for (const target of targets) {
-      const name = target.spec.name;
-      try {
-        const current = await functions.get(ctx.namespace, name).catch((error: Error) => {
-          if (error instanceof FunctionNotFoundError) return null;
-          throw error;
-        });
-        const env: Record<string, string> = { ...(current?.env ?? {}) };
-        for (const [key, value] of Object.entries(target.spec.env ?? {})) env[key] = this.sub(ctx, value, `stages.${st.name}.functions.${name}.env.${key}`);
-        let updated;
-        if (current) {
-          log(`deploying ${target.image} to function ${name}`);
-          updated = await functions.update(ctx.namespace, name, target.spec.env ? { image: target.image, env } : { image: target.image });
-        } else {
-          log(`creating function ${name} with ${target.image}`);
-          const input = functionInputSchema.safeParse({ name, image: target.image, type: target.spec.type ?? 'http', env });
-          if (!input.success) throw new StageFailed(`function ${name}: ${input.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-          updated = await functions.create(ctx.namespace, input.data, ctx.owner);
-        }
-        const record = { function: name, image: target.image, revision: updated.latestRevision, status: updated.status as string, reason: null as string | null };
-        st.deployed.push(record);
-        await ctx.save();
-        if (!stage.wait) continue;
-        const settled = await functions.waitForDeploy(ctx.namespace, name, ctx.signal);
-        if (ctx.signal.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('aborted');
-        const ok = settled.activeRevision === settled.latestRevision && settled.status === 'ready';
-        record.status = ok ? 'ready' : 'failed';
-        record.reason = ok ? null : settled.statusReason ?? 'the new revision did not start';
-        if (ok) log(`function ${name} serves revision ${settled.activeRevision}`);
-        else {
-          const revisions = await functions.revisions(ctx.namespace, name).catch(() => []);
-          const failed = revisions.find((r) => r.number === settled.latestRevision);
-          for (const line of failed?.output ?? []) log(`  ${name}: ${line}`);
-          problems.push(`function ${name}: ${record.reason}${settled.activeRevision ? `; revision ${settled.activeRevision} keeps serving` : ''}`);
-        }
-      } catch (error) {
-        if (ctx.signal.aborted || !(error instanceof Error)) throw error;
-        if (error instanceof StageFailed) throw error;
-        problems.push(`function ${name}: ${error.message}`);
-        st.deployed.push({ function: name, image: target.image, revision: null, status: 'failed', reason: error.message });
-      }
-    }
-    ctx.state.phases.deploy = (ctx.state.phases.deploy ?? 0) + (Date.now() - started);
-    if (problems.length > 0) throw new StageFailed(problems.join('; '));
-    return 'succeeded';
-  }
-
-  private async triggerStage(ctx: RunContext, stage: Extract<Stage, { type: 'trigger' }>, st: StageState, log: (line: string) => void): Promise<Outcome> {
-    const service = this.deps.service;
-    const target = await service.get(ctx.namespace, stage.pipeline).catch(() => { throw new StageFailed(`no pipeline "${stage.pipeline}" in "${ctx.namespace}"`); });
-    const declared = new Set(target.spec.parameters.map((p) => p.name));
-    const parameters: Record<string, string> = {};
-    if (stage.passAllParameters) for (const [k, v] of Object.entries({ ...ctx.parameters, ...ctx.state.exported })) if (declared.has(k)) parameters[k] = v;
-    for (const [k, v] of Object.entries(stage.parameters)) parameters[k] = this.sub(ctx, v, `stages.${st.name}.parameters.${k}`);
-    let run = st.triggered ? await service.run(ctx.namespace, stage.pipeline, st.triggered.run).catch(() => undefined) : undefined;
-    if (!run) {
-      try {
-        ({ run } = await service.trigger(ctx.namespace, stage.pipeline, { parameters, trigger: { type: 'pipeline', pipeline: ctx.pipelineName, run: ctx.number, by: ctx.owner, receivedAt: Date.now() } }));
-      } catch (error) {
-        throw new StageFailed(`starting ${stage.pipeline}: ${(error as Error).message}`);
-      }
-      log(`started ${stage.pipeline} run ${run.number}`);
-    }
-    st.triggered = { pipeline: stage.pipeline, run: run.number, status: run.status };
-    await ctx.save();
-    if (!stage.wait) return 'succeeded';
-    const final = await service.waitForRun(ctx.namespace, stage.pipeline, run.number, ctx.signal);
-    if (ctx.signal.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('aborted');
-    st.triggered.status = final.status;
-    if (final.status !== 'succeeded') throw new StageFailed(`${stage.pipeline} run ${final.number} ${final.status}${final.error ? `: ${final.error}` : ''}`);
-    return 'succeeded';
-  }
-
-  private async waitStage(ctx: RunContext, stage: Extract<Stage, { type: 'wait' }>, st: StageState, log: (line: string) => void): Promise<Outcome> {
-    const ms = parseStageDuration(stage.duration)!;
-    st.until ??= new Date(Date.now() + ms).toISOString();
-    const left = Date.parse(st.until) - Date.now();
-    if (left <= 0) return 'succeeded';
-    if (left <= shortWaitMs) {
-      log(`waiting ${Math.round(left / 1000)} s`);
-      await abortableSleep(left, ctx.signal);
-      return 'succeeded';
-    }
-    log(`waiting until ${st.until}`);
-    await this.continueAt(ctx.runId, Date.parse(st.until));
-    return 'suspend';
-  }
-
-  private async approval(ctx: RunContext, stage: Extract<Stage, { type: 'approval' }>, st: StageState, log: (line: string) => void): Promise<Outcome> {
-    if (st.approval) {
-      if (st.approval.decision === 'approved') {
-        log(`approved by ${st.approval.by ?? 'someone'}${st.approval.comment ? `: ${st.approval.comment}` : ''}`);
-        return 'succeeded';
-      }
-      throw new StageFailed(`rejected by ${st.approval.by ?? 'someone'}${st.approval.comment ? `: ${st.approval.comment}` : ''}`);
-    }
-    const ms = stage.timeout ? parseStageDuration(stage.timeout)! : defaultApprovalMs;
-    st.until ??= new Date(Date.now() + ms).toISOString();
-    if (Date.parse(st.until) <= Date.now()) throw new StageFailed(`no decision before ${st.until}`);
-    log(`waiting for an approval (until ${st.until}): POST …/runs/${ctx.number}/stages/${encodeURIComponent(st.name)}/approve or /reject`);
-    await this.continueAt(ctx.runId, Date.parse(st.until) + 1000);
-    return 'suspend';
-  }
-
   /** A job that continues the run at `when` (a wait that is over, an approval that timed out). */
   private async continueAt(runId: string, when: number): Promise<void> {
     await this.deps.queue.enqueue('pipeline-runs', { runId }, { id: `${runId}-${randomBytes(4).toString('hex')}`, runAfter: when, timeoutMs: 0, maxAttempts: 3 });
@@ -678,33 +312,6 @@ export class PipelineRunner {
   }
 }
 
-function findStage(spec: PipelineInput, name: string): Stage {
-  for (const entry of spec.stages) {
-    if ('parallel' in entry) {
-      const found = entry.parallel.find((s) => s.name === name);
-      if (found) return found;
-    } else if ((entry as Stage).name === name) return entry as Stage;
-  }
-  throw new Error(`stage ${name} is not in the pipeline`);
-}
-
-/** `team/app:1` (Slipway's registry) or `host[:port]/team/app:1`; null when not repository:tag. */
-export function parseLocation(location: string, registryHost: string): { host: string; repository: string; tag: string; own: boolean } | null {
-  const colon = location.lastIndexOf(':');
-  const slash = location.lastIndexOf('/');
-  if (colon < 0 || colon < slash) return null;
-  let name = location.slice(0, colon);
-  const tag = location.slice(colon + 1);
-  let host = registryHost;
-  const first = name.split('/')[0]!;
-  if (name.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost')) {
-    host = first;
-    name = name.slice(first.length + 1);
-  }
-  if (!isValidName(name) || !isValidTag(tag)) return null;
-  return { host, repository: name, tag, own: host === registryHost };
-}
-
 function describeTrigger(trigger: TriggerInfo): string {
   switch (trigger.type) {
     case 'webhook': return `${trigger.provider ?? 'git'} webhook ${trigger.deliveryId ?? ''}${trigger.by ? ` by ${trigger.by}` : ''}`.trim();
@@ -713,19 +320,4 @@ function describeTrigger(trigger: TriggerInfo): string {
     case 'rerun': return `re-run of run ${trigger.run}${trigger.by ? ` by ${trigger.by}` : ''}`;
     default: return `${trigger.type}${trigger.by ? ` by ${trigger.by}` : ''}`;
   }
-}
-
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Database } from '../db/db.js';
 import type { PipelineTable } from '../db/schema.js';
-import type { JobQueue } from '../db/job-queue.js';
+import type { JobQueueApi } from '../db/job-queue.js';
 import type { Vault } from '../vault/vault.js';
 import type { BuildLogs, LogFollower } from '../builds/logs.js';
 import {
@@ -58,7 +58,8 @@ export interface TriggerRequest {
 
 export interface PipelineServiceDeps {
   db: Database;
-  queue: Pick<JobQueue, 'enqueue' | 'cancel'>;
+  /** Each run's jobs have ids `<runId>-<suffix>` in the `pipeline-runs` queue. */
+  queue: Pick<JobQueueApi, 'enqueue' | 'cancel' | 'list'>;
   logs: BuildLogs;
   vault: Vault;
   /** Git credentials of a source (password from the namespace's secrets). */
@@ -364,9 +365,7 @@ export class PipelineService {
       await trx.updateTable('pipeline_runs').set({ status: 'cancelled', error: message, state: JSON.stringify(state), finished_at: Date.now() }).where('id', '=', run.id).execute();
       return true;
     });
-    for (const job of await this.db.kysely.selectFrom('jobs').select('id').where('id', 'like', `${run.id}-%`).where('status', 'in', ['queued', 'running']).execute()) {
-      await this.deps.queue.cancel(job.id);
-    }
+    for (const job of await this.openJobs(run.id)) await this.deps.queue.cancel(job.id);
     // Here: at once. On another replica: at its job's next heartbeat.
     if (!ended) this.abortRun?.(run.id, message);
     const view = await this.run(namespace, name, number);
@@ -471,13 +470,17 @@ export class PipelineService {
       .catch((error) => this.deps.logger?.warn({ err: error }, 'publishing a run event failed'));
   }
 
+  /** The run's jobs still queued or running. */
+  private openJobs(runId: string, limit?: number) {
+    return this.deps.queue.list('pipeline-runs', { idPrefix: `${runId}-`, status: ['queued', 'running'], limit });
+  }
+
   /** Runs left queued/running by a crash whose job is gone or ended get failed (never stuck). */
   async reconcile(): Promise<number> {
     const open = await this.db.kysely.selectFrom('pipeline_runs').select(['id', 'namespace', 'pipeline_id', 'number', 'status']).where('status', 'in', ['queued', 'running']).execute();
     let failed = 0;
     for (const run of open) {
-      const live = await this.db.kysely.selectFrom('jobs').select('id').where('id', 'like', `${run.id}-%`).where('status', 'in', ['queued', 'running']).executeTakeFirst();
-      if (live) continue;
+      if ((await this.openJobs(run.id, 1)).length > 0) continue;
       failed++;
       await this.db.write(async (trx) => {
         const fresh = await trx.selectFrom('pipeline_runs').selectAll().where('id', '=', run.id).executeTakeFirstOrThrow();
