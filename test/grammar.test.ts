@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { checkDigest, isValidName, isValidTag } from '../src/registry/grammar.js';
+import { checkDigest, isValidName, isValidReference, isValidTag } from '../src/registry/grammar.js';
 import { parseByteRange } from '../src/registry/byte-range.js';
 
 test('repository names follow the spec grammar', () => {
@@ -27,6 +27,11 @@ test('digests: sha256 and sha512 with exact lengths; other algorithms are unsupp
   assert.deepEqual(checkDigest('multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8'), { ok: false, reason: 'unsupported' });
   assert.deepEqual(checkDigest('sha256'), { ok: false, reason: 'syntax' });
   assert.deepEqual(checkDigest(':abc'), { ok: false, reason: 'syntax' });
+});
+
+test('manifest references: a valid tag or a supported, well-formed digest', () => {
+  for (const reference of ['latest', 'x'.repeat(128), `sha256:${'a'.repeat(64)}`, `sha512:${'0'.repeat(128)}`]) assert.equal(isValidReference(reference), true, reference);
+  for (const reference of ['', '.INVALID_MANIFEST_NAME', 'x'.repeat(129), 'sha256:zz', `sha256:${'A'.repeat(64)}`, `sha384:${'a'.repeat(96)}`, 'a:b', 'a/b']) assert.equal(isValidReference(reference), false, reference);
 });
 
 test('byte ranges: single ranges served, multiple ignored, impossible ones unsatisfiable', () => {

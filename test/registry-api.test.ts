@@ -12,6 +12,22 @@ import { asBody, errorCode, imageIndex, imageManifest, ociManifestType, pushBlob
 
 const timeout = 60_000;
 
+/** References no manifest can be stored under: malformed tags, malformed or unsupported digests. */
+const malformedReferences = ['.INVALID_MANIFEST_NAME', '-lead', 't'.repeat(129), 'sha256:zz', `sha256:${'A'.repeat(64)}`, `sha384:${'a'.repeat(96)}`, 'a:b'];
+/** Well-formed references to nothing. */
+const missingReferences = ['nope', sha256('nope'), `sha512:${'0'.repeat(128)}`];
+
+/** GET answers 404 with `code` in the envelope; HEAD the same status with no body. */
+async function assertAbsent(base: string, repository: string, reference: string, code: 'MANIFEST_UNKNOWN' | 'NAME_UNKNOWN', headers: Record<string, string> = {}): Promise<void> {
+  const what = `${repository}:${reference}`;
+  const get = await fetch(`${base}/v2/${repository}/manifests/${reference}`, { headers });
+  assert.equal(get.status, 404, `GET ${what}`);
+  assert.equal(await errorCode(get), code, `GET ${what}`);
+  const head = await fetch(`${base}/v2/${repository}/manifests/${reference}`, { method: 'HEAD', headers });
+  assert.equal(head.status, 404, `HEAD ${what}`);
+  assert.equal((await head.arrayBuffer()).byteLength, 0, `HEAD ${what}`);
+}
+
 for (const dialect of dialects) {
   describe(`registry API (${dialect.name})`, { timeout: 300_000 }, () => {
     let server: TestServer;
@@ -450,6 +466,29 @@ for (const dialect of dialects) {
         assert.equal(await errorCode(repo), 'NAME_UNKNOWN');
       });
 
+      test('GET/HEAD of any reference naming no manifest is 404, valid or not: MANIFEST_UNKNOWN, or NAME_UNKNOWN without the repository', { timeout }, async () => {
+        await pushImage(base, 'man/probe', 'v1', 1, 10);
+        for (const reference of [...malformedReferences, ...missingReferences]) {
+          await assertAbsent(base, 'man/probe', reference, 'MANIFEST_UNKNOWN');
+          await assertAbsent(base, 'man/never-there', reference, 'NAME_UNKNOWN');
+        }
+        assert.equal((await fetch(`${base}/v2/man/probe/manifests/v1`, { method: 'HEAD' })).status, 200);
+      });
+
+      test('PUT and DELETE of a malformed reference are TAG_INVALID / DIGEST_INVALID (400) and store or remove nothing', { timeout }, async () => {
+        const { manifest } = await pushImage(base, 'man/malformed', 'v1', 1, 10);
+        for (const [reference, code] of [['.INVALID_MANIFEST_NAME', 'TAG_INVALID'], ['t'.repeat(129), 'TAG_INVALID'], ['sha256:zz', 'DIGEST_INVALID'], [`sha384:${'a'.repeat(96)}`, 'DIGEST_INVALID']] as const) {
+          const put = await putManifest(base, 'man/malformed', reference, manifest);
+          assert.equal(put.status, 400, `PUT ${reference}`);
+          assert.equal(await errorCode(put), code, `PUT ${reference}`);
+          const del = await fetch(`${base}/v2/man/malformed/manifests/${reference}`, { method: 'DELETE' });
+          assert.equal(del.status, 400, `DELETE ${reference}`);
+          assert.equal(await errorCode(del), code, `DELETE ${reference}`);
+        }
+        assert.deepEqual((await (await fetch(`${base}/v2/man/malformed/tags/list`)).json()).tags, ['v1']);
+        assert.equal((await fetch(`${base}/v2/man/malformed/manifests/${manifest.digest}`, { method: 'HEAD' })).status, 200);
+      });
+
       test('DELETE by tag removes only the tag; by digest removes the manifest and its tags', { timeout }, async () => {
         const { manifest } = await pushImage(base, 'man/delete', 'a', 1, 10);
         await putManifest(base, 'man/delete', 'b', manifest);
@@ -570,7 +609,7 @@ for (const dialect of dialects) {
     });
 
     describe('names and errors', () => {
-      test('invalid repository names are NAME_INVALID; invalid tags TAG_INVALID', { timeout }, async () => {
+      test('invalid repository names are NAME_INVALID; invalid tags TAG_INVALID on PUT', { timeout }, async () => {
         for (const name of ['UPPER/case', 'a//b', '-lead', 'trail-', 'a/.b', `${'a'.repeat(256)}`]) {
           const response = await fetch(`${base}/v2/${name}/tags/list`);
           assert.equal(response.status, 400, name);
@@ -583,7 +622,8 @@ for (const dialect of dialects) {
         const tag = await fetch(`${base}/v2/names/ok/manifests/.bad`, { method: 'PUT', body: '{}' });
         assert.equal(tag.status, 400);
         assert.equal(await errorCode(tag), 'TAG_INVALID');
-        const long = await fetch(`${base}/v2/names/ok/manifests/${'t'.repeat(129)}`);
+        const long = await fetch(`${base}/v2/names/ok/manifests/${'t'.repeat(129)}`, { method: 'PUT', body: '{}' });
+        assert.equal(long.status, 400);
         assert.equal(await errorCode(long), 'TAG_INVALID');
       });
 
@@ -662,5 +702,73 @@ describe('registry with deletes disabled', { timeout: 60_000 }, () => {
       assert.equal(await errorCode(response), 'UNSUPPORTED');
     }
     assert.equal((await fetch(`${server.url}/v2/nodel/repo/manifests/v1`)).status, 200);
+  });
+});
+
+describe('manifest lookups of absent references with access control on', { timeout: 120_000 }, () => {
+  const adminPassword = 'admin-secret-Pa55word';
+  const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+  const admin = { authorization: basic('admin', adminPassword) };
+  const reader = { authorization: basic('rita', 'rita-password-1') };
+  const outsider = { authorization: basic('otto', 'otto-password-1') };
+  let server: TestServer;
+  let base: string;
+  const api = async (method: string, url: string, headers: Record<string, string>, body: unknown) => {
+    const response = await fetch(`${base}${url}`, { method, headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return response.status;
+  };
+  before(async () => {
+    server = await startTestServer({ config: { auth: { enabled: true, adminPassword } } });
+    base = server.url;
+    assert.equal(await api('POST', '/api/v1/namespaces', admin, { name: 'team' }), 201);
+    for (const name of ['rita', 'otto']) assert.equal(await api('POST', '/api/v1/users', admin, { name, password: `${name}-password-1` }), 201);
+    assert.equal(await api('PUT', '/api/v1/namespaces/team/members/rita', admin, { role: 'reader' }), 200);
+    await pushImage(base, 'team/repo', 'v1', 1, 10, admin);
+    await pushImage(base, 'team/pub', 'v1', 1, 10, admin);
+    // Public before anything is pushed to it: anonymous callers may ask, and it does not exist yet.
+    for (const repository of ['team/pub', 'team/pub-empty']) {
+      assert.equal(await api('PUT', `/api/v1/repositories/${repository}/visibility`, admin, { public: true }), 200);
+    }
+  });
+  after(async () => server?.close());
+
+  test('an authorized caller (basic auth or bearer token) gets MANIFEST_UNKNOWN, or NAME_UNKNOWN without the repository', { timeout }, async () => {
+    const token = async (repository: string) => {
+      const response = await fetch(`${base}/auth/token?service=slipway&scope=${encodeURIComponent(`repository:${repository}:pull`)}`, { headers: reader });
+      return { authorization: `Bearer ${((await response.json()) as { token: string }).token}` };
+    };
+    for (const reference of [...malformedReferences, ...missingReferences]) {
+      await assertAbsent(base, 'team/repo', reference, 'MANIFEST_UNKNOWN', reader);
+      await assertAbsent(base, 'team/missing', reference, 'NAME_UNKNOWN', reader);
+    }
+    for (const reference of ['.INVALID_MANIFEST_NAME', 'sha256:zz', 'nope']) {
+      await assertAbsent(base, 'team/repo', reference, 'MANIFEST_UNKNOWN', await token('team/repo'));
+      await assertAbsent(base, 'team/missing', reference, 'NAME_UNKNOWN', await token('team/missing'));
+    }
+    assert.equal((await fetch(`${base}/v2/team/repo/manifests/v1`, { method: 'HEAD', headers: reader })).status, 200);
+  });
+
+  test('an anonymous caller of a public repository gets the same 404s', { timeout }, async () => {
+    for (const reference of [...malformedReferences, ...missingReferences]) {
+      await assertAbsent(base, 'team/pub', reference, 'MANIFEST_UNKNOWN');
+      await assertAbsent(base, 'team/pub-empty', reference, 'NAME_UNKNOWN');
+    }
+    assert.equal((await fetch(`${base}/v2/team/pub/manifests/v1`, { method: 'HEAD' })).status, 200);
+  });
+
+  test('callers without pull still get 401 (anonymous) or 403 (signed in), for any reference, existing repository or not', { timeout }, async () => {
+    for (const repository of ['team/repo', 'team/missing']) {
+      for (const reference of ['v1', '.INVALID_MANIFEST_NAME', 'sha256:zz', 'nope']) {
+        for (const method of ['GET', 'HEAD']) {
+          const url = `${base}/v2/${repository}/manifests/${reference}`;
+          const anonymous = await fetch(url, { method });
+          assert.equal(anonymous.status, 401, `${method} ${repository}:${reference} anonymous`);
+          assert.match(anonymous.headers.get('www-authenticate') ?? '', /^Bearer realm=/);
+          const denied = await fetch(url, { method, headers: outsider });
+          assert.equal(denied.status, 403, `${method} ${repository}:${reference} outsider`);
+          if (method === 'GET') assert.equal(await errorCode(denied), 'DENIED');
+        }
+      }
+    }
   });
 });

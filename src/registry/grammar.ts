@@ -42,3 +42,8 @@ export function checkDigest(digest: string): DigestCheck {
 export function isDigest(reference: string): boolean {
   return reference.includes(':');
 }
+
+/** A manifest reference that could name a stored manifest: a valid tag or a supported, well-formed digest. */
+export function isValidReference(reference: string): boolean {
+  return isDigest(reference) ? checkDigest(reference).ok : isValidTag(reference);
+}

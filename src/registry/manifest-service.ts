@@ -11,7 +11,7 @@ import type { Database } from '../db/db.js';
 import type { Tables } from '../db/schema.js';
 import { ByteLru } from './byte-lru.js';
 import { RegistryError } from './errors.js';
-import { checkDigest, isDigest, type DigestAlgorithm } from './grammar.js';
+import { checkDigest, isDigest, isValidReference, type DigestAlgorithm } from './grammar.js';
 import { mediaTypes, parseManifest, type Descriptor } from './manifest.js';
 import { ensureRepository, repositoryExists } from './repositories.js';
 
@@ -49,9 +49,13 @@ export class ManifestService {
     this.db = options.db;
   }
 
-  /** Looks a manifest up by tag or digest; MANIFEST_UNKNOWN (or NAME_UNKNOWN) when absent. */
+  /**
+   * Looks a manifest up by tag or digest; MANIFEST_UNKNOWN (or NAME_UNKNOWN) when absent. A
+   * reference no manifest could be stored under (a malformed tag or digest) is simply absent:
+   * the spec answers a pull of a missing manifest with 404, and clients probe with such names.
+   */
   async info(repository: string, reference: string): Promise<ManifestInfo> {
-    const row = isDigest(reference)
+    const row = !isValidReference(reference) ? undefined : isDigest(reference)
       ? await this.db.kysely.selectFrom('manifests').select(['digest', 'media_type', 'size', 'subject'])
         .where('repository', '=', repository).where('digest', '=', reference).executeTakeFirst()
       : await this.db.kysely.selectFrom('tags as t')

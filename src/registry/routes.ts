@@ -138,7 +138,10 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
       scopes: (m, _q, method) => repo(m, method === 'PUT' ? ['push'] : method === 'DELETE' ? ['delete'] : ['pull']),
       async handle(match, request, reply) {
         const name = match[1]!;
-        const reference = checkReference(match[2]!);
+        const reference = match[2]!;
+        // Only a PUT stores the name and a DELETE names what to remove, so only they refuse a
+        // malformed one (400); GET/HEAD of it is a manifest that is not there (404).
+        if (request.method === 'PUT' || request.method === 'DELETE') checkReference(reference);
         if (request.method === 'PUT') {
           const body = await readCapped(request.raw, options.maxManifestBytes, request.headers['content-length']);
           const stored = await manifests.put(name, reference, body, request.headers['content-type']);
@@ -310,14 +313,13 @@ function sendUploadState(reply: FastifyReply, name: string, id: string, size: nu
     .send();
 }
 
-function checkReference(reference: string): string {
+function checkReference(reference: string): void {
   if (isDigest(reference)) {
     const check = checkDigest(reference);
     if (!check.ok) throw new RegistryError('DIGEST_INVALID', `invalid digest ${reference}`, { digest: reference });
   } else if (!isValidTag(reference)) {
     throw new RegistryError('TAG_INVALID', `invalid tag ${reference}`, { tag: reference });
   }
-  return reference;
 }
 
 function pageParameters(query: Query): { limit?: number; last?: string } {

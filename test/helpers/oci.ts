@@ -53,17 +53,17 @@ export async function pushBlob(base: string, name: string, data: Buffer, digest 
   return fetch(location, { method: 'PUT', body: asBody(data), headers: { ...headers, 'Content-Type': 'application/octet-stream' } });
 }
 
-/** Pushes config + layers and the manifest under `reference`. */
-export async function pushImage(base: string, name: string, reference: string, layerCount = 2, layerSize = 2048): Promise<{ manifest: BuiltManifest; blobs: Array<{ data: Buffer; digest: string }> }> {
+/** Pushes config + layers and the manifest under `reference` (with `headers`, e.g. credentials, on every request). */
+export async function pushImage(base: string, name: string, reference: string, layerCount = 2, layerSize = 2048, headers: Record<string, string> = {}): Promise<{ manifest: BuiltManifest; blobs: Array<{ data: Buffer; digest: string }> }> {
   const config = { data: Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, nonce: randomBytes(8).toString('hex') })), digest: '' };
   config.digest = sha256(config.data);
   const layers = Array.from({ length: layerCount }, () => randomBlob(layerSize));
   for (const blob of [config, ...layers]) {
-    const response = await pushBlob(base, name, blob.data, blob.digest);
+    const response = await pushBlob(base, name, blob.data, blob.digest, headers);
     if (response.status !== 201) throw new Error(`blob push: ${response.status} ${await response.text()}`);
   }
   const manifest = imageManifest({ digest: config.digest, size: config.data.length }, layers.map((l) => ({ digest: l.digest, size: l.data.length })));
-  const put = await putManifest(base, name, reference, manifest);
+  const put = await putManifest(base, name, reference, manifest, headers);
   if (put.status !== 201) throw new Error(`manifest push: ${put.status} ${await put.text()}`);
   return { manifest, blobs: [config, ...layers] };
 }
