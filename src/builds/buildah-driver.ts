@@ -37,8 +37,9 @@ import {
   type StepsRequest,
   type StepsResult,
 } from './build-driver.js';
-import { deadline, resolveInRoot } from './limits.js';
-import { runProcess, type ProcessResult, type RunProcessOptions } from './process.js';
+import { resolveInRoot } from '../exec/container-path.js';
+import { deadline } from '../exec/deadline.js';
+import { runProcess, type ProcessResult, type RunProcessOptions } from '../exec/process.js';
 
 export interface BuildahStorageOptions {
   /** `--root`: the image/container store (default buildah's, /var/lib/containers/storage as root). */

@@ -26,7 +26,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { Parser, Unpack, type ReadEntry } from 'tar';
-import { runProcess, type ProcessResult } from './process.js';
+import { runProcess, type ProcessResult } from '../exec/process.js';
 
 export type ContextErrorReason =
   /** An archive entry would escape the folder, or is a device file / FIFO. */

@@ -17,8 +17,9 @@ import { chmod, lstat, mkdir, readFile, realpath, rm, stat, writeFile } from 'no
 import path from 'node:path';
 import type { BuildahDriver } from '../builds/buildah-driver.js';
 import { registryHostOf, type RegistryAuth } from '../builds/build-driver.js';
-import { runProcess, type ProcessResult } from '../builds/process.js';
-import { isInside, resolveInRoot, runStepProcess, type SandboxRunOptions, type StepSandbox } from './executor-sandbox.js';
+import { runProcess, type ProcessResult } from '../exec/process.js';
+import { resolveInRoot } from '../exec/container-path.js';
+import { isInside, runStepProcess, type SandboxRunOptions, type StepSandbox } from './executor-sandbox.js';
 import { defaultPath } from './executor-shell.js';
 
 export const containerWorkspace = '/workspace';

@@ -8,7 +8,7 @@ import { constants } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { open, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import { killGroup, lineSplitter, type ProcessResult } from '../builds/process.js';
+import { killGroup, lineSplitter, type ProcessResult } from '../exec/process.js';
 
 export interface SandboxRunOptions {
   /** The wrapper script as the step sees it. */
@@ -53,8 +53,6 @@ export interface StepSandbox {
 export function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
-
-export { resolveInRoot } from '../builds/limits.js';
 
 export function isInside(root: string, candidate: string): boolean {
   return candidate === root || candidate.startsWith(root.endsWith('/') ? root : `${root}/`);

@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { runProcess, type ProcessResult } from '../builds/process.js';
+import { runProcess, type ProcessResult } from '../exec/process.js';
 import { ContextError, openGitRemoteSession, type GitCredentials, type GitRemoteSession } from '../builds/context.js';
 
 export type { GitCredentials };

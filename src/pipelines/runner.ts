@@ -28,7 +28,7 @@ import { functionInputSchema } from '../functions/spec.js';
 import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
 import type { NamespaceSecrets } from '../vault/secrets.js';
-import type { BuildLogs } from '../builds/logs.js';
+import type { BuildLogs } from '../logs/log-store.js';
 import type { RegistryAuth } from '../builds/build-driver.js';
 import { resolveBaseImages } from '../builds/base-resolution.js';
 import {

@@ -14,7 +14,7 @@ import type { Database } from '../db/db.js';
 import type { PipelineTable } from '../db/schema.js';
 import type { JobQueue } from '../db/job-queue.js';
 import type { Vault } from '../vault/vault.js';
-import type { BuildLogs, LogFollower } from '../builds/logs.js';
+import type { BuildLogs, LogFollower } from '../logs/log-store.js';
 import {
   activeRunStatuses, finalRunStatuses, runView, type RunState, type RunStatus, type RunView, type StageState, type TriggerInfo,
 } from './runs.js';

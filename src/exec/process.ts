@@ -1,8 +1,9 @@
 /**
- * @module builds/process
- * A small spawn helper for the build drivers: every child runs in its own process group (so a
- * build's grandchildren — `buildah-chroot-runtime`, the user's `RUN` shell and whatever it
- * started — die with it), stdout/stderr are split into lines as they arrive, and a time limit or
+ * @module exec/process
+ * The exec part (`src/exec`): running programs — build tools, pipeline steps, git, the function
+ * runtime — and the limits around them. Every child runs in its own process group (so a build's
+ * grandchildren — `buildah-chroot-runtime`, the user's `RUN` shell and whatever it started — die
+ * with it), stdout/stderr are split into lines as they arrive, and a time limit or
  * an AbortSignal ends the child: SIGTERM to the child first (buildah turns that into a failed
  * step and cleans up after itself), SIGKILL to the whole group after a grace period. Whatever is
  * left in the group when the child exits is killed too, so a build cannot leave daemons behind.
