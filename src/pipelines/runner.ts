@@ -34,13 +34,13 @@ import { resolveBaseImages } from '../builds/base-resolution.js';
 import {
   BuildSpecError, loadBuildSpec, placeholderValues, predefinedVariables, resolveBuildSpec, substitutePlaceholders, type BuildSpec,
 } from '../builds/build-spec.js';
-import { cloneRepository } from '../builds/context.js';
+import { cloneRepository } from '../git/clone.js';
 import { pushComponent } from '../builds/component-artifact.js';
 import { isValidName, isValidTag } from '../registry/grammar.js';
 import { finalRunStatuses, runView, type BuildOutput, type Delivered, type RunState, type RunStatus, type StageState, type StepState, type TriggerInfo } from './runs.js';
 import { parseStageDuration, type PipelineInput, type Stage } from './spec.js';
 import { primarySource, type PipelineService } from './service.js';
-import type { GitCredentials } from './git-remote.js';
+import type { GitCredentials } from '../git/remote.js';
 import type { StageExecutor, StageRequest } from './executor.js';
 
 /** What the runner needs of the build-stage executor. */

@@ -21,7 +21,8 @@ import {
 import { flattenStages, pipelineInputSchema, resolveParameters, type PipelineInput } from './spec.js';
 import { matchesPaths, matchesRef } from './path-filter.js';
 import { verifyAndParse, WebhookError, type PushEvent } from './webhooks.js';
-import { changedFiles as remoteChangedFiles, type GitCredentials } from './git-remote.js';
+import { changedFiles as remoteChangedFiles } from '../git/remote-changes.js';
+import type { GitCredentials } from '../git/remote.js';
 import picomatch from 'picomatch';
 
 export class PipelineInputError extends Error {}
