@@ -297,7 +297,7 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
       },
     },
   });
-  const executor = new StageExecutor({ buildah: buildahDriver(config), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
+  const executor = new StageExecutor({ driver: buildahDriver(config), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
   runner = new PipelineRunner({
     db: registry.db, service: pipelines, queue: jobs, executor, stepPaths, logs: runLogs,
     workDir, config: config.pipelines, registryHost, insecureRegistries: config.builds.insecureRegistries,

@@ -2,13 +2,24 @@
  * @module pipelines/executor-sandbox
  * What the stage executor needs from the place steps run in (the host as an unprivileged user,
  * or a runc container), plus the small file helpers both share: opening files a step may have
- * replaced with symbolic links, and the step wrapper script.
+ * replaced with symbolic links (reading its state, copying input artifacts in and outputs out),
+ * and the step wrapper script.
  */
-import { constants } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { constants, createReadStream } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { open, realpath } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, realpath, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { killGroup, lineSplitter, type ProcessResult } from '../exec/process.js';
+
+/** Invalid requests (programming errors of the caller), thrown by runStage. */
+export class StageRequestError extends Error {
+  override name = 'StageRequestError';
+}
+
+/** Characters replaced by `_` where an artifact name becomes a file name. */
+export const outputNamePattern = /[^A-Za-z0-9._-]+/g;
 
 export interface SandboxRunOptions {
   /** The wrapper script as the step sees it. */
@@ -84,6 +95,71 @@ export async function readStepFile(file: string, maxBytes: number, uid?: number)
     const info = await handle.stat();
     if (!info.isFile() || info.size > maxBytes || (uid !== undefined && info.uid !== uid) || info.nlink > 1) return null;
     return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(file), hash);
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/**
+ * Copies the input artifacts into the workspace before the steps; a location outside the
+ * workspace (also through a link in the checkout) is refused: the reason is returned.
+ */
+export async function copyInputs(inputs: Array<{ name: string; location: string; file: string }>, sandbox: StepSandbox, workspaceDir: string, log: (line: string) => void): Promise<string | null> {
+  for (const input of inputs) {
+    const outside = `input artifact ${input.name}: ${input.location} leads outside the workspace`;
+    const host = sandbox.workspaceHostPath(path.posix.resolve(sandbox.primarySource, input.location));
+    if (host === null) return outside;
+    let target = host;
+    if ((await stat(target).catch(() => undefined))?.isDirectory() || input.location.endsWith('/')) target = path.join(target, input.name.replace(outputNamePattern, '_') || 'input');
+    const parent = path.dirname(target);
+    // The deepest existing ancestor must be inside the workspace (a link in the checkout must not lead out).
+    let existing = parent;
+    while (!(await lstat(existing).catch(() => undefined))) existing = path.dirname(existing);
+    if ((await realInside(workspaceDir, existing)) === null) return outside;
+    await mkdir(parent, { recursive: true });
+    const realParent = await realInside(workspaceDir, parent);
+    if (realParent === null) return outside;
+    const source = await readFile(input.file).catch((error: Error) => {
+      throw new StageRequestError(`input artifact ${input.name}: cannot read ${input.file}: ${error.message}`);
+    });
+    let handle;
+    try {
+      handle = await open(path.join(realParent, path.basename(target)), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o644);
+    } catch (error) {
+      return `input artifact ${input.name}: cannot write ${input.location}: ${(error as Error).message}`;
+    }
+    try {
+      await handle.writeFile(source);
+    } finally {
+      await handle.close();
+    }
+    log(`[slipway] input artifact ${input.name} -> ${input.location}`);
+  }
+  return null;
+}
+
+/** Copies a step-made file (no symbolic link followed in its last component) and hashes the copy. */
+export async function copyOutput(source: string, destination: () => Promise<string>): Promise<{ file: string; size: number; digest: string } | null> {
+  let handle;
+  try {
+    handle = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return null;
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) return null;
+    const file = await destination();
+    await rm(file, { force: true });
+    await pipeline(handle.createReadStream({ autoClose: false }), (await open(file, 'wx', 0o600)).createWriteStream());
+    const size = (await stat(file)).size;
+    return { file, size, digest: await sha256File(file) };
   } finally {
     await handle.close();
   }
