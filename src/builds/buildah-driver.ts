@@ -6,7 +6,9 @@
  *   the local store; optional `--cache-from/--cache-to` of a registry repository), then
  *   `buildah push --digestfile` of the built image ID to the destination.
  * - `runSteps`: `buildah from` the base image, `buildah copy` the context to /workspace, one
- *   `buildah run` per step, files copied out of `buildah mount`, then `buildah rm`.
+ *   `buildah run` per step (its stdout and stderr go to FIFOs mounted at /.slipway-output and
+ *   read here, all of it before the step's outcome is reported), files copied out of
+ *   `buildah mount`, then `buildah rm`.
  * - Local images for pipeline stages (build without push, list, tag, inspect, remove, push, a
  *   mounted root): builds/buildah-images. The command line itself (store options, private temp
  *   folders, auth and registries files, marked `bud` runs): builds/buildah-cli.
@@ -24,7 +26,7 @@
  * and removed; `runSteps` containers carry a unique name and are always removed.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   BuildError,
@@ -49,6 +51,7 @@ import { authSecrets, BuildahCli, markerArg } from './buildah-cli.js';
 import * as images from './buildah-images.js';
 import { resolveInRoot } from '../exec/container-path.js';
 import { deadline } from '../exec/deadline.js';
+import { openOutputFifos } from '../exec/output-fifo.js';
 import type { ProcessResult } from '../exec/process.js';
 
 export { slipwayContainerPrefix, type BuildahContainer, type BuildahDriverOptions, type BuildahStorageOptions } from './buildah-cli.js';
@@ -58,6 +61,10 @@ const secretIdPattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const argNamePattern = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const outputNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const containerNamePrefix = 'slipway-steps-';
+/** Where a step's output FIFOs are mounted in its container. */
+const stepOutputDir = '/.slipway-output';
+/** After a step ended: the longest wait for a process that escaped the kill to let go of its output. */
+const stepDrainMs = 2_000;
 function stoppedError(reason: 'timeout' | 'aborted', what: string, timeoutMs: number | undefined): BuildError {
   return reason === 'timeout'
     ? new BuildError('timeout', `${what} timed out after ${timeoutMs} ms`)
@@ -217,13 +224,28 @@ export class BuildahDriver extends BuildahCli implements BuildDriver {
       phases.prepare = Date.now() - started;
 
       const envArgs = Object.entries(request.env ?? {}).flatMap(([key, value]) => ['--env', `${key}=${value}`]);
-      for (const step of request.steps) {
+      // The steps' own output comes through FIFOs read here, not through buildah's relay (which
+      // may drop a failing step's last lines, see exec/output-fifo).
+      const fifoDir = path.join(work.path, 'output');
+      await mkdir(fifoDir);
+      await chmod(fifoDir, 0o711);
+      for (const [index, step] of request.steps.entries()) {
         emit(`[slipway] step ${step.name}: ${step.command}`);
         started = Date.now();
+        const fifos = await openOutputFifos(fifoDir, `step-${index}`, (line) => emit(line)).catch((error: Error) => {
+          throw new BuildError('internal', error.message);
+        });
+        const inside = (file: string) => `${stepOutputDir}/${path.basename(file)}`;
         const result = await this.exec(
-          ['run', '--isolation', this.isolation, '--workingdir', '/workspace', ...envArgs, name, '--', '/bin/sh', '-c', step.command],
+          [
+            'run', '--isolation', this.isolation, '--workingdir', '/workspace', '--volume', `${fifoDir}:${stepOutputDir}`, ...envArgs, name, '--',
+            // `$0` is the step's command: run by a shell of its own, as before, with its output in the FIFOs.
+            '/bin/sh', '-c', `exec /bin/sh -c "$0" >${inside(fifos.stdout)} 2>${inside(fifos.stderr)}`, step.command,
+          ],
           { env, signal: limit.signal, timeoutMs: step.timeoutMs, onLine: emit },
         );
+        // Every line the step printed is in the log before its outcome is.
+        await fifos.drain(stepDrainMs);
         phases[`step:${step.name}`] = Date.now() - started;
         if (result.code === 0) continue;
         const reason = limit.reason();

@@ -7,11 +7,10 @@
  */
 import { createHash } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { lstat, mkdir, open, readFile, realpath, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { killGroup, lineSplitter, type ProcessResult } from '../exec/process.js';
+import { runProcess, type ProcessResult } from '../exec/process.js';
 
 /** Invalid requests (programming errors of the caller), thrown by runStage. */
 export class StageRequestError extends Error {
@@ -214,72 +213,20 @@ export interface StepProcessOptions {
   timeoutMs?: number;
   graceMs: number;
   onLine: (line: string, stream: 'stdout' | 'stderr') => void;
-  /** Runs after the child exited (and its group was killed): kill whatever escaped the group. */
+  /** Runs after the step's process exited (and its group was killed): kill whatever escaped the group. */
   afterExit?: () => Promise<void>;
 }
 
+/** After a step's process ended and its escapees were killed: the longest wait for its output pipes to end. */
+const stepDrainMs = 2_000;
+
 /**
- * Runs one step program in its own process group. Unlike `runProcess`, it does not wait for the
- * output pipes to close: a process that left the group (`setsid`, a daemon) and still holds them
- * is killed by `afterExit` and the pipes are closed shortly after the step's own process ended.
+ * Runs one step program in its own process group (SIGTERM and SIGKILL go to the whole group),
+ * stdin /dev/null. The result comes once the step's output is fully read: its pipes reached
+ * their end after the step's own process ended, its group was killed and `afterExit` killed what
+ * left the group (`setsid`, a daemon). A holder that survived even that is cut off after
+ * `stepDrainMs`, after one more read.
  */
 export function runStepProcess(command: string, args: string[], options: StepProcessOptions): Promise<ProcessResult> {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    if (options.signal.aborted) {
-      resolve({ code: null, signal: null, stdout: '', stdoutBytes: Buffer.alloc(0), stderrTail: [], timedOut: false, aborted: true, durationMs: 0 });
-      return;
-    }
-    const child = spawn(command, args, { env: options.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    const killChildGroup = (signal: NodeJS.Signals) => killGroup(child, signal);
-    const stderrTail: string[] = [];
-    const out = lineSplitter((line) => options.onLine(line, 'stdout'));
-    const err = lineSplitter((line) => {
-      stderrTail.push(line);
-      if (stderrTail.length > 50) stderrTail.shift();
-      options.onLine(line, 'stderr');
-    });
-    child.stdout!.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stderr!.on('data', (chunk: Buffer) => err.push(chunk));
-    let timedOut = false;
-    let aborted = false;
-    let killTimer: NodeJS.Timeout | undefined;
-    const stop = () => {
-      if (killTimer || child.exitCode !== null || child.signalCode !== null) return;
-      killChildGroup('SIGTERM');
-      killTimer = setTimeout(() => killChildGroup('SIGKILL'), options.graceMs);
-    };
-    const timer = options.timeoutMs !== undefined && options.timeoutMs > 0 ? setTimeout(() => { timedOut = true; stop(); }, options.timeoutMs) : undefined;
-    const onAbort = () => { aborted = true; stop(); };
-    options.signal.addEventListener('abort', onAbort, { once: true });
-    let exited = false;
-    child.on('error', (error) => {
-      if (timer) clearTimeout(timer);
-      if (killTimer) clearTimeout(killTimer);
-      options.signal.removeEventListener('abort', onAbort);
-      reject(new Error(`cannot run ${command}: ${error.message}`));
-    });
-    child.on('exit', (code, signal) => {
-      if (exited) return;
-      exited = true;
-      if (timer) clearTimeout(timer);
-      if (killTimer) clearTimeout(killTimer);
-      options.signal.removeEventListener('abort', onAbort);
-      void (async () => {
-        // Let the last lines drain, then nothing of the step may stay.
-        await new Promise((r) => setTimeout(r, 100));
-        killChildGroup('SIGKILL');
-        await options.afterExit?.().catch(() => undefined);
-        const closed = (stream: NodeJS.ReadableStream & { destroyed?: boolean; destroy(): void }) => new Promise<void>((r) => {
-          if (stream.destroyed || (stream as { readableEnded?: boolean }).readableEnded) return r();
-          const t = setTimeout(() => { stream.destroy(); r(); }, 500);
-          stream.once('close', () => { clearTimeout(t); r(); });
-        });
-        await Promise.all([closed(child.stdout!), closed(child.stderr!)]);
-        out.end();
-        err.end();
-        resolve({ code, signal, stdout: '', stdoutBytes: Buffer.alloc(0), stderrTail, timedOut, aborted, durationMs: Date.now() - started });
-      })();
-    });
-  });
+  return runProcess(command, args, { ...options, stdin: 'ignore', terminate: 'group', drainTimeoutMs: stepDrainMs });
 }
