@@ -22,7 +22,7 @@ import { loadMasterKeys, Vault } from './vault/vault.js';
 import { NamespaceSecrets } from './vault/secrets.js';
 import type { SecretRoutesOptions } from './vault/routes.js';
 import { BuildahDriver } from './builds/buildah-driver.js';
-import { BuildLogs } from './builds/logs.js';
+import { BuildLogs } from './logs/log-store.js';
 import { BuildService } from './builds/service.js';
 import { JobQueue, JobWorker } from './db/job-queue.js';
 import { allowAll, type Authorizer } from './auth/scope.js';
@@ -44,7 +44,7 @@ import { FunctionLogs } from './functions/logs.js';
 import { ImageStore } from './functions/image-store.js';
 import { InstanceProxy } from './functions/proxy.js';
 import { RuncDriver } from './functions/runc-driver.js';
-import { runProcess } from './builds/process.js';
+import { runProcess } from './exec/process.js';
 import { FsBlobStore } from './storage/fs-blob-store.js';
 import { PipelineService } from './pipelines/service.js';
 import { PipelineRunner } from './pipelines/runner.js';
@@ -298,7 +298,7 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
       },
     },
   });
-  const executor = new StageExecutor({ buildah: buildahDriver(config), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
+  const executor = new StageExecutor({ driver: buildahDriver(config), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
   runner = new PipelineRunner({
     db: registry.db, service: pipelines, queue: jobs, executor, stepPaths, logs: runLogs,
     workDir, config: config.pipelines, registryHost, insecureRegistries: config.builds.insecureRegistries,

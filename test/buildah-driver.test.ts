@@ -13,6 +13,7 @@ import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { startTestServer, tempDir, type TestServer } from './helpers/harness.js';
 import { killAllChildren, requireCommands, run } from './helpers/commands.js';
+import { withLoad } from './helpers/load.js';
 import { sha256 } from './helpers/oci.js';
 import { BuildError, type BuildRequest } from '../src/builds/build-driver.js';
 import { BuildahDriver } from '../src/builds/buildah-driver.js';
@@ -236,6 +237,25 @@ describe('BuildahDriver with real buildah', { timeout: 1_800_000 }, () => {
     assert.ok(Date.now() - started < 60_000, 'the time limit ended the step');
     assert.deepEqual(await processesWith('sleep 617'), [], 'the step\'s processes are gone');
     await assertClean('failed steps');
+  });
+
+  test('runSteps under load: 20 steps in a row, the last one failing; every line each step printed is in the log', { timeout: 300_000 }, async () => {
+    const ctx = await context({ 'a.txt': 'a' });
+    const log = collect();
+    const steps = Array.from({ length: 20 }, (_, i) => ({
+      name: `s${i}`,
+      // The last line goes out right before the step ends (a failing one: right before its exit).
+      command: i === 19 ? `echo out ${i}; echo about to fail ${i} >&2; exit 3` : `echo out ${i}; echo last ${i} >&2`,
+    }));
+    await withLoad(() => assert.rejects(
+      driver.runSteps({ baseImage, contextDir: ctx, insecureRegistries: [ts.host], outputs: [], outputDir: path.join(work.path, 'out-load'), steps }, log.sink),
+      (error: unknown) => error instanceof BuildError && error.step === 's19' && error.exitCode === 3,
+    ));
+    const missing = steps.flatMap((_, i) => (i === 19 ? [`out ${i}`, `about to fail ${i}`] : [`out ${i}`, `last ${i}`])).filter((line) => !log.lines.includes(line));
+    assert.deepEqual(missing, [], 'every line of every step is in the log');
+    const failed = log.lines.indexOf('[slipway] step s19 failed with exit code 3');
+    assert.ok(failed > log.lines.indexOf('about to fail 19'), 'the failing step\'s last line comes before its failure');
+    await assertClean('runSteps under load');
   });
 
   const secret = `tok-${randomBytes(16).toString('hex')}`;

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { tempDir } from './helpers/harness.js';
 import { assembleNodeRootfs } from '../src/builds/base-image.js';
-import { runProcess } from '../src/builds/process.js';
+import { runProcess } from '../src/exec/process.js';
 import { RuncDriver } from '../src/functions/runc-driver.js';
 import { NetnsManager } from '../src/functions/netns.js';
 

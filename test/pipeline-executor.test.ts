@@ -36,7 +36,7 @@ describe('pipeline stage executor', { timeout: 600_000 }, () => {
     work = await buildWork();
     root = await tempDir('slipway-executor-');
     await chmod(root.path, 0o711);
-    executor = new StageExecutor({ buildah: work.driver, workRoot: path.join(root.path, 'work'), graceMs: 1_000, shellUid, shellGid: shellUid });
+    executor = new StageExecutor({ driver: work.driver, workRoot: path.join(root.path, 'work'), graceMs: 1_000, shellUid, shellGid: shellUid });
   });
 
   after(async () => {

@@ -1,26 +1,22 @@
 /**
- * Git remote polling against real local repositories (`git init` + commits, `file://` URLs):
- * ls-remote of the branch heads, changed files between two commits through the bare cache
- * (also after a force-push dropped the old head), and the MirrorPoller with its state in
- * `pipeline_mirrors` on SQLite (and PostgreSQL when SLIPWAY_TEST_POSTGRES_URL is set): the first
- * poll records, a new commit triggers once with its changed files, an unchanged head triggers
- * nothing, a new branch triggers, a failed trigger is retried, a broken URL records last_error,
- * polls of one pipeline never overlap, close() waits for the poll in flight.
+ * The MirrorPoller against real local repositories (`git init` + commits, `file://` URLs), with
+ * its state in `pipeline_mirrors` on SQLite (and PostgreSQL when SLIPWAY_TEST_POSTGRES_URL is
+ * set): the first poll records, a new commit triggers once with its changed files, an unchanged
+ * head triggers nothing, a new branch triggers, a failed trigger is retried, a broken URL records
+ * last_error, polls of one pipeline never overlap, close() waits for the poll in flight. The git
+ * reads it uses (ls-remote, changed files): test/git-remote-changes.test.ts.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { ContextError } from '../src/builds/context.js';
 import { openDatabase, type Database } from '../src/db/db.js';
-import { changedFiles, lsRemoteHeads } from '../src/pipelines/git-remote.js';
 import { MirrorPoller, type MirrorChange, type MirrorTarget } from '../src/pipelines/mirrors.js';
-import { killAllChildren, run } from './helpers/commands.js';
+import { killAllChildren } from './helpers/commands.js';
+import { makeRepository } from './helpers/git-repository.js';
 
 const timeout = 60_000;
 
@@ -28,134 +24,12 @@ after(() => killAllChildren());
 
 import { dialects } from './helpers/dialects.js';
 
-const gitEnv: NodeJS.ProcessEnv = {
-  ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('GIT_'))),
-  GIT_AUTHOR_NAME: 'Test',
-  GIT_AUTHOR_EMAIL: 'test@example.test',
-  GIT_COMMITTER_NAME: 'Test',
-  GIT_COMMITTER_EMAIL: 'test@example.test',
-  GIT_CONFIG_NOSYSTEM: '1',
-  GIT_CONFIG_GLOBAL: '/dev/null',
-};
-
-async function git(cwd: string, ...args: string[]): Promise<string> {
-  const result = await run('git', args, { cwd, env: gitEnv, timeoutMs: 30_000 });
-  return result.stdout.trim();
-}
-
-/** A working repository with one commit on `main`; `commit` writes files and commits them. */
-async function makeRepository(root: string) {
-  const dir = path.join(root, `repo-${randomBytes(4).toString('hex')}`);
-  await mkdir(dir, { recursive: true });
-  await git(dir, 'init', '--quiet', '--initial-branch=main');
-  const commit = async (files: Record<string, string | null>, message = 'change'): Promise<string> => {
-    for (const [name, content] of Object.entries(files)) {
-      if (content === null) await git(dir, 'rm', '--quiet', '--', name);
-      else {
-        await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-        await writeFile(path.join(dir, name), content);
-        await git(dir, 'add', '--', name);
-      }
-    }
-    await git(dir, 'commit', '--quiet', '--allow-empty', '-m', message);
-    return git(dir, 'rev-parse', 'HEAD');
-  };
-  const first = await commit({ 'README.md': '# app\n', 'src/index.ts': 'export {};\n' }, 'initial');
-  return { dir, url: pathToFileURL(dir).toString(), commit, first, git: (...args: string[]) => git(dir, ...args) };
-}
-
 let root: string;
 before(async () => {
   root = await mkdtemp(path.join(tmpdir(), 'slipway-mirrors-'));
 });
 after(async () => {
   await rm(root, { recursive: true, force: true });
-});
-
-describe('git remote', () => {
-  test('lsRemoteHeads lists the branches (not tags) of a file:// remote', { timeout }, async () => {
-    const repo = await makeRepository(root);
-    await repo.git('branch', 'feature/x');
-    await repo.git('tag', 'v1');
-    const heads = await lsRemoteHeads(repo.url);
-    assert.deepEqual(Object.fromEntries(heads), { 'feature/x': repo.first, main: repo.first });
-  });
-
-  test('changedFiles: the diff of two commits through the bare cache; zeros and unknown before are null', { timeout }, async () => {
-    const repo = await makeRepository(root);
-    const cacheDir = path.join(root, `cache-${randomBytes(4).toString('hex')}`);
-    const second = await repo.commit({ 'src/a.ts': 'a\n', 'README.md': '# app 2\n' });
-    const third = await repo.commit({ 'src/index.ts': null, 'docs/x.md': 'x\n' });
-    assert.deepEqual((await changedFiles(repo.url, repo.first, second, { cacheDir }))?.sort(), ['README.md', 'src/a.ts']);
-    assert.deepEqual((await changedFiles(repo.url, repo.first, third, { cacheDir }))?.sort(), ['README.md', 'docs/x.md', 'src/a.ts', 'src/index.ts']);
-    assert.deepEqual(await changedFiles(repo.url, third, third, { cacheDir }), []);
-    assert.equal(await changedFiles(repo.url, '0'.repeat(40), third, { cacheDir }), null);
-    assert.equal(await changedFiles(repo.url, '', third, { cacheDir }), null);
-    assert.equal((await readdir(cacheDir)).length, 1, 'one cache repository per URL');
-
-    // A force-push drops `third`: it can no longer be fetched (a fresh cache), so: unknown.
-    await repo.git('reset', '--quiet', '--hard', second);
-    const rewritten = await repo.commit({ 'other.txt': 'o\n' }, 'rewritten');
-    await repo.git('reflog', 'expire', '--expire=now', '--all');
-    await repo.git('gc', '--quiet', '--prune=now');
-    const freshCache = path.join(root, `cache-${randomBytes(4).toString('hex')}`);
-    assert.equal(await changedFiles(repo.url, third, rewritten, { cacheDir: freshCache }), null);
-    // The first cache still holds `third` and can tell.
-    assert.deepEqual((await changedFiles(repo.url, third, rewritten, { cacheDir }))?.sort(), ['docs/x.md', 'other.txt', 'src/index.ts']);
-  });
-
-  test('parallel diffs of one URL share the cache safely; bad input is refused', { timeout }, async () => {
-    const repo = await makeRepository(root);
-    const cacheDir = path.join(root, `cache-${randomBytes(4).toString('hex')}`);
-    const commits = [repo.first];
-    for (let i = 0; i < 4; i++) commits.push(await repo.commit({ [`f${i}.txt`]: `${i}\n` }));
-    const results = await Promise.all(commits.slice(1).map((commit, index) => changedFiles(repo.url, commits[index]!, commit, { cacheDir })));
-    assert.deepEqual(results, [['f0.txt'], ['f1.txt'], ['f2.txt'], ['f3.txt']]);
-    await assert.rejects(changedFiles(repo.url, repo.first, 'main', { cacheDir }), (error: Error) => error instanceof ContextError && error.reason === 'invalid-input');
-    await assert.rejects(lsRemoteHeads('ext::sh -c touch% /tmp/pwned'), (error: Error) => error instanceof ContextError && error.reason === 'invalid-input');
-  });
-
-  test('a remote that never answers: timeout and cancel end git', { timeout }, async () => {
-    const server = http.createServer(() => undefined);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/acme/app.git`;
-      const started = Date.now();
-      await assert.rejects(lsRemoteHeads(url, { timeoutMs: 500 }), (error: Error) => error instanceof ContextError && error.reason === 'timeout');
-      const controller = new AbortController();
-      setTimeout(() => controller.abort(), 300);
-      await assert.rejects(lsRemoteHeads(url, { signal: controller.signal }), (error: Error) => error instanceof ContextError && error.reason === 'aborted');
-      assert.ok(Date.now() - started < 15_000);
-    } finally {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    }
-  });
-
-  test('errors are masked: no password in the message, credentials only through askpass', { timeout }, async () => {
-    const seen: string[] = [];
-    const server = http.createServer((request, response) => {
-      seen.push(String(request.headers.authorization ?? ''));
-      response.writeHead(401, { 'WWW-Authenticate': 'Basic realm="test"' }).end();
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const port = (server.address() as AddressInfo).port;
-      const password = 'hunter2-very-secret-token';
-      await assert.rejects(lsRemoteHeads(`http://127.0.0.1:${port}/acme/app.git`, { credentials: { username: 'ada', password }, timeoutMs: 20_000 }), (error: Error) => {
-        assert.doesNotMatch(error.message, /hunter2/);
-        assert.match(error.message, /authentication/i);
-        return true;
-      });
-      await assert.rejects(lsRemoteHeads(`http://ada:${password}@127.0.0.1:${port}/acme/app.git`, { timeoutMs: 20_000 }), (error: Error) => {
-        assert.doesNotMatch(error.message, /hunter2/);
-        return true;
-      });
-      assert.ok(seen.some((value) => value === `Basic ${Buffer.from(`ada:${password}`).toString('base64')}`), 'the credentials reached the server');
-    } finally {
-      await new Promise((resolve) => server.close(resolve));
-    }
-  });
 });
 
 for (const dialect of dialects) {

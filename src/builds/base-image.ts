@@ -13,7 +13,7 @@ import { chmod, chown, copyFile, mkdir, open, readFile, stat, symlink, writeFile
 import path from 'node:path';
 import { BuildError, createMasker, registryHostOf, repositoryOf, type BuildResult, type LogSink, type RegistryAuth } from './build-driver.js';
 import { BuildahDriver } from './buildah-driver.js';
-import { runProcess } from './process.js';
+import { runProcess } from '../exec/process.js';
 
 export type RootfsSource = { rootfsDir: string } | { tarball: string };
 

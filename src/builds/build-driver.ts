@@ -13,6 +13,9 @@
 /** One build log line (no line break). */
 export type LogSink = (line: string) => void;
 
+/** One line of a tool's output (no line break) and the stream it came on, for callers that keep them apart. */
+export type OutputSink = (line: string, stream: 'stdout' | 'stderr') => void;
+
 export interface RegistryAuth {
   username: string;
   password: string;
@@ -91,13 +94,98 @@ export interface StepsResult {
   phases: Record<string, number>;
 }
 
+export interface LocalBuildRequest {
+  /** Folder with the build context; its `.dockerignore` is honoured. */
+  contextDir: string;
+  /** Absolute path of the Dockerfile; it may be outside the context (then `<Dockerfile>.dockerignore` is read too). */
+  dockerfile: string;
+  /** Names in the local store, e.g. `localhost/slipway-run-r1/app:1`; at least one. */
+  tags: string[];
+  buildArgs?: Record<string, string>;
+  target?: string;
+  platform?: string;
+  /** `key=value` (or `key`) labels for the image. */
+  labels?: string[];
+  noCache?: boolean;
+  /** Less output from the build tool (`docker build -q`). */
+  quiet?: boolean;
+  /** Logins by registry host (`host[:port]`), for FROM images. */
+  auths?: Record<string, RegistryAuth>;
+  /** Registry hosts (`host[:port]`) spoken to over plain HTTP / without TLS verification. */
+  insecureRegistries?: string[];
+  signal?: AbortSignal;
+}
+
+/** An image in the driver's local store. */
+export interface LocalImage {
+  /** Full hex ID (no `sha256:`). */
+  id: string;
+  names: string[];
+  /** As the tool prints it (`106 MB`). */
+  size?: string;
+  created?: string;
+}
+
+/** What `inspectImage` tells about a local image (its OCI configuration). */
+export interface ImageDetails {
+  created?: string;
+  architecture?: string;
+  os?: string;
+  /** The OCI image config (`User`, `Env`, `Cmd`, `Entrypoint`, `WorkingDir`, `Labels`, `ExposedPorts`, …). */
+  config: Record<string, unknown>;
+}
+
+export interface PushRequest {
+  /** A local image: a name in the store or an ID. */
+  image: string;
+  /** Full image reference to push to (no transport prefix). */
+  destination: string;
+  auth?: RegistryAuth;
+  /** Plain HTTP / no TLS verification for the destination registry. */
+  insecure?: boolean;
+  /** Manifest format; default the tool's (OCI). */
+  format?: 'oci' | 'v2s2';
+  signal?: AbortSignal;
+}
+
+export interface ImageRootRequest {
+  /** Name of the working container (unique; `slipway-…`), so that leftovers are recognised as ours. */
+  name: string;
+  /** Pulled when not present (and always checked for a newer version). */
+  image: string;
+  auth?: RegistryAuth;
+  insecure?: boolean;
+  signal?: AbortSignal;
+}
+
+/** A writable root file system made from an image, mounted on the host until `release`. */
+export interface ImageRoot {
+  /** Host path of the mounted root (symbolic links resolved). */
+  rootfs: string;
+  /** The image's configured environment (`ENV`). */
+  env: Record<string, string>;
+  /** Unmounts and removes it; problems go to the log given to `mountImage`. Safe to call twice. */
+  release(): Promise<void>;
+}
+
 export interface BuildDriver {
   build(request: BuildRequest, log: LogSink): Promise<BuildResult>;
   runSteps(request: StepsRequest, log: LogSink): Promise<StepsResult>;
+  /** Builds into the local store (no push); the build tool's output goes to `output` as it comes. */
+  buildLocal(request: LocalBuildRequest, output: OutputSink): Promise<{ imageId: string }>;
+  listImages(): Promise<LocalImage[]>;
+  /** Adds the name `name` to the local image `image` (name or ID). */
+  tagImage(image: string, name: string, signal?: AbortSignal): Promise<void>;
+  /** null when there is no such image. */
+  inspectImage(image: string, signal?: AbortSignal): Promise<ImageDetails | null>;
+  /** Removes one name; the image goes with its last name. A BuildError `not-found` when there is no such name. */
+  removeImage(name: string, signal?: AbortSignal): Promise<void>;
+  pushImage(request: PushRequest, log: LogSink): Promise<{ digest: string }>;
+  mountImage(request: ImageRootRequest, log: LogSink): Promise<ImageRoot>;
 }
 
-/** Why a build did not produce a result. */
-export type BuildErrorReason = 'invalid' | 'failed' | 'timeout' | 'aborted' | 'push' | 'internal';
+/** Why a build (or an image operation) did not produce a result. */
+export type BuildErrorReason = 'invalid' | 'failed' | 'timeout' | 'aborted' | 'push' | 'not-found' | 'internal';
 
 /** A build or step that failed; the tool's own output is in the build log, not in this message. */
 export class BuildError extends Error {
@@ -107,12 +195,15 @@ export class BuildError extends Error {
   readonly step?: string;
   /** Exit code of the failed step, when known. */
   readonly exitCode?: number;
+  /** The tool's own last words (its last line of stderr), when there were any. */
+  readonly detail?: string;
 
-  constructor(reason: BuildErrorReason, message: string, details: { step?: string; exitCode?: number; cause?: unknown } = {}) {
+  constructor(reason: BuildErrorReason, message: string, details: { step?: string; exitCode?: number; detail?: string; cause?: unknown } = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.reason = reason;
     if (details.step !== undefined) this.step = details.step;
     if (details.exitCode !== undefined) this.exitCode = details.exitCode;
+    if (details.detail !== undefined) this.detail = details.detail;
   }
 }
 

@@ -17,7 +17,7 @@ import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError, toApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import type { BlobService } from '../registry/blob-service.js';
-import { ContextError, extractTarball } from './context.js';
+import { ContextError, extractTarball } from './context-tarball.js';
 import { BuildInputError, BuildNotFoundError, type BuildService, type BuildView, type Requester } from './service.js';
 
 export interface BuildRoutesOptions {

@@ -23,8 +23,8 @@ import type { BuildDriver } from './build-driver.js';
 import { resolveBaseImages, registryHostOfImage } from './base-resolution.js';
 import { findBuildSpec, parseBuildSpec } from './build-spec.js';
 import { componentLayer, pushComponent } from './component-artifact.js';
-import { cloneRepository } from './context.js';
-import type { BuildLogs, LogFollower } from './logs.js';
+import { cloneRepository } from '../git/clone.js';
+import type { BuildLogs, LogFollower } from '../logs/log-store.js';
 import { checkTag, componentRepository, componentTag, imageRepository, NamingError } from './naming.js';
 
 export type BuildKind = 'image' | 'component';

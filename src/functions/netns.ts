@@ -6,7 +6,7 @@
  * instance at its address. Two `ip -batch` calls per namespace. Everything is named with the
  * `slw-` prefix (host veths `slw<index>`) so leftovers of a crashed process can be found.
  */
-import { runProcess } from '../builds/process.js';
+import { runProcess } from '../exec/process.js';
 
 export const NAME_PREFIX = 'slw-';
 

@@ -16,7 +16,7 @@ import { mkdir, readFile, readdir, realpath, rm, rmdir, stat, writeFile } from '
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { killGroup, runProcess } from '../builds/process.js';
+import { killGroup, runProcess } from '../exec/process.js';
 import { NAME_PREFIX, NetnsManager, type InstanceNetwork } from './netns.js';
 
 export interface RuncDriverOptions {

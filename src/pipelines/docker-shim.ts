@@ -1,9 +1,10 @@
 /**
  * @module pipelines/docker-shim
  * The `docker` command of build steps. Steps never get a Docker engine: a small client script
- * (`dockerShimClient`, run by Node) is put first on their PATH and forwards the command line over
- * a per-stage unix socket to `DockerShimServer`, which runs buildah as root on the step's behalf
- * and streams the output back.
+ * (`dockerShimClient` in docker-shim-client.ts, run by Node) is put first on their PATH and
+ * forwards the command line over a per-stage unix socket to `DockerShimServer`, which builds and
+ * manages images on the step's behalf through the stage's build driver (`BuildDriver`: buildah
+ * as root by default) and streams the output back.
  *
  * Supported: `docker build` (`-t/--tag` (several), `-f/--file`, `--build-arg`, `--target`,
  * `--platform`, `--no-cache`, `--label`, accepted and ignored: `--pull`, `--rm`, `--force-rm`,
@@ -11,7 +12,7 @@
  * inspect` / `docker inspect`, `docker rmi` / `docker image rm`, `docker version`. Everything
  * else exits 1 with a message.
  *
- * Names are scoped to the run: `docker build -t hello:1 .` stores
+ * Names are scoped to the run (pipelines/run-images): `docker build -t hello:1 .` stores
  * `localhost/slipway-run-<run>/hello:1`, so concurrent runs never see each other's images, and
  * `docker images` lists only the run's own. The build context and the Dockerfile must resolve
  * (symbolic links followed) inside the stage's workspace.
@@ -19,138 +20,26 @@
  * Protocol: the client sends one JSON line `{argv, cwd, env}` (`env`: values of `--build-arg NAME`
  * given without a value, taken from the step's environment); the server answers with JSON lines
  * `{"o": text}` (stdout), `{"e": text}` (stderr) and finally `{"x": exitCode}`. A client that goes
- * away (its step was killed) stops the buildah command it asked for.
+ * away (its step was killed) stops the build it asked for.
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import type { BuildahDriver } from '../builds/buildah-driver.js';
-import type { RegistryAuth } from '../builds/build-driver.js';
+import { BuildError, type BuildDriver, type LocalImage, type RegistryAuth } from '../builds/build-driver.js';
+import { LocalNameError, runImagePrefix, runImagesOf, scopedImageName, unscopedImageName, unscopeText, untaggedRepository } from './run-images.js';
 
-/** The client: CommonJS, no dependencies, run by Node (`node <file> <docker args>`). */
-export const dockerShimClient = String.raw`'use strict';
-const net = require('net');
-const socketPath = process.env.SLIPWAY_DOCKER_SOCKET;
-if (!socketPath) {
-  process.stderr.write('docker: this step has no Slipway docker socket (SLIPWAY_DOCKER_SOCKET is not set)\n');
-  process.exit(1);
-}
-const argv = process.argv.slice(2);
-const env = {};
-for (let i = 0; i < argv.length; i++) {
-  let value;
-  if (argv[i] === '--build-arg') value = argv[i + 1];
-  else if (argv[i].startsWith('--build-arg=')) value = argv[i].slice(12);
-  if (value !== undefined && !value.includes('=') && process.env[value] !== undefined) env[value] = process.env[value];
-}
-let cwd;
-try { cwd = process.cwd(); } catch { cwd = '/'; }
-let exitCode;
-let pending = '';
-const socket = net.createConnection(socketPath);
-socket.setEncoding('utf8');
-socket.on('connect', () => socket.write(JSON.stringify({ argv, cwd, env }) + '\n'));
-socket.on('data', (chunk) => {
-  pending += chunk;
-  let index;
-  while ((index = pending.indexOf('\n')) >= 0) {
-    const line = pending.slice(0, index);
-    pending = pending.slice(index + 1);
-    if (line === '') continue;
-    const message = JSON.parse(line);
-    if (message.o !== undefined) process.stdout.write(message.o);
-    if (message.e !== undefined) process.stderr.write(message.e);
-    if (message.x !== undefined) exitCode = message.x;
-  }
-});
-socket.on('error', (error) => {
-  process.stderr.write('docker: cannot reach Slipway (' + error.message + ')\n');
-  process.exit(1);
-});
-socket.on('close', () => {
-  if (exitCode === undefined) process.stderr.write('docker: the connection to Slipway ended early\n');
-  process.exit(exitCode === undefined ? 1 : exitCode);
-});
-for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(signal, () => { socket.destroy(); process.exit(128 + (signal === 'SIGTERM' ? 15 : signal === 'SIGINT' ? 2 : 1)); });
-`;
-
-const componentPattern = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
-const tagPattern = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 const maxRequestBytes = 1024 * 1024;
 
-/** The run id as one lower-case repository path component. */
-export function runKey(runId: string): string {
-  const key = runId.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '');
-  if (key === '' || key.length > 100) throw new Error(`run id ${JSON.stringify(runId)} cannot name images`);
-  return key;
-}
-
-/** `localhost/slipway-run-<run>/`: the prefix of every image name of a run. */
-export function runImagePrefix(runId: string): string {
-  return `localhost/slipway-run-${runKey(runId)}/`;
-}
-
-/** Names of builds without `-t` (still removed at run end; not listed by `docker images`). */
-function untaggedRepository(runId: string): string {
-  return `localhost/slipway-run-${runKey(runId)}-untagged`;
-}
-
-export class LocalNameError extends Error {
-  override name = 'LocalNameError';
-}
-
-/**
- * The run-scoped name of a local image name as steps write it (`app`, `app:1`, `team/app:1`,
- * `registry.example.com:5000/team/app:1`): `localhost/slipway-run-<run>/<repository>:<tag>`
- * (a registry port `:5000` becomes `_5000`). Throws a LocalNameError for names docker rejects.
- */
-export function scopedImageName(runId: string, name: string): string {
-  const prefix = runImagePrefix(runId);
-  if (name.startsWith(prefix)) return name.includes(':', name.lastIndexOf('/')) ? name : `${name}:latest`;
-  if (name.includes('@')) throw new LocalNameError(`${name}: digests are not supported for local image names`);
-  const slash = name.lastIndexOf('/');
-  const colon = name.lastIndexOf(':');
-  const repository = colon > slash ? name.slice(0, colon) : name;
-  const tag = colon > slash ? name.slice(colon + 1) : 'latest';
-  if (!tagPattern.test(tag)) throw new LocalNameError(`invalid tag ${JSON.stringify(tag)} in ${name}`);
-  const parts = repository.split('/');
-  const first = parts[0]!;
-  if (parts.length > 1 && (first.includes('.') || first.includes(':') || first === 'localhost')) {
-    const host = /^([a-z0-9.-]+)(?::(\d{1,5}))?$/.exec(first.toLowerCase());
-    if (!host) throw new LocalNameError(`invalid registry host in ${name}`);
-    parts[0] = host[2] ? `${host[1]}_${host[2]}` : host[1]!;
-  }
-  for (const part of parts) if (!componentPattern.test(part)) throw new LocalNameError(`invalid reference format: ${JSON.stringify(name)} (repository names are lower-case letters, digits and separators)`);
-  return `${prefix}${parts.join('/')}:${tag}`;
-}
-
-/** The name a step wrote for a run-scoped name (the inverse of scopedImageName). */
-export function unscopedImageName(runId: string, scoped: string): string {
-  const prefix = runImagePrefix(runId);
-  if (!scoped.startsWith(prefix)) return scoped;
-  const parts = scoped.slice(prefix.length).split('/');
-  if (parts.length > 1) parts[0] = parts[0]!.replace(/^([a-z0-9.-]*\.[a-z0-9.-]*|localhost)_(\d{1,5})$/, '$1:$2');
-  return parts.join('/');
-}
-
-interface BuildahImage {
-  /** Full hex ID (no `sha256:`). */
-  id: string;
-  names: string[];
-  /** As buildah prints it (`106 MB`). */
-  size?: string;
-  created?: string;
-}
-
 export interface DockerShimOptions {
-  buildah: BuildahDriver;
+  /** Builds and keeps the run's images (the driver of the stage executor). */
+  driver: BuildDriver;
   runId: string;
   /** Host folder of the workspace: build contexts and Dockerfiles must be inside it. */
   workspaceDir: string;
   /** Maps a path as the step sees it to a host path (identity for the shell executor). */
   hostPath: (stepPath: string) => string | null;
-  /** A private folder for Dockerfile copies, auth files and buildah's TMPDIR. */
+  /** A private folder for Dockerfile copies. */
   workDir: string;
   images: {
     resolveDockerfile?(text: string): Promise<{ text: string; external: string[] }>;
@@ -358,19 +247,13 @@ export class DockerShimServer {
     return real;
   }
 
-  private async run(args: string[], io: Output, options: { env?: NodeJS.ProcessEnv; quiet?: boolean; captureStdout?: boolean } = {}) {
-    return this.options.buildah.exec(args, {
-      env: options.env,
-      signal: io.signal,
-      graceMs: 5_000,
-      captureStdout: options.captureStdout,
-      // Steps see their own names, not the run-scoped ones.
-      onLine: options.quiet ? undefined : (line, stream) => {
-        const shown = `${unscopeText(this.options.runId, line)}\n`;
-        if (stream === 'stdout') io.out(shown);
-        else io.err(shown);
-      },
-    });
+  /** The build tool's output as the step sees it: its own names, not the run-scoped ones. */
+  private output(io: Output): (line: string, stream: 'stdout' | 'stderr') => void {
+    return (line, stream) => {
+      const shown = `${unscopeText(this.options.runId, line)}\n`;
+      if (stream === 'stdout') io.out(shown);
+      else io.err(shown);
+    };
   }
 
   private async build(args: string[], request: { cwd: string; env: Record<string, string> }, io: Output): Promise<number> {
@@ -399,45 +282,43 @@ export class DockerShimServer {
 
     const id = randomBytes(6).toString('hex');
     const work = path.join(this.options.workDir, `build-${id}`);
-    await mkdir(path.join(work, 'tmp'), { recursive: true, mode: 0o700 });
+    await mkdir(work, { recursive: true, mode: 0o700 });
     try {
+      // The Dockerfile with its FROM lines resolved, outside the context. A `.dockerignore` next
+      // to a Dockerfile outside the context would be missed: buildah reads
+      // `<Dockerfile>.dockerignore` and the context's `.dockerignore` only.
       const file = path.join(work, 'Dockerfile');
       await writeFile(file, text, { mode: 0o600 });
-      // A `.dockerignore` next to a Dockerfile outside the context would be missed: buildah
-      // reads `<Dockerfile>.dockerignore` and the context's `.dockerignore` only.
-      const authArgs = await this.options.buildah.writeAuthFile(work, images.registryAuth, [images.registryHost], images.extraAuths);
-      const registriesEnv = await this.options.buildah.writeRegistriesConf(work, images.insecureRegistries);
-      const iidFile = path.join(work, 'image.id');
       const untagged = tags.length === 0 ? [`${untaggedRepository(this.options.runId)}:${++this.buildCount}-${id}`] : [];
-      const buildArgs: string[] = [];
+      const buildArgs: Record<string, string> = {};
       for (const value of values('--build-arg')) {
-        if (value.includes('=')) buildArgs.push('--build-arg', value);
-        else if (request.env[value] !== undefined) buildArgs.push('--build-arg', `${value}=${request.env[value]}`);
+        const eq = value.indexOf('=');
+        if (eq >= 0) buildArgs[value.slice(0, eq)] = value.slice(eq + 1);
+        else if (request.env[value] !== undefined) buildArgs[value] = request.env[value]!;
       }
-      const budArgs = [
-        'bud',
-        '--isolation', 'chroot',
-        '--layers',
-        '--force-rm',
-        '-f', file,
-        '--iidfile', iidFile,
-        ...[...tags, ...untagged].flatMap((tag) => ['-t', tag]),
-        ...buildArgs,
-        ...values('--target').flatMap((v) => ['--target', v]),
-        ...values('--platform').flatMap((v) => ['--platform', v]),
-        ...values('--label').flatMap((v) => ['--label', v]),
-        ...(values('--no-cache').length > 0 ? ['--no-cache'] : []),
-        ...(quiet ? ['--quiet'] : []),
-        ...authArgs,
-        contextDir,
-      ];
       this.options.log(`[slipway] docker build ${contextStep}${tags.length > 0 ? ` -> ${values('--tag', '-t').join(', ')}` : ''}`);
-      const result = await this.run(budArgs, io, { env: { ...process.env, ...registriesEnv, TMPDIR: path.join(work, 'tmp') }, quiet });
-      if (result.code !== 0) {
+      let imageId: string;
+      try {
+        ({ imageId } = await this.options.driver.buildLocal({
+          contextDir,
+          dockerfile: file,
+          tags: [...tags, ...untagged],
+          buildArgs,
+          target: values('--target').pop(),
+          platform: values('--platform').pop(),
+          labels: values('--label'),
+          noCache: values('--no-cache').length > 0,
+          quiet,
+          auths: { ...images.extraAuths, ...(images.registryAuth ? { [images.registryHost]: images.registryAuth } : {}) },
+          insecureRegistries: images.insecureRegistries,
+          signal: io.signal,
+        }, quiet ? () => undefined : this.output(io)));
+      } catch (error) {
+        if (!(error instanceof BuildError)) throw error;
         if (io.signal.aborted) return 130;
-        return result.code ?? 1;
+        if (error.reason === 'invalid') throw new CommandError(`docker build: ${error.message}`);
+        return error.exitCode ?? 1;
       }
-      const imageId = (await readFile(iidFile, 'utf8')).trim();
       if (quiet) io.out(`sha256:${imageId.replace(/^sha256:/, '')}\n`);
       return 0;
     } finally {
@@ -446,14 +327,12 @@ export class DockerShimServer {
   }
 
   /** The run's images (names with the run's prefix, or its untagged builds). */
-  async runImages(): Promise<BuildahImage[]> {
-    const result = await this.options.buildah.exec(['images', '--json', '--no-trunc'], { captureStdout: true, timeoutMs: 60_000 });
-    if (result.code !== 0) throw new Error(`buildah images failed: ${result.stderrTail.slice(-1)[0] ?? ''}`);
-    return listRunImages(result.stdout, this.options.runId);
+  async runImages(): Promise<LocalImage[]> {
+    return runImagesOf(await this.options.driver.listImages(), this.options.runId);
   }
 
   /** An image of the run by local name or (a prefix of its) ID; throws when there is none. */
-  private async findImage(reference: string, command: string): Promise<{ ref: string; image: BuildahImage }> {
+  private async findImage(reference: string, command: string): Promise<{ ref: string; image: LocalImage }> {
     const images = await this.runImages();
     const id = reference.replace(/^sha256:/, '');
     if (/^[0-9a-f]{4,64}$/.test(id)) {
@@ -476,9 +355,11 @@ export class DockerShimServer {
     if (positional.length !== 2) throw new CommandError('docker tag: usage: docker tag SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]');
     const source = await this.findImage(positional[0]!, 'tag');
     const target = scopedImageName(this.options.runId, positional[1]!);
-    const result = await this.run(['tag', source.image.id, target], io, { quiet: true });
-    if (result.code !== 0) {
-      io.err(`docker tag: ${result.stderrTail.slice(-1)[0] ?? 'failed'}\n`);
+    try {
+      await this.options.driver.tagImage(source.image.id, target, io.signal);
+    } catch (error) {
+      if (!(error instanceof BuildError)) throw error;
+      io.err(`docker tag: ${error.detail ?? 'failed'}\n`);
       return 1;
     }
     return 0;
@@ -530,20 +411,19 @@ export class DockerShimServer {
         code = 1;
         continue;
       }
-      const result = await this.options.buildah.exec(['inspect', '--type', 'image', found.image.id], { captureStdout: true, timeoutMs: 60_000, signal: io.signal });
-      if (result.code !== 0) {
+      const info = await this.options.driver.inspectImage(found.image.id, io.signal);
+      if (!info) {
         io.err(`Error: No such image: ${reference}\n`);
         code = 1;
         continue;
       }
-      const info = JSON.parse(result.stdout) as { OCIv1?: { created?: string; architecture?: string; os?: string; config?: Record<string, unknown> } };
-      const config = info.OCIv1?.config ?? {};
+      const config = info.config;
       views.push({
         Id: `sha256:${found.image.id}`,
         RepoTags: found.image.names.filter((n) => n.startsWith(runImagePrefix(this.options.runId))).map((n) => unscopedImageName(this.options.runId, n)),
-        Created: info.OCIv1?.created,
-        Architecture: info.OCIv1?.architecture,
-        Os: info.OCIv1?.os,
+        Created: info.created,
+        Architecture: info.architecture,
+        Os: info.os,
         Size: found.image.size,
         Config: {
           User: config.User ?? '',
@@ -580,43 +460,18 @@ export class DockerShimServer {
       // By ID: every run name of it; by name: that name only (the image goes with its last name).
       const names = found.ref === found.image.id ? found.image.names.filter((n) => n.startsWith(runImagePrefix(this.options.runId))) : [found.ref];
       for (const name of names) {
-        const result = await this.run(['rmi', name], io, { quiet: true });
-        if (result.code !== 0) {
-          io.err(`docker rmi: ${result.stderrTail.slice(-1)[0] ?? 'failed'}\n`);
-          code = 1;
-        } else {
+        try {
+          await this.options.driver.removeImage(name, io.signal);
           io.out(`Untagged: ${unscopedImageName(this.options.runId, name)}\n`);
+        } catch (error) {
+          if (!(error instanceof BuildError)) throw error;
+          io.err(`docker rmi: ${error.detail ?? 'failed'}\n`);
+          code = 1;
         }
       }
     }
     return code;
   }
-}
-
-/** Replaces run-scoped names in a line of buildah output by the names the step wrote. */
-export function unscopeText(runId: string, line: string): string {
-  const prefix = runImagePrefix(runId);
-  if (!line.includes(prefix)) return line;
-  return line.replace(new RegExp(`${prefix.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}[^\\s"']*`, 'g'), (name) => unscopedImageName(runId, name));
-}
-
-/** Parses `buildah images --json` and keeps the images with a name of the run. */
-export function listRunImages(json: string, runId: string): BuildahImage[] {
-  const text = json.trim();
-  if (text === '' || text === 'null') return [];
-  const prefix = runImagePrefix(runId);
-  const untagged = `${untaggedRepository(runId)}:`;
-  const list = JSON.parse(text) as Array<{ id: string; names?: string[] | null; size?: string | number; createdat?: string }>;
-  return list
-    .map((image) => ({ id: image.id.replace(/^sha256:/, ''), names: image.names ?? [], size: image.size === undefined ? undefined : String(image.size), created: image.createdat }))
-    .filter((image) => image.names.some((name) => name.startsWith(prefix) || name.startsWith(untagged)));
-}
-
-/** Every name of a run (including untagged builds) in `buildah images --json` output. */
-export function runImageNames(json: string, runId: string): string[] {
-  const prefix = runImagePrefix(runId);
-  const untagged = `${untaggedRepository(runId)}:`;
-  return listRunImages(json, runId).flatMap((image) => image.names.filter((name) => name.startsWith(prefix) || name.startsWith(untagged)));
 }
 
 /** A small subset of Go templates: `{{.Field.Sub}}` and `{{json .Field}}`. */

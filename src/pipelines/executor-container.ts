@@ -1,7 +1,8 @@
 /**
  * @module pipelines/executor-container
- * The container executor's sandbox: the stage's root file system is a buildah working container
- * made from the executor image (`buildah from` + `buildah mount`), and each step runs in a fresh
+ * The container executor's sandbox: the stage's root file system is made from the executor image
+ * by the stage's build driver (`BuildDriver.mountImage`: a buildah working container, mounted),
+ * and each step runs in a fresh
  * runc container on that root (`runc run`, foreground, its own pid/ipc/uts/mount namespaces, the
  * host's network, Docker's default capabilities). Files the steps write outside the workspace
  * therefore persist from step to step; processes do not (a step's processes die with it).
@@ -9,16 +10,16 @@
  * Mounts: the workspace at `/workspace` (read-write), and under `/.slipway` the docker shim
  * (`bin`, read-only), the step scripts (`steps`, read-only), the environment state (`state`), the
  * docker socket, and the host's Node.js with its libraries and dynamic loader (read-only) so that
- * the shim runs in any image, whatever its libc. At the end every runc container is deleted, the
- * working container unmounted and removed.
+ * the shim runs in any image, whatever its libc. At the end every runc container is deleted and
+ * the root released (unmounted and removed).
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { BuildahDriver } from '../builds/buildah-driver.js';
-import { registryHostOf, type RegistryAuth } from '../builds/build-driver.js';
-import { runProcess, type ProcessResult } from '../builds/process.js';
-import { isInside, resolveInRoot, runStepProcess, type SandboxRunOptions, type StepSandbox } from './executor-sandbox.js';
+import { BuildError, type BuildDriver, type ImageRoot, type RegistryAuth } from '../builds/build-driver.js';
+import { runProcess, type ProcessResult } from '../exec/process.js';
+import { resolveInRoot } from '../exec/container-path.js';
+import { isInside, runStepProcess, type SandboxRunOptions, type StepSandbox } from './executor-sandbox.js';
 import { defaultPath } from './executor-shell.js';
 
 export const containerWorkspace = '/workspace';
@@ -57,7 +58,7 @@ function hostNodeFiles(): Promise<{ node: string; loader: string; libs: string[]
 export const containerShimLauncher = `#!/bin/sh\nexec ${slipwayDir}/node/ld.so --library-path ${slipwayDir}/node/lib ${slipwayDir}/node/node ${slipwayDir}/bin/docker-shim.cjs "$@"\n`;
 
 export interface ContainerSandboxOptions {
-  buildah: BuildahDriver;
+  driver: BuildDriver;
   image: string;
   auth?: RegistryAuth;
   insecure?: boolean;
@@ -68,7 +69,7 @@ export interface ContainerSandboxOptions {
   scriptDir: string;
   stateDir: string;
   socketPath: string;
-  /** Private host folder: runc state, bundle, auth file. */
+  /** Private host folder: runc state and bundle. */
   workDir: string;
   graceMs: number;
   signal: AbortSignal;
@@ -90,11 +91,9 @@ export class ContainerSandbox implements StepSandbox {
   readonly stateDir: { step: string; host: string };
   readonly socketPath = `${slipwayDir}/docker.sock`;
   private readonly name: string;
+  private root?: ImageRoot;
   private rootfs?: string;
-  private created = false;
-  private fromDone = false;
   private bashNoted = false;
-  private mounted = false;
   private imageEnv: Record<string, string> = {};
   private counter = 0;
   private readonly runcRoot: string;
@@ -122,45 +121,20 @@ export class ContainerSandbox implements StepSandbox {
   }
 
   private async prepare(): Promise<void> {
-    const { buildah, image } = this.options;
+    const { driver, image } = this.options;
     await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
     await mkdir(this.bundleDir, { recursive: true, mode: 0o700 });
-    const authDir = path.join(this.options.workDir, 'auth');
-    await mkdir(authDir, { recursive: true, mode: 0o700 });
-    const tmp = path.join(this.options.workDir, 'tmp');
-    await mkdir(tmp, { recursive: true, mode: 0o700 });
+    this.options.log(`[slipway] preparing the build container from ${image}`);
     try {
-      const authArgs = await buildah.writeAuthFile(authDir, this.options.auth, [registryHostOf(image)]);
-      this.options.log(`[slipway] preparing the build container from ${image}`);
-      const from = await buildah.exec(['from', '--name', this.name, '--quiet', '--pull', ...(this.options.insecure ? ['--tls-verify=false'] : []), ...authArgs, image], {
-        env: { ...process.env, TMPDIR: tmp },
-        signal: this.options.signal,
-        onLine: (line, stream) => {
-          if (stream === 'stderr') this.options.log(line);
-        },
-      });
-      // A `from` stopped midway may still have made the container: always try to remove it.
-      this.created = true;
-      this.fromDone = from.code === 0;
-      if (from.code !== 0) {
-        const last = from.stderrTail.filter((l) => l.trim() !== '').slice(-1)[0] ?? '';
-        throw new Error(from.aborted ? 'preparing the build container was stopped' : `cannot use the executor image ${image}: ${last}`);
-      }
-    } finally {
-      await rm(authDir, { recursive: true, force: true });
+      this.root = await driver.mountImage({ name: this.name, image, auth: this.options.auth, insecure: this.options.insecure, signal: this.options.signal }, this.options.log);
+    } catch (error) {
+      if (!(error instanceof BuildError)) throw error;
+      if (error.reason === 'aborted') throw new Error('preparing the build container was stopped');
+      if (error.reason === 'internal') throw new Error(`cannot mount the build container: ${error.detail ?? ''}`);
+      throw new Error(`cannot use the executor image ${image}: ${error.detail ?? error.message}`);
     }
-    const mount = await buildah.exec(['mount', this.name], { captureStdout: true, timeoutMs: 120_000 });
-    if (mount.code !== 0) throw new Error(`cannot mount the build container: ${mount.stderrTail.slice(-1)[0] ?? ''}`);
-    this.mounted = true;
-    this.rootfs = await realpath(mount.stdout.trim());
-    const inspect = await buildah.exec(['inspect', '--type', 'container', this.name], { captureStdout: true, timeoutMs: 60_000 });
-    if (inspect.code === 0) {
-      const info = JSON.parse(inspect.stdout) as { OCIv1?: { config?: { Env?: string[] } } };
-      for (const entry of info.OCIv1?.config?.Env ?? []) {
-        const eq = entry.indexOf('=');
-        if (eq > 0) this.imageEnv[entry.slice(0, eq)] = entry.slice(eq + 1);
-      }
-    }
+    this.rootfs = this.root.rootfs;
+    this.imageEnv = { ...this.root.env };
     // Folders the steps expect: /tmp (sticky, world-writable) and root's home.
     for (const [dir, mode] of [['/tmp', 0o1777], ['/root', 0o700]] as const) {
       const host = await resolveInRoot(this.rootfs, dir);
@@ -312,10 +286,6 @@ export class ContainerSandbox implements StepSandbox {
     const list = await runProcess('runc', ['--root', this.runcRoot, 'list', '--quiet'], { captureStdout: true, timeoutMs: 30_000 }).catch(() => undefined);
     for (const id of (list?.stdout ?? '').split('\n').map((l) => l.trim()).filter(Boolean)) await this.deleteContainer(id);
     await rm(this.runcRoot, { recursive: true, force: true }).catch(() => undefined);
-    if (this.mounted) await this.options.buildah.exec(['umount', this.name], { timeoutMs: 120_000 }).catch(() => undefined);
-    if (this.created) {
-      const removed = await this.options.buildah.exec(['rm', this.name], { timeoutMs: 120_000 }).catch(() => undefined);
-      if (removed && removed.code !== 0 && this.fromDone) this.options.log(`[slipway] could not remove the build container ${this.name}: ${removed.stderrTail.slice(-1)[0] ?? ''}`);
-    }
+    await this.root?.release().catch(() => undefined);
   }
 }

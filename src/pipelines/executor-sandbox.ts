@@ -2,13 +2,23 @@
  * @module pipelines/executor-sandbox
  * What the stage executor needs from the place steps run in (the host as an unprivileged user,
  * or a runc container), plus the small file helpers both share: opening files a step may have
- * replaced with symbolic links, and the step wrapper script.
+ * replaced with symbolic links (reading its state, copying input artifacts in and outputs out),
+ * and the step wrapper script.
  */
-import { constants } from 'node:fs';
-import { spawn } from 'node:child_process';
-import { open, realpath } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { constants, createReadStream } from 'node:fs';
+import { lstat, mkdir, open, readFile, realpath, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { killGroup, lineSplitter, type ProcessResult } from '../builds/process.js';
+import { pipeline } from 'node:stream/promises';
+import { runProcess, type ProcessResult } from '../exec/process.js';
+
+/** Invalid requests (programming errors of the caller), thrown by runStage. */
+export class StageRequestError extends Error {
+  override name = 'StageRequestError';
+}
+
+/** Characters replaced by `_` where an artifact name becomes a file name. */
+export const outputNamePattern = /[^A-Za-z0-9._-]+/g;
 
 export interface SandboxRunOptions {
   /** The wrapper script as the step sees it. */
@@ -54,8 +64,6 @@ export function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
-export { resolveInRoot } from '../builds/limits.js';
-
 export function isInside(root: string, candidate: string): boolean {
   return candidate === root || candidate.startsWith(root.endsWith('/') ? root : `${root}/`);
 }
@@ -86,6 +94,71 @@ export async function readStepFile(file: string, maxBytes: number, uid?: number)
     const info = await handle.stat();
     if (!info.isFile() || info.size > maxBytes || (uid !== undefined && info.uid !== uid) || info.nlink > 1) return null;
     return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(file), hash);
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/**
+ * Copies the input artifacts into the workspace before the steps; a location outside the
+ * workspace (also through a link in the checkout) is refused: the reason is returned.
+ */
+export async function copyInputs(inputs: Array<{ name: string; location: string; file: string }>, sandbox: StepSandbox, workspaceDir: string, log: (line: string) => void): Promise<string | null> {
+  for (const input of inputs) {
+    const outside = `input artifact ${input.name}: ${input.location} leads outside the workspace`;
+    const host = sandbox.workspaceHostPath(path.posix.resolve(sandbox.primarySource, input.location));
+    if (host === null) return outside;
+    let target = host;
+    if ((await stat(target).catch(() => undefined))?.isDirectory() || input.location.endsWith('/')) target = path.join(target, input.name.replace(outputNamePattern, '_') || 'input');
+    const parent = path.dirname(target);
+    // The deepest existing ancestor must be inside the workspace (a link in the checkout must not lead out).
+    let existing = parent;
+    while (!(await lstat(existing).catch(() => undefined))) existing = path.dirname(existing);
+    if ((await realInside(workspaceDir, existing)) === null) return outside;
+    await mkdir(parent, { recursive: true });
+    const realParent = await realInside(workspaceDir, parent);
+    if (realParent === null) return outside;
+    const source = await readFile(input.file).catch((error: Error) => {
+      throw new StageRequestError(`input artifact ${input.name}: cannot read ${input.file}: ${error.message}`);
+    });
+    let handle;
+    try {
+      handle = await open(path.join(realParent, path.basename(target)), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o644);
+    } catch (error) {
+      return `input artifact ${input.name}: cannot write ${input.location}: ${(error as Error).message}`;
+    }
+    try {
+      await handle.writeFile(source);
+    } finally {
+      await handle.close();
+    }
+    log(`[slipway] input artifact ${input.name} -> ${input.location}`);
+  }
+  return null;
+}
+
+/** Copies a step-made file (no symbolic link followed in its last component) and hashes the copy. */
+export async function copyOutput(source: string, destination: () => Promise<string>): Promise<{ file: string; size: number; digest: string } | null> {
+  let handle;
+  try {
+    handle = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return null;
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) return null;
+    const file = await destination();
+    await rm(file, { force: true });
+    await pipeline(handle.createReadStream({ autoClose: false }), (await open(file, 'wx', 0o600)).createWriteStream());
+    const size = (await stat(file)).size;
+    return { file, size, digest: await sha256File(file) };
   } finally {
     await handle.close();
   }
@@ -140,72 +213,20 @@ export interface StepProcessOptions {
   timeoutMs?: number;
   graceMs: number;
   onLine: (line: string, stream: 'stdout' | 'stderr') => void;
-  /** Runs after the child exited (and its group was killed): kill whatever escaped the group. */
+  /** Runs after the step's process exited (and its group was killed): kill whatever escaped the group. */
   afterExit?: () => Promise<void>;
 }
 
+/** After a step's process ended and its escapees were killed: the longest wait for its output pipes to end. */
+const stepDrainMs = 2_000;
+
 /**
- * Runs one step program in its own process group. Unlike `runProcess`, it does not wait for the
- * output pipes to close: a process that left the group (`setsid`, a daemon) and still holds them
- * is killed by `afterExit` and the pipes are closed shortly after the step's own process ended.
+ * Runs one step program in its own process group (SIGTERM and SIGKILL go to the whole group),
+ * stdin /dev/null. The result comes once the step's output is fully read: its pipes reached
+ * their end after the step's own process ended, its group was killed and `afterExit` killed what
+ * left the group (`setsid`, a daemon). A holder that survived even that is cut off after
+ * `stepDrainMs`, after one more read.
  */
 export function runStepProcess(command: string, args: string[], options: StepProcessOptions): Promise<ProcessResult> {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    if (options.signal.aborted) {
-      resolve({ code: null, signal: null, stdout: '', stdoutBytes: Buffer.alloc(0), stderrTail: [], timedOut: false, aborted: true, durationMs: 0 });
-      return;
-    }
-    const child = spawn(command, args, { env: options.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    const killChildGroup = (signal: NodeJS.Signals) => killGroup(child, signal);
-    const stderrTail: string[] = [];
-    const out = lineSplitter((line) => options.onLine(line, 'stdout'));
-    const err = lineSplitter((line) => {
-      stderrTail.push(line);
-      if (stderrTail.length > 50) stderrTail.shift();
-      options.onLine(line, 'stderr');
-    });
-    child.stdout!.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stderr!.on('data', (chunk: Buffer) => err.push(chunk));
-    let timedOut = false;
-    let aborted = false;
-    let killTimer: NodeJS.Timeout | undefined;
-    const stop = () => {
-      if (killTimer || child.exitCode !== null || child.signalCode !== null) return;
-      killChildGroup('SIGTERM');
-      killTimer = setTimeout(() => killChildGroup('SIGKILL'), options.graceMs);
-    };
-    const timer = options.timeoutMs !== undefined && options.timeoutMs > 0 ? setTimeout(() => { timedOut = true; stop(); }, options.timeoutMs) : undefined;
-    const onAbort = () => { aborted = true; stop(); };
-    options.signal.addEventListener('abort', onAbort, { once: true });
-    let exited = false;
-    child.on('error', (error) => {
-      if (timer) clearTimeout(timer);
-      if (killTimer) clearTimeout(killTimer);
-      options.signal.removeEventListener('abort', onAbort);
-      reject(new Error(`cannot run ${command}: ${error.message}`));
-    });
-    child.on('exit', (code, signal) => {
-      if (exited) return;
-      exited = true;
-      if (timer) clearTimeout(timer);
-      if (killTimer) clearTimeout(killTimer);
-      options.signal.removeEventListener('abort', onAbort);
-      void (async () => {
-        // Let the last lines drain, then nothing of the step may stay.
-        await new Promise((r) => setTimeout(r, 100));
-        killChildGroup('SIGKILL');
-        await options.afterExit?.().catch(() => undefined);
-        const closed = (stream: NodeJS.ReadableStream & { destroyed?: boolean; destroy(): void }) => new Promise<void>((r) => {
-          if (stream.destroyed || (stream as { readableEnded?: boolean }).readableEnded) return r();
-          const t = setTimeout(() => { stream.destroy(); r(); }, 500);
-          stream.once('close', () => { clearTimeout(t); r(); });
-        });
-        await Promise.all([closed(child.stdout!), closed(child.stderr!)]);
-        out.end();
-        err.end();
-        resolve({ code, signal, stdout: '', stdoutBytes: Buffer.alloc(0), stderrTail, timedOut, aborted, durationMs: Date.now() - started });
-      })();
-    });
-  });
+  return runProcess(command, args, { ...options, stdin: 'ignore', terminate: 'group', drainTimeoutMs: stepDrainMs });
 }

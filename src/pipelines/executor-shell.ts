@@ -7,7 +7,7 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { runProcess, type ProcessResult } from '../builds/process.js';
+import { runProcess, type ProcessResult } from '../exec/process.js';
 import { isInside, realInside, runStepProcess, type SandboxRunOptions, type StepSandbox } from './executor-sandbox.js';
 
 const standardPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';

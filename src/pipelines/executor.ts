@@ -18,26 +18,27 @@
  * - Executors: `shell` runs steps on the host as an unprivileged uid/gid (default 1004; the
  *   workspace is chowned to it); `container` runs them in runc containers on a root file system
  *   made from the executor image, the workspace at /workspace (executor-container.ts). Both give
- *   the steps a `docker` command that builds with buildah on their behalf (docker-shim.ts).
+ *   the steps a `docker` command that builds with the stage's build driver on their behalf
+ *   (docker-shim.ts); images, pushes and the container executor's root all go through that
+ *   `BuildDriver` (buildah by default).
  * - Outputs: `BINARY` files are copied to a private folder (size, sha256 digest); `DOCKER_IMAGE`
  *   names a local image the steps built or tagged in this run (run-scoped names, see
- *   docker-shim.ts). `pushImage` pushes one to a registry; `removeRunImages` drops a run's images.
+ *   run-images.ts). `pushImage` pushes one to a registry; `removeRunImages` drops a run's images.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { constants, createReadStream } from 'node:fs';
-import { chmod, chown, lstat, mkdir, mkdtemp, open, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, mkdir, mkdtemp, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { BuildSpec, FailureStep } from '../builds/build-spec.js';
-import { createMasker, registryHostOf, type RegistryAuth } from '../builds/build-driver.js';
-import type { BuildahDriver } from '../builds/buildah-driver.js';
-import { deadline } from '../builds/limits.js';
-import { runProcess } from '../builds/process.js';
-import { DockerShimServer, dockerShimClient, LocalNameError, runImageNames, runImagePrefix, scopedImageName, listRunImages } from './docker-shim.js';
+import { BuildError, createMasker, type BuildDriver, type RegistryAuth } from '../builds/build-driver.js';
+import { deadline } from '../exec/deadline.js';
+import { runProcess } from '../exec/process.js';
+import { dockerShimClient } from './docker-shim-client.js';
+import { DockerShimServer } from './docker-shim.js';
 import { ContainerSandbox, containerShimLauncher, containerWorkspace } from './executor-container.js';
-import { isInside, parseEnviron, readStepFile, realInside, shellOwnVariables, stepScript, type StepSandbox } from './executor-sandbox.js';
+import { copyInputs, copyOutput, isInside, outputNamePattern, parseEnviron, readStepFile, shellOwnVariables, StageRequestError, stepScript, type StepSandbox } from './executor-sandbox.js';
 import { killProcessesOf, ShellSandbox } from './executor-shell.js';
+import { LocalNameError, runImageNames, runImagePrefix, runImagesOf, scopedImageName } from './run-images.js';
 
 export type ExecutorKind = 'shell' | 'container';
 
@@ -108,7 +109,8 @@ export interface StageResult {
 }
 
 export interface StageExecutorOptions {
-  buildah: BuildahDriver;
+  /** Builds, pushes and mounts images for the stages (the executor image, the steps' `docker`). */
+  driver: BuildDriver;
   /** Private temp/output space (stage folders, BINARY outputs under `outputs/<run>/`). */
   workRoot: string;
   /** Default 1004. */
@@ -119,13 +121,7 @@ export interface StageExecutorOptions {
   graceMs?: number;
 }
 
-/** Invalid requests (programming errors of the caller), thrown by runStage. */
-export class StageRequestError extends Error {
-  override name = 'StageRequestError';
-}
-
 const maxStateBytes = 4 * 1024 * 1024;
-const outputNamePattern = /[^A-Za-z0-9._-]+/g;
 
 function now(): string {
   return new Date().toISOString();
@@ -135,14 +131,8 @@ function clone(steps: StepRecord[]): StepRecord[] {
   return steps.map((step) => ({ ...step, ...(step.onFailure ? { onFailure: step.onFailure.map((f) => ({ ...f })) } : {}) }));
 }
 
-async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(file), hash);
-  return `sha256:${hash.digest('hex')}`;
-}
-
 export class StageExecutor {
-  private readonly buildah: BuildahDriver;
+  private readonly driver: BuildDriver;
   private readonly workRoot: string;
   private readonly uid: number;
   private readonly gid: number;
@@ -151,7 +141,7 @@ export class StageExecutor {
   private shellStages = 0;
 
   constructor(options: StageExecutorOptions) {
-    this.buildah = options.buildah;
+    this.driver = options.driver;
     this.workRoot = path.resolve(options.workRoot);
     this.uid = options.shellUid ?? 1004;
     this.gid = options.shellGid ?? this.uid;
@@ -250,7 +240,7 @@ export class StageExecutor {
           binDir: dirs.bin, scriptDir: dirs.steps, stateDir: dirs.state, homeDir: dirs.home, socketPath: socketHost, graceMs: this.graceMs, marker: stageToken,
         });
         sandbox = shell;
-        const inputProblem = await this.copyInputs(request, sandbox, workspaceDir);
+        const inputProblem = await copyInputs(request.inputFiles ?? [], sandbox, workspaceDir, request.log);
         if (inputProblem) return finish({ status: 'failed', message: inputProblem });
         // The workspace belongs to the step user (links themselves, never their targets).
         const chowned = await runProcess('chown', ['-R', '-h', '-P', `${this.uid}:${this.gid}`, workspaceDir], { timeoutMs: 300_000 });
@@ -260,20 +250,20 @@ export class StageExecutor {
       } else {
         try {
           sandbox = await ContainerSandbox.create({
-            buildah: this.buildah, image: request.executor.image, auth: request.executor.auth, insecure: request.executor.insecure,
+            driver: this.driver, image: request.executor.image, auth: request.executor.auth, insecure: request.executor.insecure,
             workspaceDir, primarySourceName: request.primarySourceName, binDir: dirs.bin, scriptDir: dirs.steps, stateDir: dirs.state,
             socketPath: socketHost, workDir: dirs.work, graceMs: this.graceMs, signal: limit.signal, log,
           });
         } catch (error) {
           return stopped() ?? finish({ status: 'failed', message: (error as Error).message });
         }
-        const inputProblem = await this.copyInputs(request, sandbox, workspaceDir);
+        const inputProblem = await copyInputs(request.inputFiles ?? [], sandbox, workspaceDir, request.log);
         if (inputProblem) return finish({ status: 'failed', message: inputProblem });
       }
       const box = sandbox;
 
       shim = new DockerShimServer({
-        buildah: this.buildah,
+        driver: this.driver,
         runId: request.runId,
         workspaceDir,
         hostPath: (stepPath) => box.workspaceHostPath(stepPath),
@@ -370,7 +360,7 @@ export class StageExecutor {
       for (const artifact of spec.outputArtifacts) {
         if (artifact.type === 'BINARY') {
           const source = await box.resolveFile(artifact.location);
-          const copied = source === null ? null : await this.copyOutput(source, async () => {
+          const copied = source === null ? null : await copyOutput(source, async () => {
             outputDir ??= await this.outputFolder(request);
             return path.join(outputDir, artifact.name.replace(outputNamePattern, '_') || 'output');
           });
@@ -459,65 +449,6 @@ export class StageExecutor {
     return null;
   }
 
-  /**
-   * Copies the input artifacts into the workspace before the steps; a location outside the
-   * workspace (also through a link in the checkout) is refused: the reason is returned.
-   */
-  private async copyInputs(request: StageRequest, sandbox: StepSandbox, workspaceDir: string): Promise<string | null> {
-    for (const input of request.inputFiles ?? []) {
-      const outside = `input artifact ${input.name}: ${input.location} leads outside the workspace`;
-      const host = sandbox.workspaceHostPath(path.posix.resolve(sandbox.primarySource, input.location));
-      if (host === null) return outside;
-      let target = host;
-      if ((await stat(target).catch(() => undefined))?.isDirectory() || input.location.endsWith('/')) target = path.join(target, input.name.replace(outputNamePattern, '_') || 'input');
-      const parent = path.dirname(target);
-      // The deepest existing ancestor must be inside the workspace (a link in the checkout must not lead out).
-      let existing = parent;
-      while (!(await lstat(existing).catch(() => undefined))) existing = path.dirname(existing);
-      if ((await realInside(workspaceDir, existing)) === null) return outside;
-      await mkdir(parent, { recursive: true });
-      const realParent = await realInside(workspaceDir, parent);
-      if (realParent === null) return outside;
-      const source = await readFile(input.file).catch((error: Error) => {
-        throw new StageRequestError(`input artifact ${input.name}: cannot read ${input.file}: ${error.message}`);
-      });
-      let handle;
-      try {
-        handle = await open(path.join(realParent, path.basename(target)), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o644);
-      } catch (error) {
-        return `input artifact ${input.name}: cannot write ${input.location}: ${(error as Error).message}`;
-      }
-      try {
-        await handle.writeFile(source);
-      } finally {
-        await handle.close();
-      }
-      request.log(`[slipway] input artifact ${input.name} -> ${input.location}`);
-    }
-    return null;
-  }
-
-  /** Copies a step-made file (no symbolic link followed in its last component) and hashes the copy. */
-  private async copyOutput(source: string, destination: () => Promise<string>): Promise<{ file: string; size: number; digest: string } | null> {
-    let handle;
-    try {
-      handle = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-    } catch {
-      return null;
-    }
-    try {
-      const info = await handle.stat();
-      if (!info.isFile()) return null;
-      const file = await destination();
-      await rm(file, { force: true });
-      await pipeline(handle.createReadStream({ autoClose: false }), (await open(file, 'wx', 0o600)).createWriteStream());
-      const size = (await stat(file)).size;
-      return { file, size, digest: await sha256File(file) };
-    } finally {
-      await handle.close();
-    }
-  }
-
   private async outputFolder(request: StageRequest): Promise<string> {
     const runDir = path.join(this.workRoot, 'outputs', request.runId.replace(outputNamePattern, '_'));
     await mkdir(runDir, { recursive: true, mode: 0o700 });
@@ -525,9 +456,7 @@ export class StageExecutor {
   }
 
   private async findRunImage(runId: string, scoped: string): Promise<string | null> {
-    const result = await this.buildah.exec(['images', '--json', '--no-trunc'], { captureStdout: true, timeoutMs: 60_000 });
-    if (result.code !== 0) throw new Error(`buildah images failed: ${result.stderrTail.slice(-1)[0] ?? ''}`);
-    return listRunImages(result.stdout, runId).find((image) => image.names.includes(scoped))?.id ?? null;
+    return runImagesOf(await this.driver.listImages(), runId).find((image) => image.names.includes(scoped))?.id ?? null;
   }
 
   /**
@@ -537,33 +466,7 @@ export class StageExecutor {
   async pushImage(runId: string, image: string, destination: string, options: { auth?: RegistryAuth; insecure: boolean; log: (l: string) => void; signal?: AbortSignal; format?: 'oci' | 'v2s2' }): Promise<{ digest: string }> {
     const scoped = scopedImageName(runId, image);
     if (!(await this.findRunImage(runId, scoped))) throw new Error(`no image ${image} in run ${runId}`);
-    if (!destination || /\s/.test(destination) || destination.includes('://')) throw new Error(`destination ${destination} is not an image reference`);
-    const mask = createMasker(options.auth ? [options.auth.password, Buffer.from(`${options.auth.username}:${options.auth.password}`).toString('base64')] : []);
-    const emit = (line: string) => options.log(mask(line));
-    const work = await this.buildah.privateDir();
-    try {
-      const authArgs = await this.buildah.writeAuthFile(work.path, options.auth, [registryHostOf(destination)]);
-      const digestFile = path.join(work.path, 'digest');
-      emit(`[slipway] pushing ${destination}`);
-      const result = await this.buildah.exec([
-        'push',
-        '--digestfile', digestFile,
-        ...(options.insecure ? ['--tls-verify=false'] : []),
-        ...(options.format ? ['--format', options.format] : []),
-        ...authArgs,
-        scoped,
-        `docker://${destination}`,
-      ], { env: { ...process.env, TMPDIR: work.tmp }, signal: options.signal, onLine: emit });
-      if (result.code !== 0) {
-        if (result.aborted) throw new Error(`pushing ${destination} was cancelled`);
-        throw new Error(`pushing ${destination} failed: ${mask(result.stderrTail.filter((l) => l.trim() !== '').slice(-1)[0] ?? `exit ${result.code ?? result.signal}`)}`);
-      }
-      const digest = (await readFile(digestFile, 'utf8')).trim();
-      emit(`[slipway] pushed ${destination} ${digest}`);
-      return { digest };
-    } finally {
-      await work.remove();
-    }
+    return this.driver.pushImage({ image: scoped, destination, auth: options.auth, insecure: options.insecure, format: options.format, signal: options.signal }, options.log);
   }
 
   /**
@@ -572,13 +475,12 @@ export class StageExecutor {
    */
   async removeRunImages(runId: string): Promise<void> {
     await this.removeRunOutputs(runId);
-    const result = await this.buildah.exec(['images', '--json', '--no-trunc'], { captureStdout: true, timeoutMs: 60_000 });
-    if (result.code !== 0) throw new Error(`buildah images failed: ${result.stderrTail.slice(-1)[0] ?? ''}`);
-    const names = runImageNames(result.stdout, runId);
-    for (const name of names) {
-      const removed = await this.buildah.exec(['rmi', name], { timeoutMs: 120_000 });
-      if (removed.code !== 0 && !/image not known|no such image/i.test(removed.stderrTail.join(' '))) {
-        throw new Error(`cannot remove ${name}: ${removed.stderrTail.slice(-1)[0] ?? ''}`);
+    for (const name of runImageNames(await this.driver.listImages(), runId)) {
+      try {
+        await this.driver.removeImage(name);
+      } catch (error) {
+        if (error instanceof BuildError && error.reason === 'not-found') continue;
+        throw new Error(`cannot remove ${name}: ${(error as BuildError).detail ?? ''}`);
       }
     }
   }
@@ -589,4 +491,4 @@ export class StageExecutor {
   }
 }
 
-export { runImagePrefix, scopedImageName, LocalNameError };
+export { runImagePrefix, scopedImageName, LocalNameError, StageRequestError };

@@ -13,7 +13,7 @@
  *   starts over (for example after the pipeline's source URL changed).
  * - Later polls call `onNewCommit` once per matching branch whose head moved, and for a new
  *   matching branch (`before: null`, `changedFiles: null`). Deleted branches are dropped from
- *   the state silently. `changedFiles` comes from `git-remote.changedFiles` (null when unknown).
+ *   the state silently. `changedFiles` comes from `git/remote-changes.changedFiles` (null when unknown).
  * - `onNewCommit` is called **before** the new head is saved, and the head is saved only when
  *   it resolved: a crash or a failed trigger re-triggers the commit at the next poll rather than
  *   losing it (at-least-once; the receiver may see a commit twice after a crash).
@@ -27,7 +27,8 @@
  */
 import type { Logger } from 'pino';
 import type { Database } from '../db/db.js';
-import { changedFiles, lsRemoteHeads, type GitCredentials } from './git-remote.js';
+import { changedFiles, lsRemoteHeads } from '../git/remote-changes.js';
+import type { GitCredentials } from '../git/remote.js';
 import { matchesRef } from './path-filter.js';
 
 export interface MirrorTarget {

@@ -14,14 +14,15 @@ import type { Database } from '../db/db.js';
 import type { PipelineTable } from '../db/schema.js';
 import type { JobQueueApi } from '../db/job-queue.js';
 import type { Vault } from '../vault/vault.js';
-import type { BuildLogs, LogFollower } from '../builds/logs.js';
+import type { BuildLogs, LogFollower } from '../logs/log-store.js';
 import {
   activeRunStatuses, finalRunStatuses, runView, type RunState, type RunStatus, type RunView, type StageState, type TriggerInfo,
 } from './runs.js';
 import { flattenStages, pipelineInputSchema, resolveParameters, type PipelineInput } from './spec.js';
 import { matchesPaths, matchesRef } from './path-filter.js';
 import { verifyAndParse, WebhookError, type PushEvent } from './webhooks.js';
-import { changedFiles as remoteChangedFiles, type GitCredentials } from './git-remote.js';
+import { changedFiles as remoteChangedFiles } from '../git/remote-changes.js';
+import type { GitCredentials } from '../git/remote.js';
 import picomatch from 'picomatch';
 
 export class PipelineInputError extends Error {}

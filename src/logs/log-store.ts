@@ -1,8 +1,10 @@
 /**
- * @module builds/logs
- * Build logs: appended line by line to `<dataDir>/logs/builds/<id>.log` (kept after the build)
- * and fanned out live to followers (Server-Sent Events). A follower first gets what is in the
- * file, then new lines, then `end` when the build finishes — also when it joined late.
+ * @module logs/log-store
+ * The logs part: line logs of long-running work — builds (`<dataDir>/logs/builds/<id>.log`) and
+ * pipeline runs (`<dataDir>/logs/pipelines/<id>.log`). Lines are appended to one file per id
+ * (kept afterwards) and fanned out live to followers (Server-Sent Events). A follower first gets
+ * what is in the file, then new lines, then `end` when the work finishes — also when it joined
+ * late.
  */
 import { EventEmitter } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
@@ -17,24 +19,24 @@ export interface LogFollower {
 interface LiveLog {
   stream: WriteStream;
   events: EventEmitter;
-  /** The most recent lines, for followers that join while the build runs. */
+  /** The most recent lines, for followers that join while the work runs. */
   lines: string[];
   truncated: number;
 }
 
 const maxLiveLines = 20_000;
 
-export class BuildLogs {
+export class LogStore {
   private readonly open = new Map<string, LiveLog>();
 
   constructor(private readonly dir: string) {}
 
   private file(id: string): string {
-    if (!/^[A-Za-z0-9_-]+$/.test(id)) throw new Error(`invalid build id ${id}`);
+    if (!/^[A-Za-z0-9_-]+$/.test(id)) throw new Error(`invalid log id ${id}`);
     return path.join(this.dir, `${id}.log`);
   }
 
-  /** Starts (or resumes, after a restart) the log of a build; returns the line writer. */
+  /** Starts (or resumes, after a restart) the log of `id`; returns the line writer. */
   async start(id: string): Promise<(line: string) => void> {
     await mkdir(this.dir, { recursive: true });
     let entry = this.open.get(id);
@@ -79,7 +81,7 @@ export class BuildLogs {
     return this.open.has(id);
   }
 
-  /** Replays the log so far, then follows it live until the build ends; returns an unsubscribe. */
+  /** Replays the log so far, then follows it live until it is finished; returns an unsubscribe. */
   async follow(id: string, follower: LogFollower): Promise<() => void> {
     const entry = this.open.get(id);
     if (!entry) {
@@ -100,3 +102,9 @@ export class BuildLogs {
     };
   }
 }
+
+/**
+ * The name builds, pipelines and the composition root still import; kept so the parallel
+ * slices of issue 11 merge without touching their bodies. Rename the callers, then drop it.
+ */
+export { LogStore as BuildLogs };

@@ -1,19 +1,19 @@
 /**
- * @module pipelines/git-remote
- * Reading a remote repository without a checkout: its branch heads (`git ls-remote`) and the
- * files changed between two commits (both fetched into a bare cache repository per URL).
+ * @module git/remote-changes
+ * Reading a remote repository without a checkout (pipelines' git mirrors and triggers): its
+ * branch heads (`git ls-remote`) and the files changed between two commits (both fetched into a
+ * bare cache repository per URL).
  *
- * Git runs the way builds/context runs it (`openGitRemoteSession`): credentials only through a
+ * Git runs the way a clone runs it (`openGitRemoteSession`, git/remote): credentials only through a
  * one-shot GIT_ASKPASS helper, host credential helpers, prompts, hooks and `ext::` off, and every
  * message masked — no password reaches an argument, a log line or an error.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { runProcess, type ProcessResult } from '../builds/process.js';
-import { ContextError, openGitRemoteSession, type GitCredentials, type GitRemoteSession } from '../builds/context.js';
-
-export type { GitCredentials };
+import { runProcess, type ProcessResult } from '../exec/process.js';
+import { GitError } from './errors.js';
+import { openGitRemoteSession, type GitCredentials, type GitRemoteSession } from './remote.js';
 
 export interface GitRemoteOptions {
   credentials?: GitCredentials;
@@ -29,17 +29,17 @@ async function withSession<T>(url: string, options: GitRemoteOptions, defaultTim
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
   const deadline = Date.now() + timeoutMs;
   const git = async (args: string[], cwd?: string, bytes = false): Promise<ProcessResult> => {
-    if (options.signal?.aborted) throw new ContextError(`${what} of ${session.shown} was cancelled`, 'aborted');
+    if (options.signal?.aborted) throw new GitError(`${what} of ${session.shown} was cancelled`, 'aborted');
     const remaining = deadline - Date.now();
-    if (remaining <= 0) throw new ContextError(`${what} of ${session.shown} took longer than ${timeoutMs} ms`, 'timeout');
+    if (remaining <= 0) throw new GitError(`${what} of ${session.shown} took longer than ${timeoutMs} ms`, 'timeout');
     let result: ProcessResult;
     try {
       result = await runProcess('git', args, { env: session.env, cwd, signal: options.signal, timeoutMs: remaining, graceMs: 500, captureStdout: !bytes, captureStdoutBytes: bytes });
     } catch (error) {
-      throw new ContextError(`cannot run git (is it installed?): ${session.mask((error as Error).message)}`, 'git-failed');
+      throw new GitError(`cannot run git (is it installed?): ${session.mask((error as Error).message)}`, 'git-failed');
     }
-    if (result.aborted) throw new ContextError(`${what} of ${session.shown} was cancelled`, 'aborted');
-    if (result.timedOut) throw new ContextError(`${what} of ${session.shown} took longer than ${timeoutMs} ms`, 'timeout');
+    if (result.aborted) throw new GitError(`${what} of ${session.shown} was cancelled`, 'aborted');
+    if (result.timedOut) throw new GitError(`${what} of ${session.shown} took longer than ${timeoutMs} ms`, 'timeout');
     return result;
   };
   try {
@@ -50,7 +50,7 @@ async function withSession<T>(url: string, options: GitRemoteOptions, defaultTim
 }
 
 /**
- * The branches of a remote: branch name → commit SHA (refs/heads only). Throws a ContextError
+ * The branches of a remote: branch name → commit SHA (refs/heads only). Throws a GitError
  * (reason `repository-not-found`, `auth-failed`, `timeout`, `aborted`, `git-failed`, …) whose
  * message is masked.
  */
@@ -93,12 +93,12 @@ function cachePath(cacheDir: string, cleanUrl: string): string {
  * SHA, or a commit the remote no longer serves (a force-push dropped it). Both commits are
  * fetched (depth 1 by SHA; all branches when the server refuses a SHA) into a bare repository
  * under `cacheDir`, one per URL, kept between calls so later fetches are small. Other failures
- * (auth, missing repository, timeout) throw a masked ContextError.
+ * (auth, missing repository, timeout) throw a masked GitError.
  */
 export async function changedFiles(url: string, before: string, after: string, options: GitRemoteOptions & { cacheDir: string }): Promise<string[] | null> {
   const from = (before ?? '').toLowerCase();
   const to = (after ?? '').toLowerCase();
-  if (!shaPattern.test(to)) throw new ContextError(`${JSON.stringify(after)} is not a full commit SHA`, 'invalid-input');
+  if (!shaPattern.test(to)) throw new GitError(`${JSON.stringify(after)} is not a full commit SHA`, 'invalid-input');
   if (!shaPattern.test(from) || /^0+$/.test(from)) return null;
   if (/^0+$/.test(to)) return [];
   if (from === to) return [];

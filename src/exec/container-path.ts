@@ -1,37 +1,12 @@
 /**
- * @module builds/limits
- * Small pieces the build drivers and the pipeline executor share: one signal for "the caller
- * gave up or the time is over" that remembers which came first, and path resolution inside a
- * container's root the way the container itself would resolve it.
+ * @module exec/container-path
+ * Path resolution inside a container's root file system the way the container itself would
+ * resolve it: symbolic links (absolute or relative) never lead out of the root. For reading
+ * files out of a mounted container (build outputs, step files) without following a link to the
+ * host.
  */
 import { lstat, readlink } from 'node:fs/promises';
 import path from 'node:path';
-
-/** Combines a caller's signal and a time limit into one signal that knows why it fired. */
-export function deadline(signal: AbortSignal | undefined, timeoutMs: number | undefined) {
-  const controller = new AbortController();
-  let reason: 'timeout' | 'aborted' | undefined;
-  const onAbort = () => {
-    reason ??= 'aborted';
-    controller.abort();
-  };
-  if (signal?.aborted) onAbort();
-  else signal?.addEventListener('abort', onAbort, { once: true });
-  const timer = timeoutMs !== undefined && timeoutMs > 0
-    ? setTimeout(() => {
-        reason ??= 'timeout';
-        controller.abort();
-      }, timeoutMs)
-    : undefined;
-  return {
-    signal: controller.signal,
-    reason: () => reason,
-    dispose() {
-      if (timer) clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    },
-  };
-}
 
 /** Resolves `containerPath` inside the folder `root` the way the container would: symlinks (absolute or relative) never leave `root`. */
 export async function resolveInRoot(root: string, containerPath: string): Promise<string> {

@@ -1,11 +1,18 @@
 /**
- * @module builds/process
- * A small spawn helper for the build drivers: every child runs in its own process group (so a
- * build's grandchildren — `buildah-chroot-runtime`, the user's `RUN` shell and whatever it
- * started — die with it), stdout/stderr are split into lines as they arrive, and a time limit or
+ * @module exec/process
+ * The exec part (`src/exec`): running programs — build tools, pipeline steps, git, the function
+ * runtime — and the limits around them. Every child runs in its own process group (so a build's
+ * grandchildren — `buildah-chroot-runtime`, the user's `RUN` shell and whatever it started — die
+ * with it), stdout/stderr are split into lines as they arrive, and a time limit or
  * an AbortSignal ends the child: SIGTERM to the child first (buildah turns that into a failed
- * step and cleans up after itself), SIGKILL to the whole group after a grace period. Whatever is
- * left in the group when the child exits is killed too, so a build cannot leave daemons behind.
+ * step and cleans up after itself) or to its whole group (a step's shell), SIGKILL to the whole
+ * group after a grace period. Whatever is left in the group when the child exits is killed too,
+ * so a build cannot leave daemons behind.
+ *
+ * A result is only handed back once both output pipes reached their end: every line the child
+ * (or anything it started) wrote has been passed to `onLine` by then — the exit of the child
+ * alone says nothing about what is still in the pipes. Only a process that escaped every kill
+ * can keep a pipe open; `drainTimeoutMs` bounds the wait for that case.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -26,6 +33,21 @@ export interface RunProcessOptions {
   captureStdoutBytes?: boolean;
   /** Bytes for stdin; stdin is closed right away when absent. */
   input?: string | Buffer;
+  /** `ignore`: stdin is /dev/null (steps) instead of a pipe. */
+  stdin?: 'pipe' | 'ignore';
+  /**
+   * Where the SIGTERM of an abort or a time limit goes: the child (default; buildah turns it into
+   * a failed step and cleans up) or its whole group (a step's shell and everything it started).
+   */
+  terminate?: 'child' | 'group';
+  /** Runs once the child exited and its group was killed: ends what left the group (a `setsid` daemon, a runtime's container). */
+  afterExit?: () => Promise<void>;
+  /**
+   * The longest wait, after the child exited and `afterExit` ran, for the output pipes to reach
+   * their end; then they are closed (after one more read of what they hold). Only a process that
+   * escaped every kill holds them that long. Default: no limit.
+   */
+  drainTimeoutMs?: number;
 }
 
 export interface ProcessResult {
@@ -93,7 +115,12 @@ export function runProcess(command: string, args: string[], options: RunProcessO
       resolve({ code: null, signal: null, stdout: '', stdoutBytes: Buffer.alloc(0), stderrTail: [], timedOut: false, aborted: true, durationMs: 0 });
       return;
     }
-    const child = spawn(command, args, { env: options.env ?? process.env, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    const child = spawn(command, args, {
+      env: options.env ?? process.env,
+      cwd: options.cwd,
+      stdio: [options.stdin === 'ignore' ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      detached: true,
+    });
     live.add(child);
     const stdoutParts: string[] = [];
     const stdoutBytes: Buffer[] = [];
@@ -109,16 +136,22 @@ export function runProcess(command: string, args: string[], options: RunProcessO
     });
     child.stdout!.on('data', (chunk: Buffer) => (options.captureStdoutBytes ? stdoutBytes.push(chunk) : stdoutLines.push(chunk)));
     child.stderr!.on('data', (chunk: Buffer) => stderrLines.push(chunk));
+    // 'close' comes once every stdio stream has ended: nothing is left unread in the pipes.
+    const closed = new Promise<void>((resolveClosed) => child.once('close', () => resolveClosed()));
 
     let timedOut = false;
     let aborted = false;
     let killTimer: NodeJS.Timeout | undefined;
     const stop = () => {
       if (child.exitCode !== null || child.signalCode !== null || killTimer) return;
-      try {
-        child.kill('SIGTERM');
-      } catch {
-        // already gone
+      if (options.terminate === 'group') {
+        killGroup(child, 'SIGTERM');
+      } else {
+        try {
+          child.kill('SIGTERM');
+        } catch {
+          // already gone
+        }
       }
       killTimer = setTimeout(() => killGroup(child, 'SIGKILL'), options.graceMs ?? 10_000);
     };
@@ -140,33 +173,56 @@ export function runProcess(command: string, args: string[], options: RunProcessO
       options.signal?.removeEventListener('abort', onAbort);
       live.delete(child);
     };
+    let failed = false;
     child.on('error', (error) => {
+      failed = true;
       finish();
       reject(new Error(`cannot run ${command}: ${error.message}`));
     });
-    // Whatever the child left in its group (a backgrounded RUN command, a stuck runtime) goes
-    // too, once its output had a moment to drain: a relay process of the child may still be
-    // writing the last lines into the pipes when the child itself exits.
-    let groupTimer: NodeJS.Timeout | undefined;
-    child.on('exit', () => { groupTimer = setTimeout(() => killGroup(child, 'SIGKILL'), 250); });
-    child.on('close', (code, signal) => {
-      if (groupTimer) clearTimeout(groupTimer);
-      killGroup(child, 'SIGKILL');
-      finish();
-      stdoutLines.end();
-      stderrLines.end();
-      resolve({
-        code,
-        signal,
-        stdout: stdoutParts.join('\n'),
-        stdoutBytes: Buffer.concat(stdoutBytes),
-        stderrTail,
-        timedOut,
-        aborted,
-        durationMs: Date.now() - started,
-      });
+    child.once('exit', (code, signal) => {
+      if (timeout) clearTimeout(timeout);
+      void (async () => {
+        // Whatever the child left in its group (a backgrounded RUN command, a stuck runtime) goes
+        // too, once its output had a moment to drain: a relay process of the child may still be
+        // writing the last lines into the pipes when the child itself exits.
+        let groupTimer: NodeJS.Timeout | undefined;
+        await Promise.race([closed, new Promise<void>((r) => { groupTimer = setTimeout(r, 250); })]);
+        clearTimeout(groupTimer);
+        killGroup(child, 'SIGKILL');
+        await options.afterExit?.().catch(() => undefined);
+        if (options.drainTimeoutMs !== undefined) {
+          let drainTimer: NodeJS.Timeout | undefined;
+          const late = await Promise.race([
+            closed.then(() => false),
+            // setImmediate: one more poll phase reads what the pipes hold before they are closed.
+            new Promise<boolean>((r) => { drainTimer = setTimeout(() => setImmediate(() => r(true)), options.drainTimeoutMs); }),
+          ]);
+          clearTimeout(drainTimer);
+          if (late) {
+            child.stdout!.destroy();
+            child.stderr!.destroy();
+          }
+        }
+        await closed;
+        if (failed) return;
+        finish();
+        stdoutLines.end();
+        stderrLines.end();
+        resolve({
+          code,
+          signal,
+          stdout: stdoutParts.join('\n'),
+          stdoutBytes: Buffer.concat(stdoutBytes),
+          stderrTail,
+          timedOut,
+          aborted,
+          durationMs: Date.now() - started,
+        });
+      })();
     });
-    child.stdin!.on('error', () => undefined);
-    child.stdin!.end(options.input);
+    if (child.stdin) {
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(options.input);
+    }
   });
 }
