@@ -1,7 +1,8 @@
 /**
  * Build specs (OCI DevOps `build_spec.yaml`, formats.md §1): real-world examples parse into the
- * normalised shape; bad YAML, unknown keys, unsupported step types and bad values are errors
- * naming the key and line; `${…}` placeholders are filled from predefined variables, parameters
+ * normalised shape; bad YAML, unsupported step types, wrong types and missing fields are errors
+ * naming the key and line; unknown keys are warnings naming file, key and line (errors with
+ * `strict`); `${…}` placeholders are filled from predefined variables, parameters
  * and exported variables; the file is found in a checkout and never outside it.
  */
 import assert from 'node:assert/strict';
@@ -11,10 +12,12 @@ import { describe, test } from 'node:test';
 import {
   BuildSpecError,
   findBuildSpec,
+  formatBuildSpecWarning,
   loadBuildSpec,
   parseBuildSpec,
   placeholderValues,
   predefinedVariables,
+  readBuildSpec,
   resolveBuildSpec,
   stepEnvironment,
   substitutePlaceholders,
@@ -150,9 +153,9 @@ outputArtifacts:
     type: BINARY
     location: HelloWorld.class`;
 
-function parseError(text: string): BuildSpecError {
+function parseError(text: string, options: { strict?: boolean } = {}): BuildSpecError {
   try {
-    parseBuildSpec(text);
+    parseBuildSpec(text, options);
   } catch (error) {
     assert.ok(error instanceof BuildSpecError, String(error));
     return error;
@@ -235,8 +238,7 @@ describe('parseBuildSpec', () => {
     assert.match(duplicate.message, /unique/);
   });
 
-  test('unknown keys are errors naming the key and its line, at every level', { timeout }, () => {
-    const error = parseError(`version: 0.1
+  const withUnknownKeys = `version: 0.1
 steps:
   - type: Command
     name: build
@@ -247,7 +249,10 @@ outputArtifacts:
     location: out/app
     digest: sha256:abc
 imageName: app
-`);
+`;
+
+  test('with strict, unknown keys are errors naming the key and its line, at every level', { timeout }, () => {
+    const error = parseError(withUnknownKeys, { strict: true });
     assert.deepEqual(
       error.issues.map((issue) => [issue.line, issue.path, issue.message]),
       [
@@ -258,6 +263,72 @@ imageName: app
       ],
     );
     assert.match(error.message, /line 11: imageName: unknown top-level key "imageName"/);
+  });
+
+  test('without strict, unknown keys are warnings (file, line, key); a missing field next to them is still an error', { timeout }, () => {
+    // The missing command is refused, the unknown keys are not among the errors.
+    const error = parseError(withUnknownKeys);
+    assert.deepEqual(error.issues.map((issue) => [issue.line, issue.path, issue.message]), [[3, 'steps[0].command', 'is required (a command or a script)']]);
+
+    // Keys OCI DevOps ignores, as public specs carry them.
+    const { spec, warnings } = readBuildSpec(`version: 0.1
+component: build
+steps:
+  - type: Command
+    name: compile
+    image: golang:1.22
+    command: go build -o app .
+outputArtifacts:
+  - name: app-image
+    type: DOCKER_IMAGE
+    location: app:latest
+    registryId: ocid1.artifactrepository.oc1..example
+    path: team/app
+    imageUri: fra.ocir.io/ns/app
+`, { fileName: 'ci/build_spec.yml' });
+    assert.equal(spec.steps[0]!.command, 'go build -o app .');
+    assert.deepEqual(spec.outputArtifacts, [{ name: 'app-image', type: 'DOCKER_IMAGE', location: 'app:latest' }]);
+    assert.deepEqual(
+      warnings.map((w) => [w.file, w.line, w.key, w.path]),
+      [
+        ['ci/build_spec.yml', 6, 'image', 'steps[0].image'],
+        ['ci/build_spec.yml', 12, 'registryId', 'outputArtifacts[0].registryId'],
+        ['ci/build_spec.yml', 13, 'path', 'outputArtifacts[0].path'],
+        ['ci/build_spec.yml', 14, 'imageUri', 'outputArtifacts[0].imageUri'],
+      ],
+    );
+    assert.equal(formatBuildSpecWarning(warnings[0]!), 'warning: ci/build_spec.yml line 6: steps[0].image: unknown key in steps[0] "image" (ignored)');
+    assert.equal(readBuildSpec(golangSample).warnings.length, 0);
+
+    // Wrong types stay errors, unknown keys or not.
+    const wrongType = parseError('version: 0.1\nextra: 1\nsteps:\n  - type: Command\n    command: make\n    timeoutInSeconds: soon\n');
+    assert.deepEqual(wrongType.issues.map((issue) => [issue.line, issue.path]), [[6, 'steps[0].timeoutInSeconds']]);
+    assert.match(wrongType.message, /must be a whole number of seconds, not the text "soon"/);
+  });
+
+  test('an input artifact with a url and no type is taken as URL (a warning); strict refuses it', { timeout }, () => {
+    const text = `version: 0.1
+inputArtifacts:
+  - name: golang
+    url: https://go.dev/dl/go1.22.linux-amd64.tar.gz
+    location: /workspace/go.tgz
+  - name: other
+    location: /tmp/x
+steps:
+  - type: Command
+    command: make
+`;
+    const missing = parseError(text);
+    assert.deepEqual(missing.issues.map((issue) => [issue.line, issue.path, issue.message]), [[6, 'inputArtifacts[1].type', 'is required (GENERIC_ARTIFACT, STAGE_ARTIFACT, URL)']]);
+
+    const lenient = readBuildSpec(text.replace(/  - name: other\n    location: \/tmp\/x\n/, ''));
+    assert.deepEqual(lenient.spec.inputArtifacts, [{ name: 'golang', type: 'URL', location: '/workspace/go.tgz', url: 'https://go.dev/dl/go1.22.linux-amd64.tar.gz' }]);
+    assert.deepEqual(lenient.warnings.map((w) => [w.line, w.key, w.path, w.message]), [[3, 'type', 'inputArtifacts[0].type', 'no type; taken as URL (the artifact has a url)']]);
+
+    const strict = parseError(text, { strict: true });
+    assert.equal(strict.issues[0]!.path, 'inputArtifacts[0].type');
+    assert.equal(strict.issues[0]!.line, 3);
+    assert.equal(strict.issues[0]!.message, 'is required (GENERIC_ARTIFACT, STAGE_ARTIFACT, URL)');
   });
 
   test('unsupported step, artifact and shell types name the supported ones', { timeout }, () => {
@@ -430,7 +501,10 @@ describe('findBuildSpec', () => {
       // A stage's own buildSpecFile.
       await mkdir(path.join(repo, 'ci'));
       await writeFile(path.join(repo, 'ci', 'spec.yaml'), 'version: 0.1\nsteps:\n  - type: Command\n    command: custom\n    bogus: 1\n');
-      await assert.rejects(loadBuildSpec(repo, 'ci/spec.yaml'), (error: unknown) => {
+      const custom = await loadBuildSpec(repo, 'ci/spec.yaml');
+      assert.equal(custom.spec.steps[0]!.command, 'custom');
+      assert.deepEqual(custom.warnings.map((w) => [w.file, w.line, w.key]), [['ci/spec.yaml', 5, 'bogus']]);
+      await assert.rejects(loadBuildSpec(repo, 'ci/spec.yaml', { strict: true }), (error: unknown) => {
         assert.ok(error instanceof BuildSpecError);
         assert.match(error.message, /^ci\/spec\.yaml is not a valid build spec: line 5: steps\[0\]\.bogus: unknown key/);
         return true;

@@ -1,8 +1,10 @@
 /**
  * @module builds/build-spec
  * The build-spec file components are built with: the Oracle OCI DevOps `build_spec.yaml` layout
- * (see /work/shared/reference/formats.md §1), validated strictly so that a typo is an error with
- * the key and line rather than a silently ignored setting.
+ * (see /work/shared/reference/formats.md §1). Wrong types and missing fields are errors with the
+ * key and line. Unknown keys are warnings with the key and line (OCI DevOps ignores them, and
+ * real specs carry some), errors with `strict`; an input artifact with a `url` and no `type` is
+ * taken as `URL` with a warning (the only type that has a `url`), an error with `strict`.
  *
  * Accepted: `version: 0.1`, `component` (`build` | `command`), `timeoutInSeconds`, `runAs`,
  * `shell` (`bash` | `sh`), `failImmediatelyOnError`, `env` (`variables`, `vaultVariables`,
@@ -18,6 +20,7 @@ import { lstat, open, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
+import { dropKeys, splitUnknownKeys } from './unknown-keys.js';
 
 export interface BuildSpecIssue {
   /** Where in the spec, e.g. `steps[1].command`; '' for the whole file. */
@@ -26,6 +29,19 @@ export interface BuildSpecIssue {
   /** 1-based, when the position is known. */
   line?: number;
   column?: number;
+}
+
+/** A key the parser ignored (or a field it filled in); refused instead with `strict`. */
+export interface BuildSpecWarning extends BuildSpecIssue {
+  /** The spec file, relative to the repository. */
+  file: string;
+  /** The key concerned, e.g. `image`. */
+  key: string;
+}
+
+/** One line for a run's log: `warning: build_spec.yaml line 7: steps[0].image: unknown key … (ignored)`. */
+export function formatBuildSpecWarning(warning: BuildSpecWarning): string {
+  return `warning: ${warning.file}${warning.line !== undefined ? ` line ${warning.line}` : ''}: ${warning.path}: ${warning.message}`;
 }
 
 export class BuildSpecError extends Error {
@@ -163,7 +179,9 @@ const inputArtifactSchema = z
   .strictObject(
     {
       name: text(),
-      type: z.enum(inputArtifactTypes, { error: (issue: IssueInput) => `unsupported input artifact type ${describe(issue.input)}; supported: ${inputArtifactTypes.join(', ')}` }),
+      type: z.enum(inputArtifactTypes, {
+        error: (issue: IssueInput) => (issue.input === undefined ? `is required (${inputArtifactTypes.join(', ')})` : `unsupported input artifact type ${describe(issue.input)}; supported: ${inputArtifactTypes.join(', ')}`),
+      }),
       location: text('a path on the build runner'),
       artifactId: text().optional(),
       registryId: text().optional(),
@@ -299,12 +317,25 @@ function errorMessage(fileName: string, issues: BuildSpecIssue[]): string {
 }
 
 export interface ParseOptions {
-  /** Named in error messages. Default `build_spec.yaml`. */
+  /** Named in messages. Default `build_spec.yaml`. */
   fileName?: string;
+  /** Unknown keys (and an input artifact with no `type`) are errors instead of warnings. */
+  strict?: boolean;
+}
+
+export interface ParsedBuildSpec {
+  spec: BuildSpec;
+  /** What was ignored or filled in, in line order. */
+  warnings: BuildSpecWarning[];
 }
 
 /** Parses and validates a build spec; throws a BuildSpecError naming the key and line of each problem. */
 export function parseBuildSpec(text: string, options: ParseOptions = {}): BuildSpec {
+  return readBuildSpec(text, options).spec;
+}
+
+/** parseBuildSpec, with the warnings (unknown keys) the caller shows in its log. */
+export function readBuildSpec(text: string, options: ParseOptions = {}): ParsedBuildSpec {
   const fileName = options.fileName ?? 'build_spec.yaml';
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true, strict: true });
@@ -325,26 +356,51 @@ export function parseBuildSpec(text: string, options: ParseOptions = {}): BuildS
   if (data === null || data === undefined) {
     throw new BuildSpecError(`${fileName} is empty`, [{ path: '', message: 'the file is empty', line: 1, column: 1 }]);
   }
-  const result = specSchema.safeParse(data, { reportInput: true });
+  const at = (segments: readonly PathSegment[]) => position(doc, lineCounter, segments);
+  const warnings: BuildSpecWarning[] = options.strict ? [] : urlTypeWarnings(data, fileName, at);
+  let result = specSchema.safeParse(data, { reportInput: true });
   if (!result.success) {
-    const issues: BuildSpecIssue[] = [];
-    for (const issue of result.error.issues) {
-      if (issue.code === 'unrecognized_keys') {
-        for (const key of issue.keys) {
-          const segments = [...issue.path, key] as PathSegment[];
-          const pos = position(doc, lineCounter, segments);
-          const where = issue.path.length === 0 ? 'top-level key' : `key in ${formatPath(issue.path as PathSegment[])}`;
-          issues.push({ path: formatPath(segments), message: `unknown ${where} ${JSON.stringify(key)}`, ...pos });
-        }
-        continue;
-      }
-      const segments = issue.path as PathSegment[];
-      issues.push({ path: formatPath(segments), message: issue.message, ...position(doc, lineCounter, segments) });
+    const { unknown, others } = splitUnknownKeys(result.error.issues);
+    const unknownIssues = unknown.map(({ parent, key }): BuildSpecWarning => {
+      const segments = [...parent, key] as PathSegment[];
+      const where = parent.length === 0 ? 'top-level key' : `key in ${formatPath(parent as PathSegment[])}`;
+      return { file: fileName, key, path: formatPath(segments), message: `unknown ${where} ${JSON.stringify(key)}`, ...at(segments) };
+    });
+    const issues: BuildSpecIssue[] = others.map((issue) => ({ path: formatPath(issue.path as PathSegment[]), message: issue.message, ...at(issue.path as PathSegment[]) }));
+    if (options.strict) issues.push(...unknownIssues.map(({ file: _file, key: _key, ...issue }) => issue));
+    if (issues.length > 0) {
+      issues.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity));
+      throw new BuildSpecError(errorMessage(fileName, issues), issues);
     }
-    issues.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity));
-    throw new BuildSpecError(errorMessage(fileName, issues), issues);
+    // Only unknown keys: parsed again without them, they become warnings.
+    dropKeys(data, unknown);
+    warnings.push(...unknownIssues.map((warning) => ({ ...warning, message: `${warning.message} (ignored)` })));
+    result = specSchema.safeParse(data, { reportInput: true });
+    if (!result.success) {
+      const again = result.error.issues.map((issue) => ({ path: formatPath(issue.path as PathSegment[]), message: issue.message, ...at(issue.path as PathSegment[]) }));
+      throw new BuildSpecError(errorMessage(fileName, again), again);
+    }
   }
-  return normalise(result.data);
+  warnings.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity));
+  return { spec: normalise(result.data), warnings };
+}
+
+/**
+ * An input artifact with a `url` and no `type` becomes `type: URL` (in `data`, in place): URL is
+ * the only type with a `url`, and public specs leave the type out.
+ */
+function urlTypeWarnings(data: unknown, file: string, at: (segments: readonly PathSegment[]) => { line?: number; column?: number }): BuildSpecWarning[] {
+  const inputs = (data as { inputArtifacts?: unknown } | null)?.inputArtifacts;
+  if (!Array.isArray(inputs)) return [];
+  const warnings: BuildSpecWarning[] = [];
+  inputs.forEach((artifact: unknown, index) => {
+    if (artifact === null || typeof artifact !== 'object' || Array.isArray(artifact)) return;
+    const fields = artifact as Record<string, unknown>;
+    if (fields.type !== undefined || fields.url === undefined) return;
+    fields.type = 'URL';
+    warnings.push({ file, key: 'type', path: `inputArtifacts[${index}].type`, message: 'no type; taken as URL (the artifact has a url)', ...at(['inputArtifacts', index]) });
+  });
+  return warnings;
 }
 
 function position(doc: Document, lineCounter: LineCounter, segments: readonly PathSegment[]): { line?: number; column?: number } {
@@ -566,7 +622,7 @@ export async function findBuildSpec(dir: string, customPath?: string): Promise<s
 }
 
 /** Finds (see findBuildSpec) and parses a repository's build spec; a missing file is a BuildSpecError. */
-export async function loadBuildSpec(dir: string, customPath?: string): Promise<{ path: string; spec: BuildSpec }> {
+export async function loadBuildSpec(dir: string, customPath?: string, options: { strict?: boolean } = {}): Promise<{ path: string } & ParsedBuildSpec> {
   const file = await findBuildSpec(dir, customPath);
   if (file === null) {
     const names = customPath !== undefined ? JSON.stringify(customPath) : buildSpecFileNames.join(', ');
@@ -587,5 +643,5 @@ export async function loadBuildSpec(dir: string, customPath?: string): Promise<{
   } finally {
     await handle.close();
   }
-  return { path: file, spec: parseBuildSpec(text, { fileName: path.relative(await realpath(dir), file) }) };
+  return { path: file, ...readBuildSpec(text, { fileName: path.relative(await realpath(dir), file), strict: options.strict }) };
 }

@@ -8,7 +8,7 @@
  * was running — never leaves it "running".
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AccessService, Principal } from '../auth/access.js';
 import type { Config } from '../config/config.js';
@@ -21,7 +21,7 @@ import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
 import type { BuildDriver } from './build-driver.js';
 import { resolveBaseImages, registryHostOfImage } from './base-resolution.js';
-import { findBuildSpec, parseBuildSpec } from './build-spec.js';
+import { findBuildSpec, formatBuildSpecWarning, readBuildSpec } from './build-spec.js';
 import { componentLayer, pushComponent } from './component-artifact.js';
 import { cloneRepository } from '../git/clone.js';
 import type { BuildLogs, LogFollower } from '../logs/log-store.js';
@@ -376,7 +376,8 @@ export class BuildService {
       options.log(`cloned ${source.url} at ${cloned.ref} (${cloned.commit})`);
       const specFile = await findBuildSpec(checkout);
       if (!specFile) throw new Error('the repository has no build spec (build_spec.yaml, build_spec.yml or .slipway/build_spec.yaml)');
-      const spec = parseBuildSpec(await readFile(specFile, 'utf8'));
+      const { spec, warnings } = readBuildSpec(await readFile(specFile, 'utf8'), { fileName: path.relative(await realpath(checkout), specFile) });
+      for (const warning of warnings) options.log(formatBuildSpecWarning(warning));
       const binaries = spec.outputArtifacts.filter((a) => a.type === 'BINARY');
       if (binaries.length === 0) throw new Error('the build spec declares no outputArtifacts of type BINARY');
       const outputDir = path.join(work, 'outputs');

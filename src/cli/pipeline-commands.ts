@@ -366,14 +366,20 @@ export function registerPipelineCommands(program: Command, env: Env): void {
             if (!(error instanceof ApiRequestError && error.status === 404)) throw error;
           }
         }
+        // Unknown keys the server left out (refused with `strict: true`).
+        const warn = (view: { warnings?: Array<{ message: string; path: string }> }) => {
+          for (const warning of view.warnings ?? []) process.stderr.write(`Warning: ${warning.message}\n`);
+        };
         if (exists) {
-          const view = await client.request<PipelineView>('PUT', pipelinePath(flags.namespace, name as string), document);
+          const view = await client.request<PipelineView & { warnings?: Array<{ message: string; path: string }> }>('PUT', pipelinePath(flags.namespace, name as string), document);
+          warn(view);
           if (flags.json) return void process.stdout.write(`${JSON.stringify(view)}\n`);
           process.stdout.write(`Updated pipeline ${view.name} in ${view.namespace}\n`);
           process.stdout.write(`Webhook URL:    ${url}${view.webhook.path}\n`);
           return;
         }
-        const view = await client.request<PipelineView & { webhook: { path: string; secret?: string } }>('POST', pipelinesPath(flags.namespace), document);
+        const view = await client.request<PipelineView & { webhook: { path: string; secret?: string }; warnings?: Array<{ message: string; path: string }> }>('POST', pipelinesPath(flags.namespace), document);
+        warn(view);
         if (flags.json) return void process.stdout.write(`${JSON.stringify(view)}\n`);
         process.stdout.write(`Created pipeline ${view.name} in ${view.namespace}\n`);
         process.stdout.write(`Webhook URL:    ${url}${view.webhook.path}\n`);

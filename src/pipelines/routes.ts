@@ -80,8 +80,9 @@ export async function pipelineRoutes(app: FastifyInstance, options: PipelineRout
 
   app.post(base, async (request, reply) => {
     const principal = await member(request, 'contributor');
-    const { pipeline, webhookSecret } = await pipelines.create(params(request).ns, request.body, principal?.name ?? null);
-    return reply.code(201).send({ ...pipeline, webhook: { ...pipeline.webhook, secret: webhookSecret } });
+    const { pipeline, webhookSecret, warnings } = await pipelines.create(params(request).ns, request.body, principal?.name ?? null);
+    // `warnings`: unknown keys left out of the definition (`strict: true` refuses them instead).
+    return reply.code(201).send({ ...pipeline, webhook: { ...pipeline.webhook, secret: webhookSecret }, warnings });
   });
 
   app.get(base, async (request) => {

@@ -18,7 +18,7 @@ import type { BuildLogs, LogFollower } from '../logs/log-store.js';
 import {
   activeRunStatuses, finalRunStatuses, runView, type RunState, type RunStatus, type RunView, type StageState, type TriggerInfo,
 } from './runs.js';
-import { flattenStages, pipelineInputSchema, resolveParameters, type PipelineInput } from './spec.js';
+import { flattenStages, parsePipelineInput, resolveParameters, type PipelineInput, type PipelineWarning } from './spec.js';
 import { matchesPaths, matchesRef } from './path-filter.js';
 import { verifyAndParse, WebhookError, type PushEvent } from './webhooks.js';
 import { changedFiles as remoteChangedFiles } from '../git/remote-changes.js';
@@ -88,15 +88,16 @@ export class PipelineService {
 
   // ---- the resource ---------------------------------------------------------------------
 
-  parse(input: unknown): PipelineInput {
-    const parsed = pipelineInputSchema.safeParse(input);
-    if (!parsed.success) throw new PipelineInputError(parsed.error.issues.map((i) => `${i.path.join('.') || '(pipeline)'}: ${i.message}`).join('; '));
-    return parsed.data;
+  /** The definition and the unknown keys left out of it (refused with `strict: true`). */
+  parse(input: unknown): { spec: PipelineInput; warnings: PipelineWarning[] } {
+    const parsed = parsePipelineInput(input);
+    if (!parsed.ok) throw new PipelineInputError(parsed.errors.join('; '));
+    return { spec: parsed.spec, warnings: parsed.warnings };
   }
 
   /** Creates a pipeline; the webhook secret is generated and returned this once. */
-  async create(namespace: string, input: unknown, actor: string | null): Promise<{ pipeline: PipelineView; webhookSecret: string }> {
-    const spec = this.parse(input);
+  async create(namespace: string, input: unknown, actor: string | null): Promise<{ pipeline: PipelineView; webhookSecret: string; warnings: PipelineWarning[] }> {
+    const { spec, warnings } = this.parse(input);
     const id = `pl_${randomBytes(8).toString('hex')}`;
     const secret = `whsec_${randomBytes(24).toString('base64url')}`;
     const sealed = await this.deps.vault.seal(secret, `pipeline-webhook:${id}`);
@@ -109,16 +110,16 @@ export class PipelineService {
       if (await this.find(namespace, spec.name).catch(() => null)) throw new PipelineConflictError(`pipeline "${spec.name}" already exists in "${namespace}"`);
       throw error;
     }
-    return { pipeline: await this.get(namespace, spec.name), webhookSecret: secret };
+    return { pipeline: await this.get(namespace, spec.name), webhookSecret: secret, warnings };
   }
 
   /** Replaces the definition (runs under way keep the one they started with). */
-  async replace(namespace: string, name: string, input: unknown): Promise<PipelineView> {
+  async replace(namespace: string, name: string, input: unknown): Promise<PipelineView & { warnings: PipelineWarning[] }> {
     const row = await this.find(namespace, name);
-    const spec = this.parse(input);
+    const { spec, warnings } = this.parse(input);
     if (spec.name !== name) throw new PipelineInputError(`name: a pipeline cannot be renamed (${name} → ${spec.name})`);
     await this.db.write((trx) => trx.updateTable('pipelines').set({ spec: JSON.stringify(spec), updated_at: Date.now() }).where('id', '=', row.id).execute());
-    return this.get(namespace, name);
+    return { ...(await this.get(namespace, name)), warnings };
   }
 
   async rotateWebhookSecret(namespace: string, name: string): Promise<string> {

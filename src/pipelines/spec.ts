@@ -9,9 +9,13 @@
  * `deploy` [DEPLOY_FUNCTION], `trigger` [TRIGGER_DEPLOYMENT_PIPELINE], `wait` [WAIT] and
  * `approval` [MANUAL_APPROVAL]. `${name}` placeholders (parameters, exported variables) are
  * filled in artifact locations, build-spec values and stage settings when the stage runs.
+ *
+ * Unknown keys are left out with a warning (see parsePipelineInput), as in build specs;
+ * `strict: true` refuses them, here and in the build specs of the pipeline's build stages.
  */
 import { z } from 'zod';
 import { functionNamePattern } from '../functions/spec.js';
+import { dropKeys, splitUnknownKeys } from '../builds/unknown-keys.js';
 import { validateGlobs } from './path-filter.js';
 
 export const pipelineNamePattern = functionNamePattern;
@@ -148,6 +152,8 @@ const triggersSchema = z.strictObject({
 export const pipelineInputSchema = z.strictObject({
   name: z.string().regex(pipelineNamePattern, 'name: 1–60 letters, digits, - and _, starting with a letter and ending with a letter or digit'),
   description: z.string().max(2048).optional(),
+  /** Unknown keys (here and in the build specs of build stages) are errors, not warnings. */
+  strict: z.boolean().optional(),
   parameters: z.array(parameterSchema).max(100).default([]),
   sources: z.array(sourceSchema).max(10).default([]),
   primarySource: z.string().optional(),
@@ -184,6 +190,37 @@ export const pipelineInputSchema = z.strictObject({
 });
 
 export type PipelineInput = z.output<typeof pipelineInputSchema>;
+
+/** A key of the definition that was left out. */
+export interface PipelineWarning {
+  /** Dotted, like the error messages: `stages.0.image`. */
+  path: string;
+  key: string;
+  message: string;
+}
+
+/** The definition, or the problems (`path: message`) that refuse it. */
+export type PipelineParseResult = { ok: true; spec: PipelineInput; warnings: PipelineWarning[] } | { ok: false; errors: string[] };
+
+const issueText = (issue: { path: PropertyKey[]; message: string }) => `${issue.path.map(String).join('.') || '(pipeline)'}: ${issue.message}`;
+
+/** Validates a definition: unknown keys are warnings and left out, errors with `strict: true`. */
+export function parsePipelineInput(input: unknown): PipelineParseResult {
+  const first = pipelineInputSchema.safeParse(input);
+  if (first.success) return { ok: true, spec: first.data, warnings: [] };
+  const strict = input !== null && typeof input === 'object' && (input as { strict?: unknown }).strict === true;
+  const { unknown, others } = splitUnknownKeys(first.error.issues);
+  if (strict || others.length > 0 || unknown.length === 0) return { ok: false, errors: (strict ? first.error.issues : others).map(issueText) };
+  const copy = structuredClone(input);
+  dropKeys(copy, unknown);
+  const second = pipelineInputSchema.safeParse(copy);
+  if (!second.success) return { ok: false, errors: second.error.issues.map(issueText) };
+  const warnings = unknown.map(({ parent, key }) => {
+    const at = parent.map(String).join('.');
+    return { path: at === '' ? key : `${at}.${key}`, key, message: `unknown key ${JSON.stringify(key)}${at === '' ? '' : ` in ${at}`} (ignored)` };
+  });
+  return { ok: true, spec: second.data, warnings };
+}
 export type StageEntry = PipelineInput['stages'][number];
 
 /** Stages with their group: entries run in order, stages of one `parallel` entry share a group. */

@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { pipeline as streamPipeline } from 'node:stream/promises';
 import path from 'node:path';
 import { resolveBaseImages } from '../builds/base-resolution.js';
-import { loadBuildSpec, placeholderValues, predefinedVariables, resolveBuildSpec, type BuildSpec } from '../builds/build-spec.js';
+import { formatBuildSpecWarning, loadBuildSpec, placeholderValues, predefinedVariables, resolveBuildSpec, type BuildSpec } from '../builds/build-spec.js';
 import { cloneRepository } from '../git/clone.js';
 import type { StageRequest } from './executor.js';
 import type { GitCredentials } from '../git/remote.js';
@@ -25,7 +25,8 @@ export async function buildStage(tools: StageTools, ctx: RunContext, stage: Extr
   const workspace = await ensureSources(tools, ctx, log);
   const primary = stage.primarySource ? ctx.spec.sources.find((s) => s.name === stage.primarySource)! : primarySource(ctx.spec)!;
   const primaryDir = path.join(workspace, primary.name);
-  const loaded = await loadBuildSpec(primaryDir, stage.buildSpecFile);
+  const loaded = await loadBuildSpec(primaryDir, stage.buildSpecFile, { strict: ctx.spec.strict });
+  for (const warning of loaded.warnings) log(formatBuildSpecWarning(warning));
   st.buildSpec = path.relative(primaryDir, loaded.path);
   const kind = stage.executor ?? tools.deps.config.executor;
   const paths = tools.deps.stepPaths(kind, workspace, primary.name);
