@@ -35,15 +35,12 @@ import { fsck, type FsckReport } from './registry/fsck.js';
 import { ManifestService } from './registry/manifest-service.js';
 import { UploadService } from './registry/upload-service.js';
 import type { BlobStore } from './storage/blob-store.js';
-import { createHash } from 'node:crypto';
-import { realpath } from 'node:fs/promises';
 import { FunctionService } from './functions/service.js';
 import { functionInputSchema } from './functions/spec.js';
 import { FunctionLogs } from './functions/logs.js';
-import { ImageStore } from './functions/image-store.js';
 import { InstanceProxy } from './functions/proxy.js';
-import { RuncDriver } from './functions/runc-driver.js';
-import { runProcess } from './builds/process.js';
+import { createRuncRuntime } from './functions/runc-driver.js';
+import { RuntimeUnavailableError, type RuntimeDriver } from './functions/runtime-driver.js';
 import { FsBlobStore } from './storage/fs-blob-store.js';
 import { PipelineService } from './pipelines/service.js';
 import { PipelineRunner } from './pipelines/runner.js';
@@ -199,44 +196,39 @@ interface FunctionParts {
   service: FunctionService;
   proxy: InstanceProxy;
   worker: JobWorker<{ invocationId: string }, void>;
-  queue: JobQueue;
 }
 
-/**
- * Functions: runc instances whose ids, namespaces and bundles carry a prefix derived from the
- * data folder, so two servers on one host never clean up each other's instances.
- */
+/** Functions: the runtime driver (off with a warning when the host lacks it), the service, the async invocation worker. */
 async function openFunctions(config: Config, registry: Registry, auth: AuthParts | undefined, registryHost: () => string, logger: Logger): Promise<FunctionParts | undefined> {
   if (!config.functions.enabled) return undefined;
-  const runc = await runProcess('runc', ['--version'], { captureStdout: true, timeoutMs: 10_000, graceMs: 500 }).catch(() => null);
-  if (!runc || runc.code !== 0) {
-    logger.warn('functions are off: runc is not installed (apt-get install runc)');
+  let driver: RuntimeDriver;
+  try {
+    driver = await createRuncRuntime({ dataDir: config.dataDir, addressPool: config.functions.addressPool });
+  } catch (error) {
+    if (!(error instanceof RuntimeUnavailableError)) throw error;
+    logger.warn(`functions are off: ${error.message}`);
     return undefined;
   }
-  const dir = path.join(config.dataDir, 'functions');
-  await mkdir(path.join(dir, 'bundles'), { recursive: true });
-  const prefix = `slw-${createHash('sha256').update(await realpath(config.dataDir)).digest('hex').slice(0, 6)}-`;
-  const driver = new RuncDriver({ stateDir: path.join(dir, 'bundles'), runcRoot: path.join(dir, 'runc'), pool: config.functions.addressPool, prefix, spareNetworks: 2 });
   const proxy = new InstanceProxy();
   const vault = auth?.vault ?? await openVault(config, registry.db);
+  const queue = new JobQueue(registry.db);
   const service = new FunctionService({
     db: registry.db,
     registry: { manifests: registry.manifests, blobs: registry.blobs, store: registry.store },
     registryHost, insecureRegistries: config.builds.insecureRegistries,
-    images: new ImageStore(path.join(dir, 'images')),
     driver, proxy,
     logs: new FunctionLogs(path.join(config.dataDir, 'logs', 'functions')),
     vault, registries: auth?.registries, logger,
+    invocations: { queue, attempts: config.functions.asyncAttempts },
     startTimeoutMs: config.functions.startTimeout,
     maxBodyBytes: config.functions.maxBodyBytes, maxAsyncBodyBytes: config.functions.maxAsyncBodyBytes,
   });
-  const queue = new JobQueue(registry.db);
   const worker = new JobWorker<{ invocationId: string }, void>(queue, {
     queue: 'invocations', concurrency: config.functions.asyncConcurrency,
     handler: (job) => service.runInvocation(job.payload.invocationId, job.attempts, job.attempts >= job.maxAttempts),
     onError: (error) => logger.warn({ err: error }, 'invocation worker'),
   });
-  return { service, proxy, worker, queue };
+  return { service, proxy, worker };
 }
 
 interface DeliveryParts {
@@ -371,12 +363,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       builds: { builds: builds.service, blobs: registry.blobs, guard: auth?.guard, maxContextBytes: config.builds.maxContextBytes },
       registry: { blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes },
       readinessChecks: [() => access(config.dataDir)],
-      functions: functions ? {
-        functions: functions.service, guard: auth?.guard,
-        enqueueInvocation: async (id, timeoutMs) => {
-          await functions!.queue.enqueue('invocations', { invocationId: id }, { maxAttempts: config.functions.asyncAttempts, timeoutMs: timeoutMs + 60_000 });
-        },
-      } : undefined,
+      functions: functions ? { functions: functions.service, guard: auth?.guard } : undefined,
       pipelines: { pipelines: delivery.pipelines, guard: auth?.guard },
       artifacts: { artefacts: delivery.artefacts, guard: auth?.guard },
       events: { bus: delivery.events, guard: auth?.guard },

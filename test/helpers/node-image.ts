@@ -1,0 +1,45 @@
+/**
+ * Node.js images for runtime tests without buildah: the offline root (busybox + the host's
+ * node, see `assembleNodeRootfs`) as one gzip layer, pushed with an image config of the test's
+ * choice to a registry (a Slipway test server, plain HTTP). The layer is made once per root.
+ */
+import path from 'node:path';
+import * as tar from 'tar';
+import { assembleNodeRootfs } from '../../src/builds/base-image.js';
+import type { ImageConfig } from '../../src/functions/image-store.js';
+import { imageManifest, pushBlob, putManifest, sha256 } from './oci.js';
+
+export interface NodeLayer {
+  data: Buffer;
+  digest: string;
+}
+
+export interface PushedImage {
+  /** `host:port/repository:tag` */
+  reference: string;
+  digest: string;
+}
+
+/** Assembles the root in `<dir>/rootfs` and packs it (fast gzip: the layer is big and short-lived). */
+export async function nodeLayer(dir: string): Promise<NodeLayer> {
+  const rootfs = path.join(dir, 'rootfs');
+  await assembleNodeRootfs(rootfs);
+  const chunks: Buffer[] = [];
+  const stream = tar.c({ gzip: { level: 1 }, cwd: rootfs, portable: false }, ['.']);
+  for await (const chunk of stream as unknown as AsyncIterable<Buffer>) chunks.push(Buffer.from(chunk));
+  const data = Buffer.concat(chunks);
+  return { data, digest: sha256(data) };
+}
+
+/** Pushes `layer` with `config` as `<repository>:<tag>` to the registry at `registry.url`. */
+export async function pushNodeImage(registry: { url: string; host: string }, repository: string, tag: string, layer: NodeLayer, config: ImageConfig): Promise<PushedImage> {
+  const configBlob = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config, rootfs: { type: 'layers', diff_ids: [] } }));
+  for (const blob of [layer.data, configBlob]) {
+    const response = await pushBlob(registry.url, repository, blob);
+    if (response.status !== 201) throw new Error(`blob push to ${repository}: ${response.status} ${await response.text()}`);
+  }
+  const manifest = imageManifest({ digest: sha256(configBlob), size: configBlob.length }, [{ digest: layer.digest, size: layer.data.length }]);
+  const put = await putManifest(registry.url, repository, tag, manifest);
+  if (put.status !== 201) throw new Error(`manifest push to ${repository}:${tag}: ${put.status} ${await put.text()}`);
+  return { reference: `${registry.host}/${repository}:${tag}`, digest: manifest.digest };
+}
