@@ -36,7 +36,6 @@ import { ManifestService } from './registry/manifest-service.js';
 import { UploadService } from './registry/upload-service.js';
 import type { BlobStore } from './storage/blob-store.js';
 import { FunctionService } from './functions/service.js';
-import { functionInputSchema } from './functions/spec.js';
 import { FunctionLogs } from './functions/logs.js';
 import { InstanceProxy } from './functions/proxy.js';
 import { createRuncRuntime } from './functions/runc-driver.js';
@@ -48,6 +47,7 @@ import { StageExecutor, stepPaths } from './pipelines/executor.js';
 import { MirrorPoller } from './pipelines/mirrors.js';
 import { parseStageDuration } from './pipelines/spec.js';
 import { ArtefactService } from './artifacts/service.js';
+import { recordRegistryPushes } from './artifacts/registry-pushes.js';
 import { EventBus } from './events/bus.js';
 
 /**
@@ -264,25 +264,23 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
   const jobs = new JobQueue(registry.db);
   // One log store: the runner writes, the API reads and follows the same live logs.
   const runLogs = new BuildLogs(path.join(config.dataDir, 'logs', 'pipelines'));
-  let runner: PipelineRunner | undefined;
   const pipelines = new PipelineService({
-    db: registry.db, queue: jobs, logs: runLogs, vault,
-    sourceCredentials: (namespace, source) => runner!.sourceCredentials(namespace, source),
+    db: registry.db, queue: jobs, logs: runLogs, vault, secrets: auth?.secrets,
     publish, cacheDir: path.join(workDir, 'git-cache'), stageTimeoutMs: config.pipelines.stageTimeout, logger,
   });
   const fnService = functions?.service;
+  const deployable = (): FunctionService => {
+    if (!fnService) throw new Error('functions are turned off on this server');
+    return fnService;
+  };
   const artefacts = new ArtefactService({
     db: registry.db, publish, logger,
     actions: {
       async deployFunction(namespace, functionName, image) {
-        if (!fnService) throw new Error('functions are turned off on this server');
-        await fnService.update(namespace, functionName, { image });
+        await deployable().update(namespace, functionName, { image });
       },
       async deployWorkload(namespace, functionName, workload) {
-        if (!fnService) throw new Error('functions are turned off on this server');
-        const exists = await fnService.get(namespace, functionName).then(() => true, () => false);
-        if (exists) await fnService.update(namespace, functionName, workload as never);
-        else await fnService.create(namespace, functionInputSchema.parse({ type: 'http', ...(workload as object), name: functionName }), 'automation');
+        await deployable().upsert(namespace, functionName, workload, { actor: 'automation' });
       },
       async runPipeline(namespace, pipeline, parameters, trigger) {
         await pipelines.trigger(namespace, pipeline, { parameters, trigger: { ...trigger, type: 'automation', receivedAt: Date.now() } });
@@ -290,21 +288,20 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
     },
   });
   const executor = new StageExecutor({ buildah: buildahDriver(config), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
-  runner = new PipelineRunner({
+  const runner = new PipelineRunner({
     db: registry.db, service: pipelines, queue: jobs, executor, stepPaths, logs: runLogs,
     workDir, config: config.pipelines, registryHost, insecureRegistries: config.builds.insecureRegistries,
     registry: { uploads: registry.uploads, manifests: registry.manifests },
     access: auth?.access, secrets: auth?.secrets, registries: auth?.registries, functions: fnService, logger,
     recordArtefact: (namespace, input, actor) => artefacts.record(namespace, input, { source: 'pipeline', actor }),
   });
-  pipelines.abortRun = (runId, message) => runner!.abortRun(runId, message);
   const failed = await pipelines.reconcile();
   if (failed > 0) logger.warn({ failed }, 'pipeline runs interrupted by the last stop could not be resumed');
   await runner.sweep();
   const worker = new JobWorker<{ runId: string }, void>(jobs, {
     // A stopping server gives running stages 3 s: they run again from their start at the next one.
     queue: 'pipeline-runs', concurrency: config.pipelines.concurrency, graceMs: 3000,
-    handler: (job, signal) => runner!.advance(job.payload.runId, signal),
+    handler: (job, signal) => runner.advance(job.payload.runId, signal),
     onError: (error) => logger.warn({ err: error }, 'pipeline worker'),
   });
   const mirrors = new MirrorPoller({
@@ -316,15 +313,16 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
   const unhookDeploys = fnService?.onDeploy((event) => {
     void events.publish(event.namespace, `deploy.${event.status}`, { ...event }, event.name).catch((error) => logger.warn({ err: error }, 'publishing a deploy event'));
   });
-  const unhookTags = registry.manifests.onTagPushed((event) => {
+  const unhookTriggers = registry.manifests.onTagPushed((event) => {
     void pipelines.onTagPushed(event).catch((error) => logger.warn({ err: error }, 'registry trigger'));
-    if (runner!.isPipelinePush(event.repository, event.tag)) return;
-    const namespace = event.repository.split('/')[0]!;
-    void artefacts.record(namespace, { type: 'container', name: `${registryHost()}/${event.repository}`, version: event.tag, digest: event.digest }, { source: 'registry', actor: null })
-      .catch((error) => logger.warn({ err: error }, 'recording an artefact version'));
+  });
+  const unhookArtefacts = recordRegistryPushes({
+    manifests: registry.manifests, artefacts, registryHost, logger,
+    recordedElsewhere: (repository, tag) => runner.isPipelinePush(repository, tag),
   });
   const unhook = () => {
-    unhookTags();
+    unhookTriggers();
+    unhookArtefacts();
     unhookDeploys?.();
   };
   return { events, artefacts, pipelines, runner, worker, mirrors, unhook };

@@ -23,8 +23,7 @@ import type { Config } from '../config/config.js';
 import type { ExternalRegistries } from '../credentials/service.js';
 import type { Database } from '../db/db.js';
 import type { JobQueue } from '../db/job-queue.js';
-import { FunctionNotFoundError, type FunctionService } from '../functions/service.js';
-import { functionInputSchema } from '../functions/spec.js';
+import type { FunctionService } from '../functions/service.js';
 import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
 import type { NamespaceSecrets } from '../vault/secrets.js';
@@ -41,6 +40,7 @@ import { finalRunStatuses, runView, type BuildOutput, type Delivered, type RunSt
 import { parseStageDuration, type PipelineInput, type Stage } from './spec.js';
 import { primarySource, type PipelineService } from './service.js';
 import type { GitCredentials } from './git-remote.js';
+import { sourceCredentials, SourceCredentialsError } from './source-credentials.js';
 import type { StageExecutor, StageRequest } from './executor.js';
 
 /** What the runner needs of the build-stage executor. */
@@ -102,7 +102,10 @@ export class PipelineRunner {
   /** Runs advancing in this process: a cancel reaches them at once, not at the job's next heartbeat. */
   private readonly running = new Map<string, AbortController>();
 
-  constructor(private readonly deps: PipelineRunnerDeps) {}
+  constructor(private readonly deps: PipelineRunnerDeps) {
+    // A cancel reaches a run advancing here at once, not at its job's next heartbeat.
+    deps.service.onRunCancelled((runId, message) => this.abortRun(runId, message));
+  }
 
   isPipelinePush(repository: string, tag: string): boolean {
     return this.pushing.has(`${repository}:${tag}`);
@@ -333,12 +336,10 @@ export class PipelineRunner {
     return workspace;
   }
 
-  async sourceCredentials(namespace: string, source: PipelineInput['sources'][number]): Promise<GitCredentials | undefined> {
-    if (!source.credentials) return undefined;
-    if (!this.deps.secrets) throw new StageFailed(`source ${source.name}: credentials from the vault need access control turned on`);
-    const [secret] = await this.deps.secrets.reveal(namespace, [source.credentials.passwordSecret]).catch(() => [] as Array<{ value: string }>);
-    if (!secret) throw new StageFailed(`source ${source.name}: namespace "${namespace}" has no secret "${source.credentials.passwordSecret}"`);
-    return { username: source.credentials.username, password: secret.value };
+  private async sourceCredentials(namespace: string, source: PipelineInput['sources'][number]): Promise<GitCredentials | undefined> {
+    return sourceCredentials(this.deps.secrets, namespace, source).catch((error: unknown) => {
+      throw error instanceof SourceCredentialsError ? new StageFailed(error.message) : error;
+    });
   }
 
   /** A short-lived push/pull key of the pipeline's owner for Slipway's registry (access control on). */
@@ -562,22 +563,13 @@ export class PipelineRunner {
     for (const target of targets) {
       const name = target.spec.name;
       try {
-        const current = await functions.get(ctx.namespace, name).catch((error: Error) => {
-          if (error instanceof FunctionNotFoundError) return null;
-          throw error;
-        });
-        const env: Record<string, string> = { ...(current?.env ?? {}) };
+        const env: Record<string, string> = {};
         for (const [key, value] of Object.entries(target.spec.env ?? {})) env[key] = this.sub(ctx, value, `stages.${st.name}.functions.${name}.env.${key}`);
-        let updated;
-        if (current) {
-          log(`deploying ${target.image} to function ${name}`);
-          updated = await functions.update(ctx.namespace, name, target.spec.env ? { image: target.image, env } : { image: target.image });
-        } else {
-          log(`creating function ${name} with ${target.image}`);
-          const input = functionInputSchema.safeParse({ name, image: target.image, type: target.spec.type ?? 'http', env });
-          if (!input.success) throw new StageFailed(`function ${name}: ${input.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-          updated = await functions.create(ctx.namespace, input.data, ctx.owner);
-        }
+        // The stage's variables are added to the function's own.
+        const { function: updated, created } = await functions.upsert(ctx.namespace, name, target.spec.env ? { image: target.image, env } : { image: target.image }, {
+          actor: ctx.owner, mergeEnv: true, typeIfCreated: target.spec.type ?? 'http',
+        });
+        log(created ? `created function ${name} with ${target.image}` : `deploying ${target.image} to function ${name}`);
         const record = { function: name, image: target.image, revision: updated.latestRevision, status: updated.status as string, reason: null as string | null };
         st.deployed.push(record);
         await ctx.save();
