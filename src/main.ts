@@ -20,13 +20,13 @@ import { ExternalRegistries } from './credentials/service.js';
 import { loadMasterKeys, Vault } from './vault/vault.js';
 import { NamespaceSecrets } from './vault/secrets.js';
 import type { SecretRoutesOptions } from './vault/routes.js';
-import { BuildahDriver } from './builds/buildah-driver.js';
+import { buildDrivers, createBuildahDriver } from './builds/drivers.js';
 import { BuildLogs } from './builds/logs.js';
 import { BuildService } from './builds/service.js';
 import { JobQueue, JobWorker } from './db/job-queue.js';
 import { allowAll, type Authorizer } from './auth/scope.js';
 import type { Config } from './config/config.js';
-import { parseListen } from './config/config.js';
+import { parseListen, pickDriver } from './config/config.js';
 import { openDatabase, type Database } from './db/db.js';
 import { buildServer } from './http/server.js';
 import { BlobService } from './registry/blob-service.js';
@@ -38,9 +38,9 @@ import type { BlobStore } from './storage/blob-store.js';
 import { FunctionService } from './functions/service.js';
 import { FunctionLogs } from './functions/logs.js';
 import { InstanceProxy } from './functions/proxy.js';
-import { createRuncRuntime } from './functions/runc-driver.js';
+import { runtimes } from './functions/runtimes.js';
 import { RuntimeUnavailableError, type RuntimeDriver } from './functions/runtime-driver.js';
-import { FsBlobStore } from './storage/fs-blob-store.js';
+import { storageDrivers } from './storage/drivers.js';
 import { PipelineService } from './pipelines/service.js';
 import { PipelineRunner } from './pipelines/runner.js';
 import { StageExecutor, stepPaths } from './pipelines/executor.js';
@@ -55,7 +55,7 @@ import { EventBus } from './events/bus.js';
  *
  *   <dataDir>/
  *   ├── slipway.db        SQLite metadata (absent when `database` is a postgres:// URL)
- *   └── blobs/            the filesystem BlobStore (see storage/fs-blob-store.ts)
+ *   └── blobs/            the `fs` BlobStore (see storage/fs-blob-store.ts; the whole tree: README)
  */
 export interface Registry {
   db: Database;
@@ -77,8 +77,8 @@ export interface RegistryOptions {
 export async function openRegistry(config: Config, options: RegistryOptions = {}): Promise<Registry> {
   const { logger } = options;
   const db = await openDatabase({ url: config.database, dataDir: config.dataDir });
-  const fsStore = new FsBlobStore(path.join(config.dataDir, 'blobs'));
-  const store = options.wrapStore ? options.wrapStore(fsStore) : fsStore;
+  const driverStore = pickDriver(storageDrivers, 'storage.driver', config.storage.driver)({ dataDir: config.dataDir });
+  const store = options.wrapStore ? options.wrapStore(driverStore) : driverStore;
   const { deleteEnabled, maxManifestBytes, gc, uploadExpiry } = config.registry;
   const blobs = new BlobService({ db, store, gracePeriodMs: gc.gracePeriod, deleteEnabled });
   const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry });
@@ -159,12 +159,6 @@ async function openAuth(config: Config, db: Database): Promise<AuthParts> {
   };
 }
 
-/** buildah on the configured store: builds and pipeline stages share one layer cache. */
-function buildahDriver(config: Config): BuildahDriver {
-  const { storageRoot, runRoot, storageDriver } = config.builds.buildah;
-  return new BuildahDriver({ tmpDir: path.join(config.dataDir, 'builds', 'tmp'), storage: { root: storageRoot, runRoot, driver: storageDriver } });
-}
-
 interface BuildParts {
   service: BuildService;
   worker: JobWorker<{ buildId: string }, { digest: string }>;
@@ -178,7 +172,7 @@ async function openBuilds(config: Config, registry: Registry, auth: AuthParts | 
   const workDir = path.join(config.dataDir, 'builds');
   await mkdir(path.join(workDir, 'tmp'), { recursive: true });
   const service = new BuildService({
-    db: registry.db, queue: jobs, driver: buildahDriver(config),
+    db: registry.db, queue: jobs, driver: pickDriver(buildDrivers, 'builds.driver', config.builds.driver)(config.builds.buildah, { dataDir: config.dataDir }),
     logs: new BuildLogs(path.join(config.dataDir, 'logs', 'builds')),
     registry: { uploads: registry.uploads, manifests: registry.manifests },
     config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries, secrets: auth?.secrets,
@@ -203,7 +197,7 @@ async function openFunctions(config: Config, registry: Registry, auth: AuthParts
   if (!config.functions.enabled) return undefined;
   let driver: RuntimeDriver;
   try {
-    driver = await createRuncRuntime({ dataDir: config.dataDir, addressPool: config.functions.addressPool });
+    driver = await pickDriver(runtimes, 'functions.runtime', config.functions.runtime)({ dataDir: config.dataDir, addressPool: config.functions.addressPool });
   } catch (error) {
     if (!(error instanceof RuntimeUnavailableError)) throw error;
     logger.warn(`functions are off: ${error.message}`);
@@ -287,7 +281,8 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
       },
     },
   });
-  const executor = new StageExecutor({ buildah: buildahDriver(config), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
+  // Build stages need buildah itself (the docker shim drives it), whatever builds.driver says.
+  const executor = new StageExecutor({ buildah: createBuildahDriver(config.builds.buildah, { dataDir: config.dataDir }), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
   const runner = new PipelineRunner({
     db: registry.db, service: pipelines, queue: jobs, executor, stepPaths, logs: runLogs,
     workDir, config: config.pipelines, registryHost, insecureRegistries: config.builds.insecureRegistries,
