@@ -145,12 +145,12 @@ async function main(): Promise<void> {
     // ---- the floor: the same root, the same driver, no gateway or pool ----
     const store = new ImageStore(path.join(data.path, 'functions', 'images'));
     const digest = (await call('GET', fnPath('cold'))).imageDigest as string;
-    const rootfs = store.rootfsPath(digest);
-    const floorDriver = new RuncDriver({ stateDir: path.join(work.path, 'floor-bundles'), runcRoot: path.join(work.path, 'floor-runc'), prefix: 'slw-benchfl-' });
+    const floorDriver = new RuncDriver({ images: store, stateDir: path.join(work.path, 'floor-bundles'), runcRoot: path.join(work.path, 'floor-runc'), prefix: 'slw-benchfl-' });
+    await floorDriver.pull({ reference: images.hello, digest });
     const floor: number[] = [];
     for (let i = 0; i < coldRuns; i++) {
       const t = performance.now();
-      const ep = await floorDriver.start({ id: `f${i}`, rootfs, command: ['node', '/app/server.js'], env: [], uid: 1003, gid: 1003 }, () => undefined);
+      const ep = await floorDriver.start({ id: `f${i}`, image: { reference: images.hello, digest }, command: ['node', '/app/server.js'], env: [], uid: 1003, gid: 1003 }, () => undefined);
       await floorDriver.waitForPort(ep.address, 8000, 10_000);
       const r = await fetch(`http://${ep.address}:8000/`);
       await r.text();

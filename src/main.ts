@@ -21,13 +21,13 @@ import { ExternalRegistries } from './credentials/service.js';
 import { loadMasterKeys, Vault } from './vault/vault.js';
 import { NamespaceSecrets } from './vault/secrets.js';
 import type { SecretRoutesOptions } from './vault/routes.js';
-import { BuildahDriver } from './builds/buildah-driver.js';
+import { buildDrivers, createBuildahDriver } from './builds/drivers.js';
 import { BuildLogs } from './logs/log-store.js';
 import { BuildService } from './builds/service.js';
 import { JobQueue, JobWorker } from './db/job-queue.js';
 import { allowAll, type Authorizer } from './auth/scope.js';
 import type { Config } from './config/config.js';
-import { parseListen } from './config/config.js';
+import { parseListen, pickDriver } from './config/config.js';
 import { openDatabase, type Database } from './db/db.js';
 import { buildServer } from './http/server.js';
 import { BlobService } from './registry/blob-service.js';
@@ -36,22 +36,19 @@ import { fsck, type FsckReport } from './registry/fsck.js';
 import { ManifestService } from './registry/manifest-service.js';
 import { UploadService } from './registry/upload-service.js';
 import type { BlobStore } from './storage/blob-store.js';
-import { createHash } from 'node:crypto';
-import { realpath } from 'node:fs/promises';
 import { FunctionService } from './functions/service.js';
-import { functionInputSchema } from './functions/spec.js';
 import { FunctionLogs } from './functions/logs.js';
-import { ImageStore } from './functions/image-store.js';
 import { InstanceProxy } from './functions/proxy.js';
-import { RuncDriver } from './functions/runc-driver.js';
-import { runProcess } from './exec/process.js';
-import { FsBlobStore } from './storage/fs-blob-store.js';
+import { runtimes } from './functions/runtimes.js';
+import { RuntimeUnavailableError, type RuntimeDriver } from './functions/runtime-driver.js';
+import { storageDrivers } from './storage/drivers.js';
 import { PipelineService } from './pipelines/service.js';
 import { PipelineRunner } from './pipelines/runner.js';
 import { StageExecutor, stepPaths } from './pipelines/executor.js';
 import { MirrorPoller } from './pipelines/mirrors.js';
 import { parseStageDuration } from './pipelines/spec.js';
 import { ArtefactService } from './artifacts/service.js';
+import { recordRegistryPushes } from './artifacts/registry-pushes.js';
 import { EventBus } from './events/bus.js';
 
 /**
@@ -59,7 +56,7 @@ import { EventBus } from './events/bus.js';
  *
  *   <dataDir>/
  *   ├── slipway.db        SQLite metadata (absent when `database` is a postgres:// URL)
- *   └── blobs/            the filesystem BlobStore (see storage/fs-blob-store.ts)
+ *   └── blobs/            the `fs` BlobStore (see storage/fs-blob-store.ts; the whole tree: README)
  */
 export interface Registry {
   db: Database;
@@ -81,8 +78,8 @@ export interface RegistryOptions {
 export async function openRegistry(config: Config, options: RegistryOptions = {}): Promise<Registry> {
   const { logger } = options;
   const db = await openDatabase({ url: config.database, dataDir: config.dataDir });
-  const fsStore = new FsBlobStore(path.join(config.dataDir, 'blobs'));
-  const store = options.wrapStore ? options.wrapStore(fsStore) : fsStore;
+  const driverStore = pickDriver(storageDrivers, 'storage.driver', config.storage.driver)({ dataDir: config.dataDir });
+  const store = options.wrapStore ? options.wrapStore(driverStore) : driverStore;
   const { deleteEnabled, maxManifestBytes, gc, uploadExpiry } = config.registry;
   const blobs = new BlobService({ db, store, gracePeriodMs: gc.gracePeriod, deleteEnabled });
   const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry });
@@ -163,12 +160,6 @@ async function openAuth(config: Config, db: Database): Promise<AuthParts> {
   };
 }
 
-/** buildah on the configured store: builds and pipeline stages share one layer cache. */
-function buildahDriver(config: Config): BuildahDriver {
-  const { storageRoot, runRoot, storageDriver } = config.builds.buildah;
-  return new BuildahDriver({ tmpDir: path.join(config.dataDir, 'builds', 'tmp'), storage: { root: storageRoot, runRoot, driver: storageDriver } });
-}
-
 interface BuildParts {
   service: BuildService;
   worker: JobWorker<{ buildId: string }, { digest: string }>;
@@ -182,7 +173,7 @@ async function openBuilds(config: Config, registry: Registry, auth: AuthParts | 
   const workDir = path.join(config.dataDir, 'builds');
   await mkdir(path.join(workDir, 'tmp'), { recursive: true });
   const service = new BuildService({
-    db: registry.db, queue: jobs, driver: buildahDriver(config),
+    db: registry.db, queue: jobs, driver: pickDriver(buildDrivers, 'builds.driver', config.builds.driver)(config.builds.buildah, { dataDir: config.dataDir }),
     logs: new BuildLogs(path.join(config.dataDir, 'logs', 'builds')),
     registry: { uploads: registry.uploads, manifests: registry.manifests },
     config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries, secrets: auth?.secrets,
@@ -200,44 +191,39 @@ interface FunctionParts {
   service: FunctionService;
   proxy: InstanceProxy;
   worker: JobWorker<{ invocationId: string }, void>;
-  queue: JobQueue;
 }
 
-/**
- * Functions: runc instances whose ids, namespaces and bundles carry a prefix derived from the
- * data folder, so two servers on one host never clean up each other's instances.
- */
+/** Functions: the runtime driver (off with a warning when the host lacks it), the service, the async invocation worker. */
 async function openFunctions(config: Config, registry: Registry, auth: AuthParts | undefined, registryHost: () => string, logger: Logger): Promise<FunctionParts | undefined> {
   if (!config.functions.enabled) return undefined;
-  const runc = await runProcess('runc', ['--version'], { captureStdout: true, timeoutMs: 10_000, graceMs: 500 }).catch(() => null);
-  if (!runc || runc.code !== 0) {
-    logger.warn('functions are off: runc is not installed (apt-get install runc)');
+  let driver: RuntimeDriver;
+  try {
+    driver = await pickDriver(runtimes, 'functions.runtime', config.functions.runtime)({ dataDir: config.dataDir, addressPool: config.functions.addressPool });
+  } catch (error) {
+    if (!(error instanceof RuntimeUnavailableError)) throw error;
+    logger.warn(`functions are off: ${error.message}`);
     return undefined;
   }
-  const dir = path.join(config.dataDir, 'functions');
-  await mkdir(path.join(dir, 'bundles'), { recursive: true });
-  const prefix = `slw-${createHash('sha256').update(await realpath(config.dataDir)).digest('hex').slice(0, 6)}-`;
-  const driver = new RuncDriver({ stateDir: path.join(dir, 'bundles'), runcRoot: path.join(dir, 'runc'), pool: config.functions.addressPool, prefix, spareNetworks: 2 });
   const proxy = new InstanceProxy();
   const vault = auth?.vault ?? await openVault(config, registry.db);
+  const queue = new JobQueue(registry.db);
   const service = new FunctionService({
     db: registry.db,
     registry: { manifests: registry.manifests, blobs: registry.blobs, store: registry.store },
     registryHost, insecureRegistries: config.builds.insecureRegistries,
-    images: new ImageStore(path.join(dir, 'images')),
     driver, proxy,
     logs: new FunctionLogs(path.join(config.dataDir, 'logs', 'functions')),
     vault, registries: auth?.registries, logger,
+    invocations: { queue, attempts: config.functions.asyncAttempts },
     startTimeoutMs: config.functions.startTimeout,
     maxBodyBytes: config.functions.maxBodyBytes, maxAsyncBodyBytes: config.functions.maxAsyncBodyBytes,
   });
-  const queue = new JobQueue(registry.db);
   const worker = new JobWorker<{ invocationId: string }, void>(queue, {
     queue: 'invocations', concurrency: config.functions.asyncConcurrency,
     handler: (job) => service.runInvocation(job.payload.invocationId, job.attempts, job.attempts >= job.maxAttempts),
     onError: (error) => logger.warn({ err: error }, 'invocation worker'),
   });
-  return { service, proxy, worker, queue };
+  return { service, proxy, worker };
 }
 
 interface DeliveryParts {
@@ -273,47 +259,45 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
   const jobs = new JobQueue(registry.db);
   // One log store: the runner writes, the API reads and follows the same live logs.
   const runLogs = new BuildLogs(path.join(config.dataDir, 'logs', 'pipelines'));
-  let runner: PipelineRunner | undefined;
   const pipelines = new PipelineService({
-    db: registry.db, queue: jobs, logs: runLogs, vault,
-    sourceCredentials: (namespace, source) => runner!.sourceCredentials(namespace, source),
+    db: registry.db, queue: jobs, logs: runLogs, vault, secrets: auth?.secrets,
     publish, cacheDir: path.join(workDir, 'git-cache'), stageTimeoutMs: config.pipelines.stageTimeout, logger,
   });
   const fnService = functions?.service;
+  const deployable = (): FunctionService => {
+    if (!fnService) throw new Error('functions are turned off on this server');
+    return fnService;
+  };
   const artefacts = new ArtefactService({
     db: registry.db, publish, logger,
     actions: {
       async deployFunction(namespace, functionName, image) {
-        if (!fnService) throw new Error('functions are turned off on this server');
-        await fnService.update(namespace, functionName, { image });
+        await deployable().update(namespace, functionName, { image });
       },
       async deployWorkload(namespace, functionName, workload) {
-        if (!fnService) throw new Error('functions are turned off on this server');
-        const exists = await fnService.get(namespace, functionName).then(() => true, () => false);
-        if (exists) await fnService.update(namespace, functionName, workload as never);
-        else await fnService.create(namespace, functionInputSchema.parse({ type: 'http', ...(workload as object), name: functionName }), 'automation');
+        await deployable().upsert(namespace, functionName, workload, { actor: 'automation' });
       },
       async runPipeline(namespace, pipeline, parameters, trigger) {
         await pipelines.trigger(namespace, pipeline, { parameters, trigger: { ...trigger, type: 'automation', receivedAt: Date.now() } });
       },
     },
   });
-  const executor = new StageExecutor({ driver: buildahDriver(config), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
-  runner = new PipelineRunner({
+  // Build stages need buildah itself (the docker shim drives it), whatever builds.driver says.
+  const executor = new StageExecutor({ driver: createBuildahDriver(config.builds.buildah, { dataDir: config.dataDir }), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
+  const runner = new PipelineRunner({
     db: registry.db, service: pipelines, queue: jobs, executor, stepPaths, logs: runLogs,
     workDir, config: config.pipelines, registryHost, insecureRegistries: config.builds.insecureRegistries,
     registry: { uploads: registry.uploads, manifests: registry.manifests },
     access: auth?.access, secrets: auth?.secrets, registries: auth?.registries, functions: fnService, logger,
     recordArtefact: (namespace, input, actor) => artefacts.record(namespace, input, { source: 'pipeline', actor }),
   });
-  pipelines.abortRun = (runId, message) => runner!.abortRun(runId, message);
   const failed = await pipelines.reconcile();
   if (failed > 0) logger.warn({ failed }, 'pipeline runs interrupted by the last stop could not be resumed');
   await runner.sweep();
   const worker = new JobWorker<{ runId: string }, void>(jobs, {
     // A stopping server gives running stages 3 s: they run again from their start at the next one.
     queue: 'pipeline-runs', concurrency: config.pipelines.concurrency, graceMs: 3000,
-    handler: (job, signal) => runner!.advance(job.payload.runId, signal),
+    handler: (job, signal) => runner.advance(job.payload.runId, signal),
     onError: (error) => logger.warn({ err: error }, 'pipeline worker'),
   });
   const mirrors = new MirrorPoller({
@@ -325,15 +309,16 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
   const unhookDeploys = fnService?.onDeploy((event) => {
     void events.publish(event.namespace, `deploy.${event.status}`, { ...event }, event.name).catch((error) => logger.warn({ err: error }, 'publishing a deploy event'));
   });
-  const unhookTags = registry.manifests.onTagPushed((event) => {
+  const unhookTriggers = registry.manifests.onTagPushed((event) => {
     void pipelines.onTagPushed(event).catch((error) => logger.warn({ err: error }, 'registry trigger'));
-    if (runner!.isPipelinePush(event.repository, event.tag)) return;
-    const namespace = event.repository.split('/')[0]!;
-    void artefacts.record(namespace, { type: 'container', name: `${registryHost()}/${event.repository}`, version: event.tag, digest: event.digest }, { source: 'registry', actor: null })
-      .catch((error) => logger.warn({ err: error }, 'recording an artefact version'));
+  });
+  const unhookArtefacts = recordRegistryPushes({
+    manifests: registry.manifests, artefacts, registryHost, logger,
+    recordedElsewhere: (repository, tag) => runner.isPipelinePush(repository, tag),
   });
   const unhook = () => {
-    unhookTags();
+    unhookTriggers();
+    unhookArtefacts();
     unhookDeploys?.();
   };
   return { events, artefacts, pipelines, runner, worker, mirrors, unhook };
@@ -372,12 +357,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       builds: { builds: builds.service, blobs: registry.blobs, guard: auth?.guard, maxContextBytes: config.builds.maxContextBytes },
       registry: { blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes },
       readinessChecks: [() => access(config.dataDir)],
-      functions: functions ? {
-        functions: functions.service, guard: auth?.guard,
-        enqueueInvocation: async (id, timeoutMs) => {
-          await functions!.queue.enqueue('invocations', { invocationId: id }, { maxAttempts: config.functions.asyncAttempts, timeoutMs: timeoutMs + 60_000 });
-        },
-      } : undefined,
+      functions: functions ? { functions: functions.service, guard: auth?.guard } : undefined,
       pipelines: { pipelines: delivery.pipelines, guard: auth?.guard },
       artifacts: { artefacts: delivery.artefacts, guard: auth?.guard },
       events: { bus: delivery.events, guard: auth?.guard },

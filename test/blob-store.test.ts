@@ -1,137 +1,18 @@
 /**
- * The BlobStore conformance suite: every driver runs it (fs now, s3 later). It also fails a
- * driver that leaves files behind after aborts and deletes.
+ * The filesystem BlobStore driver runs the BlobStore conformance suite (test/suites/blob-store.ts).
  */
-import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import { after, before, describe, test } from 'node:test';
-import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobStore } from '../src/storage/blob-store.js';
 import { FsBlobStore } from '../src/storage/fs-blob-store.js';
 import { tempDir } from './helpers/harness.js';
-
-interface DriverUnderTest {
-  name: string;
-  open(): Promise<{ store: BlobStore; files(): Promise<string[]>; close(): Promise<void> }>;
-}
-
-const drivers: DriverUnderTest[] = [
-  {
-    name: 'fs',
-    async open() {
-      const dir = await tempDir('slipway-blobs-');
-      return {
-        store: new FsBlobStore(dir.path),
-        files: () => listFiles(dir.path),
-        close: () => dir.remove(),
-      };
-    },
-  },
-];
+import { blobStoreSuite } from './suites/blob-store.js';
 
 async function listFiles(root: string): Promise<string[]> {
   const entries = await readdir(root, { recursive: true, withFileTypes: true });
   return entries.filter((e) => e.isFile()).map((e) => path.relative(root, path.join(e.parentPath, e.name)));
 }
 
-function digestOf(data: Buffer): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
-}
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
-
-async function storeBlob(store: BlobStore, data: Buffer, id = randomBytes(8).toString('hex')): Promise<string> {
-  await store.uploads.create(id);
-  await store.uploads.append(id, Readable.from([data]), 0);
-  const digest = digestOf(data);
-  await store.uploads.commit(id, digest);
-  return digest;
-}
-
-for (const driver of drivers) {
-  describe(`BlobStore conformance (${driver.name})`, () => {
-    let store: BlobStore;
-    let files: () => Promise<string[]>;
-    let close: () => Promise<void>;
-    before(async () => ({ store, files, close } = await driver.open()));
-    after(async () => close());
-
-    test('an upload is invisible until committed, then readable whole and by range', async () => {
-      const data = randomBytes(100_000);
-      const digest = digestOf(data);
-      await store.uploads.create('upload-one');
-      const seen: Buffer[] = [];
-      assert.equal(await store.uploads.append('upload-one', Readable.from([data.subarray(0, 40_000)]), 0, (c) => seen.push(c)), 40_000);
-      assert.equal(await store.stat(digest), null);
-      await assert.rejects(store.get(digest), BlobNotFoundError);
-      assert.equal(await store.uploads.append('upload-one', Readable.from([data.subarray(40_000)]), 40_000, (c) => seen.push(c)), 100_000);
-      assert.deepEqual(Buffer.concat(seen), data, 'observe sees every byte in order');
-      assert.deepEqual(await readAll(await store.uploads.read('upload-one')), data);
-      await store.uploads.commit('upload-one', digest);
-      assert.deepEqual(await store.stat(digest), { size: 100_000 });
-      assert.deepEqual(await readAll(await store.get(digest)), data);
-      assert.deepEqual(await readAll(await store.get(digest, { start: 10, end: 19 })), data.subarray(10, 20));
-      assert.equal(await store.uploads.size('upload-one'), null, 'a committed session is gone');
-    });
-
-    test('append at the wrong offset is refused and changes nothing', async () => {
-      await store.uploads.create('upload-offset');
-      await store.uploads.append('upload-offset', Readable.from([Buffer.from('abc')]), 0);
-      await assert.rejects(store.uploads.append('upload-offset', Readable.from([Buffer.from('x')]), 1), (error: unknown) => error instanceof UploadOffsetError && error.actual === 3);
-      assert.equal(await store.uploads.size('upload-offset'), 3);
-      await store.uploads.abort('upload-offset');
-    });
-
-    test('truncate drops bytes past the acknowledged size, and appends continue from there', async () => {
-      await store.uploads.create('upload-truncate');
-      await store.uploads.append('upload-truncate', Readable.from([Buffer.from('acked-and-leftover')]), 0);
-      await store.uploads.truncate('upload-truncate', 5);
-      assert.equal(await store.uploads.size('upload-truncate'), 5);
-      await store.uploads.append('upload-truncate', Readable.from([Buffer.from('-more')]), 5);
-      const chunks: Buffer[] = [];
-      for await (const chunk of await store.uploads.read('upload-truncate')) chunks.push(chunk as Buffer);
-      assert.equal(Buffer.concat(chunks).toString(), 'acked-more');
-      await store.uploads.abort('upload-truncate');
-      await assert.rejects(store.uploads.truncate('upload-truncate', 0), UploadNotFoundError);
-    });
-
-    test('unknown sessions are UploadNotFoundError; unknown blobs BlobNotFoundError', async () => {
-      await assert.rejects(store.uploads.append('no-such-upload', Readable.from([]), 0), UploadNotFoundError);
-      await assert.rejects(store.uploads.commit('no-such-upload', digestOf(Buffer.from('x'))), UploadNotFoundError);
-      await assert.rejects(store.uploads.read('no-such-upload'), UploadNotFoundError);
-      await assert.rejects(store.uploads.append('../escape', Readable.from([]), 0), UploadNotFoundError);
-      assert.equal(await store.uploads.size('no-such-upload'), null);
-      await assert.rejects(store.get(digestOf(Buffer.from('never stored'))), BlobNotFoundError);
-      assert.equal(await store.delete(digestOf(Buffer.from('never stored'))), false);
-    });
-
-    test('committing the same content twice keeps one blob', async () => {
-      const data = Buffer.from('same bytes');
-      const first = await storeBlob(store, data);
-      const second = await storeBlob(store, data);
-      assert.equal(first, second);
-      assert.deepEqual(await readAll(await store.get(first)), data);
-    });
-
-    test('list, delete and abort leave nothing behind', async () => {
-      const digests = [await storeBlob(store, Buffer.from('one')), await storeBlob(store, Buffer.from('two'))];
-      const listed: string[] = [];
-      for await (const digest of store.list()) listed.push(digest);
-      for (const digest of digests) assert.ok(listed.includes(digest));
-      await store.uploads.create('upload-abort');
-      await store.uploads.append('upload-abort', Readable.from([Buffer.from('partial')]), 0);
-      const sessions: string[] = [];
-      for await (const session of store.uploads.list()) sessions.push(session.id);
-      assert.ok(sessions.includes('upload-abort'));
-      await store.uploads.abort('upload-abort');
-      for await (const digest of store.list()) assert.equal(await store.delete(digest), true);
-      assert.deepEqual(await files(), []);
-    });
-  });
-}
+blobStoreSuite('fs', async () => {
+  const dir = await tempDir('slipway-blobs-');
+  return { store: new FsBlobStore(dir.path), files: () => listFiles(dir.path), close: () => dir.remove() };
+});

@@ -5,7 +5,10 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ConfigError, loadConfig, parseDuration, parseListen } from '../src/config/config.js';
+import { ConfigError, loadConfig, parseDuration, parseListen, pickDriver } from '../src/config/config.js';
+import { buildDrivers } from '../src/builds/drivers.js';
+import { runtimes } from '../src/functions/runtimes.js';
+import { storageDrivers } from '../src/storage/drivers.js';
 import { tempDir } from './helpers/harness.js';
 
 describe('config', () => {
@@ -60,6 +63,22 @@ describe('config', () => {
     const list = path.join(dir.path, 'list.yaml');
     await writeFile(list, '- a\n- b\n');
     assert.throws(() => loadConfig({ file: list }), /must hold a mapping/);
+  });
+
+  test('drivers: defaults as before; an unknown name is a config error listing the known ones', () => {
+    const config = loadConfig();
+    assert.equal(config.storage.driver, 'fs');
+    assert.equal(config.builds.driver, 'buildah');
+    assert.equal(config.functions.runtime, 'runc');
+    assert.throws(() => loadConfig({ flags: { storage: { driver: 's3' as never } } }), (error: Error) => error instanceof ConfigError && /storage\.driver: unknown driver "s3" \(known: fs\)/.test(error.message));
+    assert.throws(() => loadConfig({ flags: { builds: { driver: 'kubernetes' as never } } }), /builds\.driver: unknown driver "kubernetes" \(known: buildah\)/);
+    assert.throws(() => loadConfig({ env: {}, flags: { functions: { runtime: 'kubernetes' as never } } }), /functions\.runtime: unknown driver "kubernetes" \(known: runc\)/);
+    // Every name the config accepts has a factory, and a name a map lacks is the same clear error.
+    assert.deepEqual(Object.keys(storageDrivers), ['fs']);
+    assert.deepEqual(Object.keys(buildDrivers), ['buildah']);
+    assert.deepEqual(Object.keys(runtimes), ['runc']);
+    assert.equal(pickDriver(storageDrivers, 'storage.driver', 'fs'), storageDrivers.fs);
+    assert.throws(() => pickDriver(storageDrivers, 'storage.driver', 'toString'), (error: Error) => error instanceof ConfigError && /storage\.driver: unknown driver "toString" \(known: fs\)/.test(error.message));
   });
 
   test('durations accept units and bare seconds', () => {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { loadConfig, type ConfigInput } from '../src/config/config.js';
 import { startServer, type RunningServer } from '../src/main.js';
 import { RuncDriver } from '../src/functions/runc-driver.js';
-import { assembleNodeRootfs } from '../src/builds/base-image.js';
+import { ImageStore } from '../src/functions/image-store.js';
 import { cleanEnv, repoRoot, requireCommands, run, slipwayBin } from './helpers/commands.js';
 import { dialects, tempDir, type TestServer } from './helpers/harness.js';
 import { api, assertNoLeftovers, eventually, instancePrefix, leftovers } from './helpers/functions.js';
@@ -81,10 +81,11 @@ describe(`functions across restarts, and access (${dialects[dialects.length - 1]
     await assertNoLeftovers(dataDir.path, prefix);
 
     // A crashed process's instance (same prefix, same runc root) is found and removed at start.
-    const rootfs = path.join(work.path, 'orphan-rootfs');
-    await assembleNodeRootfs(rootfs);
-    const orphanDriver = new RuncDriver({ stateDir: path.join(dataDir.path, 'functions', 'bundles'), runcRoot: path.join(dataDir.path, 'functions', 'runc'), prefix });
-    await orphanDriver.start({ id: 'orphan', rootfs, command: ['node', '-e', 'setInterval(() => {}, 1000)'], env: [] }, () => undefined);
+    // It runs the hello image from the server's image store (pulled there by its digest).
+    const functionsDir = path.join(dataDir.path, 'functions');
+    const orphanDriver = new RuncDriver({ images: new ImageStore(path.join(functionsDir, 'images')), stateDir: path.join(functionsDir, 'bundles'), runcRoot: path.join(functionsDir, 'runc'), prefix });
+    const orphanImage = { reference: images.hello, digest: hello.json.imageDigest as string };
+    await orphanDriver.start({ id: 'orphan', image: orphanImage, command: ['node', '-e', 'setInterval(() => {}, 1000)'], env: [] }, () => undefined);
     assert.deepEqual((await leftovers(dataDir.path, prefix)).containers, [`${prefix}orphan`]);
 
     const second = await start({ auth: { enabled: true, adminPassword } });

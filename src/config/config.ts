@@ -25,11 +25,32 @@ export function parseDuration(value: number | string): number {
   return Number(match[1]) * units[match[2]!]!;
 }
 
+/**
+ * The drivers each seam can be built with. `src/main.ts` picks the factory of the configured
+ * name from the seam's map (`storage/drivers.ts`, `builds/drivers.ts`, `functions/runtimes.ts`,
+ * each typed to have one factory per name here) and hands it only its own slice of the config.
+ */
+export const storageDriverNames = ['fs'] as const;
+export const buildDriverNames = ['buildah'] as const;
+export const runtimeNames = ['runc'] as const;
+export type StorageDriverName = (typeof storageDriverNames)[number];
+export type BuildDriverName = (typeof buildDriverNames)[number];
+export type RuntimeName = (typeof runtimeNames)[number];
+
+/** A driver name of `names`; anything else is refused listing the known ones. */
+function driverName<const T extends readonly [string, ...string[]]>(names: T) {
+  return z.enum(names, { error: (issue) => `unknown driver "${String(issue.input)}" (known: ${names.join(', ')})` });
+}
+
 export const configSchema = z.strictObject({
   listen: z.string().regex(listenPattern, 'HOST:PORT, e.g. 127.0.0.1:5000').default('127.0.0.1:5000'),
   dataDir: z.string().min(1).default('./data'),
   /** `sqlite` (a file in the data folder, the default) or a `postgres://` URL. */
   database: z.string().refine((v) => v === 'sqlite' || /^postgres(ql)?:\/\//.test(v), 'either "sqlite" or a postgres:// URL').default('sqlite'),
+  storage: z.strictObject({
+    /** Where blobs (registry layers, component archives) are kept: `fs`, files in `<dataDir>/blobs`. */
+    driver: driverName(storageDriverNames).default('fs'),
+  }).prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Log one line per request; costs throughput on small requests. */
@@ -64,6 +85,8 @@ export const configSchema = z.strictObject({
     loginCacheTtl: duration.prefault('1m'),
   }).prefault({}),
   builds: z.strictObject({
+    /** What runs builds and build stages: `buildah` on this host (settings in `builds.buildah`). */
+    driver: driverName(buildDriverNames).default('buildah'),
     /** Builds running at once on this server. */
     concurrency: z.number().int().min(1).max(64).default(1),
     /** A build running longer is stopped and failed. */
@@ -95,6 +118,8 @@ export const configSchema = z.strictObject({
   functions: z.strictObject({
     /** Run functions on this server (needs runc, root and `ip netns`); off: the API answers 503. */
     enabled: z.boolean().default(true),
+    /** What runs function instances: `runc` on this host (its network: `addressPool`). */
+    runtime: driverName(runtimeNames).default('runc'),
     /** An instance must listen on 8000 and answer `POST /init` within this. */
     startTimeout: duration.prefault('30s'),
     /** Largest request body of a synchronous call (and of a function's answer). */
@@ -218,6 +243,16 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+/**
+ * The factory that `key` names in `drivers`. Config validation refuses unknown names already;
+ * this also catches a map that lacks one, with the same message.
+ */
+export function pickDriver<F>(drivers: Readonly<Record<string, F>>, key: string, name: string): F {
+  const factory = Object.hasOwn(drivers, name) ? drivers[name] : undefined;
+  if (!factory) throw new ConfigError(`invalid configuration: ${key}: unknown driver "${name}" (known: ${Object.keys(drivers).join(', ')})`);
+  return factory;
 }
 
 /** Split `HOST:PORT` (IPv6 in brackets) for `listen()`. */

@@ -11,14 +11,10 @@
  * short back-off during which requests fail at once with the reason (502, not a hang).
  */
 import http from 'node:http';
-import type { InstanceEndpoint, InstanceSpec, LogFn } from './runc-driver.js';
+import type { InstanceEndpoint, InstanceSpec, LogFn, RuntimeDriver } from './runtime-driver.js';
 
 /** What the pool needs of a RuntimeDriver. */
-export interface InstanceDriver {
-  start(spec: InstanceSpec, onLog: LogFn): Promise<InstanceEndpoint>;
-  waitForPort(address: string, port: number, timeoutMs: number): Promise<void>;
-  stop(id: string, options?: { graceMs?: number }): Promise<void>;
-}
+export type InstanceDriver = Pick<RuntimeDriver, 'start' | 'waitForPort' | 'stop'>;
 
 export interface PoolSettings {
   minInstances: number;

@@ -25,8 +25,6 @@ export interface FunctionRoutesOptions {
   functions: FunctionService;
   /** Absent when access control is off. */
   guard?: ApiGuard;
-  /** Queues an asynchronous invocation (durable job). */
-  enqueueInvocation(id: string, timeoutMs: number): Promise<void>;
 }
 
 function mapError(error: unknown): ApiError {
@@ -287,7 +285,7 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
         const body = await readBody(request, functions.maxAsyncBodyBytes);
         const invocation = await functions.recordInvocation(ns, name, { body, contentType });
         const view = await functions.get(ns, name);
-        await options.enqueueInvocation(invocation.id, view.timeoutSeconds * 1000);
+        await functions.enqueueInvocation(invocation.id, view.timeoutSeconds * 1000);
         return reply.code(202).header('location', `/api/v1/namespaces/${ns}/functions/${name}/invocations/${invocation.id}`).send(invocation);
       }
       const body = await readBody(request, functions.maxBodyBytes);

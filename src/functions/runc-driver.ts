@@ -10,16 +10,28 @@
  * `onLog`, and its exit status is the container's, reported to `onExit`. Container ids, netns
  * names and bundle folders all start with `slw-`, so `cleanupOrphans()` can remove whatever a
  * previous process left.
+ *
+ * Images are pulled into an ImageStore on the host and unpacked once per digest; instances of
+ * one image share its root read-only. `createRuncRuntime()` is the server's factory: it checks
+ * that runc is installed and lays out `<dataDir>/functions/`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, readdir, realpath, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import { killGroup, runProcess } from '../exec/process.js';
+import { ImageStore, type ImageConfig } from './image-store.js';
 import { NAME_PREFIX, NetnsManager, type InstanceNetwork } from './netns.js';
+import {
+  instanceProcess, pinnedReference, type ImageRequest, type InstanceEndpoint, type InstanceSpec, type InstanceStats, type LogFn,
+  type PulledImage, type RuntimeDriver, RuntimeUnavailableError,
+} from './runtime-driver.js';
 
 export interface RuncDriverOptions {
+  /** Where images are pulled to and unpacked (roots are shared read-only by the instances of an image). */
+  images: ImageStore;
   /** Bundles (config.json, pid file) live in `<stateDir>/slw-<id>`. */
   stateDir: string;
   /** runc's `--root`; default runc's own. */
@@ -39,30 +51,6 @@ export interface RuncDriverOptions {
    */
   spareNetworks?: number;
 }
-
-export interface InstanceSpec {
-  id: string;
-  /** Root file system; mounted read-only, may be shared between instances. */
-  rootfs: string;
-  command: string[];
-  env: string[];
-  workingDir?: string;
-  uid?: number;
-  gid?: number;
-  memoryMB?: number;
-  pids?: number;
-  /** Called once when the container exits (code from runc, null when killed by a signal). */
-  onExit?: (info: { code: number | null; signal: NodeJS.Signals | null }) => void;
-}
-
-export interface InstanceEndpoint {
-  id: string;
-  address: string;
-  port: 8000;
-  pid: number;
-}
-
-export type LogFn = (stream: 'stdout' | 'stderr', line: string) => void;
 
 interface Instance {
   id: string;
@@ -121,7 +109,7 @@ export async function waitForPort(address: string, port: number, timeoutMs: numb
   }
 }
 
-export class RuncDriver {
+export class RuncDriver implements RuntimeDriver {
   private readonly instances = new Map<string, Instance>();
   private readonly netns: NetnsManager;
   private readonly cgroupRoot: string;
@@ -189,11 +177,54 @@ export class RuncDriver {
     return { memory: await check('memory'), pids: await check('pids') };
   }
 
+  /**
+   * Pulls into the image store (blobs verified while streaming; `source` read in process when
+   * given) and unpacks the root once per digest. An image already here by its digest is not
+   * fetched again.
+   */
+  async pull(image: ImageRequest): Promise<PulledImage> {
+    const { config, digest } = await this.prepare(image);
+    return { digest, config };
+  }
+
+  /** Roots by digest, so the starts of one revision's instances share one unpack. */
+  private readonly prepared = new Map<string, Promise<{ digest: string; config: ImageConfig; rootfs: string }>>();
+
+  private async prepare(image: ImageRequest): Promise<{ digest: string; config: ImageConfig; rootfs: string }> {
+    const { images } = this.options;
+    if (image.digest) {
+      const known = await this.prepared.get(image.digest)?.catch(() => undefined);
+      // The store may have been cleaned under us: then the image is prepared again.
+      if (known && existsSync(known.rootfs)) return known;
+      const digest = image.digest;
+      const cached = (async () => {
+        const config = await images.configOf(digest).catch(() => null);
+        if (config) return { digest, config, rootfs: await images.unpack(digest) };
+        return this.fetch(image);
+      })();
+      this.prepared.set(digest, cached);
+      cached.catch(() => this.prepared.delete(digest));
+      return cached;
+    }
+    const fetched = await this.fetch(image);
+    this.prepared.set(fetched.digest, Promise.resolve(fetched));
+    return fetched;
+  }
+
+  private async fetch(image: ImageRequest): Promise<{ digest: string; config: ImageConfig; rootfs: string }> {
+    const reference = image.digest ? pinnedReference(image.reference, image.digest) : image.reference;
+    const auth = image.source ? undefined : await image.login?.();
+    const pulled = await this.options.images.pull(reference, { source: image.source, auth, insecure: image.insecure });
+    if (image.digest && pulled.digest !== image.digest) throw new Error(`image digest changed while pulling: expected ${image.digest}, got ${pulled.digest}`);
+    return { digest: pulled.digest, config: pulled.config, rootfs: await this.options.images.unpack(pulled.digest) };
+  }
+
   async start(spec: InstanceSpec, onLog: LogFn): Promise<InstanceEndpoint> {
     const id = this.containerId(spec.id);
     if (this.instances.has(id)) throw new Error(`instance ${id} is already running`);
-    if (spec.command.length === 0) throw new Error('command is empty');
-    const rootfs = await realpath(path.resolve(spec.rootfs));
+    const image = await this.prepare(spec.image);
+    const proc = instanceProcess(image.config, spec);
+    const rootfs = await realpath(image.rootfs);
     const bundle = path.join(path.resolve(this.options.stateDir), id);
     await mkdir(bundle, { recursive: true });
 
@@ -215,9 +246,9 @@ export class RuncDriver {
       process: {
         terminal: false,
         user: { uid: spec.uid ?? 1003, gid: spec.gid ?? 1003 },
-        args: spec.command,
-        env: spec.env.some((e) => e.startsWith('PATH=')) ? spec.env : [defaultPath, ...spec.env],
-        cwd: spec.workingDir ?? '/',
+        args: proc.args,
+        env: proc.env.some((e) => e.startsWith('PATH=')) ? proc.env : [defaultPath, ...proc.env],
+        cwd: proc.cwd,
         capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
         noNewPrivileges: true,
       },
@@ -330,6 +361,30 @@ export class RuncDriver {
     }
   }
 
+  /** Memory from the instance's cgroup (else its process's resident set), pids from its cgroup. */
+  async stats(id: string): Promise<InstanceStats | null> {
+    const cid = this.containerId(id);
+    const instance = this.instances.get(cid);
+    if (!instance || instance.done || !instance.pid) return null;
+    const number = async (file: string) => {
+      const text = await readFile(file, 'utf8').catch(() => null);
+      return text === null || !/^\d+\s*$/.test(text) ? null : Number(text.trim());
+    };
+    let memoryBytes = await number(path.join(this.cgroupRoot, 'memory', cid, 'memory.usage_in_bytes'));
+    if (memoryBytes === null) {
+      const status = await readFile(`/proc/${instance.pid}/status`, 'utf8').catch(() => '');
+      const rss = /^VmRSS:\s+(\d+) kB/m.exec(status);
+      memoryBytes = rss ? Number(rss[1]) * 1024 : null;
+    }
+    return { memoryBytes, pids: await number(path.join(this.cgroupRoot, 'pids', cid, 'pids.current')) };
+  }
+
+  /** A previous process's leftovers go; spare namespaces are made for the first instances. */
+  async recover(): Promise<void> {
+    await this.cleanupOrphans();
+    this.refillSpares();
+  }
+
   /** Removes the spare namespaces (instances are stopped by their owners). */
   async close(): Promise<void> {
     this.closed = true;
@@ -423,4 +478,29 @@ export class RuncDriver {
     for (const id of [...this.instances.keys()]) if (this.instances.get(id)!.done) this.instances.delete(id);
     return { containers, namespaces, bundles };
   }
+}
+
+/** What the server's runc runtime is made from (`functions.*` of the config). */
+export interface RuncRuntimeSettings {
+  /** The data folder: `functions/{images,bundles,runc}` live in it. */
+  dataDir: string;
+  /** Addresses of instances: one /30 per instance. */
+  addressPool: string;
+}
+
+/**
+ * The server's runc driver. Its container ids, namespaces and bundles carry a prefix derived from
+ * the data folder, so two servers on one host never clean up each other's instances. Throws
+ * RuntimeUnavailableError when runc is not installed.
+ */
+export async function createRuncRuntime(settings: RuncRuntimeSettings): Promise<RuncDriver> {
+  const runc = await runProcess('runc', ['--version'], { captureStdout: true, timeoutMs: 10_000, graceMs: 500 }).catch(() => null);
+  if (!runc || runc.code !== 0) throw new RuntimeUnavailableError('runc is not installed (apt-get install runc)');
+  const dir = path.join(settings.dataDir, 'functions');
+  await mkdir(path.join(dir, 'bundles'), { recursive: true });
+  const prefix = `slw-${createHash('sha256').update(await realpath(settings.dataDir)).digest('hex').slice(0, 6)}-`;
+  return new RuncDriver({
+    images: new ImageStore(path.join(dir, 'images')),
+    stateDir: path.join(dir, 'bundles'), runcRoot: path.join(dir, 'runc'), pool: settings.addressPool, prefix, spareNetworks: 2,
+  });
 }

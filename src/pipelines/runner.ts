@@ -85,6 +85,8 @@ export class PipelineRunner {
       existsHere: (repository, reference) => this.existsHere(repository, reference),
       continueAt: (runId, when) => this.continueAt(runId, when),
     };
+    // A cancel reaches a run advancing here at once, not at its job's next heartbeat.
+    deps.service.onRunCancelled((runId, message) => this.abortRun(runId, message));
   }
 
   isPipelinePush(repository: string, tag: string): boolean {

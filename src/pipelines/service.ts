@@ -14,6 +14,7 @@ import type { Database } from '../db/db.js';
 import type { PipelineTable } from '../db/schema.js';
 import type { JobQueueApi } from '../db/job-queue.js';
 import type { Vault } from '../vault/vault.js';
+import type { NamespaceSecrets } from '../vault/secrets.js';
 import type { BuildLogs, LogFollower } from '../logs/log-store.js';
 import {
   activeRunStatuses, finalRunStatuses, runView, type RunState, type RunStatus, type RunView, type StageState, type TriggerInfo,
@@ -23,6 +24,7 @@ import { matchesPaths, matchesRef } from './path-filter.js';
 import { verifyAndParse, WebhookError, type PushEvent } from './webhooks.js';
 import { changedFiles as remoteChangedFiles } from '../git/remote-changes.js';
 import type { GitCredentials } from '../git/remote.js';
+import { sourceCredentials } from './source-credentials.js';
 import picomatch from 'picomatch';
 
 export class PipelineInputError extends Error {}
@@ -63,8 +65,8 @@ export interface PipelineServiceDeps {
   queue: Pick<JobQueueApi, 'enqueue' | 'cancel' | 'list'>;
   logs: BuildLogs;
   vault: Vault;
-  /** Git credentials of a source (password from the namespace's secrets). */
-  sourceCredentials(namespace: string, source: PipelineInput['sources'][number]): Promise<GitCredentials | undefined>;
+  /** Passwords of sources' git credentials; absent when access control is off. */
+  secrets?: Pick<NamespaceSecrets, 'reveal'>;
   publish?: (namespace: string, type: string, data: Record<string, unknown>, subject?: string) => Promise<unknown>;
   /** Folder for git caches (changed files of truncated webhook payloads). */
   cacheDir: string;
@@ -77,13 +79,22 @@ const zeroCommit = /^0+$/;
 
 export class PipelineService {
   private readonly waiters = new Map<string, Set<() => void>>();
-  /** Set by the composition: aborts a run advancing in this process. */
-  abortRun?: (runId: string, message: string) => boolean;
+  private readonly cancelListeners = new Set<(runId: string, message: string) => void>();
 
   constructor(private readonly deps: PipelineServiceDeps) {}
 
   private get db() {
     return this.deps.db;
+  }
+
+  /** Tells `listener` when a running run was cancelled (the runner aborts it if it advances here). */
+  onRunCancelled(listener: (runId: string, message: string) => void): () => void {
+    this.cancelListeners.add(listener);
+    return () => this.cancelListeners.delete(listener);
+  }
+
+  private sourceCredentials(namespace: string, source: PipelineInput['sources'][number]): Promise<GitCredentials | undefined> {
+    return sourceCredentials(this.deps.secrets, namespace, source);
   }
 
   // ---- the resource ---------------------------------------------------------------------
@@ -272,7 +283,7 @@ export class PipelineService {
       if (files === null && primary && event.before && !zeroCommit.test(event.before)) {
         // The payload's file lists were cut short: ask git.
         files = await remoteChangedFiles(primary.url, event.before, event.after, {
-          cacheDir: this.deps.cacheDir, credentials: await this.deps.sourceCredentials(namespace, primary).catch(() => undefined), timeoutMs: 120_000,
+          cacheDir: this.deps.cacheDir, credentials: await this.sourceCredentials(namespace, primary).catch(() => undefined), timeoutMs: 120_000,
         }).catch(() => null);
       }
       if (!matchesPaths(webhook.paths, files)) return { status: 'ignored', reason: `no changed file matches the path filter (${(files ?? []).slice(0, 10).join(', ')})` };
@@ -319,7 +330,7 @@ export class PipelineService {
       out.push({
         pipelineId: pipeline.id, url: primary.url, branches: mirror.branches ?? [primary.branch],
         intervalMs: mirror.interval ? parseDuration(mirror.interval) ?? defaultIntervalMs : defaultIntervalMs,
-        credentials: () => this.deps.sourceCredentials(pipeline.namespace, primary),
+        credentials: () => this.sourceCredentials(pipeline.namespace, primary),
       });
     }
     return out;
@@ -369,7 +380,7 @@ export class PipelineService {
     });
     for (const job of await this.openJobs(run.id)) await this.deps.queue.cancel(job.id);
     // Here: at once. On another replica: at its job's next heartbeat.
-    if (!ended) this.abortRun?.(run.id, message);
+    if (!ended) for (const listener of this.cancelListeners) listener(run.id, message);
     const view = await this.run(namespace, name, number);
     if (ended) {
       const write = await this.deps.logs.start(run.id);

@@ -18,6 +18,7 @@ import type { GitCredentials } from '../git/remote.js';
 import type { PipelineRunnerDeps } from './runner.js';
 import type { BuildOutput, StageState } from './runs.js';
 import { primarySource } from './service.js';
+import { sourceCredentials as loadSourceCredentials, SourceCredentialsError } from './source-credentials.js';
 import type { PipelineInput, Stage } from './spec.js';
 import { findOutput, StageFailed, substitute, type Outcome, type RunContext, type StageLog, type StageTools } from './stage-context.js';
 
@@ -141,12 +142,11 @@ async function ensureSources(tools: StageTools, ctx: RunContext, log: StageLog):
   return workspace;
 }
 
+/** A source's git credentials; one that cannot be had fails the stage with the reason. */
 export async function sourceCredentials(deps: Pick<PipelineRunnerDeps, 'secrets'>, namespace: string, source: PipelineInput['sources'][number]): Promise<GitCredentials | undefined> {
-  if (!source.credentials) return undefined;
-  if (!deps.secrets) throw new StageFailed(`source ${source.name}: credentials from the vault need access control turned on`);
-  const [secret] = await deps.secrets.reveal(namespace, [source.credentials.passwordSecret]).catch(() => [] as Array<{ value: string }>);
-  if (!secret) throw new StageFailed(`source ${source.name}: namespace "${namespace}" has no secret "${source.credentials.passwordSecret}"`);
-  return { username: source.credentials.username, password: secret.value };
+  return loadSourceCredentials(deps.secrets, namespace, source).catch((error: unknown) => {
+    throw error instanceof SourceCredentialsError ? new StageFailed(error.message) : error;
+  });
 }
 
 async function inputFiles(tools: StageTools, ctx: RunContext, spec: BuildSpec, st: StageState, log: StageLog): Promise<Array<{ name: string; location: string; file: string }>> {

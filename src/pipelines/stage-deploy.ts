@@ -4,8 +4,6 @@
  * and, with `wait`, followed until the new revision serves or fails (the previous one keeps
  * serving then).
  */
-import { FunctionNotFoundError } from '../functions/service.js';
-import { functionInputSchema } from '../functions/spec.js';
 import type { StageState } from './runs.js';
 import type { Stage } from './spec.js';
 import { StageFailed, substitute, type Outcome, type RunContext, type StageLog, type StageTools } from './stage-context.js';
@@ -31,22 +29,13 @@ export async function deployStage(tools: StageTools, ctx: RunContext, stage: Ext
   for (const target of targets) {
     const name = target.spec.name;
     try {
-      const current = await functions.get(ctx.namespace, name).catch((error: Error) => {
-        if (error instanceof FunctionNotFoundError) return null;
-        throw error;
-      });
-      const env: Record<string, string> = { ...(current?.env ?? {}) };
+      const env: Record<string, string> = {};
       for (const [key, value] of Object.entries(target.spec.env ?? {})) env[key] = substitute(ctx, value, `stages.${st.name}.functions.${name}.env.${key}`);
-      let updated;
-      if (current) {
-        log(`deploying ${target.image} to function ${name}`);
-        updated = await functions.update(ctx.namespace, name, target.spec.env ? { image: target.image, env } : { image: target.image });
-      } else {
-        log(`creating function ${name} with ${target.image}`);
-        const input = functionInputSchema.safeParse({ name, image: target.image, type: target.spec.type ?? 'http', env });
-        if (!input.success) throw new StageFailed(`function ${name}: ${input.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-        updated = await functions.create(ctx.namespace, input.data, ctx.owner);
-      }
+      // The stage's variables are added to the function's own.
+      const { function: updated, created } = await functions.upsert(ctx.namespace, name, target.spec.env ? { image: target.image, env } : { image: target.image }, {
+        actor: ctx.owner, mergeEnv: true, typeIfCreated: target.spec.type ?? 'http',
+      });
+      log(created ? `created function ${name} with ${target.image}` : `deploying ${target.image} to function ${name}`);
       const record = { function: name, image: target.image, revision: updated.latestRevision, status: updated.status as string, reason: null as string | null };
       st.deployed.push(record);
       await ctx.save();

@@ -26,7 +26,7 @@ export function api(base: string, auth?: string): Api {
   };
 }
 
-/** The prefix a server with this data folder gives its instances (see main.ts). */
+/** The prefix a server with this data folder gives its instances (see createRuncRuntime in functions/runc-driver.ts). */
 export async function instancePrefix(dataDir: string): Promise<string> {
   return `slw-${createHash('sha256').update(await realpath(dataDir)).digest('hex').slice(0, 6)}-`;
 }
