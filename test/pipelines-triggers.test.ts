@@ -6,6 +6,8 @@
  *   parameters (400, nothing queued), renames, unknown pipelines, approvals that are not
  *   waiting, webhooks that are unsigned, for branches outside the filter (GitLab, Gitea), of
  *   another event kind (GitHub `issues`) or to a pipeline without a webhook trigger.
+ * - Unknown keys: warnings in the apply answer (definition) and the build stage's log (build
+ *   spec, with file, line and key); `strict: true` refuses both.
  * - The mirror trigger on a local repository (file://): the first poll records the heads, a new
  *   commit runs the pipeline once.
  * - A push to Slipway's registry: an artefact version (source `registry`, the digest), a
@@ -303,6 +305,80 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
       assert.equal((await runsOf(ns, 'ok')).length, 1, 'no webhook started a run');
       const nobody = await hook('ghost', quietBody, { 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': 'sha256=00' });
       assert.equal(nobody.status, 404);
+    });
+
+    test('unknown keys: warnings in the apply answer and the build stage log; strict: true refuses them', { timeout: 60_000 }, async () => {
+      const ns = 'lenient';
+      const base = `/api/v1/namespaces/${ns}/pipelines`;
+      // A URL input to fetch.
+      const tool = createServer((_request, response) => response.end('fetched tool\n'));
+      await new Promise<void>((resolve) => tool.listen(0, '127.0.0.1', resolve));
+      cleanups.push(() => new Promise((resolve) => tool.close(resolve)));
+      const toolUrl = `http://127.0.0.1:${(tool.address() as { port: number }).port}/tool`;
+      // Keys OCI DevOps ignores: `image` on a step, `registryId` on an output; a url input with no type.
+      const repo = await makeRepo({
+        'build_spec.yaml': `version: 0.1
+component: build
+shell: bash
+inputArtifacts:
+  - name: tool
+    url: ${toolUrl}
+    location: \${OCI_PRIMARY_SOURCE_DIR}/tool.bin
+steps:
+  - type: Command
+    name: Work
+    image: OL7_X86_64_STANDARD_10
+    command: cat tool.bin > out.txt
+outputArtifacts:
+  - name: out
+    type: BINARY
+    location: out.txt
+    registryId: ocid1.artifactrepository.oc1..example
+`,
+      });
+      const spec = {
+        name: 'warned', sources: [{ name: 'app', url: repo.url }],
+        stages: [{ name: 'build', type: 'build', colour: 'blue' }],
+        owner: 'team',
+      };
+      const created = await call('POST', base, spec);
+      assert.equal(created.status, 201, created.text);
+      assert.deepEqual(created.json.warnings, [
+        { path: 'stages.0.colour', key: 'colour', message: 'unknown key "colour" in stages.0 (ignored)' },
+        { path: 'owner', key: 'owner', message: 'unknown key "owner" (ignored)' },
+      ]);
+      assert.equal(created.json.spec.owner, undefined, 'unknown keys are not stored');
+      assert.equal(created.json.spec.stages[0].colour, undefined);
+
+      const strictCreate = await call('POST', base, { ...spec, name: 'strict', strict: true });
+      assert.equal(strictCreate.status, 400, strictCreate.text);
+      assert.match(strictCreate.json.message, /stages\.0: Unrecognized key: "colour"/);
+      assert.match(strictCreate.json.message, /\(pipeline\): Unrecognized key: "owner"/);
+      // Wrong types are refused with or without strict.
+      const wrongType = await call('POST', base, { ...spec, name: 'typed', stages: [{ name: 'build', type: 'build', timeoutSeconds: 'soon' }] });
+      assert.equal(wrongType.status, 400, wrongType.text);
+      assert.match(wrongType.json.message, /stages\.0/);
+
+      // The build spec's unknown keys: warnings with file, line and key in the run's log.
+      const first = await startRun(ns, 'warned', { parameters: {} });
+      const done = await waitRun(ns, 'warned', first.number);
+      const log = await runLog(ns, 'warned', first.number);
+      assert.equal(done.status, 'succeeded', `${JSON.stringify(done)}\n${log}`);
+      assert.match(log, /warning: build_spec\.yaml line 5: inputArtifacts\[0\]\.type: no type; taken as URL/);
+      assert.match(log, /warning: build_spec\.yaml line 11: steps\[0\]\.image: unknown key in steps\[0\] "image" \(ignored\)/);
+      assert.match(log, /warning: build_spec\.yaml line 17: outputArtifacts\[0\]\.registryId: unknown key in outputArtifacts\[0\] "registryId" \(ignored\)/);
+
+      // strict: true on the pipeline refuses them before any step runs.
+      const replaced = await call('PUT', `${base}/warned`, { name: 'warned', strict: true, sources: spec.sources, stages: [{ name: 'build', type: 'build' }] });
+      assert.equal(replaced.status, 200, replaced.text);
+      assert.deepEqual(replaced.json.warnings, []);
+      assert.equal(replaced.json.spec.strict, true);
+      const second = await startRun(ns, 'warned', { parameters: {} });
+      const refused = await waitRun(ns, 'warned', second.number);
+      const strictLog = await runLog(ns, 'warned', second.number);
+      assert.equal(refused.status, 'failed', strictLog);
+      assert.match(strictLog, /steps\[0\]\.image \(line 11\): unknown key in steps\[0\] "image"/);
+      assert.doesNotMatch(strictLog, /downloading input artifact/);
     });
 
     test('mirror trigger: the first poll records the heads, a new commit runs the pipeline once', { timeout: 60_000 }, async () => {
