@@ -171,7 +171,7 @@ export interface ImageRoot {
 export interface BuildDriver {
   build(request: BuildRequest, log: LogSink): Promise<BuildResult>;
   runSteps(request: StepsRequest, log: LogSink): Promise<StepsResult>;
-  /** Builds into the local store (no push); the build tool's output goes to `output` as it comes. */
+  /** Builds into the local store (no push); the build tool's output goes to `output` as it comes. `imageId`: full hex, no `sha256:`. */
   buildLocal(request: LocalBuildRequest, output: OutputSink): Promise<{ imageId: string }>;
   listImages(): Promise<LocalImage[]>;
   /** Adds the name `name` to the local image `image` (name or ID). */

@@ -68,7 +68,7 @@ export async function buildLocal(cli: BuildahCli, request: LocalBuildRequest, ou
       const detail = lastLine(result);
       throw new BuildError('failed', `buildah bud failed with exit code ${result.code ?? result.signal}${detail ? `: ${mask(detail)}` : ''}`, { exitCode: result.code ?? undefined, detail: detail && mask(detail) });
     }
-    return { imageId: (await readFile(iidFile, 'utf8')).trim() };
+    return { imageId: (await readFile(iidFile, 'utf8')).trim().replace(/^sha256:/, '') };
   } finally {
     await work.remove();
   }
