@@ -12,7 +12,6 @@ import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import {
   BuildError,
-  createMasker,
   registryHostOf,
   type ImageDetails,
   type ImageRoot,
@@ -24,6 +23,7 @@ import {
   type PushRequest,
 } from './build-driver.js';
 import { authSecrets, lastLine, type BuildahCli } from './buildah-cli.js';
+import { createMasker } from '../logs/mask.js';
 
 const notKnownPattern = /image not known|no such image/i;
 
