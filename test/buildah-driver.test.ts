@@ -280,6 +280,45 @@ describe('BuildahDriver with real buildah', { timeout: 1_800_000 }, () => {
     await assertClean('runSteps under load');
   });
 
+  test('local images for pipeline stages: buildLocal, list, tag, inspect, push, mountImage, remove', { timeout: 300_000 }, async () => {
+    const ctx = await context({ Dockerfile: `FROM ${baseImage}\nENV GREETING=hi\nRUN echo built > /built.txt\n` });
+    const output: Array<[string, string]> = [];
+    const name = 'localhost/slipway-test/local:1';
+    const { imageId } = await driver.buildLocal({ contextDir: ctx, dockerfile: path.join(ctx, 'Dockerfile'), tags: [name], labels: ['team=a'], insecureRegistries: [ts.host] }, (line, stream) => output.push([stream, line]));
+    assert.match(imageId, /^[0-9a-f]{64}$/);
+    assert.ok(output.some(([stream, line]) => stream === 'stdout' && /^STEP \d+\/\d+: RUN echo built/.test(line)), 'the build tool\'s output came through, stdout and stderr apart');
+    assert.ok(!output.some(([, line]) => line.includes('SLIPWAY_INTERNAL_BUILD_MARKER')), 'the cleanup marker is not shown');
+
+    await driver.tagImage(imageId, 'localhost/slipway-test/local:2');
+    const listed = (await driver.listImages()).find((image) => image.id === imageId);
+    assert.deepEqual(listed?.names.sort(), [name, 'localhost/slipway-test/local:2']);
+    const details = await driver.inspectImage(imageId);
+    assert.ok((details?.config.Env as string[] | undefined)?.includes('GREETING=hi'));
+    assert.equal((details?.config.Labels as Record<string, string> | undefined)?.team, 'a');
+    assert.equal(await driver.inspectImage('localhost/slipway-test/none:1'), null);
+
+    const log = collect();
+    const pushed = await driver.pushImage({ image: name, destination: `${ts.host}/team/local:1`, insecure: true }, log.sink);
+    assert.equal((await getManifest(ts, 'team/local', '1')).digest, pushed.digest);
+    assert.ok(log.lines.includes(`[slipway] pushed ${ts.host}/team/local:1 ${pushed.digest}`));
+
+    const root = await driver.mountImage({ name: `slipway-test-${randomBytes(4).toString('hex')}`, image: `${ts.host}/team/local:1`, insecure: true }, log.sink);
+    assert.equal(await readFile(path.join(root.rootfs, 'built.txt'), 'utf8'), 'built\n');
+    assert.equal(root.env.GREETING, 'hi');
+    await root.release();
+    await root.release();
+
+    await driver.removeImage(name);
+    await driver.removeImage('localhost/slipway-test/local:2');
+    await assert.rejects(driver.removeImage(name), (error: unknown) => error instanceof BuildError && error.reason === 'not-found');
+    const broken = await context({ Dockerfile: `FROM ${baseImage}\nRUN echo broken >&2; exit 7\n` });
+    await assert.rejects(
+      driver.buildLocal({ contextDir: broken, dockerfile: path.join(broken, 'Dockerfile'), tags: ['localhost/slipway-test/broken:1'], insecureRegistries: [ts.host] }, () => undefined),
+      (error: unknown) => error instanceof BuildError && error.reason === 'failed',
+    );
+    await assertClean('local images');
+  });
+
   const secret = `tok-${randomBytes(16).toString('hex')}`;
   const greeting = `bonjour-${randomBytes(4).toString('hex')}`;
   let buildRequest: BuildRequest;

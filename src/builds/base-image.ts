@@ -11,7 +11,8 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, copyFile, mkdir, open, readFile, stat, symlink, writeFile, lstat, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import { BuildError, createMasker, registryHostOf, repositoryOf, type BuildResult, type LogSink, type RegistryAuth } from './build-driver.js';
+import { BuildError, registryHostOf, repositoryOf, type BuildResult, type LogSink, type RegistryAuth } from './build-driver.js';
+import { createMasker } from '../logs/mask.js';
 import { BuildahDriver } from './buildah-driver.js';
 import { runProcess } from '../exec/process.js';
 

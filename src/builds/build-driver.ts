@@ -7,7 +7,7 @@
  *
  * Secrets (build secrets, registry passwords) never go on a command line, never into an image
  * layer and never into the log: drivers hand them to the build tool through private temp files
- * and pass every log line through `createMasker` as a second defence.
+ * and pass every log line through a masker (logs/mask) as a second defence.
  */
 
 /** One build log line (no line break). */
@@ -171,7 +171,7 @@ export interface ImageRoot {
 export interface BuildDriver {
   build(request: BuildRequest, log: LogSink): Promise<BuildResult>;
   runSteps(request: StepsRequest, log: LogSink): Promise<StepsResult>;
-  /** Builds into the local store (no push); the build tool's output goes to `output` as it comes. */
+  /** Builds into the local store (no push); the build tool's output goes to `output` as it comes. `imageId`: full hex, no `sha256:`. */
   buildLocal(request: LocalBuildRequest, output: OutputSink): Promise<{ imageId: string }>;
   listImages(): Promise<LocalImage[]>;
   /** Adds the name `name` to the local image `image` (name or ID). */
@@ -205,29 +205,6 @@ export class BuildError extends Error {
     if (details.exitCode !== undefined) this.exitCode = details.exitCode;
     if (details.detail !== undefined) this.detail = details.detail;
   }
-}
-
-export const maskedValue = '****';
-
-/**
- * Returns a function that replaces every occurrence of any of `values` in a line with `****`
- * (longest first, so a secret containing another is masked whole). Empty values are ignored;
- * each line (6+ characters) of a multi-line value is masked on its own too.
- */
-export function createMasker(values: Iterable<string>): (line: string) => string {
-  const candidates: string[] = [];
-  for (const value of values) {
-    candidates.push(value);
-    // Logs arrive line by line: a multi-line secret is also masked one line at a time.
-    if (/[\r\n]/.test(value)) for (const part of value.split(/\r\n|\r|\n/)) if (part.trim().length >= 6) candidates.push(part);
-  }
-  const secrets = [...new Set(candidates.filter((value) => value.length > 0))].sort((a, b) => b.length - a.length);
-  if (secrets.length === 0) return (line) => line;
-  return (line) => {
-    let masked = line;
-    for (const secret of secrets) if (masked.includes(secret)) masked = masked.split(secret).join(maskedValue);
-    return masked;
-  };
 }
 
 /** The registry host of an image reference (`docker.io` when it has none), like the containers tools read it. */

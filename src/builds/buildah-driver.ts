@@ -15,7 +15,7 @@
  *
  * Secrets and registry passwords go to 0600 files in a private 0700 temp folder (build secrets
  * as `--secret id=…,src=…`, credentials as `--authfile`), never on a command line; the folder is
- * removed after every build. Every log line is masked (`createMasker`) before it reaches the sink.
+ * removed after every build. Every log line is masked (logs/mask) before it reaches the sink.
  * Plain-HTTP registries: `--tls-verify=false` where one registry is spoken to (push, from), and a
  * per-build registries.conf marking exactly those hosts `insecure` for `bud`, whose FROM images
  * may come from anywhere.
@@ -30,7 +30,6 @@ import { chmod, copyFile, mkdir, readFile, realpath, stat, writeFile } from 'nod
 import path from 'node:path';
 import {
   BuildError,
-  createMasker,
   registryHostOf,
   repositoryOf,
   type BuildDriver,
@@ -51,6 +50,7 @@ import { authSecrets, BuildahCli, markerArg } from './buildah-cli.js';
 import * as images from './buildah-images.js';
 import { resolveInRoot } from '../exec/container-path.js';
 import { deadline } from '../exec/deadline.js';
+import { createMasker } from '../logs/mask.js';
 import { openOutputFifos } from '../exec/output-fifo.js';
 import type { ProcessResult } from '../exec/process.js';
 

@@ -12,7 +12,6 @@ import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import {
   BuildError,
-  createMasker,
   registryHostOf,
   type ImageDetails,
   type ImageRoot,
@@ -24,6 +23,7 @@ import {
   type PushRequest,
 } from './build-driver.js';
 import { authSecrets, lastLine, type BuildahCli } from './buildah-cli.js';
+import { createMasker } from '../logs/mask.js';
 
 const notKnownPattern = /image not known|no such image/i;
 
@@ -68,7 +68,7 @@ export async function buildLocal(cli: BuildahCli, request: LocalBuildRequest, ou
       const detail = lastLine(result);
       throw new BuildError('failed', `buildah bud failed with exit code ${result.code ?? result.signal}${detail ? `: ${mask(detail)}` : ''}`, { exitCode: result.code ?? undefined, detail: detail && mask(detail) });
     }
-    return { imageId: (await readFile(iidFile, 'utf8')).trim() };
+    return { imageId: (await readFile(iidFile, 'utf8')).trim().replace(/^sha256:/, '') };
   } finally {
     await work.remove();
   }

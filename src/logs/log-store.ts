@@ -1,10 +1,10 @@
 /**
  * @module logs/log-store
- * The logs part: line logs of long-running work — builds (`<dataDir>/logs/builds/<id>.log`) and
- * pipeline runs (`<dataDir>/logs/pipelines/<id>.log`). Lines are appended to one file per id
- * (kept afterwards) and fanned out live to followers (Server-Sent Events). A follower first gets
- * what is in the file, then new lines, then `end` when the work finishes — also when it joined
- * late.
+ * The logs part (`src/logs`: this store, and masking secrets in lines, logs/mask): line logs
+ * of long-running work — builds (`<dataDir>/logs/builds/<id>.log`) and pipeline runs
+ * (`<dataDir>/logs/pipelines/<id>.log`). Lines are appended to one file per id (kept
+ * afterwards) and fanned out live to followers (Server-Sent Events). A follower first gets what
+ * is in the file, then new lines, then `end` when the work finishes — also when it joined late.
  */
 import { EventEmitter } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';

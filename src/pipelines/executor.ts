@@ -30,9 +30,10 @@ import { chmod, chown, mkdir, mkdtemp, realpath, rm, stat, writeFile } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { BuildSpec, FailureStep } from '../builds/build-spec.js';
-import { BuildError, createMasker, type BuildDriver, type RegistryAuth } from '../builds/build-driver.js';
+import { BuildError, type BuildDriver, type RegistryAuth } from '../builds/build-driver.js';
 import { deadline } from '../exec/deadline.js';
 import { runProcess } from '../exec/process.js';
+import { createMasker } from '../logs/mask.js';
 import { dockerShimClient } from './docker-shim-client.js';
 import { DockerShimServer } from './docker-shim.js';
 import { ContainerSandbox, containerShimLauncher, containerWorkspace } from './executor-container.js';
