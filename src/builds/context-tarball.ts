@@ -11,13 +11,14 @@
  * file outside). Any failure empties the destination folder: nothing is left half-extracted.
  */
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, mkdtemp, open, readdir, readlink, realpath, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, open, readdir, readlink, realpath, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { Parser, Unpack, type ReadEntry } from 'tar';
+import { emptyDir, ensureEmptyDir } from '../exec/work-folders.js';
 
 export type ContextErrorReason =
   /** An archive entry would escape the folder, or is a device file / FIFO. */
@@ -79,20 +80,7 @@ export async function extractTarball(source: Readable, destDir: string, options:
 
 /** Creates `dir` when missing; refuses one that already has content (it is emptied on failure). */
 async function prepareEmptyDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const existing = await readdir(dir);
-  if (existing.length > 0) throw new ContextError(`the destination folder ${dir} is not empty`, 'invalid-input');
-}
-
-/** Removes everything inside `dir`, keeping the folder itself. */
-async function emptyDir(dir: string): Promise<void> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch {
-    return;
-  }
-  await Promise.all(names.map((name) => rm(path.join(dir, name), { recursive: true, force: true, maxRetries: 2 })));
+  if (!(await ensureEmptyDir(dir))) throw new ContextError(`the destination folder ${dir} is not empty`, 'invalid-input');
 }
 
 function toContextError(error: unknown): unknown {

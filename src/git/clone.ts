@@ -5,11 +5,11 @@
  * credentials only through the one-shot askpass helper, every line masked. A clone that fails,
  * times out or is cancelled leaves the destination empty.
  */
-import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { runProcess, type ProcessResult } from '../exec/process.js';
 import { GitError } from './errors.js';
 import { classifyGitFailure, isAuthFailure, isRepositoryMissing, openSession, parseRemote, type GitCredentials } from './remote.js';
+import { emptyDir, ensureEmptyDir } from '../exec/work-folders.js';
 
 export interface CloneOptions {
   /** Anything git can clone: `https://`, `ssh://`, `git@host:path`, `file://`, a local path. */
@@ -40,20 +40,7 @@ const defaultCloneTimeoutMs = 10 * 60_000;
 
 /** Creates `dir` when missing; refuses one that already has content (it is emptied on failure). */
 async function prepareEmptyDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const existing = await readdir(dir);
-  if (existing.length > 0) throw new GitError(`the destination folder ${dir} is not empty`, 'invalid-input');
-}
-
-/** Removes everything inside `dir`, keeping the folder itself. */
-async function emptyDir(dir: string): Promise<void> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch {
-    return;
-  }
-  await Promise.all(names.map((name) => rm(path.join(dir, name), { recursive: true, force: true, maxRetries: 2 })));
+  if (!(await ensureEmptyDir(dir))) throw new GitError(`the destination folder ${dir} is not empty`, 'invalid-input');
 }
 
 function normaliseRef(ref: string): string {
