@@ -15,6 +15,7 @@ import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError, toApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
+import { requestIdOf } from '../http/request-id.js';
 import {
   FunctionConflictError, FunctionFailedError, FunctionInputError, FunctionNotFoundError, FunctionTimeoutError,
   type FunctionService, type InvokeResult,
@@ -110,7 +111,6 @@ export interface GatewayFastPathOptions {
  */
 export function gatewayFastPath(options: GatewayFastPathOptions): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
   const { functions, guard, logger, logRequests } = options;
-  const logError = (error: unknown) => logger.error({ err: error }, 'gateway request failed');
   return (req, res) => {
     const url = req.url;
     if (url === undefined || !url.startsWith('/fn/')) return false;
@@ -120,10 +120,13 @@ export function gatewayFastPath(options: GatewayFastPathOptions): (req: http.Inc
     const facts = functions.described(parts.ns, parts.name);
     if (facts === undefined || facts.type !== 'http') return false;
     if (guard && facts.access !== 'public' && functions.checkedKey(facts.id, req.headers.authorization) !== true) return false;
+    // The same id Fastify would give it (http/request-id), in every line of this request.
+    const reqId = requestIdOf(req);
     if (logRequests) {
       const started = performance.now();
-      res.once('close', () => logger.info({ req: { method: req.method, url }, res: { statusCode: res.statusCode }, responseTime: performance.now() - started }, 'request completed'));
+      res.once('close', () => logger.info({ reqId, req: { method: req.method, url }, res: { statusCode: res.statusCode }, responseTime: performance.now() - started }, 'request completed'));
     }
+    const logError = (error: unknown) => logger.error({ err: error, reqId }, 'gateway request failed');
     void serveGateway(functions, req, res, parts.ns, parts.name, parts.path, logError);
     return true;
   };
