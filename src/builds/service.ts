@@ -24,7 +24,7 @@ import { resolveBaseImages, registryHostOfImage } from './base-resolution.js';
 import { findBuildSpec, formatBuildSpecWarning, readBuildSpec } from './build-spec.js';
 import { componentLayer, pushComponent } from './component-artifact.js';
 import { cloneRepository } from '../git/clone.js';
-import type { BuildLogs, LogFollower } from '../logs/log-store.js';
+import type { LogStore, LogFollower } from '../logs/log-store.js';
 import { checkTag, componentRepository, componentTag, imageRepository, NamingError } from './naming.js';
 
 export type BuildKind = 'image' | 'component';
@@ -74,7 +74,7 @@ export interface BuildServiceDeps {
   db: Database;
   queue: BuildQueue;
   driver: BuildDriver;
-  logs: BuildLogs;
+  logs: LogStore;
   registry: { uploads: UploadService; manifests: ManifestService };
   config: Config['builds'];
   /** Folder for build contexts and work trees (`<dataDir>/builds`). */

@@ -23,7 +23,6 @@ import type { Database } from './db.js';
 import type { JobStatus, JobTable, Tables } from './schema.js';
 
 export type { JobStatus };
-export { JobAbortError, JobWorker, type JobAbortKind, type JobHandler, type JobWorkerOptions } from './job-worker.js';
 
 /** A job as callers see it: JSON columns parsed, names in camelCase. */
 export interface Job<P = unknown, R = unknown> {

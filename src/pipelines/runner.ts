@@ -29,7 +29,7 @@ import type { FunctionService } from '../functions/service.js';
 import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
 import type { NamespaceSecrets } from '../vault/secrets.js';
-import type { BuildLogs } from '../logs/log-store.js';
+import type { LogStore } from '../logs/log-store.js';
 import type { RegistryAuth } from '../builds/build-driver.js';
 import { BuildSpecError } from '../builds/build-spec.js';
 import { finalRunStatuses, runView, type RunState, type RunStatus, type StageState, type TriggerInfo } from './runs.js';
@@ -52,7 +52,7 @@ export interface PipelineRunnerDeps {
   queue: Pick<JobQueueApi, 'enqueue'>;
   executor: BuildStageExecutor;
   stepPaths(kind: 'shell' | 'container', workspaceDir: string, primarySourceName: string): { workspace: string; primarySource: string };
-  logs: BuildLogs;
+  logs: LogStore;
   workDir: string;
   config: Config['pipelines'];
   registryHost: () => string;

@@ -15,7 +15,7 @@ import type { PipelineTable } from '../db/schema.js';
 import type { JobQueueApi } from '../db/job-queue.js';
 import type { Vault } from '../vault/vault.js';
 import type { NamespaceSecrets } from '../vault/secrets.js';
-import type { BuildLogs, LogFollower } from '../logs/log-store.js';
+import type { LogStore, LogFollower } from '../logs/log-store.js';
 import {
   activeRunStatuses, finalRunStatuses, runView, type RunState, type RunStatus, type RunView, type StageState, type TriggerInfo,
 } from './runs.js';
@@ -63,7 +63,7 @@ export interface PipelineServiceDeps {
   db: Database;
   /** Each run's jobs have ids `<runId>-<suffix>` in the `pipeline-runs` queue. */
   queue: Pick<JobQueueApi, 'enqueue' | 'cancel' | 'list'>;
-  logs: BuildLogs;
+  logs: LogStore;
   vault: Vault;
   /** Passwords of sources' git credentials; absent when access control is off. */
   secrets?: Pick<NamespaceSecrets, 'reveal'>;
