@@ -53,6 +53,13 @@ module.exports = {
       from: { path: `${root}http/server\\.[jt]s$` },
       to: { path: `${root}(?!http/)[^/]+/`, pathNot: `${root}[^/]+/routes\\.[jt]s$` },
     },
+    {
+      name: 'builds-through-its-entry',
+      comment: 'other parts use builds through src/builds/index.ts; main.ts and http/server.ts wire its service, driver map and routes, and the cli runs buildah itself for local builds',
+      severity: 'error',
+      from: { path: root, pathNot: `${root}(builds/|main\\.[jt]s$|http/server\\.[jt]s$|cli/)` },
+      to: { path: `${root}builds/`, pathNot: `${root}builds/index\\.[jt]s$` },
+    },
     ...partRules,
   ],
   options: {

@@ -27,7 +27,7 @@ async function cruise(cwd: string, target: string): Promise<{ code: number; out:
   }
 }
 
-test('the lint fails on a cross-part import and on a cycle', { timeout: 120_000 }, async () => {
+test('the lint fails on a cross-part import, a deep import and a cycle', { timeout: 120_000 }, async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'slipway-lint-'));
   try {
     const file = async (name: string, text: string) => {
@@ -38,6 +38,9 @@ test('the lint fails on a cross-part import and on a cycle', { timeout: 120_000 
     // builds may not import pipelines (pipelines sits above builds).
     await file('src/builds/service.js', "import { run } from '../pipelines/runner.js';\nexport const build = run;\n");
     await file('src/pipelines/runner.js', 'export const run = 1;\n');
+    // pipelines must use builds through src/builds/index.ts, not its files.
+    await file('src/builds/build-spec.js', 'export const spec = 1;\n');
+    await file('src/pipelines/stage-build.js', "import { spec } from '../builds/build-spec.js';\nexport const stage = spec;\n");
     // A cycle inside one part.
     await file('src/db/job-queue.js', "import { worker } from './job-worker.js';\nexport const queue = worker;\n");
     await file('src/db/job-worker.js', "import { queue } from './job-queue.js';\nexport const worker = () => queue;\n");
@@ -45,6 +48,7 @@ test('the lint fails on a cross-part import and on a cycle', { timeout: 120_000 
     assert.notEqual(result.code, 0, result.out);
     assert.match(result.out, /part-builds/);
     assert.match(result.out, /no-circular/);
+    assert.match(result.out, /builds-through-its-entry/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

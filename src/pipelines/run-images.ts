@@ -6,7 +6,7 @@
  * and a run's images are found (and removed at run end) by that prefix. Builds without a name get
  * one in `localhost/slipway-run-<run>-untagged`.
  */
-import type { LocalImage } from '../builds/build-driver.js';
+import type { LocalImage } from '../builds/index.js';
 
 const componentPattern = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const tagPattern = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
