@@ -79,7 +79,7 @@ export interface RegistryOptions {
 export async function openRegistry(config: Config, options: RegistryOptions = {}): Promise<Registry> {
   const { logger } = options;
   const db = await openDatabase({ url: config.database, dataDir: config.dataDir });
-  const driverStore = pickDriver(storageDrivers, 'storage.driver', config.storage.driver)({ dataDir: config.dataDir });
+  const driverStore = pickDriver(storageDrivers, 'storage.driver', config.storage.driver)({ dataDir: config.dataDir, s3: config.storage.s3 });
   const store = options.wrapStore ? options.wrapStore(driverStore) : driverStore;
   const { deleteEnabled, maxManifestBytes, gc, uploadExpiry } = config.registry;
   const blobs = new BlobService({ db, store, gracePeriodMs: gc.gracePeriod, deleteEnabled });
@@ -90,7 +90,10 @@ export async function openRegistry(config: Config, options: RegistryOptions = {}
     db, store, blobs, uploads, manifests,
     gc: (now) => collectGarbage(gcOptions, now),
     fsck: () => fsck(db, store),
-    close: () => db.close(),
+    close: async () => {
+      await db.close();
+      await driverStore.close?.();
+    },
   };
 }
 

@@ -1,8 +1,8 @@
 /**
  * @module storage/blob-store
  * The `BlobStore` contract: content-addressed bytes that every part stores through — registry
- * layers, build logs, component archives. Drivers: `fs` (embedded default, here) and `s3`
- * (scale-out, same contract). A driver knows nothing of repositories or auth: it stores bytes
+ * layers, build logs, component archives. Drivers: `fs` (embedded default) and `s3`
+ * (scale-out, same contract; `s3-blob-store.ts`). A driver knows nothing of repositories or auth: it stores bytes
  * under digests and keeps upload sessions until they are committed or aborted.
  */
 import type { Readable } from 'node:stream';
@@ -40,6 +40,8 @@ export interface BlobStore {
   /** Every stored digest, in no particular order. */
   list(): AsyncIterable<string>;
   readonly uploads: UploadStore;
+  /** Releases connections (object-store clients); the store is not used afterwards. */
+  close?(): Promise<void>;
 }
 
 /**
