@@ -6,10 +6,10 @@
  * API keys, repository visibility, the audit log.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ApiError, toApiError } from '../http/errors.js';
+import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import { ApiGuard } from './api-guard.js';
-import { AccessError, namespaceOf, type AccessService, type Principal } from './access.js';
+import { namespaceOf, type AccessService, type Principal } from './access.js';
 import type { AuditLog } from './audit.js';
 import { TooManyAttemptsError, type Credentials } from './credentials.js';
 import type { RegistryAuthorizer } from './registry-authorizer.js';
@@ -118,19 +118,6 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
   const requireAdmin = (principal: Principal) => guard.requireAdmin(principal);
   const requireRole = (principal: Principal, namespace: string, least: 'owner' | 'reader') => guard.requireRole(principal, namespace, least);
   const body = parseBody;
-  // Access-service errors become API errors; everything else as the server renders it.
-  app.setErrorHandler(async (error, request, reply) => {
-    let apiError: ApiError;
-    if (error instanceof AccessError) {
-      const code = error.code === 'NAME_INVALID' ? 'BAD_REQUEST' : error.code === 'DENIED' ? 'FORBIDDEN' : error.code;
-      apiError = new ApiError(code, error.message);
-    } else {
-      apiError = toApiError(error);
-    }
-    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send(apiError.toJSON());
-  });
-
   app.get('/api/v1/me', async (request: FastifyRequest) => {
     const me = await authenticated(request);
     return { name: me.name, kind: me.kind, admin: me.admin, namespaces: await access.listNamespaces(me) };

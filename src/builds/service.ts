@@ -7,6 +7,7 @@
  * digest and the time of each phase (clone, build, push). A restart re-queues or fails what
  * was running — never leaves it "running".
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -58,8 +59,16 @@ export interface Requester {
   githubUsername?: string;
 }
 
-export class BuildInputError extends Error {}
-export class BuildNotFoundError extends Error {}
+export class BuildInputError extends SlipwayError {
+  constructor(message: string) {
+    super('BAD_REQUEST', message);
+  }
+}
+export class BuildNotFoundError extends SlipwayError {
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
+}
 
 /** What the build service uses of the durable queue (the `jobs` table is db/job-queue's). */
 export type BuildQueue = Pick<JobQueueApi, 'enqueue' | 'cancel' | 'getMany'>;

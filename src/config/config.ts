@@ -4,6 +4,7 @@
  * then command-line flags (later sources win), validated once with strict keys, then frozen.
  * `process.env` is read here and nowhere else.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -187,8 +188,11 @@ export const configSchema = z.strictObject({
 export type Config = Readonly<z.output<typeof configSchema>>;
 export type ConfigInput = z.input<typeof configSchema>;
 
-export class ConfigError extends Error {
+export class ConfigError extends SlipwayError {
   override name = 'ConfigError';
+  constructor(message: string) {
+    super('CONFIG_INVALID', message);
+  }
 }
 
 export interface ConfigSources {

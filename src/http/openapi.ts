@@ -13,7 +13,12 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance, FastifySchema, RouteOptions } from 'fastify';
 import { z } from 'zod';
 import type { Access, Answer, Operation } from './api-contract.js';
-import { apiErrorCatalog } from './errors.js';
+import { errorCatalog, type ErrorSurface } from './error-catalog.js';
+
+/** The codes an /api answer can carry (the catalog's api and artifact-storage surfaces). */
+const apiCodes = Object.entries(errorCatalog)
+  .filter(([, entry]) => (entry.surfaces as readonly ErrorSurface[]).some((surface) => surface === 'api' || surface === 'artifact-storage'))
+  .map(([code]) => code);
 
 type JsonSchema = Record<string, unknown>;
 
@@ -28,7 +33,7 @@ const errorSchema: JsonSchema = {
   type: 'object',
   description: 'Every API error: a code of the error catalog, a message, and sometimes detail.',
   properties: {
-    code: { type: 'string', enum: Object.keys(apiErrorCatalog) },
+    code: { type: 'string', enum: apiCodes },
     message: { type: 'string' },
     detail: {},
   },

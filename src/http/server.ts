@@ -16,7 +16,8 @@ import { functionRoutes, gatewayFastPath, type FunctionRoutesOptions } from '../
 import { pipelineRoutes, type PipelineRoutesOptions } from '../pipelines/routes.js';
 import { artifactRoutes, type ArtifactRoutesOptions } from '../artifacts/routes.js';
 import { eventRoutes, type EventRoutesOptions } from '../events/routes.js';
-import { ApiError, toApiError } from './errors.js';
+import { apiErrorHandler } from './error-handler.js';
+import { ApiError } from './errors.js';
 
 export interface ServerDependencies {
   logger: FastifyBaseLogger;
@@ -80,11 +81,9 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
     if (!app.server.listening) reply.header('connection', 'close');
   });
 
-  app.setErrorHandler(async (error, request, reply) => {
-    const apiError = toApiError(error);
-    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send(apiError.toJSON());
-  });
+  // The one handler of /api/… and the server's own endpoints; every part's plugin inherits it
+  // (only /v2 and the artifact-storage routes render their own envelopes).
+  app.setErrorHandler(apiErrorHandler);
   app.setNotFoundHandler(async (request, reply) => {
     const error = new ApiError('NOT_FOUND', `no route ${request.method} ${request.url}`);
     return reply.code(404).send(error.toJSON());

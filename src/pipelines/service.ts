@@ -8,6 +8,7 @@
  * run already under way); a newer commit of the same ref cancels queued runs of older ones
  * (`concurrency.cancelQueued`, and running ones with `cancelRunning`).
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Database } from '../db/db.js';
@@ -27,9 +28,21 @@ import type { GitCredentials } from '../git/remote.js';
 import { sourceCredentials } from './source-credentials.js';
 import picomatch from 'picomatch';
 
-export class PipelineInputError extends Error {}
-export class PipelineNotFoundError extends Error {}
-export class PipelineConflictError extends Error {}
+export class PipelineInputError extends SlipwayError {
+  constructor(message: string) {
+    super('BAD_REQUEST', message);
+  }
+}
+export class PipelineNotFoundError extends SlipwayError {
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
+}
+export class PipelineConflictError extends SlipwayError {
+  constructor(message: string) {
+    super('CONFLICT', message);
+  }
+}
 
 export interface PipelineView {
   id: string;
@@ -246,7 +259,7 @@ export class PipelineService {
   /** A push webhook: verified, deduplicated by delivery id, filtered by branch/tag and paths. */
   async receiveWebhook(namespace: string, name: string, headers: Record<string, string | string[] | undefined>, rawBody: Buffer): Promise<WebhookOutcome> {
     const row = await this.find(namespace, name);
-    if (!row.webhook_secret) throw new WebhookError(403, 'NO_SECRET', 'this pipeline has no webhook secret');
+    if (!row.webhook_secret) throw new WebhookError('NO_SECRET', 'this pipeline has no webhook secret');
     const secret = await this.deps.vault.open(row.webhook_secret, `pipeline-webhook:${row.id}`);
     const event = verifyAndParse({ headers, rawBody, secret });
     if (event.kind === 'ping') return { status: 'pong' };
