@@ -17,6 +17,7 @@ import { pipelineRoutes, type PipelineRoutesOptions } from '../pipelines/routes.
 import { artifactRoutes, type ArtifactRoutesOptions } from '../artifacts/routes.js';
 import { eventRoutes, type EventRoutesOptions } from '../events/routes.js';
 import { ApiError, toApiError } from './errors.js';
+import { defaultWebRoot, mountWebApp, type AppShell } from './web-app.js';
 
 export interface ServerDependencies {
   logger: FastifyBaseLogger;
@@ -40,6 +41,8 @@ export interface ServerDependencies {
   artifacts?: ArtifactRoutesOptions;
   /** Outgoing webhooks, the event list and its live stream. */
   events?: EventRoutesOptions;
+  /** The built dashboard (default: `web/dist` of the package). */
+  webRoot?: string;
   /** Extra readiness checks (storage reachable, …). */
   readinessChecks?: Array<() => Promise<void>>;
 }
@@ -85,7 +88,10 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
     if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
     return reply.code(apiError.status).send(apiError.toJSON());
   });
+  let appShell: AppShell | undefined;
   app.setNotFoundHandler(async (request, reply) => {
+    const shell = appShell?.(request, reply);
+    if (shell) return shell;
     const error = new ApiError('NOT_FOUND', `no route ${request.method} ${request.url}`);
     return reply.code(404).send(error.toJSON());
   });
@@ -110,5 +116,6 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
   if (deps.pipelines) await app.register(pipelineRoutes, deps.pipelines);
   if (deps.artifacts) await app.register(artifactRoutes, deps.artifacts);
   if (deps.events) await app.register(eventRoutes, deps.events);
+  appShell = await mountWebApp(app, deps.webRoot ?? defaultWebRoot());
   return app;
 }
