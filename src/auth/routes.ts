@@ -6,6 +6,7 @@
  * API keys, repository visibility, the audit log.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
 import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import { ApiGuard } from './api-guard.js';
@@ -237,6 +238,22 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     const created = await access.createKey(owner === me ? me : owner, input.name, input.scopes, expiresInMs);
     await audit.record({ actor: me.name, action: 'key.create', target: `${owner.name}/${created.id}`, outcome: 'ok', address: request.ip, detail: { scopes: created.scopes, expiresAt: created.expiresAt } });
     return reply.code(201).send({ ...created, owner: owner.name });
+  });
+
+  // Dashboard sign-in: the browser trades a user name and password (throttled like every
+  // login) for a short-lived API key it keeps in sessionStorage; sign-out revokes that key.
+  app.post('/api/v1/sessions', async (request: FastifyRequest, reply: FastifyReply) => {
+    const input = body(z.strictObject({ username: z.string().min(1, 'required'), password: z.string().min(1, 'required') }), request);
+    const principal = await login(request, input.username, input.password);
+    const created = await access.createKey(principal, 'dashboard session', ['*'], 12 * 3600_000);
+    await audit.record({ actor: principal.name, action: 'session.create', target: `${principal.name}/${created.id}`, outcome: 'ok', address: request.ip });
+    return reply.code(201).send({ token: created.key, keyId: created.id, expiresAt: created.expiresAt, name: principal.name, admin: principal.admin });
+  });
+
+  app.delete('/api/v1/sessions/current', async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await authenticated(request);
+    if (me.keyId) await access.revokeKey(me.keyId, me.id);
+    return reply.code(204).send();
   });
 
   app.get('/api/v1/keys', async (request: FastifyRequest) => access.listKeys((await authenticated(request)).id));

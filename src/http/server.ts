@@ -18,6 +18,7 @@ import { artifactRoutes, type ArtifactRoutesOptions } from '../artifacts/routes.
 import { eventRoutes, type EventRoutesOptions } from '../events/routes.js';
 import { apiErrorHandler } from './error-handler.js';
 import { ApiError } from './errors.js';
+import { defaultWebRoot, mountWebApp, type AppShell } from './web-app.js';
 
 export interface ServerDependencies {
   logger: FastifyBaseLogger;
@@ -41,6 +42,8 @@ export interface ServerDependencies {
   artifacts?: ArtifactRoutesOptions;
   /** Outgoing webhooks, the event list and its live stream. */
   events?: EventRoutesOptions;
+  /** The built dashboard (default: `web/dist` of the package). */
+  webRoot?: string;
   /** Extra readiness checks (storage reachable, …). */
   readinessChecks?: Array<() => Promise<void>>;
 }
@@ -84,7 +87,10 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
   // The one handler of /api/… and the server's own endpoints; every part's plugin inherits it
   // (only /v2 and the artifact-storage routes render their own envelopes).
   app.setErrorHandler(apiErrorHandler);
+  let appShell: AppShell | undefined;
   app.setNotFoundHandler(async (request, reply) => {
+    const shell = appShell?.(request, reply);
+    if (shell) return shell;
     const error = new ApiError('NOT_FOUND', `no route ${request.method} ${request.url}`);
     return reply.code(404).send(error.toJSON());
   });
@@ -109,5 +115,6 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
   if (deps.pipelines) await app.register(pipelineRoutes, deps.pipelines);
   if (deps.artifacts) await app.register(artifactRoutes, deps.artifacts);
   if (deps.events) await app.register(eventRoutes, deps.events);
+  appShell = await mountWebApp(app, deps.webRoot ?? defaultWebRoot());
   return app;
 }
