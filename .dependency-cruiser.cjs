@@ -38,7 +38,9 @@ const partRules = Object.entries(allowed).map(([part, may]) => ({
   comment: `${part} may import only: ${may.join(', ') || '(no other part)'}`,
   severity: 'error',
   from: { path: `${root}${part}/`, pathNot: part === 'http' ? `${root}http/server\\.[jt]s$` : undefined },
+  // http/error-catalog.ts (the one error model, importing nothing) is shared by every part.
   to: {
+    pathNot: `${root}http/error-catalog\\.[jt]s$`,
     path: `${root}(${parts.filter((p) => p !== part && !may.includes(p)).map((p) => (p === 'main' ? 'main\\.[jt]s$' : `${p}/`)).join('|')})`,
   },
 }));

@@ -35,4 +35,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "setup: installing npm packages" >&2
   npm ci --no-audit --no-fund --loglevel=error
 fi
+rm -rf dist  # a clean compile: a moved or deleted source leaves no stale output for the lint or the tests
 npx --no-install tsc -p tsconfig.json
