@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(postgresql buildah skopeo runc umoci podman busybox-static docker-registry wrk apache2-utils curl git iproute2 ca-certificates)
+packages=(postgresql buildah skopeo runc umoci podman busybox-static docker-registry wrk apache2-utils nginx curl git iproute2 ca-certificates)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
@@ -24,9 +24,16 @@ fi
 # Without systemd the package's init script may have started it: stop only that one (its
 # config path), never a registry the benchmark started.
 pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
+# Debian's nginx package starts a server on :80 when installed; the benchmark runs its own
+# nginx from a temp prefix, so stop the packaged one.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+  systemctl stop nginx || true
+fi
+pkill -f '^nginx: master process /usr/sbin/nginx' 2>/dev/null || true
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm packages" >&2
   npm ci --no-audit --no-fund --loglevel=error
 fi
+rm -rf dist  # a clean compile: a moved or deleted source leaves no stale output for the lint or the tests
 npx --no-install tsc -p tsconfig.json

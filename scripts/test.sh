@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Import boundaries (.dependency-cruiser.cjs) on the compiled tree; a violation fails the run.
+npx --no-install depcruise dist/src --config .dependency-cruiser.cjs
 
 pg_dir=$(mktemp -d /tmp/slipway-pg.XXXXXX)
 pg_port=$((20000 + RANDOM % 20000))

@@ -21,10 +21,11 @@ import { ExternalRegistries } from './credentials/service.js';
 import { loadMasterKeys, Vault } from './vault/vault.js';
 import { NamespaceSecrets } from './vault/secrets.js';
 import type { SecretRoutesOptions } from './vault/routes.js';
-import { buildDrivers, createBuildahDriver } from './builds/drivers.js';
-import { BuildLogs } from './logs/log-store.js';
+import { buildDrivers } from './builds/drivers.js';
+import { LogStore } from './logs/log-store.js';
 import { BuildService } from './builds/service.js';
-import { JobQueue, JobWorker } from './db/job-queue.js';
+import { JobQueue } from './db/job-queue.js';
+import { JobWorker } from './db/job-worker.js';
 import { allowAll, type Authorizer } from './auth/scope.js';
 import type { Config } from './config/config.js';
 import { parseListen, pickDriver } from './config/config.js';
@@ -78,7 +79,7 @@ export interface RegistryOptions {
 export async function openRegistry(config: Config, options: RegistryOptions = {}): Promise<Registry> {
   const { logger } = options;
   const db = await openDatabase({ url: config.database, dataDir: config.dataDir });
-  const driverStore = pickDriver(storageDrivers, 'storage.driver', config.storage.driver)({ dataDir: config.dataDir });
+  const driverStore = pickDriver(storageDrivers, 'storage.driver', config.storage.driver)({ dataDir: config.dataDir, s3: config.storage.s3 });
   const store = options.wrapStore ? options.wrapStore(driverStore) : driverStore;
   const { deleteEnabled, maxManifestBytes, gc, uploadExpiry } = config.registry;
   const blobs = new BlobService({ db, store, gracePeriodMs: gc.gracePeriod, deleteEnabled });
@@ -89,7 +90,10 @@ export async function openRegistry(config: Config, options: RegistryOptions = {}
     db, store, blobs, uploads, manifests,
     gc: (now) => collectGarbage(gcOptions, now),
     fsck: () => fsck(db, store),
-    close: () => db.close(),
+    close: async () => {
+      await db.close();
+      await driverStore.close?.();
+    },
   };
 }
 
@@ -166,6 +170,11 @@ interface BuildParts {
 }
 
 /** Builds: the durable queue (recovered first: nothing stays "running" after a crash), buildah, logs. */
+/** The BuildDriver `builds.driver` selects, with its settings; builds and pipeline stages share it. */
+function configuredBuildDriver(config: Config) {
+  return pickDriver(buildDrivers, 'builds.driver', config.builds.driver)(config.builds.buildah, { dataDir: config.dataDir });
+}
+
 async function openBuilds(config: Config, registry: Registry, auth: AuthParts | undefined, registryHost: () => string, logger: Logger): Promise<BuildParts> {
   const jobs = new JobQueue(registry.db);
   const recovered = await jobs.recover();
@@ -173,8 +182,8 @@ async function openBuilds(config: Config, registry: Registry, auth: AuthParts | 
   const workDir = path.join(config.dataDir, 'builds');
   await mkdir(path.join(workDir, 'tmp'), { recursive: true });
   const service = new BuildService({
-    db: registry.db, queue: jobs, driver: pickDriver(buildDrivers, 'builds.driver', config.builds.driver)(config.builds.buildah, { dataDir: config.dataDir }),
-    logs: new BuildLogs(path.join(config.dataDir, 'logs', 'builds')),
+    db: registry.db, queue: jobs, driver: configuredBuildDriver(config),
+    logs: new LogStore(path.join(config.dataDir, 'logs', 'builds')),
     registry: { uploads: registry.uploads, manifests: registry.manifests },
     config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries, secrets: auth?.secrets,
   });
@@ -258,7 +267,7 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
   }
   const jobs = new JobQueue(registry.db);
   // One log store: the runner writes, the API reads and follows the same live logs.
-  const runLogs = new BuildLogs(path.join(config.dataDir, 'logs', 'pipelines'));
+  const runLogs = new LogStore(path.join(config.dataDir, 'logs', 'pipelines'));
   const pipelines = new PipelineService({
     db: registry.db, queue: jobs, logs: runLogs, vault, secrets: auth?.secrets,
     publish, cacheDir: path.join(workDir, 'git-cache'), stageTimeoutMs: config.pipelines.stageTimeout, logger,
@@ -282,8 +291,8 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
       },
     },
   });
-  // Build stages need buildah itself (the docker shim drives it), whatever builds.driver says.
-  const executor = new StageExecutor({ driver: createBuildahDriver(config.builds.buildah, { dataDir: config.dataDir }), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
+  // Build stages build and push through the same configured driver as builds (one layer cache).
+  const executor = new StageExecutor({ driver: configuredBuildDriver(config), workRoot: path.join(workDir, 'executor'), shellUid: config.pipelines.shellUid, shellGid: config.pipelines.shellGid });
   const runner = new PipelineRunner({
     db: registry.db, service: pipelines, queue: jobs, executor, stepPaths, logs: runLogs,
     workDir, config: config.pipelines, registryHost, insecureRegistries: config.builds.insecureRegistries,

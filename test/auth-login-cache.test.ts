@@ -14,6 +14,7 @@ import { FailureLimiter } from '../src/auth/rate-limit.js';
 import { VerifiedLogins } from '../src/auth/verified-logins.js';
 import { openDatabase, type Database } from '../src/db/db.js';
 import { dialects, startTestServer, tempDir, type TestServer } from './helpers/harness.js';
+import { createApiClient } from './helpers/api-client.js';
 
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
@@ -136,13 +137,7 @@ describe('remembered basic-auth logins through the server', { timeout: 120_000 }
   let ts: TestServer;
   const adminPassword = 'admin-secret-Pa55word';
   const admin = basic('admin', adminPassword);
-  const api = async (method: string, url: string, auth: string, body?: unknown) => {
-    const response = await fetch(`${ts.url}${url}`, {
-      method, headers: { authorization: auth, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined,
-    });
-    const text = await response.text();
-    return { status: response.status, body: text ? JSON.parse(text) as Record<string, unknown> : {} };
-  };
+  const api = (method: string, url: string, auth: string, body?: unknown) => createApiClient(ts.url, auth).request<Record<string, unknown>>(method, url, body);
   const v2 = async (auth: string) => (await fetch(`${ts.url}/v2/`, { headers: { authorization: auth } })).status;
 
   before(async () => {

@@ -11,6 +11,7 @@ import { dialects, startTestServer, tempDir, type TestServer } from './helpers/h
 import { killAllChildren, requireCommands, run } from './helpers/commands.js';
 import { writeOciLayout } from './helpers/oci-layout.js';
 import { imageManifest, pushBlob, putManifest, randomBlob } from './helpers/oci.js';
+import { createApiClient } from './helpers/api-client.js';
 
 const adminPassword = 'admin-secret-Pa55word';
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
@@ -20,13 +21,8 @@ for (const dialect of dialects) {
     let ts: TestServer;
     let base: string;
     const admin = basic('admin', adminPassword);
-    const api = async (method: string, url: string, auth: string | undefined, body?: unknown) => {
-      const response = await fetch(`${base}${url}`, {
-        method, headers: { ...(auth ? { authorization: auth } : {}), ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined,
-      });
-      const text = await response.text();
-      return { status: response.status, body: text ? JSON.parse(text) as Record<string, unknown> : {}, headers: response.headers };
-    };
+    const client = createApiClient(() => base);
+    const api = (method: string, url: string, auth: string | undefined, body?: unknown) => client.request<Record<string, unknown>>(method, url, body, { auth });
     const token = async (auth: string | undefined, scope: string) => {
       const response = await api('GET', `/auth/token?service=slipway&scope=${encodeURIComponent(scope)}`, auth);
       return response.body.token as string;

@@ -19,6 +19,7 @@ import { parseMasterKey } from '../src/vault/vault.js';
 import { credentialsPath, normaliseServerUrl } from '../src/cli/credentials-store.js';
 import { dialects, startTestServer, tempDir, type TestServer } from './helpers/harness.js';
 import { cleanEnv, killAllChildren, run, slipwayBin, type CommandResult } from './helpers/commands.js';
+import { createApiClient } from './helpers/api-client.js';
 
 const adminPassword = 'admin-secret-Pa55word';
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
@@ -33,21 +34,7 @@ function describeResult(result: CommandResult): string {
   return `exit ${result.code ?? result.signal}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`;
 }
 
-async function api(base: string, method: string, url: string, auth: string | undefined, body?: unknown): Promise<{ status: number; body: unknown }> {
-  const response = await fetch(`${base}${url}`, {
-    method,
-    headers: { ...(auth ? { authorization: auth } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await response.text();
-  let parsed: unknown = text;
-  try {
-    parsed = text ? JSON.parse(text) : undefined;
-  } catch {
-    // not JSON
-  }
-  return { status: response.status, body: parsed };
-}
+const api = (base: string, method: string, url: string, auth: string | undefined, body?: unknown) => createApiClient(base, auth).request<unknown>(method, url, body);
 
 async function exists(file: string): Promise<boolean> {
   try {

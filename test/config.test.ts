@@ -70,15 +70,18 @@ describe('config', () => {
     assert.equal(config.storage.driver, 'fs');
     assert.equal(config.builds.driver, 'buildah');
     assert.equal(config.functions.runtime, 'runc');
-    assert.throws(() => loadConfig({ flags: { storage: { driver: 's3' as never } } }), (error: Error) => error instanceof ConfigError && /storage\.driver: unknown driver "s3" \(known: fs\)/.test(error.message));
+    assert.throws(() => loadConfig({ flags: { storage: { driver: 'gcs' as never } } }), (error: Error) => error instanceof ConfigError && /storage\.driver: unknown driver "gcs" \(known: fs, s3\)/.test(error.message));
+    assert.throws(() => loadConfig({ flags: { storage: { driver: 's3' } } }), /storage\.s3\.bucket: required when storage\.driver is s3/);
+    const s3 = loadConfig({ env: { SLIPWAY_S3_ACCESS_KEY_ID: 'key', SLIPWAY_S3_SECRET_ACCESS_KEY: 'secret' }, flags: { storage: { driver: 's3', s3: { bucket: 'slipway', forcePathStyle: true } } } }).storage.s3;
+    assert.deepEqual({ ...s3 }, { bucket: 'slipway', region: 'us-east-1', forcePathStyle: true, prefix: '', accessKeyId: 'key', secretAccessKey: 'secret', partSize: 8 * 1024 * 1024 });
     assert.throws(() => loadConfig({ flags: { builds: { driver: 'kubernetes' as never } } }), /builds\.driver: unknown driver "kubernetes" \(known: buildah\)/);
     assert.throws(() => loadConfig({ env: {}, flags: { functions: { runtime: 'kubernetes' as never } } }), /functions\.runtime: unknown driver "kubernetes" \(known: runc\)/);
     // Every name the config accepts has a factory, and a name a map lacks is the same clear error.
-    assert.deepEqual(Object.keys(storageDrivers), ['fs']);
+    assert.deepEqual(Object.keys(storageDrivers), ['fs', 's3']);
     assert.deepEqual(Object.keys(buildDrivers), ['buildah']);
     assert.deepEqual(Object.keys(runtimes), ['runc']);
     assert.equal(pickDriver(storageDrivers, 'storage.driver', 'fs'), storageDrivers.fs);
-    assert.throws(() => pickDriver(storageDrivers, 'storage.driver', 'toString'), (error: Error) => error instanceof ConfigError && /storage\.driver: unknown driver "toString" \(known: fs\)/.test(error.message));
+    assert.throws(() => pickDriver(storageDrivers, 'storage.driver', 'toString'), (error: Error) => error instanceof ConfigError && /storage\.driver: unknown driver "toString" \(known: fs, s3\)/.test(error.message));
   });
 
   test('durations accept units and bare seconds', () => {

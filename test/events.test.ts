@@ -22,6 +22,7 @@ import { eventRoutes } from '../src/events/routes.js';
 import { verifySignature } from '../src/events/signature.js';
 import { parseMasterKey, Vault, type MasterKey } from '../src/vault/vault.js';
 import { dialects, tempDir as makeTempDir, type DialectUnderTest } from './helpers/dialects.js';
+import { createApiClient } from './helpers/api-client.js';
 
 const tempDir = () => makeTempDir('slipway-events-');
 
@@ -154,15 +155,7 @@ async function startApp(bus: EventBus, options: { heartbeatMs?: number; pollMs?:
   return { app, url: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` };
 }
 
-async function call(base: string, method: string, path: string, body?: unknown): Promise<{ status: number; text: string; json: any }> {
-  const response = await fetch(`${base}${path}`, {
-    method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  let json: any;
-  try { json = JSON.parse(text); } catch { json = undefined; }
-  return { status: response.status, text, json };
-}
+const call = (base: string, method: string, path: string, body?: unknown) => createApiClient(base).request(method, path, body);
 
 interface SseFrame { id?: string; event?: string; data?: string; comment?: string }
 
@@ -522,40 +515,40 @@ for (const dialect of dialects) {
           const base = `/api/v1/namespaces/${ns}`;
           const badUrl = await call(url, 'POST', `${base}/webhooks`, { url: 'not a url', events: ['run.*'] });
           assert.equal(badUrl.status, 400);
-          assert.equal(badUrl.json.code, 'BAD_REQUEST');
-          assert.match(badUrl.json.message, /^url: /);
+          assert.equal(badUrl.body.code, 'BAD_REQUEST');
+          assert.match(badUrl.body.message, /^url: /);
           const ftp = await call(url, 'POST', `${base}/webhooks`, { url: 'ftp://example.com/x', events: ['run.*'] });
           assert.equal(ftp.status, 400);
-          assert.match(ftp.json.message, /url: must be an http/);
+          assert.match(ftp.body.message, /url: must be an http/);
           const badPattern = await call(url, 'POST', `${base}/webhooks`, { url: receiver.url, events: ['run.*', 'Run..x'] });
           assert.equal(badPattern.status, 400);
-          assert.match(badPattern.json.message, /events\.1: /);
+          assert.match(badPattern.body.message, /events\.1: /);
           const noEvents = await call(url, 'POST', `${base}/webhooks`, { url: receiver.url, events: [] });
           assert.equal(noEvents.status, 400);
-          assert.match(noEvents.json.message, /events: /);
+          assert.match(noEvents.body.message, /events: /);
           const shortSecret = await call(url, 'POST', `${base}/webhooks`, { url: receiver.url, events: ['*'], secret: 'short' });
           assert.equal(shortSecret.status, 400);
-          assert.match(shortSecret.json.message, /secret: /);
+          assert.match(shortSecret.body.message, /secret: /);
           assert.ok(!shortSecret.text.includes('short'), 'the submitted secret is not echoed');
           const extra = await call(url, 'POST', `${base}/webhooks`, { url: receiver.url, events: ['*'], colour: 'red' });
           assert.equal(extra.status, 400);
 
           const created = await call(url, 'POST', `${base}/webhooks`, { url: receiver.url, events: ['run.*'] });
           assert.equal(created.status, 201, created.text);
-          const secret: string = created.json.secret;
+          const secret: string = created.body.secret;
           assert.match(secret, /^whsec_[A-Za-z0-9_-]{32}$/);
-          assert.equal(created.json.secretHint, `****${secret.slice(-4)}`);
-          const id: string = created.json.id;
+          assert.equal(created.body.secretHint, `****${secret.slice(-4)}`);
+          const id: string = created.body.id;
           const hookBase = `${base}/webhooks/${id}`;
 
           const list = await call(url, 'GET', `${base}/webhooks`);
           assert.equal(list.status, 200);
-          assert.equal(list.json.webhooks.length, 1);
-          assert.deepEqual(list.json.webhooks[0].events, ['run.*']);
-          assert.equal(list.json.webhooks[0].active, true);
+          assert.equal(list.body.webhooks.length, 1);
+          assert.deepEqual(list.body.webhooks[0].events, ['run.*']);
+          assert.equal(list.body.webhooks[0].active, true);
           const one = await call(url, 'GET', hookBase);
           assert.equal(one.status, 200);
-          assert.equal(one.json.url, receiver.url);
+          assert.equal(one.body.url, receiver.url);
           for (const text of [list.text, one.text]) {
             assert.ok(!text.includes(secret), 'the secret is never in a GET');
             assert.ok(!/"secret"/.test(text));
@@ -565,23 +558,23 @@ for (const dialect of dialects) {
 
           const badPatch = await call(url, 'PATCH', hookBase, { events: ['deploy.*', ''] });
           assert.equal(badPatch.status, 400);
-          assert.match(badPatch.json.message, /events\.1: /);
+          assert.match(badPatch.body.message, /events\.1: /);
           assert.equal((await call(url, 'PATCH', hookBase, {})).status, 400);
           const patched = await call(url, 'PATCH', hookBase, { events: ['run.*', 'deploy.*'] });
           assert.equal(patched.status, 200, patched.text);
-          assert.deepEqual(patched.json.events, ['run.*', 'deploy.*']);
-          assert.equal(patched.json.secret, undefined);
+          assert.deepEqual(patched.body.events, ['run.*', 'deploy.*']);
+          assert.equal(patched.body.secret, undefined);
           const rotated = await call(url, 'PATCH', hookBase, { rotateSecret: true });
           assert.equal(rotated.status, 200);
-          const newSecret: string = rotated.json.secret;
+          const newSecret: string = rotated.body.secret;
           assert.ok(newSecret && newSecret !== secret);
           assert.ok(!(await call(url, 'GET', hookBase)).text.includes(newSecret));
 
           const ping = await call(url, 'POST', `${hookBase}/ping`);
           assert.equal(ping.status, 202, ping.text);
-          assert.equal(ping.json.eventType, 'ping');
+          assert.equal(ping.body.eventType, 'ping');
           const pinged = await eventually(() => receiver.requests.find((r) => r.headers['x-slipway-event'] === 'ping'), 'the ping');
-          assert.equal(pinged.headers['x-slipway-delivery'], ping.json.id);
+          assert.equal(pinged.headers['x-slipway-delivery'], ping.body.id);
           const pingTimestamp = String(pinged.headers['x-slipway-timestamp']);
           assert.equal(pinged.headers['x-slipway-signature-256'], expectedSignature(newSecret, pingTimestamp, pinged.body), 'signed with the rotated secret');
           assert.equal(JSON.parse(pinged.body).data.webhook.id, id);
@@ -591,8 +584,8 @@ for (const dialect of dialects) {
           await bus.publish(ns, 'artefact.created', { v: 1 });
           const deliveries = await eventually(async () => {
             const answer = await call(url, 'GET', `${hookBase}/deliveries?limit=10`);
-            const d = answer.json.deliveries.find((x: { eventType: string }) => x.eventType === 'run.failed');
-            return d && d.status === 'failed' && answer.json.deliveries;
+            const d = answer.body.deliveries.find((x: { eventType: string }) => x.eventType === 'run.failed');
+            return d && d.status === 'failed' && answer.body.deliveries;
           }, 'the failed delivery', 15_000);
           assert.equal(deliveries.length, 2, 'the ping and run.failed');
           assert.equal(deliveries[0].eventType, 'run.failed', 'newest first');
@@ -603,21 +596,21 @@ for (const dialect of dialects) {
           receiver.behave(() => 200);
           const redo = await call(url, 'POST', `${hookBase}/deliveries/${deliveries[0].id}/redeliver`);
           assert.equal(redo.status, 202, redo.text);
-          await eventually(async () => (await call(url, 'GET', `${hookBase}/deliveries/${redo.json.id}`)).json.status === 'succeeded', 'the redelivery');
+          await eventually(async () => (await call(url, 'GET', `${hookBase}/deliveries/${redo.body.id}`)).body.status === 'succeeded', 'the redelivery');
           assert.equal((await call(url, 'POST', `${hookBase}/deliveries/whd_nope/redeliver`)).status, 404);
           assert.equal((await call(url, 'GET', `${base}/webhooks/wh_nope`)).status, 404);
           assert.equal((await call(url, 'GET', `/api/v1/namespaces/other/webhooks/${id}`)).status, 404);
 
           const events = await call(url, 'GET', `${base}/events`);
           assert.equal(events.status, 200);
-          assert.deepEqual(events.json.events.map((e: { type: string }) => e.type), ['run.failed', 'artefact.created'], 'pings are not in the feed');
+          assert.deepEqual(events.body.events.map((e: { type: string }) => e.type), ['run.failed', 'artefact.created'], 'pings are not in the feed');
           const filtered = await call(url, 'GET', `${base}/events?type=artefact.*`);
-          assert.deepEqual(filtered.json.events.map((e: { type: string }) => e.type), ['artefact.created']);
-          const after = await call(url, 'GET', `${base}/events?after=${events.json.events[0].id}`);
-          assert.deepEqual(after.json.events.map((e: { type: string }) => e.type), ['artefact.created']);
+          assert.deepEqual(filtered.body.events.map((e: { type: string }) => e.type), ['artefact.created']);
+          const after = await call(url, 'GET', `${base}/events?after=${events.body.events[0].id}`);
+          assert.deepEqual(after.body.events.map((e: { type: string }) => e.type), ['artefact.created']);
           const badType = await call(url, 'GET', `${base}/events?type=RUN`);
           assert.equal(badType.status, 400);
-          assert.match(badType.json.message, /^type: /);
+          assert.match(badType.body.message, /^type: /);
           assert.equal((await call(url, 'GET', `${base}/events?after=${encodeURIComponent('x y')}`)).status, 400);
 
           assert.equal((await call(url, 'DELETE', hookBase)).status, 204);

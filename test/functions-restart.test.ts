@@ -15,7 +15,8 @@ import { RuncDriver } from '../src/functions/runc-driver.js';
 import { ImageStore } from '../src/functions/image-store.js';
 import { cleanEnv, repoRoot, requireCommands, run, slipwayBin } from './helpers/commands.js';
 import { dialects, tempDir, type TestServer } from './helpers/harness.js';
-import { api, assertNoLeftovers, eventually, instancePrefix, leftovers } from './helpers/functions.js';
+import { assertNoLeftovers, eventually, instancePrefix, leftovers } from './helpers/functions.js';
+import { createApiClient } from './helpers/api-client.js';
 import { buildFunctionImages, buildWork, type BuildWork, type FunctionImages } from './helpers/function-images.js';
 import { pino } from 'pino';
 
@@ -67,14 +68,14 @@ describe(`functions across restarts, and access (${dialects[dialects.length - 1]
     const first = await start();
     const ts = { url: first.url, host: first.url.replace('http://', '') } as TestServer;
     images = await buildFunctionImages(ts, work, { namespace: ns });
-    const call = api(first.url);
+    const call = createApiClient(first.url).request;
     const keeper = await call('POST', `/api/v1/namespaces/${ns}/functions?wait=true`, { name: 'keeper', type: 'http', image: images.hello, minInstances: 1 });
-    assert.equal(keeper.json.status, 'ready', keeper.text);
+    assert.equal(keeper.body.status, 'ready', keeper.text);
     const hello = await call('POST', `/api/v1/namespaces/${ns}/functions?wait=true`, { name: 'hello', image: images.hello });
-    assert.equal(hello.json.status, 'ready', hello.text);
+    assert.equal(hello.body.status, 'ready', hello.text);
     const answer = await call('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, { name: 'Slipway' });
     assert.equal(answer.status, 200);
-    assert.equal(answer.json.hello, 'Slipway');
+    assert.equal(answer.body.hello, 'Slipway');
     assert.equal((await leftovers(dataDir.path, prefix)).containers.length, 2);
     await first.close();
     server = undefined;
@@ -84,16 +85,16 @@ describe(`functions across restarts, and access (${dialects[dialects.length - 1]
     // It runs the hello image from the server's image store (pulled there by its digest).
     const functionsDir = path.join(dataDir.path, 'functions');
     const orphanDriver = new RuncDriver({ images: new ImageStore(path.join(functionsDir, 'images')), stateDir: path.join(functionsDir, 'bundles'), runcRoot: path.join(functionsDir, 'runc'), prefix });
-    const orphanImage = { reference: images.hello, digest: hello.json.imageDigest as string };
+    const orphanImage = { reference: images.hello, digest: hello.body.imageDigest as string };
     await orphanDriver.start({ id: 'orphan', image: orphanImage, command: ['node', '-e', 'setInterval(() => {}, 1000)'], env: [] }, () => undefined);
     assert.deepEqual((await leftovers(dataDir.path, prefix)).containers, [`${prefix}orphan`]);
 
     const second = await start({ auth: { enabled: true, adminPassword } });
-    const admin = api(second.url, basic('admin', adminPassword));
+    const admin = createApiClient(second.url, basic('admin', adminPassword)).request;
     assert.equal((await admin('POST', '/api/v1/namespaces', { name: ns })).status, 201);
     const restored = await eventually(async () => {
       const r = await admin('GET', `/api/v1/namespaces/${ns}/functions/keeper`);
-      return r.json?.status === 'ready' && r.json.instances === 1 ? r.json : undefined;
+      return r.body?.status === 'ready' && r.body.instances === 1 ? r.body : undefined;
     }, 30_000, 'keeper restored with its minimum instance');
     assert.equal(restored.activeRevision, 1);
     const left = await leftovers(dataDir.path, prefix);
@@ -101,40 +102,40 @@ describe(`functions across restarts, and access (${dialects[dialects.length - 1]
     assert.equal(left.containers.length, 1);
     const again = await admin('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, { name: 'again' });
     assert.equal(again.status, 200, again.text);
-    assert.equal(again.json.hello, 'again');
+    assert.equal(again.body.hello, 'again');
   });
 
   test('private functions need a function key or a member; public ones answer anyone', { timeout: 120_000 }, async () => {
     assert.ok(server, 'the server of the previous test runs');
-    const admin = api(server.url, basic('admin', adminPassword));
-    const anonymous = api(server.url);
+    const admin = createApiClient(server.url, basic('admin', adminPassword)).request;
+    const anonymous = createApiClient(server.url).request;
     assert.equal((await anonymous('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, {})).status, 401);
     assert.equal((await fetch(`${server.url}/fn/${ns}/keeper/`)).status, 401);
     const key = await admin('POST', `/api/v1/namespaces/${ns}/functions/hello/keys`, { name: 'ci' });
     assert.equal(key.status, 201, key.text);
-    assert.match(key.json.key, /^slwfn_/);
-    const withKey = api(server.url, `Bearer ${key.json.key}`);
+    assert.match(key.body.key, /^slwfn_/);
+    const withKey = createApiClient(server.url, `Bearer ${key.body.key}`).request;
     assert.equal((await withKey('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, {})).status, 200);
     assert.equal((await withKey('GET', `/api/v1/namespaces/${ns}/functions/hello`)).status, 401, 'a function key only invokes');
-    assert.equal((await fetch(`${server.url}/fn/${ns}/keeper/`, { headers: { authorization: `Bearer ${key.json.key}` } })).status, 401, 'a key of one function does not open another');
-    const forged = api(server.url, `Bearer ${key.json.key.slice(0, -2)}xx`);
+    assert.equal((await fetch(`${server.url}/fn/${ns}/keeper/`, { headers: { authorization: `Bearer ${key.body.key}` } })).status, 401, 'a key of one function does not open another');
+    const forged = createApiClient(server.url, `Bearer ${key.body.key.slice(0, -2)}xx`).request;
     assert.equal((await forged('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, {})).status, 401);
     const keys = await admin('GET', `/api/v1/namespaces/${ns}/functions/hello/keys`);
-    assert.equal(keys.json.keys.length, 1);
-    assert.ok(!keys.text.includes(key.json.key.split('.')[1]), 'the secret is shown once');
-    assert.equal((await admin('DELETE', `/api/v1/namespaces/${ns}/functions/hello/keys/${key.json.id}`)).status, 204);
+    assert.equal(keys.body.keys.length, 1);
+    assert.ok(!keys.text.includes(key.body.key.split('.')[1]), 'the secret is shown once');
+    assert.equal((await admin('DELETE', `/api/v1/namespaces/${ns}/functions/hello/keys/${key.body.id}`)).status, 204);
     assert.equal((await withKey('POST', `/api/v1/namespaces/${ns}/functions/hello/invocations`, {})).status, 401, 'a revoked key stops working');
 
     const opened = await admin('PATCH', `/api/v1/namespaces/${ns}/functions/keeper`, { access: 'public' });
-    assert.equal(opened.json.access, 'public');
-    assert.equal(opened.json.latestRevision, 1, 'access is not a revision');
+    assert.equal(opened.body.access, 'public');
+    assert.equal(opened.body.latestRevision, 1, 'access is not a revision');
     await eventually(async () => (await fetch(`${server!.url}/fn/${ns}/keeper/anything`)).status === 200, 5000, 'public access');
     assert.equal(await (await fetch(`${server.url}/fn/${ns}/keeper/anything`)).text(), 'hello from /anything\n');
   });
 
   test('the gateway\'s cached access checks follow access changes, key revocation and deletion at once', { timeout: 120_000 }, async () => {
     assert.ok(server, 'the server of the previous tests runs');
-    const admin = api(server.url, basic('admin', adminPassword));
+    const admin = createApiClient(server.url, basic('admin', adminPassword)).request;
     const fnPath = `/api/v1/namespaces/${ns}/functions/keeper`;
     const url = `${server.url}/fn/${ns}/keeper/cached?q=1`;
     const status = async (authorization?: string) => {
@@ -157,11 +158,11 @@ describe(`functions across restarts, and access (${dialects[dialects.length - 1]
 
     const key = await admin('POST', `${fnPath}/keys`, { name: 'gateway' });
     assert.equal(key.status, 201, key.text);
-    for (let i = 0; i < 3; i++) assert.equal(await status(`Bearer ${key.json.key}`), 200, 'a key of the function (checked, then cached)');
-    assert.equal(await status(`Bearer ${key.json.key.slice(0, -2)}xx`), 401, 'a forged key');
+    for (let i = 0; i < 3; i++) assert.equal(await status(`Bearer ${key.body.key}`), 200, 'a key of the function (checked, then cached)');
+    assert.equal(await status(`Bearer ${key.body.key.slice(0, -2)}xx`), 401, 'a forged key');
     assert.equal(await status(basic('admin', adminPassword)), 200, 'a member of the namespace');
-    assert.equal((await admin('DELETE', `${fnPath}/keys/${key.json.id}`)).status, 204);
-    assert.equal(await status(`Bearer ${key.json.key}`), 401, 'a revoked key stops working at once');
+    assert.equal((await admin('DELETE', `${fnPath}/keys/${key.body.id}`)).status, 204);
+    assert.equal(await status(`Bearer ${key.body.key}`), 401, 'a revoked key stops working at once');
 
     assert.equal((await admin('PATCH', fnPath, { access: 'public' })).status, 200);
     assert.equal(await status(), 200, 'public again at once');
@@ -172,10 +173,10 @@ describe(`functions across restarts, and access (${dialects[dialects.length - 1]
 
   test('slipway fn: deploy (with a secret from the environment), list, invoke, logs, revisions, rm', { timeout: 120_000 }, async () => {
     assert.ok(server, 'the server of the first test runs');
-    const admin = api(server.url, basic('admin', adminPassword));
+    const admin = createApiClient(server.url, basic('admin', adminPassword)).request;
     const key = await admin('POST', '/api/v1/keys', { name: 'cli', scopes: ['*'] });
     assert.equal(key.status, 201, key.text);
-    const env = { ...cleanEnv(), SLIPWAY_SERVER: server.url, SLIPWAY_API_KEY: key.json.key, TOKEN: 'cli-secret-value-42' };
+    const env = { ...cleanEnv(), SLIPWAY_SERVER: server.url, SLIPWAY_API_KEY: key.body.key, TOKEN: 'cli-secret-value-42' };
     const slipway = (args: string[]) => run(process.execPath, [slipwayBin, ...args], { cwd: repoRoot, env, timeoutMs: 60_000, allowFailure: true });
 
     const deployed = await slipway(['fn', 'deploy', 'clifn', '-n', ns, '--image', `${ns}/hello-main-image:latest`, '--env', 'A=1', '--secret-env', 'TOKEN', '--tag', 'team=cli']);

@@ -9,9 +9,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { startTestServer, tempDir, type TestServer } from './helpers/harness.js';
+import { dialects, startTestServer, tempDir, type TestServer } from './helpers/harness.js';
 import { requireCommands, run } from './helpers/commands.js';
 import { buildWork, type BuildWork } from './helpers/function-images.js';
+import { createApiClient } from './helpers/api-client.js';
 import { assembleNodeRootfs, importBaseImage } from '../src/builds/base-image.js';
 
 const adminPassword = 'pipelines-admin-Pa55';
@@ -48,22 +49,12 @@ outputArtifacts:
     location: out/app.txt
 `;
 
-describe('pipelines with access control', { timeout: 600_000 }, () => {
+for (const dialect of dialects) describe(`pipelines with access control (${dialect.name})`, { timeout: 600_000 }, () => {
   let ts: TestServer;
   let work: BuildWork;
   let repo: { path: string; remove(): Promise<void> };
 
-  const api = async (method: string, url: string, body?: unknown, authorization: string | null = admin) => {
-    const response = await fetch(`${ts.url}${url}`, {
-      method,
-      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(authorization ? { authorization } : {}) },
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-    });
-    const text = await response.text();
-    let json: any;
-    try { json = JSON.parse(text); } catch { json = undefined; }
-    return { status: response.status, json, text };
-  };
+  const api = (method: string, url: string, body?: unknown, authorization: string | null = admin) => createApiClient(ts.url).request(method, url, body, { auth: authorization });
 
   const git = (...args: string[]) => run('git', ['-C', repo.path, ...args], { env: { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' } });
 
@@ -83,15 +74,15 @@ describe('pipelines with access control', { timeout: 600_000 }, () => {
   const runToEnd = async (name: string, body: unknown = {}) => {
     const started = await api('POST', `/api/v1/namespaces/team/pipelines/${name}/runs`, body);
     assert.equal(started.status, 201, started.text);
-    const final = await api('GET', `/api/v1/namespaces/team/pipelines/${name}/runs/${started.json.number}?wait=true`);
-    const log = await api('GET', `/api/v1/namespaces/team/pipelines/${name}/runs/${started.json.number}/logs`);
-    return { run: final.json, log: log.text };
+    const final = await api('GET', `/api/v1/namespaces/team/pipelines/${name}/runs/${started.body.number}?wait=true`);
+    const log = await api('GET', `/api/v1/namespaces/team/pipelines/${name}/runs/${started.body.number}/logs`);
+    return { run: final.body, log: log.text };
   };
 
   before(async () => {
     await requireCommands({ buildah: 'buildah', git: 'git' });
     work = await buildWork();
-    ts = await startTestServer({ config: { auth: { enabled: true, adminPassword }, builds: work.builds, pipelines: { shellUid: 1302, shellGid: 1302 } } });
+    ts = await startTestServer({ dialect, config: { auth: { enabled: true, adminPassword }, builds: work.builds, pipelines: { shellUid: 1302, shellGid: 1302 } } });
     const rootfs = path.join(work.path, 'rootfs');
     await assembleNodeRootfs(rootfs);
     await importBaseImage({ source: { rootfsDir: rootfs }, destination: `${ts.host}/slipway/node-base:latest`, registryAuth: { username: 'admin', password: adminPassword }, insecureRegistries: [ts.host], driver: work.driver }, () => undefined);
@@ -139,7 +130,7 @@ describe('pipelines with access control', { timeout: 600_000 }, () => {
     assert.ok(manifest.artifactType, 'the binary is an OCI artifact');
 
     // Each delivery is an artefact version with the commit and ref of the run, recorded once.
-    const versions = (await api('GET', `/api/v1/namespaces/team/artefact-versions?name=${encodeURIComponent(`${ts.host}/team/app`)}`)).json.artefactVersions;
+    const versions = (await api('GET', `/api/v1/namespaces/team/artefact-versions?name=${encodeURIComponent(`${ts.host}/team/app`)}`)).body.artefactVersions;
     assert.equal(versions.length, 1, JSON.stringify(versions));
     assert.equal(versions[0].source, 'pipeline');
     assert.equal(versions[0].digest, image.digest);

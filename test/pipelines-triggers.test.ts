@@ -34,7 +34,8 @@ import { loadConfig, type Config } from '../src/config/config.js';
 import { startServer, type RunningServer } from '../src/main.js';
 import { tempDir, type TestServer } from './helpers/harness.js';
 import { repoRoot, requireCommands, run } from './helpers/commands.js';
-import { api, assertNoLeftovers, eventually, instancePrefix, sleep } from './helpers/functions.js';
+import { assertNoLeftovers, eventually, instancePrefix, sleep } from './helpers/functions.js';
+import { createApiClient } from './helpers/api-client.js';
 import { buildWork, importBase, type BuildWork } from './helpers/function-images.js';
 
 const shellUid = 1004;
@@ -89,7 +90,7 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
 
   const url = () => server!.url;
   const host = () => server!.url.replace(/^http:\/\//, '');
-  const call = (method: string, target: string, body?: unknown, headers?: Record<string, string>) => api(url())(method, target, body, headers);
+  const call = createApiClient(url).request;
 
   const start = async () => {
     server = await startServer(config, { logger: pino({ level: process.env.SLIPWAY_TEST_LOG ?? 'silent' }) });
@@ -120,25 +121,25 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
   const createPipeline = async (ns: string, spec: Record<string, unknown>) => {
     const created = await call('POST', `/api/v1/namespaces/${ns}/pipelines`, spec);
     assert.equal(created.status, 201, created.text);
-    return created.json as { id: string; webhook: { secret: string } };
+    return created.body as { id: string; webhook: { secret: string } };
   };
 
   const startRun = async (ns: string, name: string, body: unknown = {}) => {
     const started = await call('POST', `/api/v1/namespaces/${ns}/pipelines/${name}/runs`, body);
     assert.equal(started.status, 201, started.text);
-    return started.json as { number: number; id: string };
+    return started.body as { number: number; id: string };
   };
 
   const getRun = async (ns: string, name: string, number: number) => {
     const got = await call('GET', `/api/v1/namespaces/${ns}/pipelines/${name}/runs/${number}`);
     assert.equal(got.status, 200, got.text);
-    return got.json;
+    return got.body;
   };
 
   const waitRun = async (ns: string, name: string, number: number) => {
     const waited = await call('GET', `/api/v1/namespaces/${ns}/pipelines/${name}/runs/${number}?wait=true`);
     assert.equal(waited.status, 200, waited.text);
-    return waited.json;
+    return waited.body;
   };
 
   const runLog = async (ns: string, name: string, number: number) => (await call('GET', `/api/v1/namespaces/${ns}/pipelines/${name}/runs/${number}/logs`)).text;
@@ -146,7 +147,7 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
   const runsOf = async (ns: string, name: string) => {
     const listed = await call('GET', `/api/v1/namespaces/${ns}/pipelines/${name}/runs`);
     assert.equal(listed.status, 200, listed.text);
-    return listed.json.runs as Array<{ number: number; status: string; trigger: Record<string, unknown>; commit: string | null }>;
+    return listed.body.runs as Array<{ number: number; status: string; trigger: Record<string, unknown>; commit: string | null }>;
   };
 
   const stageStates = (view: { stages: Array<{ name: string; status: string }> }) => view.stages.map((s) => `${s.name}:${s.status}`);
@@ -191,7 +192,7 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
       const refused = async (spec: unknown, field: RegExp, what: string) => {
         const response = await call('POST', base, spec);
         assert.equal(response.status, 400, `${what}: ${response.text}`);
-        assert.match(response.json.message, field, what);
+        assert.match(response.body.message, field, what);
       };
       await refused({ ...valid, stages: [{ name: 'x', type: 'compile' }] }, /stages\.0/, 'bad stage type');
       await refused({ ...valid, stages: [{ name: 'ship', type: 'deliver', artifacts: [{ artifact: 'img', location: 'api/x:1' }] }, { name: 'b', type: 'build' }] }, /stages\.0: a deliver stage needs a build stage before it/, 'deliver before any build');
@@ -202,7 +203,7 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
       await refused({ ...valid, stages: [{ name: 'same', type: 'wait', duration: '1s' }, { name: 'same', type: 'wait', duration: '1s' }] }, /stages\.1: stage "same" is used twice/, 'duplicate stage name');
       await refused({ ...valid, stages: [{ name: 'w', type: 'wait', duration: 'soon' }] }, /stages\.0\.duration/, 'bad duration');
       await refused({ ...valid, stages: [{ name: 'b', type: 'build' }], sources: [] }, /sources: build stages/, 'build without a source');
-      assert.equal((await call('GET', base)).json.pipelines.length, 0, 'nothing was created');
+      assert.equal((await call('GET', base)).body.pipelines.length, 0, 'nothing was created');
 
       const created = await createPipeline(ns, valid);
       const secret = created.webhook.secret;
@@ -212,10 +213,10 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
       // Run parameters: unknown or missing ones are refused before anything is queued.
       const unknown = await call('POST', `${base}/ok/runs`, { parameters: { who: 'ada', color: 'red' } });
       assert.equal(unknown.status, 400, unknown.text);
-      assert.match(unknown.json.message, /unknown parameter "color"/);
+      assert.match(unknown.body.message, /unknown parameter "color"/);
       const missing = await call('POST', `${base}/ok/runs`, { parameters: { level: 'high' } });
       assert.equal(missing.status, 400, missing.text);
-      assert.match(missing.json.message, /"who" need a value/);
+      assert.match(missing.body.message, /"who" need a value/);
       const badBody = await call('POST', `${base}/ok/runs`, { parameters: { who: 'ada' }, commit: 'not-a-sha' });
       assert.equal(badBody.status, 400, badBody.text);
       assert.match(badBody.text, /commit/);
@@ -226,7 +227,7 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
       // PUT with another name, runs of unknown pipelines.
       const renamed = await call('PUT', `${base}/ok`, { ...valid, name: 'other' });
       assert.equal(renamed.status, 400, renamed.text);
-      assert.match(renamed.json.message, /^name: /);
+      assert.match(renamed.body.message, /^name: /);
       assert.equal((await call('PUT', `${base}/ghost`, { ...valid, name: 'ghost' })).status, 404);
       const ghost = await call('POST', `${base}/ghost/runs`, {});
       assert.equal(ghost.status, 404, ghost.text);
@@ -237,7 +238,7 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
       const started = await startRun(ns, 'ok', { parameters: { who: 'ada' } });
       const early = await call('POST', `${base}/ok/runs/${started.number}/stages/gate/approve`, {});
       assert.equal(early.status, 409, early.text);
-      assert.match(early.json.message, /not waiting/);
+      assert.match(early.body.message, /not waiting/);
       const wrongType = await call('POST', `${base}/ok/runs/${started.number}/stages/pause/approve`, {});
       assert.equal(wrongType.status, 400, wrongType.text);
       assert.equal((await call('POST', `${base}/ok/runs/${started.number}/stages/nope/approve`, {})).status, 404);
@@ -256,7 +257,7 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
 
       // Webhooks.
       const hook = (name: string, body: string, headers: Record<string, string>) => fetch(`${url()}${base}/${name}/webhook`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } })
-        .then(async (r) => ({ status: r.status, json: await r.json() as { status?: string; reason?: string; code?: string } }));
+        .then(async (r) => ({ status: r.status, body: await r.json() as { status?: string; reason?: string; code?: string } }));
       const head = await git(repo.path, 'rev-parse', 'HEAD');
       const githubPush = (ref: string) => JSON.stringify({
         ref, before: '1'.repeat(40), after: head, commits: [{ id: head, message: 'x', added: [], removed: [], modified: ['a'] }],
@@ -265,23 +266,23 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
       const sign = (key: string, body: string) => createHmac('sha256', key).update(body).digest('hex');
 
       const unsigned = await hook('ok', githubPush('refs/heads/main'), { 'x-github-event': 'push', 'x-github-delivery': randomUUID() });
-      assert.equal(unsigned.status, 401, JSON.stringify(unsigned.json));
+      assert.equal(unsigned.status, 401, JSON.stringify(unsigned.body));
       const forged = await hook('ok', githubPush('refs/heads/main'), { 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${sign('wrong', githubPush('refs/heads/main'))}` });
       assert.equal(forged.status, 401);
 
       const issues = JSON.stringify({ action: 'opened', issue: { number: 1 }, repository: { full_name: 't/r' } });
       const issue = await hook('ok', issues, { 'x-github-event': 'issues', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${sign(secret, issues)}` });
-      assert.equal(issue.status, 202, JSON.stringify(issue.json));
-      assert.equal(issue.json.status, 'ignored');
+      assert.equal(issue.status, 202, JSON.stringify(issue.body));
+      assert.equal(issue.body.status, 'ignored');
 
       const gitlabBody = JSON.stringify({
         object_kind: 'push', ref: 'refs/heads/feature/x', before: '1'.repeat(40), after: head, user_username: 'ada', total_commits_count: 1,
         commits: [{ id: head, message: 'x', added: ['a'], removed: [], modified: [] }], project: { git_http_url: repo.url, path_with_namespace: 't/r' },
       });
       const gitlab = await hook('ok', gitlabBody, { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': secret, 'x-gitlab-event-uuid': randomUUID() });
-      assert.equal(gitlab.status, 200, JSON.stringify(gitlab.json));
-      assert.equal(gitlab.json.status, 'ignored');
-      assert.match(gitlab.json.reason ?? '', /branch feature\/x matches no branch filter/);
+      assert.equal(gitlab.status, 200, JSON.stringify(gitlab.body));
+      assert.equal(gitlab.body.status, 'ignored');
+      assert.match(gitlab.body.reason ?? '', /branch feature\/x matches no branch filter/);
       const gitlabWrong = await hook('ok', gitlabBody, { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': 'nope', 'x-gitlab-event-uuid': randomUUID() });
       assert.equal(gitlabWrong.status, 401);
 
@@ -290,17 +291,17 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
         commits: [{ id: head, message: 'x', added: [], removed: [], modified: ['a'] }], repository: { clone_url: repo.url, full_name: 't/r' }, pusher: { login: 'ada' },
       });
       const gitea = await hook('ok', giteaBody, { 'x-gitea-event': 'push', 'x-gitea-delivery': randomUUID(), 'x-gitea-signature': sign(secret, giteaBody) });
-      assert.equal(gitea.status, 200, JSON.stringify(gitea.json));
-      assert.equal(gitea.json.status, 'ignored');
-      assert.match(gitea.json.reason ?? '', /branch dev matches no branch filter/);
+      assert.equal(gitea.status, 200, JSON.stringify(gitea.body));
+      assert.equal(gitea.body.status, 'ignored');
+      assert.match(gitea.body.reason ?? '', /branch dev matches no branch filter/);
 
       // A pipeline without a webhook trigger ignores even a signed push of its branch.
       const quiet = await createPipeline(ns, { name: 'quiet', sources: [{ name: 'app', url: repo.url }], stages: [{ name: 'w', type: 'wait', duration: '1s' }] });
       const quietBody = githubPush('refs/heads/main');
       const ignored = await hook('quiet', quietBody, { 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${sign(quiet.webhook.secret, quietBody)}` });
-      assert.equal(ignored.status, 200, JSON.stringify(ignored.json));
-      assert.equal(ignored.json.status, 'ignored');
-      assert.match(ignored.json.reason ?? '', /no webhook trigger/);
+      assert.equal(ignored.status, 200, JSON.stringify(ignored.body));
+      assert.equal(ignored.body.status, 'ignored');
+      assert.match(ignored.body.reason ?? '', /no webhook trigger/);
       assert.equal((await runsOf(ns, 'quiet')).length, 0);
       assert.equal((await runsOf(ns, 'ok')).length, 1, 'no webhook started a run');
       const nobody = await hook('ghost', quietBody, { 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': 'sha256=00' });
@@ -343,21 +344,21 @@ outputArtifacts:
       };
       const created = await call('POST', base, spec);
       assert.equal(created.status, 201, created.text);
-      assert.deepEqual(created.json.warnings, [
+      assert.deepEqual(created.body.warnings, [
         { path: 'stages.0.colour', key: 'colour', message: 'unknown key "colour" in stages.0 (ignored)' },
         { path: 'owner', key: 'owner', message: 'unknown key "owner" (ignored)' },
       ]);
-      assert.equal(created.json.spec.owner, undefined, 'unknown keys are not stored');
-      assert.equal(created.json.spec.stages[0].colour, undefined);
+      assert.equal(created.body.spec.owner, undefined, 'unknown keys are not stored');
+      assert.equal(created.body.spec.stages[0].colour, undefined);
 
       const strictCreate = await call('POST', base, { ...spec, name: 'strict', strict: true });
       assert.equal(strictCreate.status, 400, strictCreate.text);
-      assert.match(strictCreate.json.message, /stages\.0: Unrecognized key: "colour"/);
-      assert.match(strictCreate.json.message, /\(pipeline\): Unrecognized key: "owner"/);
+      assert.match(strictCreate.body.message, /stages\.0: Unrecognized key: "colour"/);
+      assert.match(strictCreate.body.message, /\(pipeline\): Unrecognized key: "owner"/);
       // Wrong types are refused with or without strict.
       const wrongType = await call('POST', base, { ...spec, name: 'typed', stages: [{ name: 'build', type: 'build', timeoutSeconds: 'soon' }] });
       assert.equal(wrongType.status, 400, wrongType.text);
-      assert.match(wrongType.json.message, /stages\.0/);
+      assert.match(wrongType.body.message, /stages\.0/);
 
       // The build spec's unknown keys: warnings with file, line and key in the run's log.
       const first = await startRun(ns, 'warned', { parameters: {} });
@@ -371,8 +372,8 @@ outputArtifacts:
       // strict: true on the pipeline refuses them before any step runs.
       const replaced = await call('PUT', `${base}/warned`, { name: 'warned', strict: true, sources: spec.sources, stages: [{ name: 'build', type: 'build' }] });
       assert.equal(replaced.status, 200, replaced.text);
-      assert.deepEqual(replaced.json.warnings, []);
-      assert.equal(replaced.json.spec.strict, true);
+      assert.deepEqual(replaced.body.warnings, []);
+      assert.equal(replaced.body.spec.strict, true);
       const second = await startRun(ns, 'warned', { parameters: {} });
       const refused = await waitRun(ns, 'warned', second.number);
       const strictLog = await runLog(ns, 'warned', second.number);
@@ -436,8 +437,8 @@ outputArtifacts:
       assert.equal(built.status, 'succeeded', JSON.stringify(built));
 
       const fn = await call('POST', `/api/v1/namespaces/${ns}/functions?wait=true`, { name: 'hello', type: 'http', image: built.imageName });
-      assert.equal(fn.json.status, 'ready', fn.text);
-      assert.equal(fn.json.activeRevision, 1);
+      assert.equal(fn.body.status, 'ready', fn.text);
+      assert.equal(fn.body.activeRevision, 1);
 
       await createPipeline(ns, { name: 'on-base', triggers: { registry: [{ repository: `${ns}/base-*`, tag: '*' }] }, stages: [{ name: 'pause', type: 'wait', duration: '1s' }] });
       const rule = await call('POST', `/api/v1/namespaces/${ns}/automation-rules`, { name: 'ship-base', match: { name: '**/base-hello' }, action: { deploy: { functions: ['hello'] } } });
@@ -455,14 +456,14 @@ outputArtifacts:
       const name = `${host()}/${ns}/base-hello`;
       const version = await eventually(async () => {
         const listed = await call('GET', `/api/v1/namespaces/${ns}/artefact-versions?name=${encodeURIComponent(name)}`);
-        return listed.json.artefactVersions.find((v: { automations?: unknown[] }) => v.automations);
+        return listed.body.artefactVersions.find((v: { automations?: unknown[] }) => v.automations);
       }, 20_000, 'the artefact version of the push');
       assert.equal(version.source, 'registry');
       assert.equal(version.type, 'container');
       assert.equal(version.version, 'v2');
       assert.equal(version.digest, digest);
       assert.deepEqual(version.automations, [{ rule: 'ship-base', action: 'deploy hello', outcome: 'started' }]);
-      const all = (await call('GET', `/api/v1/namespaces/${ns}/artefact-versions?name=${encodeURIComponent(name)}`)).json.artefactVersions;
+      const all = (await call('GET', `/api/v1/namespaces/${ns}/artefact-versions?name=${encodeURIComponent(name)}`)).body.artefactVersions;
       assert.equal(all.length, 1, 'one version per push');
 
       // (b) the pipeline with a matching registry trigger ran.
@@ -477,7 +478,7 @@ outputArtifacts:
 
       // (c) the rule deployed the pinned digest; the function answers with it.
       const deployed = await eventually(async () => {
-        const got = (await call('GET', `/api/v1/namespaces/${ns}/functions/hello`)).json;
+        const got = (await call('GET', `/api/v1/namespaces/${ns}/functions/hello`)).body;
         return got.image === `${name}@${digest}` && got.activeRevision === 2 && got.status === 'ready' ? got : undefined;
       }, 60_000, 'the function to serve the pushed digest');
       assert.equal(deployed.latestRevision, 2);
@@ -487,9 +488,9 @@ outputArtifacts:
       // A push to a repository outside the trigger's glob runs nothing and deploys nothing.
       const other = await run('skopeo', ['copy', '--insecure-policy', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${built.imageName}`, `docker://${host()}/${ns}/app-hello:v3`], { timeoutMs: 120_000, allowFailure: true });
       assert.equal(other.code, 0, other.stderr);
-      await eventually(async () => (await call('GET', `/api/v1/namespaces/${ns}/artefact-versions?name=${encodeURIComponent(`${host()}/${ns}/app-hello`)}`)).json.artefactVersions.find((v: { automations?: unknown[] }) => v.automations), 20_000, 'the second artefact version');
+      await eventually(async () => (await call('GET', `/api/v1/namespaces/${ns}/artefact-versions?name=${encodeURIComponent(`${host()}/${ns}/app-hello`)}`)).body.artefactVersions.find((v: { automations?: unknown[] }) => v.automations), 20_000, 'the second artefact version');
       assert.equal((await runsOf(ns, 'on-base')).length, 1);
-      assert.equal((await call('GET', `/api/v1/namespaces/${ns}/functions/hello`)).json.latestRevision, 2);
+      assert.equal((await call('GET', `/api/v1/namespaces/${ns}/functions/hello`)).body.latestRevision, 2);
     });
 
     test('outgoing webhooks: run.queued, run.started and run.succeeded, signed, in the delivery log', { timeout: 60_000 }, async () => {
@@ -539,7 +540,7 @@ outputArtifacts:
       assert.equal(final.data.run.status, 'succeeded');
 
       const deliveries = await eventually(async () => {
-        const listed = (await call('GET', `/api/v1/namespaces/${ns}/webhooks/${hook.json.id}/deliveries`)).json.deliveries as Array<{ eventType: string; status: string; attempts: number; lastStatus: number; id: string }>;
+        const listed = (await call('GET', `/api/v1/namespaces/${ns}/webhooks/${hook.body.id}/deliveries`)).body.deliveries as Array<{ eventType: string; status: string; attempts: number; lastStatus: number; id: string }>;
         return listed.length === 3 && listed.every((d) => d.status === 'succeeded') ? listed : undefined;
       }, 20_000, 'three succeeded deliveries in the log');
       assert.deepEqual(deliveries.map((d) => d.eventType).sort(), ['run.queued', 'run.started', 'run.succeeded']);
@@ -577,7 +578,7 @@ outputArtifacts:
       // A cancel of a finished run changes nothing.
       const again = await call('POST', `/api/v1/namespaces/${ns}/pipelines/long/runs/${started.number}/cancel`, {});
       assert.equal(again.status, 200);
-      assert.equal(again.json.status, 'cancelled');
+      assert.equal(again.body.status, 'cancelled');
     });
 
     test('re-run from the failed stage reuses the build stage and its exported variables', { timeout: 90_000 }, async () => {
@@ -612,10 +613,10 @@ outputArtifacts:
       assert.equal(fixed.status, 200, fixed.text);
       const rerun = await call('POST', `/api/v1/namespaces/${ns}/pipelines/app/runs/${first.number}/rerun`, {});
       assert.equal(rerun.status, 201, rerun.text);
-      assert.equal(rerun.json.rerunOf, first.id);
-      assert.equal(rerun.json.trigger.type, 'rerun');
-      const second = await waitRun(ns, 'app', rerun.json.number);
-      assert.equal(second.status, 'succeeded', `${JSON.stringify(second)}\n${await runLog(ns, 'app', rerun.json.number)}`);
+      assert.equal(rerun.body.rerunOf, first.id);
+      assert.equal(rerun.body.trigger.type, 'rerun');
+      const second = await waitRun(ns, 'app', rerun.body.number);
+      assert.equal(second.status, 'succeeded', `${JSON.stringify(second)}\n${await runLog(ns, 'app', rerun.body.number)}`);
       assert.equal(second.commit, failed.commit);
       const build = second.stages.find((s: { name: string }) => s.name === 'build');
       assert.equal(build.reused, true);
@@ -625,7 +626,7 @@ outputArtifacts:
       const downstream = await getRun(ns, 'downstream', 2);
       assert.equal(downstream.status, 'succeeded');
       assert.equal(downstream.parameters.version, version);
-      assert.doesNotMatch(await runLog(ns, 'app', rerun.json.number), /\[build\] build spec/, 'the build stage did not run again');
+      assert.doesNotMatch(await runLog(ns, 'app', rerun.body.number), /\[build\] build spec/, 'the build stage did not run again');
       // A re-run of a stage the run does not have is refused.
       const bad = await call('POST', `/api/v1/namespaces/${ns}/pipelines/app/runs/${first.number}/rerun`, { fromStage: 'nope' });
       assert.equal(bad.status, 400, bad.text);

@@ -12,7 +12,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { startTestServer, tempDir, type TestServer } from './helpers/harness.js';
 import { repoRoot, requireCommands, run } from './helpers/commands.js';
-import { api, assertNoLeftovers, instancePrefix, type Api } from './helpers/functions.js';
+import { assertNoLeftovers, instancePrefix } from './helpers/functions.js';
+import { createApiClient, type Requester } from './helpers/api-client.js';
 import { buildWork, importBase, type BuildWork } from './helpers/function-images.js';
 
 const ns = 'e2e';
@@ -54,7 +55,7 @@ async function git(dir: string, ...args: string[]): Promise<string> {
 
 describe('pipelines end to end', { timeout: 900_000 }, () => {
   let ts: TestServer;
-  let call: Api;
+  let call: Requester;
   let work: BuildWork;
   let repo: { path: string; remove(): Promise<void> };
   let prefix: string;
@@ -86,13 +87,13 @@ describe('pipelines end to end', { timeout: 900_000 }, () => {
       method: 'POST', body,
       headers: { 'content-type': 'application/json', 'x-github-event': 'push', 'x-github-delivery': options.delivery ?? randomUUID(), 'x-hub-signature-256': signature, 'user-agent': 'GitHub-Hookshot/test' },
     });
-    return { status: response.status, json: await response.json() as { status: string; reason?: string; run?: { number: number } } };
+    return { status: response.status, body: await response.json() as { status: string; reason?: string; run?: { number: number } } };
   };
 
   const waitRun = async (number: number) => {
     const response = await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/runs/${number}?wait=true`);
     assert.equal(response.status, 200, response.text);
-    return response.json;
+    return response.body;
   };
 
   const answer = async () => {
@@ -104,7 +105,7 @@ describe('pipelines end to end', { timeout: 900_000 }, () => {
     await requireCommands({ runc: 'runc', ip: 'iproute2', buildah: 'buildah', git: 'git' });
     work = await buildWork();
     ts = await startTestServer({ config: { builds: work.builds, functions: { enabled: true, startTimeout: '10s' }, pipelines: { concurrency: 1, shellUid: 1301, shellGid: 1301 } } });
-    call = api(ts.url);
+    call = createApiClient(ts.url).request;
     prefix = await instancePrefix(ts.dataDir);
     await importBase(ts, work);
     repo = await tempDir('slipway-e2e-repo-');
@@ -146,14 +147,14 @@ describe('pipelines end to end', { timeout: 900_000 }, () => {
       ],
     });
     assert.equal(created.status, 201, created.text);
-    secret = created.json.webhook.secret;
+    secret = created.body.webhook.secret;
     assert.match(secret, /^whsec_/);
     assert.equal((await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello`)).text.includes(secret), false, 'the secret is shown once');
 
     // A manual run builds the first commit and creates the function.
     const manual = await call('POST', `/api/v1/namespaces/${ns}/pipelines/hello/runs`, { parameters: { channel: 'first' } });
     assert.equal(manual.status, 201, manual.text);
-    const first = await waitRun(manual.json.number);
+    const first = await waitRun(manual.body.number);
     const log1 = (await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/runs/${first.number}/logs`)).text;
     assert.equal(first.status, 'succeeded', `${JSON.stringify(first, null, 1)}\n${log1.slice(-4000)}`);
     assert.deepEqual(first.stages.map((s: { name: string; status: string }) => `${s.name}:${s.status}`), ['build:succeeded', 'deliver:succeeded', 'deploy:succeeded']);
@@ -169,9 +170,9 @@ describe('pipelines end to end', { timeout: 900_000 }, () => {
     const v2 = await commit({ 'server.js': serverJs.replace('hello from ${req.url}', 'v2 ${req.url}') }, 'v2');
     const delivery = randomUUID();
     const hook = await pushWebhook(v2, { delivery });
-    assert.equal(hook.status, 202, JSON.stringify(hook.json));
-    assert.equal(hook.json.status, 'started');
-    const second = await waitRun(hook.json.run!.number);
+    assert.equal(hook.status, 202, JSON.stringify(hook.body));
+    assert.equal(hook.body.status, 'started');
+    const second = await waitRun(hook.body.run!.number);
     assert.equal(second.status, 'succeeded', JSON.stringify(second, null, 1));
     assert.equal(second.commit, v2.after);
     assert.equal(second.trigger.type, 'webhook');
@@ -182,26 +183,26 @@ describe('pipelines end to end', { timeout: 900_000 }, () => {
     // The same delivery again is a replay; a wrong signature is refused.
     const replay = await pushWebhook(v2, { delivery });
     assert.equal(replay.status, 200);
-    assert.equal(replay.json.status, 'duplicate');
+    assert.equal(replay.body.status, 'duplicate');
     const forged = await pushWebhook(v2, { key: 'not-the-secret' });
     assert.equal(forged.status, 401);
-    const received = (await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/webhook-deliveries`)).json.deliveries;
+    const received = (await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/webhook-deliveries`)).body.deliveries;
     assert.deepEqual(received.map((d: { deliveryId: string; outcome: string }) => [d.deliveryId, d.outcome]), [[delivery, `run ${second.number}`]], 'a replay and a forged call record nothing new');
 
     // Only files outside the path filter changed: nothing runs.
-    const runsBefore = (await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/runs`)).json.runs.length;
+    const runsBefore = (await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/runs`)).body.runs.length;
     const docs = await commit({ 'docs/notes.md': 'more notes\n', 'README.md': '# hello v2\n' }, 'docs');
     const ignored = await pushWebhook(docs);
-    assert.equal(ignored.status, 200, JSON.stringify(ignored.json));
-    assert.equal(ignored.json.status, 'ignored');
-    assert.match(ignored.json.reason ?? '', /path filter/);
-    assert.equal((await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/runs`)).json.runs.length, runsBefore);
+    assert.equal(ignored.status, 200, JSON.stringify(ignored.body));
+    assert.equal(ignored.body.status, 'ignored');
+    assert.match(ignored.body.reason ?? '', /path filter/);
+    assert.equal((await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/runs`)).body.runs.length, runsBefore);
 
     // A commit that breaks the build: the run fails at its step, the function keeps serving v2.
     const broken = await commit({ 'server.js': 'const = broken;\n' }, 'broken');
     const failedHook = await pushWebhook(broken);
-    assert.equal(failedHook.status, 202, JSON.stringify(failedHook.json));
-    const third = await waitRun(failedHook.json.run!.number);
+    assert.equal(failedHook.status, 202, JSON.stringify(failedHook.body));
+    const third = await waitRun(failedHook.body.run!.number);
     assert.equal(third.status, 'failed');
     const build = third.stages.find((s: { name: string }) => s.name === 'build');
     assert.equal(build.status, 'failed');
@@ -213,7 +214,7 @@ describe('pipelines end to end', { timeout: 900_000 }, () => {
     const log3 = (await call('GET', `/api/v1/namespaces/${ns}/pipelines/hello/runs/${third.number}/logs`)).text;
     assert.match(log3, /SyntaxError/);
     assert.equal(await answer(), '200 v2 /greeting\n');
-    const fn = (await call('GET', `/api/v1/namespaces/${ns}/functions/hello`)).json;
+    const fn = (await call('GET', `/api/v1/namespaces/${ns}/functions/hello`)).body;
     assert.equal(fn.activeRevision, 2);
   });
 });

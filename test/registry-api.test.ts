@@ -9,6 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { dialects, startTestServer, type TestServer } from './helpers/harness.js';
 import { asBody, errorCode, imageIndex, imageManifest, ociManifestType, pushBlob, pushImage, putManifest, randomBlob, sha256 } from './helpers/oci.js';
+import { createApiClient } from './helpers/api-client.js';
 
 const timeout = 60_000;
 
@@ -713,10 +714,7 @@ describe('manifest lookups of absent references with access control on', { timeo
   const outsider = { authorization: basic('otto', 'otto-password-1') };
   let server: TestServer;
   let base: string;
-  const api = async (method: string, url: string, headers: Record<string, string>, body: unknown) => {
-    const response = await fetch(`${base}${url}`, { method, headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    return response.status;
-  };
+  const api = async (method: string, url: string, headers: Record<string, string>, body: unknown) => (await createApiClient(base).request(method, url, body, { headers })).status;
   before(async () => {
     server = await startTestServer({ config: { auth: { enabled: true, adminPassword } } });
     base = server.url;

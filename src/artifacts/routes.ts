@@ -17,22 +17,15 @@ import { stringify as toYaml } from 'yaml';
 import { z } from 'zod';
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
-import { ApiError, toApiError } from '../http/errors.js';
+import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import { parseScore, scoreToFunction } from './score.js';
-import { ArtefactConflictError, ArtefactInputError, ArtefactNotFoundError, type ArtefactService } from './service.js';
+import type { ArtefactService } from './service.js';
 
 export interface ArtifactRoutesOptions {
   artefacts: ArtefactService;
   /** Absent when access control is off. */
   guard?: ApiGuard;
-}
-
-function mapError(error: unknown): ApiError {
-  if (error instanceof ArtefactNotFoundError) return new ApiError('NOT_FOUND', error.message);
-  if (error instanceof ArtefactInputError) return new ApiError('BAD_REQUEST', error.message);
-  if (error instanceof ArtefactConflictError) return new ApiError('CONFLICT', error.message);
-  return toApiError(error);
 }
 
 const yamlTypes = ['application/x-yaml', 'application/yaml', 'text/yaml', 'text/x-yaml'];
@@ -61,12 +54,6 @@ const convertBody = z.object({
 
 export async function artifactRoutes(app: FastifyInstance, options: ArtifactRoutesOptions): Promise<void> {
   const { artefacts, guard } = options;
-
-  app.setErrorHandler(async (error, request, reply) => {
-    const apiError = mapError(error);
-    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send(apiError.toJSON());
-  });
 
   // A Score workload may be posted as YAML to convert-score (this plugin's routes only).
   app.addContentTypeParser(yamlTypes, { parseAs: 'string', bodyLimit: 1024 * 1024 }, (_request, body, done) => done(null, body));

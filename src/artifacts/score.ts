@@ -29,12 +29,16 @@
  * - The function name is `metadata.name` unless the caller names the function (`options.name`,
  *   e.g. an automation rule's function list).
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 
 /** Bad input: the message names the offending path(s). */
-export class ArtefactInputError extends Error {
+export class ArtefactInputError extends SlipwayError {
   override name = 'ArtefactInputError';
+  constructor(message: string) {
+    super('BAD_REQUEST', message);
+  }
 }
 
 const labelPattern = /^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$/;

@@ -21,6 +21,7 @@
  * A failing action never fails the record: its outcome (`started` or `failed` + error) is
  * stored with the version and logged.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
 import picomatch from 'picomatch';
 import type { Selectable } from 'kysely';
@@ -33,12 +34,18 @@ import { ArtefactInputError, formatIssues, parseScore, scoreToFunction, type Sco
 
 export { ArtefactInputError } from './score.js';
 
-export class ArtefactNotFoundError extends Error {
+export class ArtefactNotFoundError extends SlipwayError {
   override name = 'ArtefactNotFoundError';
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
 }
 
-export class ArtefactConflictError extends Error {
+export class ArtefactConflictError extends SlipwayError {
   override name = 'ArtefactConflictError';
+  constructor(message: string) {
+    super('CONFLICT', message);
+  }
 }
 
 type ArtefactVersionTable = Selectable<ArtefactVersionColumns>;

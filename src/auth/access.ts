@@ -4,6 +4,7 @@
  * per-namespace roles (owner, contributor, reader), public repositories, and the server admin
  * role above them. Every permission question in Slipway is answered by `actionsOn`.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../db/db.js';
 import type { AccessAction } from './scope.js';
@@ -43,9 +44,9 @@ export interface CreatedKey {
   expiresAt: string | null;
 }
 
-export class AccessError extends Error {
-  constructor(readonly code: 'NAME_INVALID' | 'CONFLICT' | 'NOT_FOUND' | 'DENIED', message: string) {
-    super(message);
+export class AccessError extends SlipwayError {
+  constructor(override readonly code: 'BAD_REQUEST' | 'CONFLICT' | 'NOT_FOUND' | 'FORBIDDEN', message: string) {
+    super(code, message);
   }
 }
 
@@ -86,7 +87,7 @@ export class AccessService {
   }
 
   async createUser(name: string, password: string, admin = false): Promise<Principal> {
-    if (password.length < 8) throw new AccessError('NAME_INVALID', 'password must have at least 8 characters');
+    if (password.length < 8) throw new AccessError('BAD_REQUEST', 'password must have at least 8 characters');
     return this.createPrincipal(name, 'user', await hashPassword(password), admin);
   }
 
@@ -95,7 +96,7 @@ export class AccessService {
   }
 
   private async createPrincipal(name: string, kind: 'user' | 'service', passwordHash: string | null, admin: boolean): Promise<Principal> {
-    if (!principalName.test(name)) throw new AccessError('NAME_INVALID', `invalid name "${name}": lowercase letters, digits, '.', '_' and '-', 1–64 characters`);
+    if (!principalName.test(name)) throw new AccessError('BAD_REQUEST', `invalid name "${name}": lowercase letters, digits, '.', '_' and '-', 1–64 characters`);
     const id = `p_${randomBytes(9).toString('base64url')}`;
     const inserted = await this.db.write((trx) => trx.insertInto('principals')
       .values({ id, name, kind, password_hash: passwordHash, admin: admin ? 1 : 0, created_at: Date.now() })
@@ -105,7 +106,7 @@ export class AccessService {
   }
 
   async setPassword(principalId: string, password: string): Promise<void> {
-    if (password.length < 8) throw new AccessError('NAME_INVALID', 'password must have at least 8 characters');
+    if (password.length < 8) throw new AccessError('BAD_REQUEST', 'password must have at least 8 characters');
     const hash = await hashPassword(password);
     await this.db.write((trx) => trx.updateTable('principals').set({ password_hash: hash }).where('id', '=', principalId).where('kind', '=', 'user').execute());
     this.credentialsChanged(principalId);
@@ -164,11 +165,11 @@ export class AccessService {
 
   async createKey(owner: Principal, name: string, scopes: KeyScope[] = ['*'], expiresInMs?: number): Promise<CreatedKey> {
     const unknown = scopes.filter((s) => !keyScopes.includes(s));
-    if (unknown.length > 0 || scopes.length === 0) throw new AccessError('NAME_INVALID', `unknown key scopes ${JSON.stringify(unknown)}; use ${keyScopes.join(', ')}`);
-    if (!name || name.length > 100) throw new AccessError('NAME_INVALID', 'a key needs a name of 1–100 characters');
+    if (unknown.length > 0 || scopes.length === 0) throw new AccessError('BAD_REQUEST', `unknown key scopes ${JSON.stringify(unknown)}; use ${keyScopes.join(', ')}`);
+    if (!name || name.length > 100) throw new AccessError('BAD_REQUEST', 'a key needs a name of 1–100 characters');
     // A key never carries more than the key it was made with.
     const limited = owner.keyScopes && !owner.keyScopes.includes('*') ? scopes.filter((s) => s !== '*' && owner.keyScopes!.includes(s)) : scopes;
-    if (limited.length === 0) throw new AccessError('DENIED', 'this key cannot create a key with those scopes');
+    if (limited.length === 0) throw new AccessError('FORBIDDEN', 'this key cannot create a key with those scopes');
     const id = randomBytes(9).toString('base64').replace(/[^A-Za-z0-9]/g, 'x').slice(0, 12);
     const secret = randomBytes(32).toString('base64url');
     const now = Date.now();
@@ -220,7 +221,7 @@ export class AccessService {
   }
 
   async createNamespace(name: string, creator: Principal): Promise<void> {
-    if (!namespaceName.test(name) || name.length > 64) throw new AccessError('NAME_INVALID', `invalid namespace "${name}": lowercase letters and digits, separated by '.', '_' or '-'`);
+    if (!namespaceName.test(name) || name.length > 64) throw new AccessError('BAD_REQUEST', `invalid namespace "${name}": lowercase letters and digits, separated by '.', '_' or '-'`);
     await this.db.write(async (trx) => {
       const inserted = await trx.insertInto('namespaces').values({ name, created_by: creator.id, created_at: Date.now() })
         .onConflict((c) => c.column('name').doNothing()).executeTakeFirst();
@@ -266,7 +267,7 @@ export class AccessService {
   }
 
   async setMember(namespace: string, principalId: string, role: Role): Promise<void> {
-    if (!roles.includes(role)) throw new AccessError('NAME_INVALID', `unknown role "${role}"; use ${roles.join(', ')}`);
+    if (!roles.includes(role)) throw new AccessError('BAD_REQUEST', `unknown role "${role}"; use ${roles.join(', ')}`);
     await this.db.write(async (trx) => {
       const now = Date.now();
       await trx.insertInto('memberships').values({ namespace, principal_id: principalId, role, updated_at: now })

@@ -8,14 +8,15 @@
  * requests with one pair share one scrypt. API keys are hashed with sha256 and checked against
  * the db on every request (revocation and expiry apply at once), so they need no cache.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import type { AccessService, Principal } from './access.js';
 import type { AuditLog } from './audit.js';
 import type { FailureLimiter } from './rate-limit.js';
 import { VerifiedLogins } from './verified-logins.js';
 
-export class TooManyAttemptsError extends Error {
+export class TooManyAttemptsError extends SlipwayError {
   constructor(readonly retryAfterSeconds: number) {
-    super(`too many failed logins; retry in ${retryAfterSeconds} s`);
+    super('TOO_MANY_REQUESTS', `too many failed logins; retry in ${retryAfterSeconds} s`);
   }
 }
 

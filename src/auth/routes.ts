@@ -7,16 +7,17 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { ApiError, toApiError } from '../http/errors.js';
+import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import { ApiGuard } from './api-guard.js';
-import { AccessError, keyScopes, namespaceOf, roles, type AccessService, type Principal } from './access.js';
+import { namespaceOf, type AccessService, type Principal } from './access.js';
 import type { AuditLog } from './audit.js';
 import { TooManyAttemptsError, type Credentials } from './credentials.js';
 import type { RegistryAuthorizer } from './registry-authorizer.js';
 import type { AccessAction, AccessScope } from './scope.js';
 import { TokenError, type TokenService } from './tokens.js';
 import { parseDuration } from '../config/config.js';
+import { auditQuery, createKeyBody, createNamespaceBody, createUserBody, passwordBody, setMemberBody, visibilityBody } from './api.js';
 
 export interface AuthRoutesOptions {
   access: AccessService;
@@ -118,19 +119,6 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
   const requireAdmin = (principal: Principal) => guard.requireAdmin(principal);
   const requireRole = (principal: Principal, namespace: string, least: 'owner' | 'reader') => guard.requireRole(principal, namespace, least);
   const body = parseBody;
-  // Access-service errors become API errors; everything else as the server renders it.
-  app.setErrorHandler(async (error, request, reply) => {
-    let apiError: ApiError;
-    if (error instanceof AccessError) {
-      const code = error.code === 'NAME_INVALID' ? 'BAD_REQUEST' : error.code === 'DENIED' ? 'FORBIDDEN' : error.code;
-      apiError = new ApiError(code, error.message);
-    } else {
-      apiError = toApiError(error);
-    }
-    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send(apiError.toJSON());
-  });
-
   app.get('/api/v1/me', async (request: FastifyRequest) => {
     const me = await authenticated(request);
     return { name: me.name, kind: me.kind, admin: me.admin, namespaces: await access.listNamespaces(me) };
@@ -140,7 +128,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
 
   app.post('/api/v1/namespaces', async (request: FastifyRequest, reply: FastifyReply) => {
     const me = await authenticated(request);
-    const { name } = body(z.strictObject({ name: z.string() }), request);
+    const { name } = body(createNamespaceBody, request);
     await access.createNamespace(name, me);
     await audit.record({ actor: me.name, action: 'namespace.create', target: name, outcome: 'ok', address: request.ip });
     return reply.code(201).send({ name, role: 'owner' });
@@ -157,7 +145,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     const me = await authenticated(request);
     const { ns, member } = request.params as { ns: string; member: string };
     await requireRole(me, ns, 'owner');
-    const { role } = body(z.strictObject({ role: z.enum(roles as [string, ...string[]]) }), request);
+    const { role } = body(setMemberBody, request);
     const target = await access.findByName(member);
     if (!target) throw new ApiError('NOT_FOUND', `no user or service account "${member}"`);
     await access.setMember(ns, target.id, role as 'owner');
@@ -182,7 +170,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     if (!match) throw new ApiError('NOT_FOUND', `no route PUT /api/v1/repositories/${path}`);
     const repository = match[1]!;
     await requireRole(me, namespaceOf(repository), 'owner');
-    const { public: isPublic } = body(z.strictObject({ public: z.boolean() }), request);
+    const { public: isPublic } = body(visibilityBody, request);
     await access.setPublic(repository, isPublic);
     await audit.record({ actor: me.name, action: 'repository.visibility', target: repository, outcome: 'ok', address: request.ip, detail: { public: isPublic } });
     return { repository, public: isPublic };
@@ -191,7 +179,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
   app.post('/api/v1/users', async (request: FastifyRequest, reply: FastifyReply) => {
     const me = await authenticated(request);
     requireAdmin(me);
-    const input = body(z.strictObject({ name: z.string(), password: z.string().optional(), admin: z.boolean().default(false), kind: z.enum(['user', 'service']).default('user') }), request);
+    const input = body(createUserBody, request);
     if (input.kind === 'user' && !input.password) throw new ApiError('BAD_REQUEST', 'password: required for a user');
     const created = input.kind === 'service' ? await access.createServiceAccount(input.name) : await access.createUser(input.name, input.password!, input.admin);
     await audit.record({ actor: me.name, action: 'principal.create', target: created.name, outcome: 'ok', address: request.ip, detail: { kind: created.kind, admin: created.admin } });
@@ -209,7 +197,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     if (name !== me.name) requireAdmin(me);
     const target = await access.findByName(name);
     if (!target || target.kind !== 'user') throw new ApiError('NOT_FOUND', `no user "${name}"`);
-    const input = body(z.strictObject({ password: z.string().min(8, 'at least 8 characters') }), request);
+    const input = body(passwordBody, request);
     await access.setPassword(target.id, input.password);
     await audit.record({ actor: me.name, action: 'principal.password', target: name, outcome: 'ok', address: request.ip });
     return { name, changed: true };
@@ -229,13 +217,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
 
   app.post('/api/v1/keys', async (request: FastifyRequest, reply: FastifyReply) => {
     const me = await authenticated(request);
-    const input = body(z.strictObject({
-      name: z.string().min(1).max(100),
-      scopes: z.array(z.enum(keyScopes)).min(1).default(['*']),
-      expiresIn: z.string().optional(),
-      /** Admins, and owners of a namespace the service account belongs to, may make keys for a service account. */
-      for: z.string().optional(),
-    }), request);
+    const input = body(createKeyBody, request);
     let owner = me;
     if (input.for && input.for !== me.name) {
       const target = await access.findByName(input.for);
@@ -258,6 +240,22 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     return reply.code(201).send({ ...created, owner: owner.name });
   });
 
+  // Dashboard sign-in: the browser trades a user name and password (throttled like every
+  // login) for a short-lived API key it keeps in sessionStorage; sign-out revokes that key.
+  app.post('/api/v1/sessions', async (request: FastifyRequest, reply: FastifyReply) => {
+    const input = body(z.strictObject({ username: z.string().min(1, 'required'), password: z.string().min(1, 'required') }), request);
+    const principal = await login(request, input.username, input.password);
+    const created = await access.createKey(principal, 'dashboard session', ['*'], 12 * 3600_000);
+    await audit.record({ actor: principal.name, action: 'session.create', target: `${principal.name}/${created.id}`, outcome: 'ok', address: request.ip });
+    return reply.code(201).send({ token: created.key, keyId: created.id, expiresAt: created.expiresAt, name: principal.name, admin: principal.admin });
+  });
+
+  app.delete('/api/v1/sessions/current', async (request: FastifyRequest, reply: FastifyReply) => {
+    const me = await authenticated(request);
+    if (me.keyId) await access.revokeKey(me.keyId, me.id);
+    return reply.code(204).send();
+  });
+
   app.get('/api/v1/keys', async (request: FastifyRequest) => access.listKeys((await authenticated(request)).id));
 
   app.delete('/api/v1/keys/:id', async (request: FastifyRequest, reply: FastifyReply) => {
@@ -270,12 +268,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
 
   app.get('/api/v1/audit', async (request: FastifyRequest) => {
     requireAdmin(await authenticated(request));
-    const query = z.object({
-      after: z.coerce.number().int().min(0).optional(),
-      limit: z.coerce.number().int().min(1).max(1000).optional(),
-      action: z.string().optional(),
-      actor: z.string().optional(),
-    }).safeParse(request.query);
+    const query = auditQuery.safeParse(request.query);
     if (!query.success) throw new ApiError('BAD_REQUEST', query.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
     return audit.list(query.data);
   });

@@ -6,6 +6,7 @@
  * the old ones for verification, and a server that meets an unknown `kid` reloads the file, so
  * keys rotate without a restart.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
 import { open, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
@@ -40,7 +41,11 @@ export interface IssuedToken {
   issuedAt: string;
 }
 
-export class TokenError extends Error {}
+export class TokenError extends SlipwayError {
+  constructor(message: string) {
+    super('TOKEN_INVALID', message);
+  }
+}
 
 export class TokenService {
   private file: KeyFile | undefined;

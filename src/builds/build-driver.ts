@@ -9,6 +9,7 @@
  * layer and never into the log: drivers hand them to the build tool through private temp files
  * and pass every log line through a masker (logs/mask) as a second defence.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 
 /** One build log line (no line break). */
 export type LogSink = (line: string) => void;
@@ -188,7 +189,7 @@ export interface BuildDriver {
 export type BuildErrorReason = 'invalid' | 'failed' | 'timeout' | 'aborted' | 'push' | 'not-found' | 'internal';
 
 /** A build or step that failed; the tool's own output is in the build log, not in this message. */
-export class BuildError extends Error {
+export class BuildError extends SlipwayError {
   override name = 'BuildError';
   readonly reason: BuildErrorReason;
   /** The Dockerfile instruction or step name that failed, when known. */
@@ -196,14 +197,14 @@ export class BuildError extends Error {
   /** Exit code of the failed step, when known. */
   readonly exitCode?: number;
   /** The tool's own last words (its last line of stderr), when there were any. */
-  readonly detail?: string;
+  declare readonly detail?: string;
 
   constructor(reason: BuildErrorReason, message: string, details: { step?: string; exitCode?: number; detail?: string; cause?: unknown } = {}) {
-    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    super('BUILD_FAILED', message, details.detail);
+    if (details.cause !== undefined) this.cause = details.cause;
     this.reason = reason;
     if (details.step !== undefined) this.step = details.step;
     if (details.exitCode !== undefined) this.exitCode = details.exitCode;
-    if (details.detail !== undefined) this.detail = details.detail;
   }
 }
 

@@ -16,6 +16,7 @@
  * step commands are left alone, their shell expands the same names from the step environment
  * (`stepEnvironment`). `$${NAME}` stands for a literal `${NAME}`.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { lstat, open, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
@@ -44,10 +45,10 @@ export function formatBuildSpecWarning(warning: BuildSpecWarning): string {
   return `warning: ${warning.file}${warning.line !== undefined ? ` line ${warning.line}` : ''}: ${warning.path}: ${warning.message}`;
 }
 
-export class BuildSpecError extends Error {
+export class BuildSpecError extends SlipwayError {
   override readonly name = 'BuildSpecError';
   constructor(message: string, readonly issues: BuildSpecIssue[] = []) {
-    super(message);
+    super('BUILD_SPEC_INVALID', message);
   }
 
   /** The line of the first issue, when known. */

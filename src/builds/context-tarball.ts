@@ -10,6 +10,7 @@
  * extracted tree is checked once more on disk (every symlink resolves inside, no hard link to a
  * file outside). Any failure empties the destination folder: nothing is left half-extracted.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { createReadStream } from 'node:fs';
 import { lstat, mkdtemp, open, readdir, readlink, realpath, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -30,10 +31,11 @@ export type ContextErrorReason =
   /** Bad arguments: a non-empty destination. */
   | 'invalid-input';
 
-export class ContextError extends Error {
+/** A bad upload: answered BAD_REQUEST. */
+export class ContextError extends SlipwayError {
   override readonly name = 'ContextError';
   constructor(message: string, readonly reason: ContextErrorReason) {
-    super(message);
+    super('BAD_REQUEST', message);
   }
 }
 

@@ -4,9 +4,14 @@
  * (template per namespace), components as OCI artifacts `<ns>/components/<component>:<tag>-<arch>`.
  * Branches and architectures are folded into the registry grammar (lowercase, `/` → `-`).
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { isValidName, isValidTag } from '../registry/grammar.js';
 
-export class NamingError extends Error {}
+export class NamingError extends SlipwayError {
+  constructor(message: string) {
+    super('BAD_REQUEST', message);
+  }
+}
 
 /** Lowercase, runs of characters the grammar does not allow → '-', trimmed. */
 export function slug(value: string): string {

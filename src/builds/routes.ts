@@ -14,11 +14,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
-import { ApiError, toApiError } from '../http/errors.js';
+import { artifactStorageErrorHandler } from '../http/error-handler.js';
+import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import type { BlobService } from '../registry/blob-service.js';
-import { ContextError, extractTarball } from './context-tarball.js';
-import { BuildInputError, BuildNotFoundError, type BuildService, type BuildView, type Requester } from './service.js';
+import { extractTarball } from './context-tarball.js';
+import { BuildInputError, type BuildService, type BuildView, type Requester } from './service.js';
 
 export interface BuildRoutesOptions {
   builds: BuildService;
@@ -35,14 +36,10 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
   const { builds, blobs, guard } = options;
   await app.register(multipart, { limits: { fileSize: options.maxContextBytes, files: 2, fields: 20, fieldSize: 64 * 1024 } });
 
+  // The seed's answer shape: `{status: "error", errorMessage}` beside `{code, message, detail}`.
   app.setErrorHandler(async (error, request, reply) => {
-    let apiError: ApiError;
-    if (error instanceof BuildInputError || error instanceof ContextError) apiError = new ApiError('BAD_REQUEST', error.message);
-    else if (error instanceof BuildNotFoundError) apiError = new ApiError('NOT_FOUND', error.message);
-    else if ((error as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE') apiError = new ApiError('PAYLOAD_TOO_LARGE', `upload larger than ${options.maxContextBytes} bytes`);
-    else apiError = toApiError(error);
-    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send({ ...apiError.toJSON(), status: 'error', errorMessage: apiError.message });
+    const tooLarge = (error as { code?: unknown }).code === 'FST_REQ_FILE_TOO_LARGE' ? new ApiError('PAYLOAD_TOO_LARGE', `upload larger than ${options.maxContextBytes} bytes`) : undefined;
+    return artifactStorageErrorHandler(tooLarge ?? error, request, reply);
   });
 
   /** The caller, checked for at least `least` in the namespace (auth off: anonymous, allowed). */
@@ -146,7 +143,7 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
     if (!query.success) throw new BuildInputError(`query: component, branch and architecture are required`);
     if (!builds.architectures().includes(query.data.architecture)) throw new BuildInputError(`unknown architecture "${query.data.architecture}"; allowed: ${builds.architectures().join(', ')}`);
     const found = await builds.latest(ns(request), 'image', query.data);
-    if (!found) return reply.code(404).send({ status: 'not_found', errorMessage: `no image build of ${query.data.component} (${query.data.branch}, ${query.data.architecture})` });
+    if (!found) return reply.code(404).send({ code: 'NOT_FOUND', status: 'not_found', errorMessage: `no image build of ${query.data.component} (${query.data.branch}, ${query.data.architecture})` });
     return reply.code(found.status === 'failed' ? 422 : 200).send({ ...found, status: found.status });
   });
 
@@ -169,7 +166,7 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
     if (!archive) {
       // Missing: build it (from ?url=, or the repository a previous build of the component used).
       const url = query.data.url ?? (await builds.latest(ns(request), 'component', { component, architecture }))?.source.url as string | undefined;
-      if (!url) return reply.code(404).send({ status: 'not_found', errorMessage: `component ${component} ${tag} (${architecture}) does not exist and no repository is known for it; pass ?url=` });
+      if (!url) return reply.code(404).send({ code: 'NOT_FOUND', status: 'not_found', errorMessage: `component ${component} ${tag} (${architecture}) does not exist and no repository is known for it; pass ?url=` });
       if (guard && requester.principal) await guard.requireRole(requester.principal, ns(request), 'contributor');
       const build = await builds.submitComponent(ns(request), { url, component, tag, architecture }, requester);
       if (query.data.wait === 'false') return reply.code(202).send(build);

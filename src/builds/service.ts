@@ -7,6 +7,7 @@
  * digest and the time of each phase (clone, build, push). A restart re-queues or fails what
  * was running — never leaves it "running".
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -24,7 +25,7 @@ import { resolveBaseImages, registryHostOfImage } from './base-resolution.js';
 import { findBuildSpec, formatBuildSpecWarning, readBuildSpec } from './build-spec.js';
 import { componentLayer, pushComponent } from './component-artifact.js';
 import { cloneRepository } from '../git/clone.js';
-import type { BuildLogs, LogFollower } from '../logs/log-store.js';
+import type { LogStore, LogFollower } from '../logs/log-store.js';
 import { checkTag, componentRepository, componentTag, imageRepository, NamingError } from './naming.js';
 
 export type BuildKind = 'image' | 'component';
@@ -58,8 +59,16 @@ export interface Requester {
   githubUsername?: string;
 }
 
-export class BuildInputError extends Error {}
-export class BuildNotFoundError extends Error {}
+export class BuildInputError extends SlipwayError {
+  constructor(message: string) {
+    super('BAD_REQUEST', message);
+  }
+}
+export class BuildNotFoundError extends SlipwayError {
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
+}
 
 /** What the build service uses of the durable queue (the `jobs` table is db/job-queue's). */
 export type BuildQueue = Pick<JobQueueApi, 'enqueue' | 'cancel' | 'getMany'>;
@@ -74,7 +83,7 @@ export interface BuildServiceDeps {
   db: Database;
   queue: BuildQueue;
   driver: BuildDriver;
-  logs: BuildLogs;
+  logs: LogStore;
   registry: { uploads: UploadService; manifests: ManifestService };
   config: Config['builds'];
   /** Folder for build contexts and work trees (`<dataDir>/builds`). */

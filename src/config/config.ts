@@ -4,6 +4,7 @@
  * then command-line flags (later sources win), validated once with strict keys, then frozen.
  * `process.env` is read here and nowhere else.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -30,7 +31,7 @@ export function parseDuration(value: number | string): number {
  * name from the seam's map (`storage/drivers.ts`, `builds/drivers.ts`, `functions/runtimes.ts`,
  * each typed to have one factory per name here) and hands it only its own slice of the config.
  */
-export const storageDriverNames = ['fs'] as const;
+export const storageDriverNames = ['fs', 's3'] as const;
 export const buildDriverNames = ['buildah'] as const;
 export const runtimeNames = ['runc'] as const;
 export type StorageDriverName = (typeof storageDriverNames)[number];
@@ -42,15 +43,38 @@ function driverName<const T extends readonly [string, ...string[]]>(names: T) {
   return z.enum(names, { error: (issue) => `unknown driver "${String(issue.input)}" (known: ${names.join(', ')})` });
 }
 
+const mebibyte = 1024 * 1024;
+
+/** The `s3` storage driver's slice. Credentials: these keys (env SLIPWAY_S3_ACCESS_KEY_ID / SLIPWAY_S3_SECRET_ACCESS_KEY) or the AWS SDK's usual chain. */
+const s3StorageSchema = z.strictObject({
+  /** An S3-compatible server (MinIO, Ceph, …); default AWS's endpoint for `region`. */
+  endpoint: z.string().url().optional(),
+  /** Checked against `storage.driver` below: required only when the driver is s3. */
+  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name').optional(),
+  region: z.string().min(1).default('us-east-1'),
+  /** `http://host/bucket/key` addressing, which most self-hosted servers need. */
+  forcePathStyle: z.boolean().default(false),
+  /** Key prefix of everything Slipway stores, empty or ending in `/`, e.g. `slipway/`. */
+  prefix: z.string().regex(/^([A-Za-z0-9._-]+\/)*$/, 'empty or path segments ending in /, e.g. slipway/').default(''),
+  accessKeyId: z.string().min(1).optional(),
+  secretAccessKey: z.string().min(1).optional(),
+  /** Size of the objects an upload is stored in (S3's multipart minimum is 5 MiB): memory per upload in flight is about twice this. */
+  partSize: z.number().int().min(5 * mebibyte).max(512 * mebibyte).default(8 * mebibyte),
+});
+export type S3StorageConfig = z.output<typeof s3StorageSchema>;
+
 export const configSchema = z.strictObject({
   listen: z.string().regex(listenPattern, 'HOST:PORT, e.g. 127.0.0.1:5000').default('127.0.0.1:5000'),
   dataDir: z.string().min(1).default('./data'),
   /** `sqlite` (a file in the data folder, the default) or a `postgres://` URL. */
   database: z.string().refine((v) => v === 'sqlite' || /^postgres(ql)?:\/\//.test(v), 'either "sqlite" or a postgres:// URL').default('sqlite'),
   storage: z.strictObject({
-    /** Where blobs (registry layers, component archives) are kept: `fs`, files in `<dataDir>/blobs`. */
+    /** Where blobs (registry layers, component archives) are kept: `fs`, files in `<dataDir>/blobs`; `s3`, an S3-compatible bucket (`storage.s3`). */
     driver: driverName(storageDriverNames).default('fs'),
-  }).prefault({}),
+    s3: s3StorageSchema.optional(),
+  }).prefault({}).superRefine((storage, context) => {
+    if (storage.driver === 's3' && !storage.s3?.bucket) context.addIssue({ code: 'custom', path: ['s3', 'bucket'], message: 'required when storage.driver is s3' });
+  }),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Log one line per request; costs throughput on small requests. */
@@ -164,8 +188,11 @@ export const configSchema = z.strictObject({
 export type Config = Readonly<z.output<typeof configSchema>>;
 export type ConfigInput = z.input<typeof configSchema>;
 
-export class ConfigError extends Error {
+export class ConfigError extends SlipwayError {
   override name = 'ConfigError';
+  constructor(message: string) {
+    super('CONFIG_INVALID', message);
+  }
 }
 
 export interface ConfigSources {
@@ -219,6 +246,10 @@ function fromEnv(env: Record<string, string | undefined>): Record<string, unknow
   if (env.SLIPWAY_AUTH_ENABLED) auth.enabled = !/^(false|0|off|no)$/i.test(env.SLIPWAY_AUTH_ENABLED);
   if (Object.keys(auth).length > 0) out.auth = auth;
   if (env.SLIPWAY_MASTER_KEY) out.vault = { masterKey: env.SLIPWAY_MASTER_KEY };
+  const s3: Record<string, unknown> = {};
+  if (env.SLIPWAY_S3_ACCESS_KEY_ID) s3.accessKeyId = env.SLIPWAY_S3_ACCESS_KEY_ID;
+  if (env.SLIPWAY_S3_SECRET_ACCESS_KEY) s3.secretAccessKey = env.SLIPWAY_S3_SECRET_ACCESS_KEY;
+  if (Object.keys(s3).length > 0) out.storage = { s3 };
   if (env.SLIPWAY_FUNCTIONS_ENABLED) out.functions = { enabled: !/^(false|0|off|no)$/i.test(env.SLIPWAY_FUNCTIONS_ENABLED) };
   return out;
 }

@@ -1,9 +1,10 @@
 /**
  * @module credentials/errors
- * The one error the credentials part throws for login material, with a code for the HTTP layer
- * to map. Messages never carry secret material: `redact` scrubs any secret that a vendor's
- * error text might echo back.
+ * The one error the credentials part throws for login material, with its catalog code.
+ * Messages never carry secret material: `redact` scrubs any secret that a vendor's error text
+ * might echo back.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 
 export type CredentialErrorCode =
   /** The stored material is malformed (missing field, unparsable key file). */
@@ -11,12 +12,14 @@ export type CredentialErrorCode =
   /** The vendor refused the material (bad key, revoked, no permission). */
   | 'CREDENTIAL_REJECTED'
   /** The vendor could not be reached or answered something unusable. */
-  | 'CREDENTIAL_EXCHANGE_FAILED';
+  | 'CREDENTIAL_EXCHANGE_FAILED'
+  /** The record does not hand credentials to CI (`enable_ci` is off). */
+  | 'CREDENTIAL_HAND_OUT_DISABLED';
 
-export class CredentialError extends Error {
+export class CredentialError extends SlipwayError {
   override readonly name = 'CredentialError';
-  constructor(readonly code: CredentialErrorCode, message: string) {
-    super(message);
+  constructor(override readonly code: CredentialErrorCode, message: string) {
+    super(code, message);
   }
 }
 

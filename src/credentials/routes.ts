@@ -7,11 +7,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { ApiGuard } from '../auth/api-guard.js';
-import { ApiError, toApiError } from '../http/errors.js';
+import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
-import { CredentialError } from './errors.js';
 import { credentialTypes } from './material.js';
-import { RegistryConflictError, RegistryInputError, RegistryNotFoundError, type ExternalRegistries } from './service.js';
+import type { ExternalRegistries } from './service.js';
 
 export interface CredentialRoutesOptions {
   registries: ExternalRegistries;
@@ -33,20 +32,6 @@ const patchSchema = z.strictObject({
 
 export async function credentialRoutes(app: FastifyInstance, options: CredentialRoutesOptions): Promise<void> {
   const { registries, guard } = options;
-
-  app.setErrorHandler(async (error, request, reply) => {
-    let apiError: ApiError;
-    if (error instanceof RegistryInputError) apiError = new ApiError('BAD_REQUEST', error.message);
-    else if (error instanceof RegistryNotFoundError) apiError = new ApiError('NOT_FOUND', error.message);
-    else if (error instanceof RegistryConflictError) apiError = new ApiError('CONFLICT', error.message);
-    else if (error instanceof CredentialError) {
-      apiError = error.code === 'CREDENTIAL_REJECTED' && /enable_ci/.test(error.message)
-        ? new ApiError('FORBIDDEN', error.message)
-        : new ApiError(error.code === 'CREDENTIAL_INVALID' ? 'BAD_REQUEST' : 'UNAVAILABLE', error.message, { code: error.code });
-    } else apiError = toApiError(error);
-    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send(apiError.toJSON());
-  });
 
   const params = (request: FastifyRequest) => request.params as { ns: string; id: string };
   const base = '/api/v1/namespaces/:ns/registries';

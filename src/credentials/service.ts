@@ -7,6 +7,8 @@
  * CI hand-out turns material into a login (exchanging it with the vendor where needed), only
  * where `enable_ci` is on, and every hand-out is audited.
  */
+import { isUniqueViolation } from '../db/errors.js';
+import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
 import type { Updateable } from 'kysely';
 import type { AuditLog } from '../auth/audit.js';
@@ -40,9 +42,22 @@ export interface RegistryInput {
   enable_ci?: boolean;
 }
 
-export class RegistryInputError extends Error {}
-export class RegistryNotFoundError extends Error {}
-export class RegistryConflictError extends Error {}
+/** Bad input about an external registry (prefix, type, credentials). */
+export class ExternalRegistryInputError extends SlipwayError {
+  constructor(message: string) {
+    super('BAD_REQUEST', message);
+  }
+}
+export class ExternalRegistryNotFoundError extends SlipwayError {
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
+}
+export class ExternalRegistryConflictError extends SlipwayError {
+  constructor(message: string) {
+    super('CONFLICT', message);
+  }
+}
 
 type Row = ExternalRegistryTable & { enable_ci: number };
 
@@ -60,7 +75,7 @@ export class ExternalRegistries {
     const inserted = await this.deps.db.write((trx) => trx.insertInto('external_registries').values({
       id, namespace, prefix, type: material.type, ...identity(material), secret, enable_ci: input.enable_ci ? 1 : 0, created_at: now, updated_at: now,
     }).onConflict((c) => c.columns(['namespace', 'prefix']).doNothing()).executeTakeFirst());
-    if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) throw new RegistryConflictError(`namespace "${namespace}" already has a registry for prefix ${prefix}`);
+    if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) throw new ExternalRegistryConflictError(`namespace "${namespace}" already has a registry for prefix ${prefix}`);
     await this.deps.audit.record({ actor, action: 'registry.create', target: `${namespace}/${id}`, outcome: 'ok', detail: { prefix, type: material.type } });
     return this.get(namespace, id);
   }
@@ -80,14 +95,14 @@ export class ExternalRegistries {
     if (patch.prefix !== undefined) changes.prefix = this.prefix(patch.prefix);
     if (patch.enable_ci !== undefined) changes.enable_ci = patch.enable_ci ? 1 : 0;
     if (patch.credentials !== undefined || (patch.type !== undefined && patch.type !== row.type)) {
-      if (patch.credentials === undefined) throw new RegistryInputError('credentials: required when the type changes');
+      if (patch.credentials === undefined) throw new ExternalRegistryInputError('credentials: required when the type changes');
       const material = this.material(patch.type ?? row.type, patch.credentials);
       Object.assign(changes, { type: material.type, ...identity(material), secret: await this.deps.vault.seal(JSON.stringify(material), context(id)) });
     }
     try {
       await this.deps.db.write((trx) => trx.updateTable('external_registries').set(changes).where('id', '=', id).where('namespace', '=', namespace).execute());
     } catch (error) {
-      if (/unique|duplicate/i.test((error as Error).message)) throw new RegistryConflictError(`namespace "${namespace}" already has a registry for prefix ${changes.prefix}`);
+      if (isUniqueViolation(error)) throw new ExternalRegistryConflictError(`namespace "${namespace}" already has a registry for prefix ${changes.prefix}`);
       throw error;
     }
     this.cache.invalidate(id);
@@ -97,7 +112,7 @@ export class ExternalRegistries {
 
   async delete(namespace: string, id: string, actor: string): Promise<void> {
     const result = await this.deps.db.write((trx) => trx.deleteFrom('external_registries').where('id', '=', id).where('namespace', '=', namespace).executeTakeFirst());
-    if (Number(result.numDeletedRows) === 0) throw new RegistryNotFoundError(`no registry "${id}" in "${namespace}"`);
+    if (Number(result.numDeletedRows) === 0) throw new ExternalRegistryNotFoundError(`no registry "${id}" in "${namespace}"`);
     this.cache.invalidate(id);
     await this.deps.audit.record({ actor, action: 'registry.delete', target: `${namespace}/${id}`, outcome: 'ok' });
   }
@@ -109,7 +124,7 @@ export class ExternalRegistries {
     try {
       found = matchRegistry(image, rows as Row[]);
     } catch (error) {
-      throw new RegistryInputError((error as Error).message);
+      throw new ExternalRegistryInputError((error as Error).message);
     }
     return found ? this.view(found) : null;
   }
@@ -119,7 +134,7 @@ export class ExternalRegistries {
     const row = await this.row(namespace, id);
     if (!row.enable_ci) {
       await this.deps.audit.record({ actor, action: 'registry.creds', target: `${namespace}/${id}`, outcome: 'denied', address, detail: { reason: 'enable_ci is off' } });
-      throw new CredentialError('CREDENTIAL_REJECTED', `registry "${id}" does not hand credentials to CI (enable_ci is off)`);
+      throw new CredentialError('CREDENTIAL_HAND_OUT_DISABLED', `registry "${id}" does not hand credentials to CI (enable_ci is off)`);
     }
     try {
       const login = await this.login(row);
@@ -149,7 +164,7 @@ export class ExternalRegistries {
 
   private async row(namespace: string, id: string): Promise<Row> {
     const row = await this.deps.db.kysely.selectFrom('external_registries').selectAll().where('id', '=', id).where('namespace', '=', namespace).executeTakeFirst();
-    if (!row) throw new RegistryNotFoundError(`no registry "${id}" in "${namespace}"`);
+    if (!row) throw new ExternalRegistryNotFoundError(`no registry "${id}" in "${namespace}"`);
     return row as Row;
   }
 
@@ -157,14 +172,14 @@ export class ExternalRegistries {
     try {
       return normalisePrefix(prefix);
     } catch (error) {
-      throw new RegistryInputError(`prefix: ${(error as Error).message}`);
+      throw new ExternalRegistryInputError(`prefix: ${(error as Error).message}`);
     }
   }
 
   private material(type: CredentialType, credentials: Record<string, unknown>): StoredCredential {
     const parsed = storedCredentialSchema.safeParse({ ...credentials, type });
     if (!parsed.success) {
-      throw new RegistryInputError(parsed.error.issues.map((i) => `credentials.${i.path.join('.') || type}: ${i.message}`).join('; '));
+      throw new ExternalRegistryInputError(parsed.error.issues.map((i) => `credentials.${i.path.join('.') || type}: ${i.message}`).join('; '));
     }
     return parsed.data;
   }

@@ -16,6 +16,7 @@
  * module: other parts reach their jobs only through this API (ids they chose, an id prefix
  * for a group of jobs).
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { sql, type Kysely, type Selectable } from 'kysely';
@@ -23,7 +24,6 @@ import type { Database } from './db.js';
 import type { JobStatus, JobTable, Tables } from './schema.js';
 
 export type { JobStatus };
-export { JobAbortError, JobWorker, type JobAbortKind, type JobHandler, type JobWorkerOptions } from './job-worker.js';
 
 /** A job as callers see it: JSON columns parsed, names in camelCase. */
 export interface Job<P = unknown, R = unknown> {
@@ -128,9 +128,9 @@ export interface JobQueueApi {
 }
 
 /** The lease on a job is gone: it finished, was cancelled, or another worker took it over. */
-export class LeaseLostError extends Error {
+export class LeaseLostError extends SlipwayError {
   constructor(readonly jobId: string, readonly workerId: string) {
-    super(`job ${jobId} is no longer leased to ${workerId}`);
+    super('LEASE_LOST', `job ${jobId} is no longer leased to ${workerId}`);
     this.name = 'LeaseLostError';
   }
 }

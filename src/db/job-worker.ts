@@ -9,14 +9,15 @@
  * worker's `backoffMs`, else the queue's exponential default); a retry with a known back-off
  * wakes the worker when it falls due instead of waiting for the next poll.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { LeaseLostError, type Job, type JobQueueApi } from './job-queue.js';
 
 export type JobAbortKind = 'cancelled' | 'timeout' | 'lease-lost' | 'shutdown';
 
 /** The reason on the handler's AbortSignal. */
-export class JobAbortError extends Error {
+export class JobAbortError extends SlipwayError {
   constructor(readonly kind: JobAbortKind, message: string) {
-    super(message);
+    super('JOB_ABORTED', message);
     this.name = 'JobAbortError';
   }
 }

@@ -39,10 +39,9 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
-import { ApiError, toApiError } from '../http/errors.js';
+import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import type { EventBus } from './bus.js';
-import { EventConflictError, EventInputError, EventNotFoundError } from './errors.js';
 import { LiveStreams } from './live-stream.js';
 import { patternProblem, webhookUrlProblem } from './patterns.js';
 
@@ -54,13 +53,6 @@ export interface EventRoutesOptions {
   heartbeatMs?: number;
   /** How often a stream polls the outbox for other replicas' events; default 2 s, 0 = never. */
   pollMs?: number;
-}
-
-function mapError(error: unknown): ApiError {
-  if (error instanceof EventInputError) return new ApiError('BAD_REQUEST', error.message);
-  if (error instanceof EventNotFoundError) return new ApiError('NOT_FOUND', error.message);
-  if (error instanceof EventConflictError) return new ApiError('CONFLICT', error.message);
-  return toApiError(error);
 }
 
 const urlSchema = z.string().superRefine((value, ctx) => {
@@ -117,12 +109,6 @@ export async function eventRoutes(app: FastifyInstance, options: EventRoutesOpti
   const { bus, guard } = options;
   const heartbeatMs = options.heartbeatMs ?? 15_000;
   const pollMs = options.pollMs ?? 2000;
-
-  app.setErrorHandler(async (error, request, reply) => {
-    const apiError = mapError(error);
-    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send(apiError.toJSON());
-  });
 
   type Params = { ns: string; id: string; deliveryId: string };
   const params = (request: FastifyRequest) => request.params as Params;

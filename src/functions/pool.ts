@@ -10,8 +10,9 @@
  * is replaced when the pool is below its minimum; repeated start failures put the pool into a
  * short back-off during which requests fail at once with the reason (502, not a hang).
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import http from 'node:http';
-import type { InstanceEndpoint, InstanceSpec, LogFn, RuntimeDriver } from './runtime-driver.js';
+import { InstanceExitedError, type InstanceEndpoint, type InstanceSpec, type LogFn, type RuntimeDriver } from './runtime-driver.js';
 
 /** What the pool needs of a RuntimeDriver. */
 export type InstanceDriver = Pick<RuntimeDriver, 'start' | 'waitForPort' | 'stop'>;
@@ -28,20 +29,24 @@ export interface PoolSettings {
 /** Everything of an instance but its id. */
 export type InstanceTemplate = Omit<InstanceSpec, 'id' | 'onExit'>;
 
-export class StartError extends Error {
+export class StartError extends SlipwayError {
   constructor(message: string, readonly output: string[]) {
-    super(message);
+    super('INSTANCE_START_FAILED', message);
   }
 }
 
 /** The pool cannot serve (failing, stopped): the reason goes to the caller as 502/503. */
-export class PoolUnavailableError extends Error {
+export class PoolUnavailableError extends SlipwayError {
   constructor(message: string, readonly kind: 'failing' | 'stopped') {
-    super(message);
+    super('POOL_UNAVAILABLE', message);
   }
 }
 
-export class QueueTimeoutError extends Error {}
+export class QueueTimeoutError extends SlipwayError {
+  constructor(message: string) {
+    super('QUEUE_TIMEOUT', message);
+  }
+}
 
 export interface Instance {
   id: string;
@@ -141,7 +146,7 @@ export class RevisionPool {
       } catch (error) {
         // Let the last output of a crashing process arrive before reporting it.
         await new Promise((r) => setTimeout(r, 50));
-        throw new StartError(exited || /exited/.test((error as Error).message)
+        throw new StartError(exited || error instanceof InstanceExitedError
           ? 'the instance exited before it listened on port 8000'
           : `the instance did not listen on port 8000 within ${Math.round(this.settings.startTimeoutMs / 1000)} s`, output);
       }

@@ -101,6 +101,10 @@ function dropNamedInConnection(headers: string[], connection: string): void {
   }
 }
 
+function uncorkAnswer(res: http.ServerResponse): void {
+  res.uncork();
+}
+
 /** The instance's answer headers as a flat list for `writeHead`, without hop-by-hop ones. */
 function answerHeaders(raw: string[]): string[] {
   const out: string[] = [];
@@ -342,6 +346,11 @@ class Exchange implements Dispatcher.DispatchHandlers {
     }
     try {
       res.writeHead(status, answerHeaders(flat));
+      // Headers, body and end usually arrive in one read from the instance: hold the
+      // socket's writes until this tick's parsing is done, so they leave in one writev
+      // instead of two or three syscalls (the largest cost of a proxied request here).
+      res.cork();
+      process.nextTick(uncorkAnswer, res);
     } catch (error) {
       // Headers Node will not send (the instance is not trusted to produce valid ones).
       this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the function's answer has invalid headers: ${(error as Error).message}`, (error as Error).message);

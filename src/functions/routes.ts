@@ -13,13 +13,10 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import { z } from 'zod';
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
-import { ApiError, toApiError } from '../http/errors.js';
+import { ApiError, SlipwayError, toApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import { requestIdOf } from '../http/request-id.js';
-import {
-  FunctionConflictError, FunctionFailedError, FunctionInputError, FunctionNotFoundError, FunctionTimeoutError,
-  type FunctionService, type InvokeResult,
-} from './service.js';
+import type { FunctionService, InvokeResult } from './service.js';
 import { functionInputSchema, functionPatchSchema } from './spec.js';
 
 export interface FunctionRoutesOptions {
@@ -28,16 +25,7 @@ export interface FunctionRoutesOptions {
   guard?: ApiGuard;
 }
 
-function mapError(error: unknown): ApiError {
-  if (error instanceof FunctionNotFoundError) return new ApiError('NOT_FOUND', error.message);
-  if (error instanceof FunctionInputError) return new ApiError('BAD_REQUEST', error.message);
-  if (error instanceof FunctionConflictError) return new ApiError('CONFLICT', error.message);
-  if (error instanceof FunctionFailedError) return new ApiError('FUNCTION_FAILED', error.message);
-  if (error instanceof FunctionTimeoutError) return new ApiError('FUNCTION_TIMEOUT', error.message);
-  return toApiError(error);
-}
-
-function sendRaw(res: http.ServerResponse, error: ApiError): void {
+function sendRaw(res: http.ServerResponse, error: SlipwayError): void {
   if (res.headersSent) {
     res.destroy();
     return;
@@ -85,7 +73,7 @@ async function serveGateway(functions: FunctionService, req: http.IncomingMessag
   try {
     await functions.invoke(ns, name, { req, res, method: req.method ?? 'GET', path });
   } catch (error) {
-    const apiError = mapError(error);
+    const apiError = toApiError(error);
     if (apiError.status === 500) log(error);
     req.resume();
     sendRaw(res, apiError);
@@ -134,12 +122,6 @@ export function gatewayFastPath(options: GatewayFastPathOptions): (req: http.Inc
 
 export async function functionRoutes(app: FastifyInstance, options: FunctionRoutesOptions): Promise<void> {
   const { functions, guard } = options;
-
-  app.setErrorHandler(async (error, request, reply) => {
-    const apiError = mapError(error);
-    if (apiError.status >= 500 && apiError.status !== 502 && apiError.status !== 504) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send(apiError.toJSON());
-  });
 
   const params = (request: FastifyRequest) => request.params as { ns: string; name: string; id?: string };
   // Followed logs never end by themselves: a closing server ends them, so close() can finish.
@@ -314,7 +296,7 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
         await mayInvoke(request, fn.id, fn.access);
         if (fn.type !== 'http') throw new ApiError('NOT_FOUND', `"${name}" is an event function: POST /api/v1/namespaces/${ns}/functions/${name}/invocations`);
       } catch (error) {
-        const apiError = mapError(error);
+        const apiError = toApiError(error);
         return reply.code(apiError.status).send(apiError.toJSON());
       }
       reply.hijack();

@@ -25,7 +25,7 @@ import { killGroup, runProcess } from '../exec/process.js';
 import { ImageStore, type ImageConfig } from './image-store.js';
 import { NAME_PREFIX, NetnsManager, type InstanceNetwork } from './netns.js';
 import {
-  instanceProcess, pinnedReference, type ImageRequest, type InstanceEndpoint, type InstanceSpec, type InstanceStats, type LogFn,
+  InstanceExitedError, instanceProcess, pinnedReference, type ImageRequest, type InstanceEndpoint, type InstanceSpec, type InstanceStats, type LogFn,
   type PulledImage, type RuntimeDriver, RuntimeUnavailableError,
 } from './runtime-driver.js';
 
@@ -138,7 +138,7 @@ export class RuncDriver implements RuntimeDriver {
     const hex = port.toString(16).toUpperCase().padStart(4, '0');
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (instance.done) throw new Error(`instance ${instance.id} exited before listening on ${port}`);
+      if (instance.done) throw new InstanceExitedError(`instance ${instance.id} exited before listening on ${port}`);
       for (const file of ['tcp', 'tcp6']) {
         const text = await readFile(`/proc/${instance.pid}/net/${file}`, 'utf8').catch(() => '');
         for (const line of text.split('\n').slice(1)) {

@@ -14,6 +14,7 @@
  *
  * Test suite: test/suites/runtime-driver.ts (every driver runs it).
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import type { ImageConfig, ImageSource } from './image-store.js';
 
 export interface RegistryLogin {
@@ -117,13 +118,27 @@ export interface RuntimeDriver {
 }
 
 /** The driver cannot run on this host (a tool is missing): functions are turned off, with this reason. */
-export class RuntimeUnavailableError extends Error {
+export class RuntimeUnavailableError extends SlipwayError {
   override name = 'RuntimeUnavailableError';
+  constructor(message: string) {
+    super('RUNTIME_UNAVAILABLE', message);
+  }
 }
 
 /** The image cannot run as asked (no command at all). */
-export class InstanceSpecError extends Error {
+export class InstanceSpecError extends SlipwayError {
   override name = 'InstanceSpecError';
+  constructor(message: string) {
+    super('INSTANCE_SPEC_INVALID', message);
+  }
+}
+
+/** The instance's process ended before it listened (thrown by `waitForPort`). */
+export class InstanceExitedError extends SlipwayError {
+  override name = 'InstanceExitedError';
+  constructor(message: string) {
+    super('INSTANCE_EXITED', message);
+  }
 }
 
 /** Command, environment and working directory of an instance: the spec's overrides over the image's. */

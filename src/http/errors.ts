@@ -1,46 +1,38 @@
 /**
  * @module http/errors
- * The JSON error shape of the REST API (`/api/v1/…`) and of the server's own endpoints:
- * `{ "code": "...", "message": "...", "detail": ... }` with the status kept beside the code.
+ * The API's side of the one error model (codes and statuses: `error-catalog.ts`): `ApiError`
+ * for errors the routes throw themselves, and `toApiError`, which turns anything thrown into
+ * what an `/api/…` caller may see.
  */
-export const apiErrorCatalog = {
-  BAD_REQUEST: { status: 400 },
-  UNAUTHORIZED: { status: 401 },
-  FORBIDDEN: { status: 403 },
-  TOO_MANY_REQUESTS: { status: 429 },
-  NOT_FOUND: { status: 404 },
-  CONFLICT: { status: 409 },
-  PAYLOAD_TOO_LARGE: { status: 413 },
-  UNAVAILABLE: { status: 503 },
-  /** A function could not answer (crashed, failing to start): the reason is in the message. */
-  FUNCTION_FAILED: { status: 502 },
-  FUNCTION_TIMEOUT: { status: 504 },
-  INTERNAL: { status: 500 },
-} as const satisfies Record<string, { status: number }>;
+import { errorCatalog, SlipwayError, type ErrorCode, type ErrorSurface } from './error-catalog.js';
 
-export type ApiErrorCode = keyof typeof apiErrorCatalog;
+export { errorCatalog, SlipwayError, type ErrorBody, type ErrorCode, type ErrorSurface } from './error-catalog.js';
 
-export class ApiError extends Error {
+/** @deprecated name kept for imports: every code of the catalog. */
+export type ApiErrorCode = ErrorCode;
+
+/** An error a route throws itself (bad query, missing resource) with an API code. */
+export class ApiError extends SlipwayError {
   override name = 'ApiError';
-  readonly status: number;
-
-  constructor(readonly code: ApiErrorCode, message: string, readonly detail?: unknown) {
-    super(message);
-    this.status = apiErrorCatalog[code].status;
-  }
-
-  toJSON(): { code: string; message: string; detail?: unknown } {
-    return this.detail === undefined ? { code: this.code, message: this.message } : { code: this.code, message: this.message, detail: this.detail };
-  }
 }
 
-/** Maps anything thrown to an ApiError; unknown errors become INTERNAL without leaking internals. */
-export function toApiError(error: unknown): ApiError {
-  if (error instanceof ApiError) return error;
-  const fastifyError = error as { statusCode?: number; message?: string; code?: string };
+/**
+ * Anything thrown → what a caller of `surfaces` may see: a SlipwayError one of them sends as it
+ * is; Fastify's own client errors by their status code (validation → BAD_REQUEST with detail,
+ * 413 → PAYLOAD_TOO_LARGE); everything else INTERNAL, its text never shown.
+ */
+export function toApiError(error: unknown, surfaces: readonly ErrorSurface[] = ['api', 'webhook']): SlipwayError {
+  if (error instanceof SlipwayError && surfaces.some((surface) => error.sentOn(surface))) return error;
+  if (error instanceof SlipwayError) return new ApiError('INTERNAL', 'internal error');
+  const fastifyError = error as { statusCode?: number; message?: string; code?: string; validation?: unknown };
   if (fastifyError.statusCode === 413) return new ApiError('PAYLOAD_TOO_LARGE', fastifyError.message ?? 'body too large');
   if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
     return new ApiError('BAD_REQUEST', fastifyError.message ?? 'bad request', { code: fastifyError.code });
   }
   return new ApiError('INTERNAL', 'internal error');
+}
+
+/** The catalog status of a code (for answers built without an error, e.g. a 404 lookup). */
+export function statusOf(code: ErrorCode): number {
+  return errorCatalog[code].status;
 }

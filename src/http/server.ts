@@ -16,7 +16,10 @@ import { functionRoutes, gatewayFastPath, type FunctionRoutesOptions } from '../
 import { pipelineRoutes, type PipelineRoutesOptions } from '../pipelines/routes.js';
 import { artifactRoutes, type ArtifactRoutesOptions } from '../artifacts/routes.js';
 import { eventRoutes, type EventRoutesOptions } from '../events/routes.js';
-import { ApiError, toApiError } from './errors.js';
+import { apiErrorHandler } from './error-handler.js';
+import { requestIdHeader, requestIdOf } from './request-id.js';
+import { ApiError } from './errors.js';
+import { defaultWebRoot, mountWebApp, type AppShell } from './web-app.js';
 
 export interface ServerDependencies {
   logger: FastifyBaseLogger;
@@ -40,6 +43,8 @@ export interface ServerDependencies {
   artifacts?: ArtifactRoutesOptions;
   /** Outgoing webhooks, the event list and its live stream. */
   events?: EventRoutesOptions;
+  /** The built dashboard (default: `web/dist` of the package). */
+  webRoot?: string;
   /** Extra readiness checks (storage reachable, …). */
   readinessChecks?: Array<() => Promise<void>>;
 }
@@ -53,16 +58,21 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
     ? gatewayFastPath({ functions: deps.functions.functions, guard: deps.functions.guard, logger: deps.logger, logRequests: deps.logRequests })
     : undefined;
   const app = Fastify({
-    serverFactory: fastPath ? (handler) => {
+    // Every answer carries X-Request-Id (set on the raw response first, so streamed, hijacked
+    // and fast-path answers have it too); Fastify's request.id, and so every log line of the
+    // request and the detail of 5xx answers, is the same id.
+    genReqId: (req) => requestIdOf(req),
+    serverFactory: (handler) => {
       const server: http.Server = http.createServer((req, res) => {
-        if (!server.listening || !fastPath(req, res)) handler(req, res);
+        res.setHeader(requestIdHeader, requestIdOf(req));
+        if (!fastPath || !server.listening || !fastPath(req, res)) handler(req, res);
       });
       // What Fastify sets on a server it creates itself (the options below).
       server.keepAliveTimeout = keepAliveTimeout;
       server.requestTimeout = 0;
       server.setTimeout(0);
       return server;
-    } : undefined,
+    },
     loggerInstance: deps.logger,
     logController: new LogController({ disableRequestLogging: !deps.logRequests }),
     // Blob bodies are streamed to storage, never buffered; the limit only applies to JSON APIs.
@@ -80,12 +90,13 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
     if (!app.server.listening) reply.header('connection', 'close');
   });
 
-  app.setErrorHandler(async (error, request, reply) => {
-    const apiError = toApiError(error);
-    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send(apiError.toJSON());
-  });
+  // The one handler of /api/… and the server's own endpoints; every part's plugin inherits it
+  // (only /v2 and the artifact-storage routes render their own envelopes).
+  app.setErrorHandler(apiErrorHandler);
+  let appShell: AppShell | undefined;
   app.setNotFoundHandler(async (request, reply) => {
+    const shell = appShell?.(request, reply);
+    if (shell) return shell;
     const error = new ApiError('NOT_FOUND', `no route ${request.method} ${request.url}`);
     return reply.code(404).send(error.toJSON());
   });
@@ -110,5 +121,6 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
   if (deps.pipelines) await app.register(pipelineRoutes, deps.pipelines);
   if (deps.artifacts) await app.register(artifactRoutes, deps.artifacts);
   if (deps.events) await app.register(eventRoutes, deps.events);
+  appShell = await mountWebApp(app, deps.webRoot ?? defaultWebRoot());
   return app;
 }

@@ -102,9 +102,3 @@ export class LogStore {
     };
   }
 }
-
-/**
- * The name builds, pipelines and the composition root still import; kept so the parallel
- * slices of issue 11 merge without touching their bodies. Rename the callers, then drop it.
- */
-export { LogStore as BuildLogs };

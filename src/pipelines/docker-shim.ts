@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { BuildError, type BuildDriver, type LocalImage, type RegistryAuth } from '../builds/build-driver.js';
+import { BuildError, type BuildDriver, type LocalImage, type RegistryAuth } from '../builds/index.js';
 import { LocalNameError, runImagePrefix, runImagesOf, scopedImageName, unscopedImageName, unscopeText, untaggedRepository } from './run-images.js';
 
 const maxRequestBytes = 1024 * 1024;

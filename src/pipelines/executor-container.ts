@@ -16,7 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { BuildError, type BuildDriver, type ImageRoot, type RegistryAuth } from '../builds/build-driver.js';
+import { BuildError, type BuildDriver, type ImageRoot, type RegistryAuth } from '../builds/index.js';
 import { runProcess, type ProcessResult } from '../exec/process.js';
 import { resolveInRoot } from '../exec/container-path.js';
 import { isInside, runStepProcess, type SandboxRunOptions, type StepSandbox } from './executor-sandbox.js';

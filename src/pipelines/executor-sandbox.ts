@@ -5,6 +5,7 @@
  * replaced with symbolic links (reading its state, copying input artifacts in and outputs out),
  * and the step wrapper script.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { createHash } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
 import { lstat, mkdir, open, readFile, realpath, rm, stat } from 'node:fs/promises';
@@ -13,8 +14,11 @@ import { pipeline } from 'node:stream/promises';
 import { runProcess, type ProcessResult } from '../exec/process.js';
 
 /** Invalid requests (programming errors of the caller), thrown by runStage. */
-export class StageRequestError extends Error {
+export class StageRequestError extends SlipwayError {
   override name = 'StageRequestError';
+  constructor(message: string) {
+    super('STAGE_REQUEST_INVALID', message);
+  }
 }
 
 /** Characters replaced by `_` where an artifact name becomes a file name. */

@@ -10,10 +10,10 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
-import { ApiError, toApiError } from '../http/errors.js';
+import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import { finalRunStatuses } from './runs.js';
-import { PipelineConflictError, PipelineInputError, PipelineNotFoundError, type PipelineService } from './service.js';
+import type { PipelineService } from './service.js';
 import { runInputSchema } from './spec.js';
 import { WebhookError } from './webhooks.js';
 
@@ -24,30 +24,12 @@ export interface PipelineRoutesOptions {
   maxWebhookBytes?: number;
 }
 
-function mapError(error: unknown): ApiError {
-  if (error instanceof PipelineNotFoundError) return new ApiError('NOT_FOUND', error.message);
-  if (error instanceof PipelineInputError) return new ApiError('BAD_REQUEST', error.message);
-  if (error instanceof PipelineConflictError) return new ApiError('CONFLICT', error.message);
-  return toApiError(error);
-}
-
 const rerunSchema = z.strictObject({ fromStage: z.string().min(1).max(64).optional() });
 const decisionSchema = z.strictObject({ comment: z.string().max(2000).optional() });
 
 export async function pipelineRoutes(app: FastifyInstance, options: PipelineRoutesOptions): Promise<void> {
   const { pipelines, guard } = options;
   const base = '/api/v1/namespaces/:ns/pipelines';
-
-  app.setErrorHandler(async (error, request, reply) => {
-    if (error instanceof WebhookError) {
-      // A signed event of another kind (issues, pull requests, …) is fine, just not ours.
-      if (error.code === 'EVENT_IGNORED') return reply.code(202).send({ status: 'ignored', reason: error.message });
-      return reply.code(error.status).send({ code: error.code, message: error.message });
-    }
-    const apiError = mapError(error);
-    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send(apiError.toJSON());
-  });
 
   // Pipelines may be written in YAML, like build specs.
   app.addContentTypeParser(['application/yaml', 'application/x-yaml', 'text/yaml'], { parseAs: 'string' }, (_request, body, done) => {
@@ -181,8 +163,14 @@ export async function pipelineRoutes(app: FastifyInstance, options: PipelineRout
     hook.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: options.maxWebhookBytes ?? 25 * 1024 * 1024 }, (_request, body, done) => done(null, body));
     hook.post(`${base}/:name/webhook`, async (request, reply) => {
       const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
-      const outcome = await pipelines.receiveWebhook(params(request).ns, params(request).name, request.headers, body);
-      return reply.code(outcome.status === 'started' ? 202 : 200).send(outcome);
+      try {
+        const outcome = await pipelines.receiveWebhook(params(request).ns, params(request).name, request.headers, body);
+        return reply.code(outcome.status === 'started' ? 202 : 200).send(outcome);
+      } catch (error) {
+        // A signed event of another kind (issues, pull requests, …) is fine, just not ours.
+        if (error instanceof WebhookError && error.code === 'EVENT_IGNORED') return reply.code(202).send({ status: 'ignored', reason: error.message });
+        throw error;
+      }
     });
   });
 }

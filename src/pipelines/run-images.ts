@@ -6,7 +6,8 @@
  * and a run's images are found (and removed at run end) by that prefix. Builds without a name get
  * one in `localhost/slipway-run-<run>-untagged`.
  */
-import type { LocalImage } from '../builds/build-driver.js';
+import { SlipwayError } from '../http/error-catalog.js';
+import type { LocalImage } from '../builds/index.js';
 
 const componentPattern = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const tagPattern = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
@@ -28,8 +29,11 @@ export function untaggedRepository(runId: string): string {
   return `localhost/slipway-run-${runKey(runId)}-untagged`;
 }
 
-export class LocalNameError extends Error {
+export class LocalNameError extends SlipwayError {
   override name = 'LocalNameError';
+  constructor(message: string) {
+    super('LOCAL_NAME_INVALID', message);
+  }
 }
 
 /**

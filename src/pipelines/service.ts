@@ -8,6 +8,7 @@
  * run already under way); a newer commit of the same ref cancels queued runs of older ones
  * (`concurrency.cancelQueued`, and running ones with `cancelRunning`).
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Database } from '../db/db.js';
@@ -15,7 +16,7 @@ import type { PipelineTable } from '../db/schema.js';
 import type { JobQueueApi } from '../db/job-queue.js';
 import type { Vault } from '../vault/vault.js';
 import type { NamespaceSecrets } from '../vault/secrets.js';
-import type { BuildLogs, LogFollower } from '../logs/log-store.js';
+import type { LogStore, LogFollower } from '../logs/log-store.js';
 import {
   activeRunStatuses, finalRunStatuses, runView, type RunState, type RunStatus, type RunView, type StageState, type TriggerInfo,
 } from './runs.js';
@@ -27,9 +28,21 @@ import type { GitCredentials } from '../git/remote.js';
 import { sourceCredentials } from './source-credentials.js';
 import picomatch from 'picomatch';
 
-export class PipelineInputError extends Error {}
-export class PipelineNotFoundError extends Error {}
-export class PipelineConflictError extends Error {}
+export class PipelineInputError extends SlipwayError {
+  constructor(message: string) {
+    super('BAD_REQUEST', message);
+  }
+}
+export class PipelineNotFoundError extends SlipwayError {
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
+}
+export class PipelineConflictError extends SlipwayError {
+  constructor(message: string) {
+    super('CONFLICT', message);
+  }
+}
 
 export interface PipelineView {
   id: string;
@@ -63,7 +76,7 @@ export interface PipelineServiceDeps {
   db: Database;
   /** Each run's jobs have ids `<runId>-<suffix>` in the `pipeline-runs` queue. */
   queue: Pick<JobQueueApi, 'enqueue' | 'cancel' | 'list'>;
-  logs: BuildLogs;
+  logs: LogStore;
   vault: Vault;
   /** Passwords of sources' git credentials; absent when access control is off. */
   secrets?: Pick<NamespaceSecrets, 'reveal'>;
@@ -246,7 +259,7 @@ export class PipelineService {
   /** A push webhook: verified, deduplicated by delivery id, filtered by branch/tag and paths. */
   async receiveWebhook(namespace: string, name: string, headers: Record<string, string | string[] | undefined>, rawBody: Buffer): Promise<WebhookOutcome> {
     const row = await this.find(namespace, name);
-    if (!row.webhook_secret) throw new WebhookError(403, 'NO_SECRET', 'this pipeline has no webhook secret');
+    if (!row.webhook_secret) throw new WebhookError('NO_SECRET', 'this pipeline has no webhook secret');
     const secret = await this.deps.vault.open(row.webhook_secret, `pipeline-webhook:${row.id}`);
     const event = verifyAndParse({ headers, rawBody, secret });
     if (event.kind === 'ping') return { status: 'pong' };

@@ -15,7 +15,7 @@
  */
 import { z } from 'zod';
 import { functionNamePattern } from '../functions/spec.js';
-import { dropKeys, splitUnknownKeys } from '../builds/unknown-keys.js';
+import { dropKeys, splitUnknownKeys } from '../builds/index.js';
 import { validateGlobs } from './path-filter.js';
 
 export const pipelineNamePattern = functionNamePattern;

@@ -4,8 +4,7 @@
  * log, save), the tools the runner lends its stages (push keys, the registry lookup, a later
  * continuation), how a stage fails, and the lookups stages share (placeholders, outputs).
  */
-import type { RegistryAuth } from '../builds/build-driver.js';
-import { substitutePlaceholders } from '../builds/build-spec.js';
+import { type RegistryAuth, substitutePlaceholders } from '../builds/index.js';
 import type { BuildOutput, RunState, StageState, TriggerInfo } from './runs.js';
 import type { PipelineInput, Stage } from './spec.js';
 import type { PipelineRunnerDeps } from './runner.js';

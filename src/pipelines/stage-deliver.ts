@@ -7,8 +7,7 @@
  */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { RegistryAuth } from '../builds/build-driver.js';
-import { pushComponent } from '../builds/component-artifact.js';
+import { type RegistryAuth, pushComponent } from '../builds/index.js';
 import { isValidName, isValidTag } from '../registry/grammar.js';
 import type { Delivered, StageState } from './runs.js';
 import { primarySource } from './service.js';

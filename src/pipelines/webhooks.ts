@@ -26,6 +26,7 @@
  * None of the three formats signs a timestamp: the caller must store delivery ids and refuse a
  * known one to block replays.
  */
+import { SlipwayError, type ErrorCode } from '../http/error-catalog.js';
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
 export type GitProvider = 'github' | 'gitlab' | 'gitea';
@@ -66,10 +67,16 @@ export interface PushEvent {
 
 export type WebhookErrorStatus = 400 | 401 | 403 | 413 | 415 | 422;
 
-export class WebhookError extends Error {
+export type WebhookErrorCode = Extract<ErrorCode,
+  | 'UNKNOWN_PROVIDER' | 'SIGNATURE_MISSING' | 'SIGNATURE_MISMATCH' | 'SECRET_NOT_SET' | 'NO_SECRET' | 'EVENT_MISSING' | 'EVENT_IGNORED'
+  | 'DELIVERY_ID_MISSING' | 'DELIVERY_ID_INVALID' | 'UNSUPPORTED_MEDIA_TYPE' | 'INVALID_JSON' | 'INVALID_PAYLOAD' | 'PAYLOAD_TOO_LARGE'>;
+
+/** The status is the catalog's for `code`; `status` overrides it only for the one 400 INVALID_PAYLOAD. */
+export class WebhookError extends SlipwayError {
   override readonly name = 'WebhookError';
-  constructor(readonly status: WebhookErrorStatus, readonly code: string, message: string) {
-    super(message);
+  declare readonly status: WebhookErrorStatus;
+  constructor(override readonly code: WebhookErrorCode, message: string, status?: WebhookErrorStatus) {
+    super(code, message, undefined, status);
   }
 }
 
@@ -123,24 +130,24 @@ function safeEqual(a: Buffer, b: Buffer): boolean {
 function verifyHmac(rawBody: Buffer, secret: string, hex: string, header: string): void {
   const expected = createHmac('sha256', secret).update(rawBody).digest();
   const given = /^[0-9a-f]{64}$/i.test(hex) ? Buffer.from(hex, 'hex') : Buffer.from(hex, 'utf8');
-  if (!safeEqual(expected, given)) throw new WebhookError(401, 'SIGNATURE_MISMATCH', `the ${header} signature does not match the payload and the webhook secret`);
+  if (!safeEqual(expected, given)) throw new WebhookError('SIGNATURE_MISMATCH', `the ${header} signature does not match the payload and the webhook secret`);
 }
 
 function verify(provider: GitProvider, header: (name: string) => string | undefined, rawBody: Buffer, secret: string): void {
-  if (typeof secret !== 'string' || secret === '') throw new WebhookError(401, 'SECRET_NOT_SET', 'the webhook has no secret; requests cannot be authenticated');
+  if (typeof secret !== 'string' || secret === '') throw new WebhookError('SECRET_NOT_SET', 'the webhook has no secret; requests cannot be authenticated');
   switch (provider) {
     case 'github': {
       const signature = header('x-hub-signature-256');
-      if (!signature) throw new WebhookError(401, 'SIGNATURE_MISSING', 'X-Hub-Signature-256 is missing; set a secret on the GitHub webhook');
+      if (!signature) throw new WebhookError('SIGNATURE_MISSING', 'X-Hub-Signature-256 is missing; set a secret on the GitHub webhook');
       const match = /^sha256=(.*)$/i.exec(signature);
       verifyHmac(rawBody, secret, match ? match[1]! : signature, 'X-Hub-Signature-256');
       return;
     }
     case 'gitlab': {
       const token = header('x-gitlab-token');
-      if (!token) throw new WebhookError(401, 'SIGNATURE_MISSING', 'X-Gitlab-Token is missing; set the secret token on the GitLab webhook');
+      if (!token) throw new WebhookError('SIGNATURE_MISSING', 'X-Gitlab-Token is missing; set the secret token on the GitLab webhook');
       if (!safeEqual(Buffer.from(token, 'utf8'), Buffer.from(secret, 'utf8'))) {
-        throw new WebhookError(401, 'SIGNATURE_MISMATCH', 'X-Gitlab-Token does not match the webhook secret');
+        throw new WebhookError('SIGNATURE_MISMATCH', 'X-Gitlab-Token does not match the webhook secret');
       }
       return;
     }
@@ -154,7 +161,7 @@ function verify(provider: GitProvider, header: (name: string) => string | undefi
         const match = /^sha256=(.*)$/i.exec(hub);
         return verifyHmac(rawBody, secret, match ? match[1]! : hub, 'X-Hub-Signature-256');
       }
-      throw new WebhookError(401, 'SIGNATURE_MISSING', 'X-Gitea-Signature is missing; set a secret on the Gitea/Forgejo webhook');
+      throw new WebhookError('SIGNATURE_MISSING', 'X-Gitea-Signature is missing; set a secret on the Gitea/Forgejo webhook');
     }
   }
 }
@@ -162,8 +169,8 @@ function verify(provider: GitProvider, header: (name: string) => string | undefi
 function checkEvent(provider: GitProvider, header: (name: string) => string | undefined): 'push' | 'tag' | 'ping' {
   const names = provider === 'github' ? ['x-github-event'] : provider === 'gitlab' ? ['x-gitlab-event'] : ['x-gitea-event', 'x-forgejo-event', 'x-gogs-event', 'x-github-event'];
   const event = first(header, names);
-  if (!event) throw new WebhookError(400, 'EVENT_MISSING', `the ${names[0]} header is missing`);
-  const ignored = () => new WebhookError(422, 'EVENT_IGNORED', `${JSON.stringify(event)} events do not trigger pipelines (only pushes do)`);
+  if (!event) throw new WebhookError('EVENT_MISSING', `the ${names[0]} header is missing`);
+  const ignored = () => new WebhookError('EVENT_IGNORED', `${JSON.stringify(event)} events do not trigger pipelines (only pushes do)`);
   switch (provider) {
     case 'github':
       if (event === 'push') return 'push';
@@ -185,8 +192,8 @@ function deliveryId(provider: GitProvider, header: (name: string) => string | un
     : provider === 'gitlab' ? ['idempotency-key', 'x-gitlab-event-uuid', 'x-gitlab-webhook-uuid']
     : ['x-gitea-delivery', 'x-forgejo-delivery', 'x-gogs-delivery', 'x-github-delivery'];
   const id = first(header, names);
-  if (!id) throw new WebhookError(400, 'DELIVERY_ID_MISSING', `the delivery id header (${names.join(' or ')}) is missing; it is needed to detect replays`);
-  if (id.length > 200 || !/^[\x21-\x7e]+$/.test(id)) throw new WebhookError(400, 'DELIVERY_ID_INVALID', 'the delivery id header is not a short printable token');
+  if (!id) throw new WebhookError('DELIVERY_ID_MISSING', `the delivery id header (${names.join(' or ')}) is missing; it is needed to detect replays`);
+  if (id.length > 200 || !/^[\x21-\x7e]+$/.test(id)) throw new WebhookError('DELIVERY_ID_INVALID', 'the delivery id header is not a short printable token');
   return id;
 }
 
@@ -195,17 +202,17 @@ function parseBody(rawBody: Buffer, contentType: string | undefined): unknown {
   let text: string;
   if (type === 'application/x-www-form-urlencoded') {
     const payload = new URLSearchParams(rawBody.toString('utf8')).get('payload');
-    if (payload === null) throw new WebhookError(400, 'INVALID_PAYLOAD', 'the form-encoded body has no "payload" field');
+    if (payload === null) throw new WebhookError('INVALID_PAYLOAD', 'the form-encoded body has no "payload" field', 400);
     text = payload;
   } else if (type === '' || type === 'application/json' || type.endsWith('+json') || type === 'text/plain') {
     text = rawBody.toString('utf8');
   } else {
-    throw new WebhookError(415, 'UNSUPPORTED_MEDIA_TYPE', `content type ${JSON.stringify(type)} is not supported; send application/json (or form-encoded with a payload field)`);
+    throw new WebhookError('UNSUPPORTED_MEDIA_TYPE', `content type ${JSON.stringify(type)} is not supported; send application/json (or form-encoded with a payload field)`);
   }
   try {
     return JSON.parse(text.replace(/^\uFEFF/, ''));
   } catch (error) {
-    throw new WebhookError(400, 'INVALID_JSON', `the payload is not valid JSON: ${(error as Error).message}`);
+    throw new WebhookError('INVALID_JSON', `the payload is not valid JSON: ${(error as Error).message}`);
   }
 }
 
@@ -228,7 +235,7 @@ function obj(value: unknown): Json {
 }
 
 function invalid(message: string): WebhookError {
-  return new WebhookError(422, 'INVALID_PAYLOAD', message);
+  return new WebhookError('INVALID_PAYLOAD', message);
 }
 
 function sha(payload: Json, field: 'before' | 'after'): string {
@@ -257,9 +264,9 @@ function repositoryOf(provider: GitProvider, payload: Json): PushEvent['reposito
 export function verifyAndParse(input: { headers: Headers; rawBody: Buffer; secret: string; provider?: GitProvider }): PushEvent {
   const header = headerReader(input.headers);
   const provider = input.provider ?? detectProvider(input.headers);
-  if (!provider) throw new WebhookError(400, 'UNKNOWN_PROVIDER', 'not a GitHub, GitLab or Gitea/Forgejo webhook (no X-GitHub-Event, X-Gitlab-Event or X-Gitea-Event header)');
+  if (!provider) throw new WebhookError('UNKNOWN_PROVIDER', 'not a GitHub, GitLab or Gitea/Forgejo webhook (no X-GitHub-Event, X-Gitlab-Event or X-Gitea-Event header)');
   if (!Buffer.isBuffer(input.rawBody)) throw new TypeError('rawBody must be a Buffer (the bytes as received)');
-  if (input.rawBody.length > maxWebhookBytes) throw new WebhookError(413, 'PAYLOAD_TOO_LARGE', `the payload is larger than ${maxWebhookBytes} bytes`);
+  if (input.rawBody.length > maxWebhookBytes) throw new WebhookError('PAYLOAD_TOO_LARGE', `the payload is larger than ${maxWebhookBytes} bytes`);
 
   verify(provider, header, input.rawBody, input.secret);
   const event = checkEvent(provider, header);
@@ -281,7 +288,7 @@ export function verifyAndParse(input: { headers: Headers; rawBody: Buffer; secre
   let tag: string | null = null;
   if (ref.startsWith('refs/heads/') && ref.length > 'refs/heads/'.length) branch = ref.slice('refs/heads/'.length);
   else if (ref.startsWith('refs/tags/') && ref.length > 'refs/tags/'.length) tag = ref.slice('refs/tags/'.length);
-  else throw new WebhookError(422, 'EVENT_IGNORED', `pushes to ${JSON.stringify(ref)} (neither a branch nor a tag) do not trigger pipelines`);
+  else throw new WebhookError('EVENT_IGNORED', `pushes to ${JSON.stringify(ref)} (neither a branch nor a tag) do not trigger pipelines`);
   const kind: 'push' | 'tag' = tag !== null ? 'tag' : 'push';
 
   const before = sha(payload, 'before');

@@ -74,8 +74,11 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
   });
 
   app.setErrorHandler(async (error, request, reply) => {
-    const registryError = toRegistryError(error);
-    if (registryError.status >= 500) request.log.error({ err: error }, 'registry request failed');
+    let registryError = toRegistryError(error);
+    if (registryError.status >= 500) {
+      request.log.error({ err: error }, 'registry request failed');
+      if (registryError.detail === undefined) registryError = new RegistryError(registryError.code, registryError.message, { requestId: request.id }, registryError.status).withHeaders(registryError.headers ?? {});
+    }
     if (registryError.headers) reply.headers(registryError.headers);
     // An error before the body was read: a small rest is drained so the client, still sending,
     // reads the error (e.g. a 416 telling it where to resume) instead of a broken pipe; a large
@@ -377,8 +380,9 @@ function toRegistryError(error: unknown): RegistryError {
   if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
     return new RegistryError('UNSUPPORTED', fastifyError.message, undefined, fastifyError.statusCode);
   }
-  // Client went away mid-body: nothing to report to it, but not a server fault either.
-  if ((error as NodeJS.ErrnoException).code === 'ECONNRESET' || (error as Error).message === 'aborted') {
+  // Client went away mid-body (Node's "aborted" carries ECONNRESET): nothing to report to it,
+  // but not a server fault either.
+  if ((error as NodeJS.ErrnoException).code === 'ECONNRESET') {
     return new RegistryError('BLOB_UPLOAD_INVALID', 'request body was cut short');
   }
   return new RegistryError('UNKNOWN');

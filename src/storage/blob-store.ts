@@ -1,10 +1,11 @@
 /**
  * @module storage/blob-store
  * The `BlobStore` contract: content-addressed bytes that every part stores through — registry
- * layers, build logs, component archives. Drivers: `fs` (embedded default, here) and `s3`
- * (scale-out, same contract). A driver knows nothing of repositories or auth: it stores bytes
+ * layers, build logs, component archives. Drivers: `fs` (embedded default) and `s3`
+ * (scale-out, same contract; `s3-blob-store.ts`). A driver knows nothing of repositories or auth: it stores bytes
  * under digests and keeps upload sessions until they are committed or aborted.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import type { Readable } from 'node:stream';
 
 /** Inclusive byte range, as HTTP writes it. */
@@ -40,6 +41,8 @@ export interface BlobStore {
   /** Every stored digest, in no particular order. */
   list(): AsyncIterable<string>;
   readonly uploads: UploadStore;
+  /** Releases connections (object-store clients); the store is not used afterwards. */
+  close?(): Promise<void>;
 }
 
 /**
@@ -71,23 +74,23 @@ export interface UploadStore {
   list(): AsyncIterable<{ id: string; modifiedAt: number }>;
 }
 
-export class BlobNotFoundError extends Error {
+export class BlobNotFoundError extends SlipwayError {
   override name = 'BlobNotFoundError';
   constructor(readonly digest: string) {
-    super(`blob ${digest} not found`);
+    super('STORAGE_NOT_FOUND', `blob ${digest} not found`);
   }
 }
 
-export class UploadNotFoundError extends Error {
+export class UploadNotFoundError extends SlipwayError {
   override name = 'UploadNotFoundError';
   constructor(readonly id: string) {
-    super(`upload ${id} not found`);
+    super('STORAGE_NOT_FOUND', `upload ${id} not found`);
   }
 }
 
-export class UploadOffsetError extends Error {
+export class UploadOffsetError extends SlipwayError {
   override name = 'UploadOffsetError';
   constructor(readonly id: string, readonly expected: number, readonly actual: number) {
-    super(`upload ${id} is at offset ${actual}, not ${expected}`);
+    super('UPLOAD_OFFSET_MISMATCH', `upload ${id} is at offset ${actual}, not ${expected}`);
   }
 }

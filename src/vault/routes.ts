@@ -7,9 +7,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { ApiGuard } from '../auth/api-guard.js';
 import type { AuditLog } from '../auth/audit.js';
-import { ApiError, toApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
-import { SecretInputError, SecretNotFoundError, type NamespaceSecrets } from './secrets.js';
+import type { NamespaceSecrets } from './secrets.js';
 
 export interface SecretRoutesOptions {
   secrets: NamespaceSecrets;
@@ -19,12 +18,6 @@ export interface SecretRoutesOptions {
 
 export async function secretRoutes(app: FastifyInstance, options: SecretRoutesOptions): Promise<void> {
   const { secrets, guard, audit } = options;
-  app.setErrorHandler(async (error, request, reply) => {
-    const apiError = error instanceof SecretInputError ? new ApiError('BAD_REQUEST', error.message)
-      : error instanceof SecretNotFoundError ? new ApiError('NOT_FOUND', error.message) : toApiError(error);
-    if (apiError.status >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.code(apiError.status).send(apiError.toJSON());
-  });
   const params = (request: FastifyRequest) => request.params as { ns: string; name: string };
 
   app.get('/api/v1/namespaces/:ns/secrets', async (request) => {

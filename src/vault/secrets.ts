@@ -4,13 +4,22 @@
  * the vault, bound to their namespace and name, write-only over the API. Only the build and
  * pipeline runners read values back, in memory, for the run that needs them.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import type { Database } from '../db/db.js';
 import type { Vault } from './vault.js';
 
 export const secretName = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
 
-export class SecretNotFoundError extends Error {}
-export class SecretInputError extends Error {}
+export class SecretNotFoundError extends SlipwayError {
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
+}
+export class SecretInputError extends SlipwayError {
+  constructor(message: string) {
+    super('BAD_REQUEST', message);
+  }
+}
 
 export interface SecretInfo {
   name: string;

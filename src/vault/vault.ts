@@ -15,6 +15,7 @@
  *
  * Errors carry ids and fingerprints, never plaintext or key material. Nothing here logs.
  */
+import { SlipwayError } from '../http/error-catalog.js';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/db.js';
@@ -36,10 +37,10 @@ export type VaultErrorCode =
   | 'DATA_KEY_DAMAGED'
   | 'CONTEXT_REQUIRED';
 
-export class VaultError extends Error {
+export class VaultError extends SlipwayError {
   override readonly name = 'VaultError';
-  constructor(readonly code: VaultErrorCode, message: string) {
-    super(message);
+  constructor(override readonly code: VaultErrorCode, message: string) {
+    super(code, message);
   }
 }
 

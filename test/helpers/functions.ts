@@ -1,5 +1,5 @@
 /**
- * Helpers for function tests: the JSON API, waiting for a deploy, and checks that a server left
+ * Helpers for function tests: waiting for a deploy, and checks that a server left
  * no runc container or network namespace behind.
  */
 import assert from 'node:assert/strict';
@@ -7,24 +7,6 @@ import { realpath } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { run } from './commands.js';
-
-export interface Api {
-  (method: string, url: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any; text: string; headers: Headers }>;
-}
-
-export function api(base: string, auth?: string): Api {
-  return async (method, url, body, headers = {}) => {
-    const response = await fetch(`${base}${url}`, {
-      method,
-      headers: { ...(body !== undefined && !(body instanceof Buffer) ? { 'content-type': 'application/json' } : {}), ...(auth ? { authorization: auth } : {}), ...headers },
-      body: body === undefined ? undefined : body instanceof Buffer ? body : JSON.stringify(body),
-    });
-    const text = await response.text();
-    let json: any;
-    try { json = JSON.parse(text); } catch { json = undefined; }
-    return { status: response.status, json, text, headers: response.headers };
-  };
-}
 
 /** The prefix a server with this data folder gives its instances (see createRuncRuntime in functions/runc-driver.ts). */
 export async function instancePrefix(dataDir: string): Promise<string> {

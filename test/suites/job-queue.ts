@@ -12,7 +12,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openDatabase, type Database } from '../../src/db/db.js';
-import { JobAbortError, JobWorker, LeaseLostError, type Job, type JobQueueApi, type JobQueueOptions } from '../../src/db/job-queue.js';
+import { LeaseLostError, type Job, type JobQueueApi, type JobQueueOptions } from '../../src/db/job-queue.js';
+import { JobAbortError, JobWorker } from '../../src/db/job-worker.js';
 import { tempDir, type DialectUnderTest } from '../helpers/dialects.js';
 
 export interface JobQueueUnderTest {

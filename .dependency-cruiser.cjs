@@ -1,0 +1,72 @@
+/**
+ * Import boundaries of src/ (docs/architecture.md explains the matrix).
+ * dependency-cruiser cannot parse TypeScript 7, so it cruises the compiled tree: run it on
+ * dist/src after `tsc` (`npm run lint`; scripts/test.sh does so before the tests). Type-only
+ * imports are erased by tsc and so are not checked.
+ * Paths match both src/ and dist/src/ so fixtures in test/ can use either.
+ */
+const root = '^(dist/)?src/';
+
+/** part → the parts it may import (besides itself). Leaves first, the composition root last. */
+const allowed = {
+  config: [],
+  exec: [],
+  logs: [],
+  git: ['exec'],
+  db: [],
+  storage: ['config'],
+  // http/errors.ts and http/validation.ts are the shared kit every part's routes use;
+  // http/server.ts mounts every part's routes (the http part's own composition), see below.
+  http: [],
+  vault: ['http', 'config', 'db'],
+  events: ['db', 'http', 'config'],
+  auth: ['config', 'db', 'http', 'registry', 'vault'],
+  registry: ['auth', 'storage', 'db', 'config'],
+  credentials: ['http', 'config', 'db', 'vault'],
+  builds: ['config', 'db', 'exec', 'git', 'logs', 'http', 'registry', 'credentials'],
+  functions: ['config', 'db', 'exec', 'http', 'registry', 'events'],
+  artifacts: ['config', 'db', 'http', 'registry', 'events'],
+  pipelines: ['config', 'db', 'exec', 'git', 'logs', 'http', 'registry', 'builds', 'functions', 'events'],
+  // The client: the config file format, the wire names it shares with the server, and
+  // main.ts for `slipway serve`/admin commands that run the server in-process.
+  cli: ['config', 'auth', 'builds', 'vault', 'main'],
+};
+const parts = [...Object.keys(allowed), 'main'];
+
+const partRules = Object.entries(allowed).map(([part, may]) => ({
+  name: `part-${part}`,
+  comment: `${part} may import only: ${may.join(', ') || '(no other part)'}`,
+  severity: 'error',
+  from: { path: `${root}${part}/`, pathNot: part === 'http' ? `${root}http/server\\.[jt]s$` : undefined },
+  // http/error-catalog.ts (the one error model, importing nothing) is shared by every part.
+  to: {
+    pathNot: `${root}http/error-catalog\\.[jt]s$`,
+    path: `${root}(${parts.filter((p) => p !== part && !may.includes(p)).map((p) => (p === 'main' ? 'main\\.[jt]s$' : `${p}/`)).join('|')})`,
+  },
+}));
+
+module.exports = {
+  forbidden: [
+    { name: 'no-circular', severity: 'error', comment: 'no import cycles in src', from: { path: root }, to: { circular: true } },
+    {
+      name: 'http-server-mounts-routes-only',
+      comment: 'http/server.ts may import other parts only for their routes (and the http kit)',
+      severity: 'error',
+      from: { path: `${root}http/server\\.[jt]s$` },
+      to: { path: `${root}(?!http/)[^/]+/`, pathNot: `${root}[^/]+/routes\\.[jt]s$` },
+    },
+    {
+      name: 'builds-through-its-entry',
+      comment: 'other parts use builds through src/builds/index.ts; main.ts and http/server.ts wire its service, driver map and routes, and the cli runs buildah itself for local builds',
+      severity: 'error',
+      from: { path: root, pathNot: `${root}(builds/|main\\.[jt]s$|http/server\\.[jt]s$|cli/)` },
+      to: { path: `${root}builds/`, pathNot: `${root}builds/index\\.[jt]s$` },
+    },
+    ...partRules,
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: 'node_modules' },
+    moduleSystems: ['es6'],
+  },
+};
