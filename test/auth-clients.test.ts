@@ -16,6 +16,7 @@ import { after, before, describe, test } from 'node:test';
 import { startTestServer, tempDir, type TestServer } from './helpers/harness.js';
 import { killAllChildren, requireCommands, run, type RunOptions } from './helpers/commands.js';
 import { writeOciLayout } from './helpers/oci-layout.js';
+import { createApiClient } from './helpers/api-client.js';
 
 const busybox = '/bin/busybox';
 const adminPassword = `admin-${randomBytes(8).toString('hex')}`;
@@ -59,11 +60,7 @@ describe('real clients log in to an access-controlled registry', { timeout: 1_80
   /** What the contributor's buildah push stored, for the tests after it. */
   let pushed: { ref: string; digest: string; message: string } | undefined;
 
-  const api = async (method: string, url: string, auth: string, body?: unknown) => {
-    const response = await fetch(`${ts.url}${url}`, { method, headers: { authorization: auth, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
-    const text = await response.text();
-    return { status: response.status, text, body: text ? JSON.parse(text) as Record<string, unknown> : {} };
-  };
+  const api = (method: string, url: string, auth: string, body?: unknown) => createApiClient(ts.url, auth).request<Record<string, unknown>>(method, url, body);
   const manifestStatus = async (name: string, reference: string) => {
     const response = await fetch(`${ts.url}/v2/${name}/manifests/${reference}`, { headers: { authorization: basic('admin', adminPassword), accept: manifestAccept } });
     await response.arrayBuffer();

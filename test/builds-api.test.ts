@@ -9,31 +9,23 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
-import { startTestServer, tempDir, type TestServer } from './helpers/harness.js';
+import { dialects, startTestServer, tempDir, type TestServer } from './helpers/harness.js';
 import { killAllChildren, requireCommands, run } from './helpers/commands.js';
+import { createApiClient } from './helpers/api-client.js';
 import { BuildahDriver } from '../src/builds/buildah-driver.js';
 import { assembleNodeRootfs, importBaseImage } from '../src/builds/base-image.js';
 
 const adminPassword = 'builds-admin-Pa55';
 const admin = `Basic ${Buffer.from(`admin:${adminPassword}`).toString('base64')}`;
 
-describe('artifact-storage API with real builds', { timeout: 900_000 }, () => {
+for (const dialect of dialects) describe(`artifact-storage API with real builds (${dialect.name})`, { timeout: 900_000 }, () => {
   let ts: TestServer;
   let work: { path: string; remove(): Promise<void> };
   let host: string;
   let driver: BuildahDriver;
   let external: TestServer;
 
-  const api = async (method: string, url: string, body?: unknown, headers: Record<string, string> = {}) => {
-    const response = await fetch(`${ts.url}${url}`, {
-      method, body: body instanceof FormData ? body : body ? JSON.stringify(body) : undefined,
-      headers: { authorization: admin, ...(body && !(body instanceof FormData) ? { 'content-type': 'application/json' } : {}), ...headers },
-    });
-    const text = await response.text();
-    let json: Record<string, unknown> = {};
-    try { json = JSON.parse(text) as Record<string, unknown>; } catch { json = { text }; }
-    return { status: response.status, body: json, headers: response.headers };
-  };
+  const api = (method: string, url: string, body?: unknown, headers: Record<string, string> = {}) => createApiClient(ts.url, admin).request<Record<string, any>>(method, url, body, { headers });
 
   /** tar.gz of `files` made with the tar CLI. */
   const contextTarball = async (name: string, files: Record<string, string>): Promise<Blob> => {
@@ -60,7 +52,7 @@ describe('artifact-storage API with real builds', { timeout: 900_000 }, () => {
     const storage = { storageRoot: path.join(work.path, 'storage'), runRoot: path.join(work.path, 'runroot'), storageDriver: 'overlay' as const };
     // A second registry (another Slipway with auth) stands in for an external one.
     external = await startTestServer({ config: { auth: { enabled: true, adminPassword: 'external-Pa55word' } } });
-    ts = await startTestServer({ config: { auth: { enabled: true, adminPassword }, builds: { buildah: storage, maxContextBytes: 4 * 1024 * 1024, concurrency: 2, insecureRegistries: [new URL(external.url).host] } } });
+    ts = await startTestServer({ dialect, config: { auth: { enabled: true, adminPassword }, builds: { buildah: storage, maxContextBytes: 4 * 1024 * 1024, concurrency: 2, insecureRegistries: [new URL(external.url).host] } } });
     host = new URL(ts.url).host;
     driver = new BuildahDriver({ storage: { root: storage.storageRoot, runRoot: storage.runRoot, driver: 'overlay' }, tmpDir: work.path });
     const rootfs = path.join(work.path, 'rootfs');

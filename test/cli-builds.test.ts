@@ -18,6 +18,7 @@ import { parseBuildArgs, parseCommand } from '../src/cli/build-commands.js';
 import { formatElapsed, phaseOf } from '../src/cli/build-progress.js';
 import { startTestServer, tempDir, type TestServer } from './helpers/harness.js';
 import { cleanEnv, killAllChildren, killTree, requireCommands, run, slipwayBin, spawnTracked, type CommandResult } from './helpers/commands.js';
+import { createApiClient } from './helpers/api-client.js';
 
 const adminPassword = 'cli-builds-admin-Pa55';
 const admin = `Basic ${Buffer.from(`admin:${adminPassword}`).toString('base64')}`;
@@ -64,17 +65,7 @@ describe('slipway build, component, builds and base-image import', { timeout: 1_
   const cli = (args: string[], options: { input?: string; env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}) =>
     run(process.execPath, [slipwayBin, ...args], { cwd: options.cwd ?? work.path, env: cleanEnv({ ...env, ...options.env }), input: options.input, timeoutMs: options.timeoutMs ?? 280_000, allowFailure: true });
 
-  const api = async <T = Record<string, unknown>>(method: string, url: string, body?: unknown): Promise<{ status: number; body: T; headers: Headers }> => {
-    const response = await fetch(`${ts.url}${url}`, { method, headers: { authorization: admin, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
-    const text = await response.text();
-    let parsed: unknown = text;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      // not JSON
-    }
-    return { status: response.status, body: parsed as T, headers: response.headers };
-  };
+  const api = <T = Record<string, unknown>>(method: string, url: string, body?: unknown) => createApiClient(ts.url, admin).request<T>(method, url, body);
 
   const waitForStatus = async (id: string, wanted: (status: string) => boolean, timeoutMs = 60_000): Promise<string> => {
     const deadline = Date.now() + timeoutMs;

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { dialects, startTestServer, type TestServer } from './helpers/harness.js';
+import { createApiClient } from './helpers/api-client.js';
 
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 const bearer = (key: string) => `Bearer ${key}`;
@@ -43,19 +44,16 @@ class Api {
   readonly seen: Seen[] = [];
   constructor(readonly base: string) {}
 
-  /** JSON in (or `raw` text), JSON out when the answer is JSON. */
+  /** JSON in (or `raw` text), JSON out when the answer is JSON; every answer is recorded in `seen`. */
   async call(method: string, url: string, auth: string | undefined, body?: unknown, options: { exempt?: boolean; raw?: string; contentType?: string } = {}): Promise<Reply> {
-    const payload = options.raw ?? (body === undefined ? undefined : JSON.stringify(body));
-    const headers: Record<string, string> = {};
-    if (auth) headers.authorization = auth;
-    if (payload !== undefined) headers['content-type'] = options.contentType ?? 'application/json';
-    const response = await fetch(`${this.base}${url}`, { method, headers, body: payload });
-    const text = await response.text();
+    const payload = options.raw !== undefined ? Buffer.from(options.raw) : body;
+    const headers: Record<string, string> = payload !== undefined ? { 'content-type': options.contentType ?? 'application/json' } : {};
+    const response = await createApiClient(this.base, auth).request(method, url, payload, { headers });
     const headerText = [...response.headers.entries()].map(([k, v]) => `${k}: ${v}`).join('\n');
-    this.seen.push({ method, url, status: response.status, text: `${response.status}\n${headerText}\n\n${text}`, exempt: options.exempt ?? false });
-    let parsed: unknown = undefined;
-    if (text && (response.headers.get('content-type') ?? '').includes('json')) parsed = JSON.parse(text);
-    return { status: response.status, text, body: parsed, headers: response.headers };
+    this.seen.push({ method, url, status: response.status, text: `${response.status}\n${headerText}\n\n${response.text}`, exempt: options.exempt ?? false });
+    // Only an answer that says it is JSON counts as parsed.
+    const parsed = response.text && (response.headers.get('content-type') ?? '').includes('json') ? response.body : undefined;
+    return { status: response.status, text: response.text, body: parsed, headers: response.headers };
   }
 }
 

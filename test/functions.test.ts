@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import { startTestServer, type TestServer } from './helpers/harness.js';
+import { dialects, startTestServer, type TestServer } from './helpers/harness.js';
 import { requireCommands } from './helpers/commands.js';
 import { assertNoLeftovers, eventually, instancePrefix, leftovers, sleep } from './helpers/functions.js';
 import { createApiClient, type Requester } from './helpers/api-client.js';
@@ -18,7 +18,8 @@ import { buildFixtureVersion, buildFunctionImages, buildWork, type BuildWork, ty
 
 const ns = 'fns';
 
-describe('functions', { timeout: 900_000 }, () => {
+// Both dialects: deploys, revisions, instances and the durable async queue live in the db.
+for (const dialect of dialects) describe(`functions (${dialect.name})`, { timeout: 900_000 }, () => {
   let ts: TestServer;
   let call: Requester;
   let images: FunctionImages;
@@ -28,7 +29,7 @@ describe('functions', { timeout: 900_000 }, () => {
   before(async () => {
     await requireCommands({ runc: 'runc', ip: 'iproute2', buildah: 'buildah' });
     work = await buildWork();
-    ts = await startTestServer({ config: { builds: work.builds, functions: { enabled: true, startTimeout: '4s', maxBodyBytes: 1024 * 1024, maxAsyncBodyBytes: 64 * 1024 } } });
+    ts = await startTestServer({ dialect, config: { builds: work.builds, functions: { enabled: true, startTimeout: '4s', maxBodyBytes: 1024 * 1024, maxAsyncBodyBytes: 64 * 1024 } } });
     call = createApiClient(ts.url).request;
     prefix = await instancePrefix(ts.dataDir);
     images = await buildFunctionImages(ts, work, { namespace: ns });

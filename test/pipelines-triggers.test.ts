@@ -32,7 +32,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../src/config/config.js';
 import { startServer, type RunningServer } from '../src/main.js';
-import { tempDir, type TestServer } from './helpers/harness.js';
+import { dialects, tempDir, type TestServer } from './helpers/harness.js';
 import { repoRoot, requireCommands, run } from './helpers/commands.js';
 import { assertNoLeftovers, eventually, instancePrefix, sleep } from './helpers/functions.js';
 import { createApiClient } from './helpers/api-client.js';
@@ -80,9 +80,10 @@ async function processesWith(uid: number, needle: string): Promise<number[]> {
   return found;
 }
 
-describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, () => {
+for (const dialect of dialects) describe(`pipeline triggers, run control and restarts (${dialect.name})`, { timeout: 240_000 }, () => {
   let work: BuildWork;
   let dataDir: { path: string; remove(): Promise<void> };
+  let database: { url: string; drop(): Promise<void> } | undefined;
   let config: Config;
   let server: RunningServer | undefined;
   let prefix: string;
@@ -157,9 +158,10 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
     work = await buildWork();
     dataDir = await tempDir('slipway-trig-data-');
     prefix = await instancePrefix(dataDir.path);
+    database = await dialect.create();
     config = loadConfig({
       flags: {
-        listen: '127.0.0.1:0', dataDir: dataDir.path, database: 'sqlite', log: { level: 'warn', requests: false },
+        listen: '127.0.0.1:0', dataDir: dataDir.path, database: database.url, log: { level: 'warn', requests: false },
         builds: work.builds, registry: { gc: { interval: 0 } }, functions: { enabled: true, startTimeout: '10s' },
         auth: { enabled: false }, pipelines: { concurrency: 8 },
       },
@@ -175,6 +177,7 @@ describe('pipeline triggers, run control and restarts', { timeout: 240_000 }, ()
       for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
       await work?.cleanup();
       await dataDir?.remove();
+      await database?.drop();
     }
   });
 

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { createHmac, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { startTestServer, tempDir, type TestServer } from './helpers/harness.js';
+import { dialects, startTestServer, tempDir, type TestServer } from './helpers/harness.js';
 import { repoRoot, requireCommands, run } from './helpers/commands.js';
 import { assertNoLeftovers, instancePrefix } from './helpers/functions.js';
 import { createApiClient, type Requester } from './helpers/api-client.js';
@@ -53,7 +53,7 @@ async function git(dir: string, ...args: string[]): Promise<string> {
   return result.stdout.trim();
 }
 
-describe('pipelines end to end', { timeout: 900_000 }, () => {
+for (const dialect of dialects) describe(`pipelines end to end (${dialect.name})`, { timeout: 900_000 }, () => {
   let ts: TestServer;
   let call: Requester;
   let work: BuildWork;
@@ -104,7 +104,7 @@ describe('pipelines end to end', { timeout: 900_000 }, () => {
   before(async () => {
     await requireCommands({ runc: 'runc', ip: 'iproute2', buildah: 'buildah', git: 'git' });
     work = await buildWork();
-    ts = await startTestServer({ config: { builds: work.builds, functions: { enabled: true, startTimeout: '10s' }, pipelines: { concurrency: 1, shellUid: 1301, shellGid: 1301 } } });
+    ts = await startTestServer({ dialect, config: { builds: work.builds, functions: { enabled: true, startTimeout: '10s' }, pipelines: { concurrency: 1, shellUid: 1301, shellGid: 1301 } } });
     call = createApiClient(ts.url).request;
     prefix = await instancePrefix(ts.dataDir);
     await importBase(ts, work);

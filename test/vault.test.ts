@@ -246,6 +246,7 @@ for (const dialect of dialects) {
           dialect: base.dialect,
           kysely: base.kysely,
           close: () => base.close(),
+          lockKey: (trx, key) => base.lockKey(trx, key),
           write: async (fn) => {
             const result = await base.write(fn);
             const hook = afterCommit;

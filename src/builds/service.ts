@@ -17,7 +17,8 @@ import type { ExternalRegistries } from '../credentials/service.js';
 import type { NamespaceSecrets } from '../vault/secrets.js';
 import type { Database } from '../db/db.js';
 import type { JobQueueApi } from '../db/job-queue.js';
-import type { JobStatus } from '../db/schema.js';
+import type { JobStatus, Tables } from '../db/schema.js';
+import type { Kysely } from 'kysely';
 import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
 import type { BuildDriver } from './build-driver.js';
@@ -72,6 +73,9 @@ export class BuildNotFoundError extends SlipwayError {
 
 /** What the build service uses of the durable queue (the `jobs` table is db/job-queue's). */
 export type BuildQueue = Pick<JobQueueApi, 'enqueue' | 'cancel' | 'getMany'>;
+
+/** What a build row records besides its identity and requester. */
+interface BuildRowFields { component: string | null; branch: string | null; tag: string | null; architecture: string; source: Record<string, unknown>; image_name: string }
 
 interface JobPayload {
   buildId: string;
@@ -161,25 +165,42 @@ export class BuildService {
       if (error instanceof NamingError) throw new BuildInputError(error.message);
       throw error;
     }
-    const existing = await this.deps.db.kysely.selectFrom('builds').select('id')
-      .where('namespace', '=', namespace).where('kind', '=', 'component').where('component', '=', input.component)
-      .where('tag', '=', input.tag).where('architecture', '=', input.architecture).where('status', 'in', ['queued', 'running'])
-      .executeTakeFirst();
-    if (existing) return this.get(namespace, existing.id);
-    return this.record(namespace, this.newBuildId(), 'component', {
-      component: input.component, branch: null, tag: input.tag, architecture: input.architecture,
-      source: { type: 'git', url: input.url, ref: input.tag }, image_name: `${this.deps.registryHost()}/${repository}:${reference}`,
-    }, requester);
+    // Check and insert under one lock on the component's key: parallel requests (on this or
+    // another replica) for a missing component start one build, and the rest wait for it.
+    const { db } = this.deps;
+    const id = this.newBuildId();
+    const existing = await db.write(async (trx) => {
+      await db.lockKey(trx, `builds:component:${namespace}:${input.component}:${input.tag}:${input.architecture}`);
+      const running = await trx.selectFrom('builds').select('id')
+        .where('namespace', '=', namespace).where('kind', '=', 'component').where('component', '=', input.component)
+        .where('tag', '=', input.tag).where('architecture', '=', input.architecture).where('status', 'in', ['queued', 'running'])
+        .executeTakeFirst();
+      if (running) return running.id;
+      await this.insertRow(trx, namespace, id, 'component', {
+        component: input.component, branch: null, tag: input.tag, architecture: input.architecture,
+        source: { type: 'git', url: input.url, ref: input.tag }, image_name: `${this.deps.registryHost()}/${repository}:${reference}`,
+      }, requester);
+      return undefined;
+    });
+    if (existing) return this.get(namespace, existing);
+    return this.enqueue(namespace, id);
   }
 
-  private async record(namespace: string, id: string, kind: BuildKind, fields: { component: string | null; branch: string | null; tag: string | null; architecture: string; source: Record<string, unknown>; image_name: string }, requester: Requester): Promise<BuildView> {
-    const now = Date.now();
-    await this.deps.db.write((trx) => trx.insertInto('builds').values({
+  private async record(namespace: string, id: string, kind: BuildKind, fields: BuildRowFields, requester: Requester): Promise<BuildView> {
+    await this.deps.db.write((trx) => this.insertRow(trx, namespace, id, kind, fields, requester));
+    return this.enqueue(namespace, id);
+  }
+
+  private async insertRow(trx: Kysely<Tables>, namespace: string, id: string, kind: BuildKind, fields: BuildRowFields, requester: Requester): Promise<void> {
+    await trx.insertInto('builds').values({
       id, namespace, kind, job_id: id, status: 'queued', component: fields.component, branch: fields.branch, tag: fields.tag,
       architecture: fields.architecture, source: JSON.stringify(fields.source), image_name: fields.image_name, digest: null,
       error_message: null, requested_by: requester.principal?.name ?? null, linux_username: requester.linuxUsername ?? null,
-      github_username: requester.githubUsername ?? null, created_at: now, started_at: null, finished_at: null,
-    }).execute());
+      github_username: requester.githubUsername ?? null, created_at: Date.now(), started_at: null, finished_at: null,
+    }).execute();
+  }
+
+  private async enqueue(namespace: string, id: string): Promise<BuildView> {
     const payload: JobPayload = { buildId: id };
     await this.deps.queue.enqueue('builds', payload, { id, timeoutMs: this.deps.config.timeout, maxAttempts: 2 });
     return this.get(namespace, id);

@@ -22,6 +22,12 @@ export interface Database {
   readonly kysely: Kysely<Tables>;
   /** Runs `fn` in a write transaction; retried as a whole on transient conflicts. */
   write<T>(fn: (trx: Kysely<Tables>) => Promise<T>): Promise<T>;
+  /**
+   * Inside `write`: no other transaction that locks the same `key` runs until this one ends,
+   * so a check-then-insert on `key` is atomic. SQLite's write transactions are serialised
+   * already (BEGIN IMMEDIATE); PostgreSQL takes a transaction-scoped advisory lock.
+   */
+  lockKey(trx: Kysely<Tables>, key: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -75,6 +81,7 @@ function openSqlite(dataDir: string): Database {
         throw error;
       }
     })),
+    lockKey: async () => undefined, // BEGIN IMMEDIATE holds the one write lock already
     close: () => kysely.destroy(),
   };
 }
@@ -94,6 +101,9 @@ function openPostgres(url: string): Database {
     dialect: 'postgres',
     kysely,
     write: (fn) => withRetry(() => kysely.transaction().execute(fn)),
+    lockKey: async (trx, key) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${key}, 0))`.execute(trx);
+    },
     close: () => kysely.destroy(),
   };
 }
