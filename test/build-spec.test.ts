@@ -11,9 +11,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import {
   BuildSpecError,
-  findBuildSpec,
   formatBuildSpecWarning,
-  loadBuildSpec,
   parseBuildSpec,
   placeholderValues,
   predefinedVariables,
@@ -22,6 +20,7 @@ import {
   stepEnvironment,
   substitutePlaceholders,
 } from '../src/builds/build-spec.js';
+import { findBuildSpec, loadBuildSpec } from '../src/builds/build-spec-file.js';
 import { tempDir } from './helpers/harness.js';
 
 const timeout = 60_000;

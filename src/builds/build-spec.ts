@@ -15,12 +15,14 @@
  * and exported variables in the artifact fields and `env.variables` values (`resolveBuildSpec`);
  * step commands are left alone, their shell expands the same names from the step environment
  * (`stepEnvironment`). `$${NAME}` stands for a literal `${NAME}`.
+ *
+ * The zod schema is in build-spec-schema.ts; finding and reading the file in build-spec-file.ts.
  */
 import { SlipwayError } from '../http/error-catalog.js';
-import { lstat, open, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
-import { z } from 'zod';
+import type { z } from 'zod';
+import { specSchema, type failureStepSchema, type ParsedSpec } from './build-spec-schema.js';
 import { dropKeys, splitUnknownKeys } from './unknown-keys.js';
 
 export interface BuildSpecIssue {
@@ -113,159 +115,6 @@ export const buildSpecFileNames = ['build_spec.yaml', 'build_spec.yml', '.slipwa
 
 /** Largest build-spec file `loadBuildSpec` reads. */
 export const maxBuildSpecBytes = 1024 * 1024;
-
-// ---------------------------------------------------------------------------------------------
-// Schema
-// ---------------------------------------------------------------------------------------------
-
-type IssueInput = { input?: unknown };
-
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'a list';
-  if (typeof value === 'object') return 'a map';
-  if (typeof value === 'string') return `the text ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
-  return `${typeof value} ${String(value)}`;
-}
-
-function required(what: string) {
-  return (issue: IssueInput) => (issue.input === undefined ? `is required (${what})` : `must be ${what}, not ${describe(issue.input)}`);
-}
-
-const text = (what = 'text') => z.string({ error: required(what) }).min(1, { error: 'must not be empty' });
-/** YAML scalars that stand for text: numbers and booleans are taken as written. */
-const scalarText = z.union([z.string(), z.number(), z.boolean()], { error: required('text') }).transform(String);
-const positiveInt = z
-  .number({ error: required('a whole number of seconds') })
-  .int({ error: 'must be a whole number of seconds' })
-  .positive({ error: 'must be more than 0' })
-  .max(7 * 24 * 3600, { error: 'must be at most 604800 (7 days)' });
-const bool = z.boolean({ error: required('true or false') });
-const shell = z.enum(['bash', 'sh'], { error: (issue: IssueInput) => `unsupported shell ${describe(issue.input)}; supported: bash, sh` });
-const envName = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-/** A YAML map that may be empty (`variables:` with nothing under it is null). */
-function nameMap(valueSchema: z.ZodType<string, unknown>) {
-  return z
-    .record(z.string(), valueSchema, { error: required('a map of NAME: value') })
-    .nullish()
-    .superRefine((value, ctx) => {
-      for (const key of Object.keys(value ?? {})) {
-        if (!envName.test(key)) ctx.addIssue({ code: 'custom', path: [key], message: `${JSON.stringify(key)} is not a valid variable name (letters, digits and _, not starting with a digit)` });
-      }
-    })
-    .transform((value) => ({ ...(value ?? {}) }));
-}
-
-const stepFields = {
-  type: z.string({ error: required('Command') }).refine((value) => value === 'Command', {
-    error: (issue: IssueInput) => `unsupported step type ${JSON.stringify(issue.input)}; supported step types: Command`,
-  }),
-  name: text().optional(),
-  command: text('a command or a script'),
-  timeoutInSeconds: positiveInt.optional(),
-  failImmediatelyOnError: bool.optional(),
-  shell: shell.optional(),
-  runAs: text().optional(),
-};
-
-const failureStepSchema = z.strictObject(stepFields, { error: required('a step (a map)') });
-const stepSchema = z.strictObject(
-  { ...stepFields, onFailure: z.array(failureStepSchema, { error: required('a list of Command steps') }).nullish() },
-  { error: required('a step (a map)') },
-);
-
-const inputArtifactTypes = ['GENERIC_ARTIFACT', 'STAGE_ARTIFACT', 'URL'] as const;
-const inputArtifactSchema = z
-  .strictObject(
-    {
-      name: text(),
-      type: z.enum(inputArtifactTypes, {
-        error: (issue: IssueInput) => (issue.input === undefined ? `is required (${inputArtifactTypes.join(', ')})` : `unsupported input artifact type ${describe(issue.input)}; supported: ${inputArtifactTypes.join(', ')}`),
-      }),
-      location: text('a path on the build runner'),
-      artifactId: text().optional(),
-      registryId: text().optional(),
-      path: text().optional(),
-      version: scalarText.optional(),
-      url: text('a URL').optional(),
-    },
-    { error: required('an input artifact (a map)') },
-  )
-  .superRefine((artifact, ctx) => {
-    const allowed: Record<(typeof inputArtifactTypes)[number], string[]> = {
-      GENERIC_ARTIFACT: ['artifactId', 'registryId', 'path', 'version'],
-      STAGE_ARTIFACT: [],
-      URL: ['url'],
-    };
-    for (const key of ['artifactId', 'registryId', 'path', 'version', 'url'] as const) {
-      if (artifact[key] !== undefined && !allowed[artifact.type].includes(key)) {
-        ctx.addIssue({ code: 'custom', path: [key], message: `is not a key of ${artifact.type} input artifacts` });
-      }
-    }
-    if (artifact.type === 'URL' && artifact.url === undefined) ctx.addIssue({ code: 'custom', path: ['url'], message: 'is required for URL input artifacts' });
-    if (artifact.type === 'GENERIC_ARTIFACT' && artifact.artifactId === undefined && (artifact.registryId === undefined || artifact.path === undefined || artifact.version === undefined)) {
-      ctx.addIssue({ code: 'custom', path: [], message: 'a GENERIC_ARTIFACT needs artifactId, or registryId with path and version' });
-    }
-  });
-
-const outputArtifactTypes = ['BINARY', 'DOCKER_IMAGE'] as const;
-const outputArtifactSchema = z.strictObject(
-  {
-    name: text(),
-    type: z.enum(outputArtifactTypes, { error: (issue: IssueInput) => `unsupported output artifact type ${describe(issue.input)}; supported: ${outputArtifactTypes.join(', ')}` }),
-    location: text('an image name:tag or a file path'),
-    version: scalarText.optional(),
-  },
-  { error: required('an output artifact (a map)') },
-);
-
-/** Artifact names are unique within inputs and within outputs (later stages refer to them by name). */
-function uniqueNames(kind: 'input' | 'output') {
-  return (artifacts: Array<{ name: string }>, ctx: z.RefinementCtx) => {
-    const seen = new Set<string>();
-    artifacts.forEach((artifact, index) => {
-      if (seen.has(artifact.name)) ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `duplicate ${kind} artifact name ${JSON.stringify(artifact.name)}` });
-      seen.add(artifact.name);
-    });
-  };
-}
-
-const specSchema = z
-  .strictObject(
-    {
-      version: z.union([z.literal(0.1), z.literal('0.1')], { error: (issue: IssueInput) => (issue.input === undefined ? 'is required (0.1)' : `must be 0.1, not ${describe(issue.input)}`) }),
-      component: z.enum(['build', 'command'], { error: (issue: IssueInput) => `unsupported component ${describe(issue.input)}; supported: build, command` }).optional(),
-      timeoutInSeconds: positiveInt.optional(),
-      runAs: text().optional(),
-      shell: shell.optional(),
-      failImmediatelyOnError: bool.optional(),
-      env: z
-        .strictObject(
-          {
-            variables: nameMap(scalarText),
-            vaultVariables: nameMap(text('a secret reference')),
-            exportedVariables: z
-              .array(
-                z.string({ error: required('a variable name') }).superRefine((name, ctx) => {
-                  if (!/^[A-Za-z0-9_]+$/.test(name)) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(name)} is not a valid name (ASCII letters, digits and _)` });
-                  else if (/^oci/i.test(name)) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(name)} must not start with "oci" (reserved for predefined variables)` });
-                }),
-                { error: required('a list of variable names') },
-              )
-              .nullish(),
-          },
-          { error: required('a map with variables, vaultVariables, exportedVariables') },
-        )
-        .nullish(),
-      inputArtifacts: z.array(inputArtifactSchema, { error: required('a list of input artifacts') }).superRefine(uniqueNames('input')).nullish(),
-      steps: z.array(stepSchema, { error: required('a list of steps') }).min(1, { error: 'must have at least one step' }),
-      outputArtifacts: z.array(outputArtifactSchema, { error: required('a list of output artifacts') }).superRefine(uniqueNames('output')).nullish(),
-    },
-    { error: required('a map of build-spec keys') },
-  );
-
-type ParsedSpec = z.output<typeof specSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // Parsing
@@ -579,70 +428,4 @@ export function stepEnvironment(spec: BuildSpec, predefined: Record<string, stri
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(spec.env.variables)) env[name] = substitutePlaceholders(value, values);
   return { ...env, ...parameters, ...predefined };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Finding the file
-// ---------------------------------------------------------------------------------------------
-
-function isInside(root: string, candidate: string): boolean {
-  const relative = path.relative(root, candidate);
-  return relative !== '' && !relative.startsWith(`..${path.sep}`) && relative !== '..' && !path.isAbsolute(relative);
-}
-
-/**
- * The build spec of a checked-out repository: `customPath` (a stage's `buildSpecFile`, relative
- * to `dir`) when given, else the first of `build_spec.yaml`, `build_spec.yml`,
- * `.slipway/build_spec.yaml`. Returns its absolute path, or null when there is none. A path (or a
- * symbolic link) that leads outside `dir` is a BuildSpecError.
- */
-export async function findBuildSpec(dir: string, customPath?: string): Promise<string | null> {
-  const root = await realpath(dir);
-  const candidates = customPath !== undefined ? [customPath] : [...buildSpecFileNames];
-  for (const candidate of candidates) {
-    if (customPath !== undefined && (path.isAbsolute(candidate) || candidate.split(/[\\/]/).includes('..'))) {
-      throw new BuildSpecError(`the build spec path ${JSON.stringify(candidate)} must be relative to the repository and stay inside it`);
-    }
-    const full = path.join(root, candidate);
-    let real: string;
-    try {
-      await lstat(full);
-      real = await realpath(full);
-    } catch {
-      continue;
-    }
-    if (!isInside(root, real)) throw new BuildSpecError(`the build spec ${JSON.stringify(candidate)} is a link to outside the repository`);
-    try {
-      if (!(await lstat(real)).isFile()) continue;
-    } catch {
-      continue;
-    }
-    return full;
-  }
-  return null;
-}
-
-/** Finds (see findBuildSpec) and parses a repository's build spec; a missing file is a BuildSpecError. */
-export async function loadBuildSpec(dir: string, customPath?: string, options: { strict?: boolean } = {}): Promise<{ path: string } & ParsedBuildSpec> {
-  const file = await findBuildSpec(dir, customPath);
-  if (file === null) {
-    const names = customPath !== undefined ? JSON.stringify(customPath) : buildSpecFileNames.join(', ');
-    throw new BuildSpecError(`no build spec found in the repository (looked for ${names})`);
-  }
-  const handle = await open(file, 'r');
-  let text: string;
-  try {
-    const buffer = Buffer.alloc(maxBuildSpecBytes + 1);
-    let length = 0;
-    while (length < buffer.length) {
-      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
-      if (bytesRead === 0) break;
-      length += bytesRead;
-    }
-    if (length > maxBuildSpecBytes) throw new BuildSpecError(`${path.relative(dir, file)} is larger than ${maxBuildSpecBytes} bytes`);
-    text = buffer.subarray(0, length).toString('utf8');
-  } finally {
-    await handle.close();
-  }
-  return { path: file, ...readBuildSpec(text, { fileName: path.relative(await realpath(dir), file), strict: options.strict }) };
 }

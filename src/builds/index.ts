@@ -10,7 +10,6 @@ export { BuildError, type BuildDriver, type ImageRoot, type LocalImage, type Reg
 export {
   BuildSpecError,
   formatBuildSpecWarning,
-  loadBuildSpec,
   placeholderValues,
   predefinedVariables,
   resolveBuildSpec,
@@ -18,6 +17,7 @@ export {
   type BuildSpec,
   type FailureStep,
 } from './build-spec.js';
+export { loadBuildSpec } from './build-spec-file.js';
 export { resolveBaseImages } from './base-resolution.js';
 export { pushComponent } from './component-artifact.js';
 export { dropKeys, splitUnknownKeys } from './unknown-keys.js';

@@ -18,8 +18,10 @@
  *   connection is destroyed so the client sees a truncated answer, not a wrong one.
  */
 import type http from 'node:http';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
+import { answerHeaders, bodilessByDefault, dropNamedInConnection, headerObject, lowerCaseNames, recomputed } from './proxy-headers.js';
+import { BodyRelay } from './proxy-body.js';
 
 export interface ProxyTarget { address: string; port: number }
 
@@ -68,110 +70,13 @@ export interface ForwardResult {
   error?: string;
 }
 
-/** Headers that describe one connection, never forwarded in either direction. */
-const hopByHop = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
-
-/**
- * Incoming request headers the proxy drops or recomputes: the hop-by-hop ones, `host` and
- * `x-forwarded-*` (rewritten), `content-length` (re-added when it applies), `expect` (the
- * front server answered any `100-continue` already).
- */
-const recomputed = new Set([...hopByHop, 'host', 'content-length', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host']);
-
-/** Methods for which Node's client would frame an unannounced body as chunked. */
-const bodilessByDefault = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
-
 /** Methods safe to send again when a pooled connection was found closed. */
 const idempotent = new Set(['GET', 'HEAD', 'OPTIONS']);
 
-/** Connection options that are not header names. */
-const connectionOptions = new Set(['close', 'keep-alive', 'upgrade']);
-
 const emptyBody = Buffer.alloc(0);
-
-/** Removes from a flat [name, value, …] list the headers named in a `Connection` value. */
-function dropNamedInConnection(headers: string[], connection: string): void {
-  if (connection === 'keep-alive' || connection === 'close') return; // the usual values, nothing named
-  for (const token of connection.split(',')) {
-    const name = token.trim().toLowerCase();
-    if (!name || connectionOptions.has(name)) continue;
-    for (let i = headers.length - 2; i >= 0; i -= 2) {
-      if (headers[i]!.toLowerCase() === name) headers.splice(i, 2);
-    }
-  }
-}
 
 function uncorkAnswer(res: http.ServerResponse): void {
   res.uncork();
-}
-
-/** The instance's answer headers as a flat list for `writeHead`, without hop-by-hop ones. */
-function answerHeaders(raw: string[]): string[] {
-  const out: string[] = [];
-  let connection: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    const lower = name.toLowerCase();
-    if (hopByHop.has(lower)) {
-      if (lower === 'connection') connection = connection === undefined ? raw[i + 1]! : `${connection}, ${raw[i + 1]!}`;
-      continue;
-    }
-    out.push(name, raw[i + 1]!);
-  }
-  if (connection !== undefined) dropNamedInConnection(out, connection);
-  return out;
-}
-
-/** Flat header list to the object shape of `IncomingMessage.headers` (lower-case names, set-cookie as a list). */
-function headerObject(flat: string[]): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (let i = 0; i < flat.length; i += 2) {
-    const name = flat[i]!.toLowerCase();
-    const value = flat[i + 1]!;
-    const prior = out[name];
-    if (prior === undefined) out[name] = name === 'set-cookie' ? [value] : value;
-    else if (Array.isArray(prior)) prior.push(value);
-    else out[name] = `${prior}, ${value}`;
-  }
-  return out;
-}
-
-/** Extra headers with lower-case names (the same object when they already are). */
-function lowerCaseNames(extra: Record<string, string> | undefined): Record<string, string> | undefined {
-  if (extra === undefined) return undefined;
-  for (const name in extra) {
-    if (name !== name.toLowerCase()) {
-      const out: Record<string, string> = {};
-      for (const key in extra) out[key.toLowerCase()] = extra[key]!;
-      return out;
-    }
-  }
-  return extra;
-}
-
-/**
- * The caller's body as the instance request's body: a separate stream, so that undici ending
- * or destroying it (on a failure) never touches the caller's connection, and so that the
- * bytes are counted against the limit as they pass.
- */
-class BodyRelay extends Readable {
-  constructor(private readonly source: http.IncomingMessage) {
-    super();
-  }
-
-  override _read(): void {
-    this.source.resume();
-  }
-
-  /**
-   * The caller's body is complete. Held back until undici consumes the stream: one already
-   * ended when the request is written would be sent with a Content-Length instead of chunked,
-   * and the framing of a body of unknown length should not depend on how fast the pool was.
-   */
-  finish(): void {
-    if (this.readableFlowing === true) this.push(null);
-    else this.once('resume', () => this.push(null));
-  }
 }
 
 /** Socket errors of undici named the way Node's client names them (the messages callers match). */

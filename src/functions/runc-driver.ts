@@ -12,22 +12,23 @@
  * previous process left.
  *
  * Images are pulled into an ImageStore on the host and unpacked once per digest; instances of
- * one image share its root read-only. `createRuncRuntime()` is the server's factory: it checks
- * that runc is installed and lays out `<dataDir>/functions/`.
+ * one image share its root read-only. `createRuncRuntime()` (runc-runtime.ts) is the server's
+ * factory: it checks that runc is installed and lays out `<dataDir>/functions/`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, readdir, realpath, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { createHash } from 'node:crypto';
-import net from 'node:net';
 import path from 'node:path';
 import { killGroup, runProcess } from '../exec/process.js';
-import { ImageStore, type ImageConfig } from './image-store.js';
+import type { ImageConfig, ImageStore } from './image-store.js';
+import { lines, sleep, waitForPort } from './instance-io.js';
 import { NAME_PREFIX, NetnsManager, type InstanceNetwork } from './netns.js';
 import {
   InstanceExitedError, instanceProcess, pinnedReference, type ImageRequest, type InstanceEndpoint, type InstanceSpec, type InstanceStats, type LogFn,
-  type PulledImage, type RuntimeDriver, RuntimeUnavailableError,
+  type PulledImage, type RuntimeDriver,
 } from './runtime-driver.js';
+
+export { waitForPort } from './instance-io.js';
 
 export interface RuncDriverOptions {
   /** Where images are pulled to and unpacked (roots are shared read-only by the instances of an image). */
@@ -63,51 +64,6 @@ interface Instance {
 }
 
 const defaultPath = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function lines(stream: NodeJS.ReadableStream, emit: (line: string) => void): Promise<void> {
-  return new Promise((resolve) => {
-    let pending = '';
-    const decoder = new TextDecoder();
-    stream.on('data', (chunk: Buffer) => {
-      pending += decoder.decode(chunk, { stream: true });
-      let i: number;
-      while ((i = pending.indexOf('\n')) >= 0) {
-        emit(pending.slice(0, i).replace(/\r$/, ''));
-        pending = pending.slice(i + 1);
-      }
-    });
-    const end = () => {
-      pending += decoder.decode();
-      if (pending) emit(pending);
-      pending = '';
-      resolve();
-    };
-    stream.on('end', end);
-    stream.on('error', end);
-  });
-}
-
-/** Resolves once a TCP connection to address:port succeeds; rejects after timeoutMs. */
-export async function waitForPort(address: string, port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = net.connect({ host: address, port });
-      const timer = setTimeout(() => finish(false), Math.max(50, Math.min(1000, deadline - Date.now())));
-      function finish(result: boolean) {
-        clearTimeout(timer);
-        socket.destroy();
-        resolve(result);
-      }
-      socket.once('connect', () => finish(true));
-      socket.once('error', () => finish(false));
-    });
-    if (ok) return;
-    if (Date.now() >= deadline) throw new Error(`${address}:${port} did not accept connections within ${timeoutMs} ms`);
-    await sleep(5);
-  }
-}
 
 export class RuncDriver implements RuntimeDriver {
   private readonly instances = new Map<string, Instance>();
@@ -480,27 +436,3 @@ export class RuncDriver implements RuntimeDriver {
   }
 }
 
-/** What the server's runc runtime is made from (`functions.*` of the config). */
-export interface RuncRuntimeSettings {
-  /** The data folder: `functions/{images,bundles,runc}` live in it. */
-  dataDir: string;
-  /** Addresses of instances: one /30 per instance. */
-  addressPool: string;
-}
-
-/**
- * The server's runc driver. Its container ids, namespaces and bundles carry a prefix derived from
- * the data folder, so two servers on one host never clean up each other's instances. Throws
- * RuntimeUnavailableError when runc is not installed.
- */
-export async function createRuncRuntime(settings: RuncRuntimeSettings): Promise<RuncDriver> {
-  const runc = await runProcess('runc', ['--version'], { captureStdout: true, timeoutMs: 10_000, graceMs: 500 }).catch(() => null);
-  if (!runc || runc.code !== 0) throw new RuntimeUnavailableError('runc is not installed (apt-get install runc)');
-  const dir = path.join(settings.dataDir, 'functions');
-  await mkdir(path.join(dir, 'bundles'), { recursive: true });
-  const prefix = `slw-${createHash('sha256').update(await realpath(settings.dataDir)).digest('hex').slice(0, 6)}-`;
-  return new RuncDriver({
-    images: new ImageStore(path.join(dir, 'images')),
-    stateDir: path.join(dir, 'bundles'), runcRoot: path.join(dir, 'runc'), pool: settings.addressPool, prefix, spareNetworks: 2,
-  });
-}

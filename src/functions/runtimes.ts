@@ -5,7 +5,7 @@
  * Test suite: test/suites/runtime-driver.ts.
  */
 import type { RuntimeName } from '../config/config.js';
-import { createRuncRuntime } from './runc-driver.js';
+import { createRuncRuntime } from './runc-runtime.js';
 import type { RuntimeDriver } from './runtime-driver.js';
 
 export interface RuntimeSettings {
