@@ -11,20 +11,21 @@
  * failed or was cancelled. API errors are shown as the server's message (exit 1), bad flags or
  * files as usage errors (exit 2).
  */
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Option, type Command } from 'commander';
-import { parse as parseYaml, stringify as toYaml } from 'yaml';
+import { stringify as toYaml } from 'yaml';
 import type { ArtefactVersionView } from '../artifacts/service.js';
 import type { PipelineView } from '../pipelines/service.js';
-import type { RunView, StageState, StepState } from '../pipelines/runs.js';
+import type { RunView } from '../pipelines/runs.js';
 import { ApiRequestError, responseError } from './client.js';
-import { formatElapsed } from './build-progress.js';
 import { CommandError, UsageError } from './errors.js';
-import { withSession, type Session } from './session-commands.js';
+import { api, artefactsPath, finalStatuses, followAndReport, pipelinePath, pipelinesPath, runPath, type Env } from './pipeline-api.js';
+import { parseParameters, readDocument, runNumber } from './pipeline-files.js';
+import { countStages, describeRun, describeTrigger, duration, short, table } from './pipeline-output.js';
 
-type Env = Record<string, string | undefined>;
+// Re-exported: tests and other callers import these from here.
+export { followRun } from './pipeline-api.js';
+export { parseDocument, parseParameters, runNumber } from './pipeline-files.js';
+export { describeRun, runSummary, table } from './pipeline-output.js';
 
 interface ServerFlags {
   server?: string;
@@ -32,315 +33,12 @@ interface ServerFlags {
   json?: boolean;
 }
 
-const finalStatuses = new Set(['succeeded', 'failed', 'cancelled']);
 const collect = (value: string, previous: string[]) => [...previous, value];
-
-// ---- helpers (exported for tests) -------------------------------------------------------------
-
-/** `-p NAME=VALUE` flags → parameters; the value may be empty or hold `=`. */
-export function parseParameters(values: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const value of values) {
-    const at = value.indexOf('=');
-    if (at <= 0) throw new UsageError(`-p/--param takes NAME=VALUE, got "${value}"`);
-    const name = value.slice(0, at);
-    if (!/^[a-zA-Z][a-zA-Z_0-9]*$/.test(name)) throw new UsageError(`-p/--param: "${name}" is not a parameter name (letters, digits and _, starting with a letter)`);
-    if (name in out) throw new UsageError(`-p/--param: ${name} is given twice`);
-    out[name] = value.slice(at + 1);
-  }
-  return out;
-}
-
-/** A run number argument. */
-export function runNumber(value: string): number {
-  if (!/^[1-9]\d{0,9}$/.test(value)) throw new UsageError(`run numbers are positive whole numbers, got "${value}"`);
-  return Number(value);
-}
-
-/** A pipeline (or Score) file: JSON or YAML, by extension, else whichever parses. */
-export function parseDocument(text: string, file: string): unknown {
-  const ext = path.extname(file).toLowerCase();
-  const asYaml = () => {
-    try {
-      return parseYaml(text, { prettyErrors: true }) as unknown;
-    } catch (error) {
-      throw new UsageError(`${file} is not valid YAML: ${(error as Error).message.split('\n')[0]}`);
-    }
-  };
-  const asJson = () => {
-    try {
-      return JSON.parse(text) as unknown;
-    } catch (error) {
-      throw new UsageError(`${file} is not valid JSON: ${(error as Error).message}`);
-    }
-  };
-  if (ext === '.json') return asJson();
-  // YAML is a superset of JSON: files of any other name are read as YAML.
-  return asYaml();
-}
-
-async function readDocument(file: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = file === '-' ? (await readStdin()).toString('utf8') : await readFile(file, 'utf8');
-  } catch (error) {
-    throw new UsageError(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message}`);
-  }
-  const document = parseDocument(text, file === '-' ? 'stdin.yaml' : file);
-  if (typeof document !== 'object' || document === null || Array.isArray(document)) throw new UsageError(`${file}: expected a mapping (an object) at the top`);
-  return document;
-}
-
-export function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  return [header, ...rows].map((line) => line.map((cell, i) => (i === line.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
-}
-
-const duration = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : ms < 1000 ? `${ms} ms` : formatElapsed(ms));
-const short = (sha: string | null | undefined, n = 12) => (sha ? sha.slice(0, n) : '-');
-
-function describeTrigger(run: Pick<RunView, 'trigger'>): string {
-  const t = run.trigger;
-  switch (t.type) {
-    case 'manual': return `manual${t.by ? ` (${t.by})` : ''}`;
-    case 'webhook': return `webhook${t.provider ? ` ${t.provider}` : ''}${t.by ? ` (${t.by})` : ''}`;
-    case 'registry': return `registry ${t.repository ?? ''}:${t.tag ?? ''}`;
-    case 'pipeline': return `pipeline ${t.pipeline ?? ''}#${t.run ?? ''}`;
-    case 'rerun': return `re-run of #${t.run ?? '?'}${t.by ? ` (${t.by})` : ''}`;
-    default: return t.type + (t.by ? ` (${t.by})` : '');
-  }
-}
-
-/** Per-stage summary: status, duration, message; then the run's phases. */
-export function runSummary(run: RunView): string {
-  const rows = run.stages.map((s) => [
-    s.name, s.type, s.reused ? `${s.status} (reused)` : s.status, duration(s.durationMs), stageNote(s),
-  ]);
-  let out = table(['STAGE', 'TYPE', 'STATUS', 'DURATION', 'NOTE'], rows);
-  const phases = Object.entries(run.phases ?? {}).filter(([, ms]) => typeof ms === 'number');
-  if (phases.length > 0) out += `phases: ${phases.map(([name, ms]) => `${name} ${duration(ms)}`).join(', ')}\n`;
-  out += `run ${run.number} ${run.status}${run.durationMs !== null ? ` in ${duration(run.durationMs)}` : ''}${run.error ? `: ${run.error}` : ''}\n`;
-  return out;
-}
-
-function stageNote(s: StageState): string {
-  if (s.message) return s.message;
-  if (s.status === 'waiting' && s.type === 'approval') return `waiting for approval${s.until ? ` until ${s.until}` : ''}`;
-  if (s.status === 'waiting' && s.until) return `until ${s.until}`;
-  if (s.approval) return `${s.approval.decision} by ${s.approval.by ?? 'someone'}${s.approval.comment ? `: ${s.approval.comment}` : ''}`;
-  if (s.failedStep) return `step ${s.failedStep} failed${s.exitCode !== undefined ? ` (exit ${s.exitCode})` : ''}`;
-  if (s.delivered?.length) return s.delivered.map((d) => `${d.location}@${short(d.digest.replace(/^sha256:/, ''), 12)}`).join(', ');
-  if (s.deployed?.length) return s.deployed.map((d) => `${d.function} r${d.revision ?? '-'} ${d.status}`).join(', ');
-  if (s.triggered) return `${s.triggered.pipeline}#${s.triggered.run} ${s.triggered.status}`;
-  return '';
-}
-
-function stepLines(steps: StepState[], indent: string): string[] {
-  const lines: string[] = [];
-  for (const step of steps) {
-    const exit = step.exitCode !== undefined ? ` exit ${step.exitCode}` : '';
-    lines.push(`${indent}${step.name}: ${step.status}${exit}${step.durationMs !== undefined ? ` (${duration(step.durationMs)})` : ''}`);
-    if (step.onFailure?.length) {
-      lines.push(`${indent}  on failure:`);
-      lines.push(...stepLines(step.onFailure, `${indent}    `));
-    }
-  }
-  return lines;
-}
-
-/** `pipeline show`: everything a run recorded. */
-export function describeRun(run: RunView): string {
-  const lines = [
-    `run:        ${run.pipeline} #${run.number} (${run.id})`,
-    `status:     ${run.status}${run.error ? ` — ${run.error}` : ''}`,
-    `trigger:    ${describeTrigger(run)}${run.rerunOf ? ` (re-runs ${run.rerunOf})` : ''}`,
-    `commit:     ${run.commit ?? '-'}${run.ref ? ` (${run.ref})` : ''}`,
-    `created:    ${run.createdAt}`,
-    `started:    ${run.startedAt ?? '-'}`,
-    `finished:   ${run.finishedAt ?? '-'}${run.durationMs !== null ? ` (${duration(run.durationMs)})` : ''}`,
-  ];
-  const params = Object.entries(run.parameters);
-  if (params.length) lines.push('parameters:', ...params.map(([k, v]) => `  ${k}=${v}`));
-  const phases = Object.entries(run.phases ?? {});
-  if (phases.length) lines.push(`phases:     ${phases.map(([k, v]) => `${k} ${duration(v)}`).join(', ')}`);
-  lines.push('stages:');
-  for (const s of run.stages) {
-    lines.push(`  ${s.name} (${s.type}, group ${s.group}): ${s.status}${s.reused ? ' (reused)' : ''}${s.durationMs !== undefined ? ` in ${duration(s.durationMs)}` : ''}`);
-    const note = stageNote(s);
-    if (note) lines.push(`    ${note}`);
-    if (s.buildSpec) lines.push(`    build spec: ${s.buildSpec}`);
-    if (s.steps?.length) lines.push('    steps:', ...stepLines(s.steps, '      '));
-    if (s.outputs?.length) {
-      lines.push('    outputs:');
-      for (const o of s.outputs) lines.push(o.type === 'BINARY' ? `      ${o.name} (binary) ${o.file} ${o.size} bytes ${o.digest}` : `      ${o.name} (image) ${o.image} ${o.imageId}`);
-    }
-    if (s.exported && Object.keys(s.exported).length) lines.push('    exported:', ...Object.entries(s.exported).map(([k, v]) => `      ${k}=${v}`));
-    if (s.deployed?.length) lines.push('    deployed:', ...s.deployed.map((d) => `      ${d.function}: ${d.image} revision ${d.revision ?? '-'} ${d.status}${d.reason ? ` (${d.reason})` : ''}`));
-  }
-  const exported = Object.entries(run.exported ?? {});
-  if (exported.length) lines.push('exported variables:', ...exported.map(([k, v]) => `  ${k}=${v}`));
-  if (run.artifacts.length) lines.push('artifacts:', ...run.artifacts.map((a) => `  ${a.artifact} (${a.type}) → ${a.location}\n    ${a.reference || a.digest}`));
-  return lines.join('\n') + '\n';
-}
 
 function serverOptions(command: Command, what = 'the pipeline'): Command {
   return command
     .option('--server <url>', 'Slipway server (default: SLIPWAY_SERVER, else the server of the last `slipway login`)')
     .requiredOption('-n, --namespace <namespace>', `the namespace of ${what}`);
-}
-
-const pipelinesPath = (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/pipelines`;
-const pipelinePath = (ns: string, name: string) => `${pipelinesPath(ns)}/${encodeURIComponent(name)}`;
-const runPath = (ns: string, name: string, number: number) => `${pipelinePath(ns, name)}/runs/${number}`;
-const artefactsPath = (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/artefact-versions`;
-
-/** An API error as the server's message alone (the method and URL add nothing for a user). */
-function plain(error: unknown): unknown {
-  if (error instanceof ApiRequestError && error.serverMessage) {
-    const why = error.status === 404 || error.status === 409 || error.status === 400 ? error.serverMessage : `${error.serverMessage} (${error.code ?? error.status})`;
-    return new CommandError(why);
-  }
-  return error;
-}
-
-/** withSession, with API errors shown as the server's message. */
-async function api<T>(flags: { server?: string }, env: Env, fn: (session: Session) => Promise<T>): Promise<T> {
-  try {
-    return await withSession(flags, env, fn);
-  } catch (error) {
-    throw plain(error);
-  }
-}
-
-
-/**
- * Streams a run's log (SSE) to `out` until the run has ended, and returns the final run.
- * The run's status is polled beside the stream, so a stream that ends early (the run waits and
- * the server no longer holds its live log) or never ends is followed up: the log goes on where
- * it stopped, and the wait ends when the run has.
- */
-export async function followRun(session: Session, ns: string, name: string, number: number, out: (line: string) => void, hint: (line: string) => void): Promise<RunView> {
-  const { client, url } = session;
-  const target = `${url}${runPath(ns, name, number)}/logs`;
-  let printed = 0;
-  let hinted = false;
-  for (;;) {
-    const controller = new AbortController();
-    let finalSeen: RunView | undefined;
-    let ended: { status?: string; error?: string | null } | undefined;
-    let stopPolling = false;
-    const stopped = new AbortController();
-    const pause = (ms: number) => sleep(ms, undefined, { signal: stopped.signal }).catch(() => undefined);
-    // Beside the stream: the run's status (for the approval hint, and as a backstop when the
-    // stream does not end by itself after the run has).
-    const poller = (async () => {
-      while (!stopPolling) {
-        await pause(1000);
-        if (stopPolling) return;
-        let run: RunView;
-        try {
-          run = await client.request<RunView>('GET', runPath(ns, name, number));
-        } catch {
-          continue;
-        }
-        if (run.status === 'waiting' && !hinted) {
-          const stage = run.stages.find((s) => s.type === 'approval' && s.status === 'waiting');
-          if (stage) {
-            hinted = true;
-            hint(`run ${number} waits for an approval of stage "${stage.name}": slipway pipeline approve ${name} ${number} ${quote(stage.name)} -n ${ns} (or reject)`);
-          }
-        }
-        if (finalStatuses.has(run.status)) {
-          finalSeen = run;
-          // Give the stream a moment to deliver its last lines and `end`.
-          await pause(3000);
-          if (!stopPolling) controller.abort();
-          return;
-        }
-      }
-    })();
-    try {
-      const authorization = client.authorization();
-      let response: Response;
-      try {
-        response = await fetch(target, { headers: { accept: 'text/event-stream', ...(authorization ? { authorization } : {}) }, signal: controller.signal });
-      } catch (error) {
-        if (controller.signal.aborted) throw error;
-        throw new ApiRequestError(`cannot reach ${target}: ${(error as Error & { cause?: { code?: string } }).cause?.code ?? (error as Error).message}`, 'GET', target, 0);
-      }
-      if (!response.ok) throw responseError('GET', target, response, await response.text());
-      let seen = 0;
-      const decoder = new TextDecoder();
-      let pending = '';
-      let event = 'message';
-      let data: string[] = [];
-      const dispatch = () => {
-        if (data.length === 0) return;
-        const text = data.join('\n');
-        if (event === 'end') {
-          try {
-            ended = JSON.parse(text) as typeof ended;
-          } catch {
-            ended = {};
-          }
-        } else {
-          seen++;
-          // After a reconnect the server replays the log: skip what was printed already.
-          if (seen > printed) {
-            out(text);
-            printed = seen;
-          }
-        }
-        event = 'message';
-        data = [];
-      };
-      try {
-        for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-          pending += decoder.decode(chunk, { stream: true });
-          let at: number;
-          while ((at = pending.indexOf('\n')) >= 0) {
-            const line = pending.slice(0, at).replace(/\r$/, '');
-            pending = pending.slice(at + 1);
-            if (line === '') dispatch();
-            else if (line.startsWith(':')) continue;
-            else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
-            else if (line.startsWith('event:')) event = line.slice(6).trim();
-          }
-        }
-        dispatch();
-      } catch (error) {
-        if (!controller.signal.aborted) throw new CommandError(`the log stream of run ${number} broke off: ${(error as Error).message}`);
-      }
-    } finally {
-      stopPolling = true;
-      stopped.abort();
-      controller.abort();
-      await poller;
-    }
-    const run = finalSeen ?? await client.request<RunView>('GET', runPath(ns, name, number));
-    if (finalStatuses.has(run.status)) return run;
-    if (run.status === 'waiting' && !hinted) {
-      // The server ends the stream while a run waits: the hint comes from here then.
-      const stage = run.stages.find((s) => s.type === 'approval' && s.status === 'waiting');
-      if (stage) {
-        hinted = true;
-        hint(`run ${number} waits for an approval of stage "${stage.name}": slipway pipeline approve ${name} ${number} ${quote(stage.name)} -n ${ns} (or reject)`);
-      }
-    }
-    void ended;
-    // Not over (it waits, or the server closed the stream): follow again shortly.
-    await sleep(2000);
-  }
-}
-
-const quote = (text: string) => (/^[A-Za-z0-9_.\-/]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`);
-
-/** Follows a run and ends like it: a summary, exit 1 unless it succeeded. */
-async function followAndReport(session: Session, ns: string, name: string, number: number, json: boolean | undefined): Promise<void> {
-  const run = await followRun(session, ns, name, number, (line) => process.stdout.write(json ? '' : `${line}\n`), (line) => process.stderr.write(`slipway: ${line}\n`));
-  if (json) process.stdout.write(`${JSON.stringify(run)}\n`);
-  else process.stdout.write(`\n${runSummary(run)}`);
-  if (run.status !== 'succeeded') throw new CommandError(`run ${run.number} of ${name} ${run.status}${run.error ? `: ${run.error}` : ''}`);
 }
 
 // ---- commands ---------------------------------------------------------------------------------
@@ -637,14 +335,4 @@ export function registerPipelineCommands(program: Command, env: Env): void {
         ])));
       });
     });
-}
-
-function countStages(p: PipelineView): number {
-  return p.spec.stages.reduce((n, entry) => n + ('parallel' in entry ? entry.parallel.length : 1), 0);
-}
-
-async function readStdin(): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin as AsyncIterable<Buffer>) chunks.push(chunk);
-  return Buffer.concat(chunks);
 }
