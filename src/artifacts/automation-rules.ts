@@ -3,7 +3,7 @@
  * The automation rules' shapes: the rule input/patch schemas (match globs, deploy/pipeline
  * actions, `${artefact.<field>}` placeholders), and the pure helpers that decide whether a
  * rule matches an artefact version and expand its pipeline parameters. Storing rules and
- * running their actions stay with ArtefactService (service.ts).
+ * running their actions stay with ArtifactService (service.ts).
  */
 import picomatch from 'picomatch';
 import { z } from 'zod';

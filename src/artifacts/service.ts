@@ -164,7 +164,7 @@ export function deployImage(version: Pick<ArtefactVersionView, 'name' | 'version
   return `${version.name}:${version.version ?? 'latest'}`;
 }
 
-export interface ArtefactServiceDeps {
+export interface ArtifactServiceDeps {
   db: Database;
   publish?: (ns: string, type: string, data: Record<string, unknown>, subject?: string) => Promise<unknown>;
   actions?: ArtefactActions;
@@ -182,8 +182,8 @@ interface ValidatedInput {
   spec: ScoreWorkload | null;
 }
 
-export class ArtefactService {
-  constructor(private readonly deps: ArtefactServiceDeps) {}
+export class ArtifactService {
+  constructor(private readonly deps: ArtifactServiceDeps) {}
 
   /** Validates an artefact version without storing it (`dry_run`). Throws ArtefactInputError. */
   validate(input: unknown): ValidatedInput {
