@@ -48,7 +48,7 @@ import { PipelineRunner } from './pipelines/runner.js';
 import { StageExecutor, stepPaths } from './pipelines/executor.js';
 import { MirrorPoller } from './pipelines/mirrors.js';
 import { parseStageDuration } from './pipelines/spec.js';
-import { ArtefactService } from './artifacts/service.js';
+import { ArtifactService } from './artifacts/service.js';
 import { recordRegistryPushes } from './artifacts/registry-pushes.js';
 import { EventBus } from './events/bus.js';
 
@@ -107,7 +107,7 @@ export interface RunningServer {
   builds?: BuildService;
   functions?: FunctionService;
   pipelines?: PipelineService;
-  artefacts?: ArtefactService;
+  artefacts?: ArtifactService;
   events?: EventBus;
   /** `http://host:port` the server listens on. */
   url: string;
@@ -237,7 +237,7 @@ async function openFunctions(config: Config, registry: Registry, auth: AuthParts
 
 interface DeliveryParts {
   events: EventBus;
-  artefacts: ArtefactService;
+  artefacts: ArtifactService;
   pipelines: PipelineService;
   runner: PipelineRunner;
   worker: JobWorker<{ runId: string }, void>;
@@ -277,7 +277,7 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
     if (!fnService) throw new Error('functions are turned off on this server');
     return fnService;
   };
-  const artefacts = new ArtefactService({
+  const artefacts = new ArtifactService({
     db: registry.db, publish, logger,
     actions: {
       async deployFunction(namespace, functionName, image) {

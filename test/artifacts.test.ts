@@ -17,7 +17,7 @@ import { openDatabase, type Database } from '../src/db/db.js';
 import { artifactRoutes } from '../src/artifacts/routes.js';
 import { memoryToMiB, parseScore, scoreToFunction, type ScoreWorkload } from '../src/artifacts/score.js';
 import {
-  ArtefactConflictError, ArtefactInputError, ArtefactNotFoundError, ArtefactService, type ArtefactActions,
+  ArtefactConflictError, ArtefactInputError, ArtefactNotFoundError, ArtifactService, type ArtefactActions,
 } from '../src/artifacts/service.js';
 import { dialects, tempDir } from './helpers/harness.js';
 
@@ -227,7 +227,7 @@ for (const dialect of dialects) {
     let database: { url: string; drop(): Promise<void> };
     let actions: FakeActions;
     let published: Array<{ ns: string; type: string; data: Record<string, unknown>; subject?: string }>;
-    let service: ArtefactService;
+    let service: ArtifactService;
     let nsCounter = 0;
     /** Each test works in a namespace of its own. */
     const ns = () => `team${++nsCounter}`;
@@ -238,7 +238,7 @@ for (const dialect of dialects) {
       db = await openDatabase({ url: database.url, dataDir: dir.path });
       published = [];
       actions = new FakeActions();
-      service = new ArtefactService({ db, actions, publish: async (n, type, data, subject) => { published.push({ ns: n, type, data, subject }); } });
+      service = new ArtifactService({ db, actions, publish: async (n, type, data, subject) => { published.push({ ns: n, type, data, subject }); } });
     });
 
     after(async () => {
@@ -420,7 +420,7 @@ for (const dialect of dialects) {
         actions.failing.clear();
       }
       // Without actions wired, matching rules fail (recorded) and publishing failures are logged only.
-      const bare = new ArtefactService({ db, publish: async () => { throw new Error('bus down'); } });
+      const bare = new ArtifactService({ db, publish: async () => { throw new Error('bus down'); } });
       const v = await bare.record(n, { type: 'container', name: 'team/app', version: 'v2' }, { source: 'registry', actor: null });
       assert.deepEqual(v.automations?.map((a) => a.outcome), ['failed', 'failed', 'failed']);
       assert.match(v.automations?.[0]?.error ?? '', /not available/);
@@ -467,7 +467,7 @@ describe('artefact routes', { timeout: 60_000 }, () => {
     dir = await tempDir();
     db = await openDatabase({ url: 'sqlite', dataDir: dir.path });
     app = Fastify({ logger: false });
-    await app.register(artifactRoutes, { artefacts: new ArtefactService({ db, actions }) });
+    await app.register(artifactRoutes, { artefacts: new ArtifactService({ db, actions }) });
     await app.ready();
   });
 
@@ -600,7 +600,7 @@ describe('artefact routes with access control', { timeout: 60_000 }, () => {
     dir = await tempDir();
     db = await openDatabase({ url: 'sqlite', dataDir: dir.path });
     app = Fastify({ logger: false });
-    await app.register(artifactRoutes, { artefacts: new ArtefactService({ db }), guard });
+    await app.register(artifactRoutes, { artefacts: new ArtifactService({ db }), guard });
     await app.ready();
   });
 

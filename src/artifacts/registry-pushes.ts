@@ -7,11 +7,11 @@
  */
 import type { Logger } from 'pino';
 import type { ManifestService } from '../registry/manifest-service.js';
-import type { ArtefactService } from './service.js';
+import type { ArtifactService } from './service.js';
 
 export interface RegistryPushesOptions {
   manifests: Pick<ManifestService, 'onTagPushed'>;
-  artefacts: Pick<ArtefactService, 'record'>;
+  artefacts: Pick<ArtifactService, 'record'>;
   /** `host:port` artefact names carry (known once the server listens). */
   registryHost: () => string;
   /** Pushes recorded by someone else (a pipeline run's own). */

@@ -20,10 +20,10 @@ import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import { parseScore, scoreToFunction } from './score.js';
-import type { ArtefactService } from './service.js';
+import type { ArtifactService } from './service.js';
 
 export interface ArtifactRoutesOptions {
-  artefacts: ArtefactService;
+  artefacts: ArtifactService;
   /** Absent when access control is off. */
   guard?: ApiGuard;
 }

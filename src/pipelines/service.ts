@@ -8,87 +8,28 @@
  * run already under way); a newer commit of the same ref cancels queued runs of older ones
  * (`concurrency.cancelQueued`, and running ones with `cancelRunning`).
  */
-import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
-import type { Logger } from 'pino';
-import type { Database } from '../db/db.js';
 import type { PipelineTable } from '../db/schema.js';
-import type { JobQueueApi } from '../db/job-queue.js';
-import type { Vault } from '../vault/vault.js';
-import type { NamespaceSecrets } from '../vault/secrets.js';
-import type { LogStore, LogFollower } from '../logs/log-store.js';
+import type { LogFollower } from '../logs/log-store.js';
 import {
-  activeRunStatuses, finalRunStatuses, runView, type RunState, type RunStatus, type RunView, type StageState, type TriggerInfo,
+  activeRunStatuses, finalRunStatuses, runView, type RunState, type RunStatus, type RunView, type StageState,
 } from './runs.js';
-import { flattenStages, parsePipelineInput, resolveParameters, type PipelineInput, type PipelineWarning } from './spec.js';
-import { matchesPaths, matchesRef } from './path-filter.js';
-import { verifyAndParse, WebhookError, type PushEvent } from './webhooks.js';
-import { changedFiles as remoteChangedFiles } from '../git/remote-changes.js';
+import { flattenStages, parsePipelineInput, primarySource, resolveParameters, type PipelineInput, type PipelineWarning } from './spec.js';
+import { matchesPaths } from './path-filter.js';
+import { verifyAndParse, WebhookError } from './webhooks.js';
 import type { GitCredentials } from '../git/remote.js';
 import { sourceCredentials } from './source-credentials.js';
 import picomatch from 'picomatch';
+import { PipelineInputError, PipelineNotFoundError, PipelineConflictError } from './errors.js';
+import type { PipelineServiceDeps, PipelineView, TriggerRequest } from './service-types.js';
+import { filterAndStart, type WebhookOutcome } from './webhook-intake.js';
 
-export class PipelineInputError extends SlipwayError {
-  constructor(message: string) {
-    super('BAD_REQUEST', message);
-  }
-}
-export class PipelineNotFoundError extends SlipwayError {
-  constructor(message: string) {
-    super('NOT_FOUND', message);
-  }
-}
-export class PipelineConflictError extends SlipwayError {
-  constructor(message: string) {
-    super('CONFLICT', message);
-  }
-}
-
-export interface PipelineView {
-  id: string;
-  namespace: string;
-  name: string;
-  spec: PipelineInput;
-  webhook: { path: string; secretSet: boolean };
-  lastRun: { number: number; status: RunStatus; createdAt: string } | null;
-  createdBy: string | null;
-  createdAt: string;
-  updatedAt: string;
-}
-
-export interface WebhookOutcome {
-  status: 'started' | 'duplicate' | 'ignored' | 'pong';
-  reason?: string;
-  run?: RunView;
-}
-
-export interface TriggerRequest {
-  parameters?: Record<string, string>;
-  branch?: string;
-  commit?: string;
-  ref?: string;
-  trigger: TriggerInfo;
-  /** For re-runs: the run whose finished stages are taken over, and the stage to start from. */
-  rerun?: { of: string; state: RunState };
-}
-
-export interface PipelineServiceDeps {
-  db: Database;
-  /** Each run's jobs have ids `<runId>-<suffix>` in the `pipeline-runs` queue. */
-  queue: Pick<JobQueueApi, 'enqueue' | 'cancel' | 'list'>;
-  logs: LogStore;
-  vault: Vault;
-  /** Passwords of sources' git credentials; absent when access control is off. */
-  secrets?: Pick<NamespaceSecrets, 'reveal'>;
-  publish?: (namespace: string, type: string, data: Record<string, unknown>, subject?: string) => Promise<unknown>;
-  /** Folder for git caches (changed files of truncated webhook payloads). */
-  cacheDir: string;
-  stageTimeoutMs: number;
-  logger?: Logger;
-}
+export { PipelineInputError, PipelineNotFoundError, PipelineConflictError } from './errors.js';
+export type { PipelineServiceDeps, PipelineView, TriggerRequest } from './service-types.js';
+export type { WebhookOutcome } from './webhook-intake.js';
+export { primarySource } from './spec.js';
 
 const iso = (ms: number) => new Date(ms).toISOString();
-const zeroCommit = /^0+$/;
 
 export class PipelineService {
   private readonly waiters = new Map<string, Set<() => void>>();
@@ -272,40 +213,14 @@ export class PipelineService {
       return true;
     });
     if (!fresh) return { status: 'duplicate', reason: `delivery ${event.deliveryId} was already received` };
-    const outcome = await this.filterAndStart(namespace, name, spec, event);
+    const outcome = await filterAndStart({
+      cacheDir: this.deps.cacheDir,
+      sourceCredentials: (ns, source) => this.sourceCredentials(ns, source),
+      trigger: (ns, n, request) => this.trigger(ns, n, request),
+    }, namespace, name, spec, event);
     await this.db.write((trx) => trx.updateTable('pipeline_deliveries').set({ outcome: outcome.status === 'started' ? `run ${outcome.run!.number}` : `${outcome.status}: ${outcome.reason ?? ''}`.slice(0, 500) })
       .where('pipeline_id', '=', row.id).where('provider', '=', event.provider).where('delivery_id', '=', event.deliveryId).execute());
     return outcome;
-  }
-
-  private async filterAndStart(namespace: string, name: string, spec: PipelineInput, event: PushEvent): Promise<WebhookOutcome> {
-    const webhook = spec.triggers.webhook;
-    if (!webhook) return { status: 'ignored', reason: 'the pipeline has no webhook trigger' };
-    if (event.deleted) return { status: 'ignored', reason: `${event.ref} was deleted` };
-    const primary = primarySource(spec);
-    if (event.tag !== null) {
-      if (!webhook.tags || !matchesRef(webhook.tags, event.tag)) return { status: 'ignored', reason: `tag ${event.tag} matches no tag filter` };
-    } else if (event.branch !== null) {
-      const branches = webhook.branches ?? (primary ? [primary.branch] : []);
-      if (!matchesRef(branches, event.branch)) return { status: 'ignored', reason: `branch ${event.branch} matches no branch filter (${branches.join(', ')})` };
-    } else {
-      return { status: 'ignored', reason: `ref ${event.ref} is neither a branch nor a tag` };
-    }
-    if (webhook.paths && (webhook.paths.include?.length || webhook.paths.exclude?.length)) {
-      let files = event.changedFiles;
-      if (files === null && primary && event.before && !zeroCommit.test(event.before)) {
-        // The payload's file lists were cut short: ask git.
-        files = await remoteChangedFiles(primary.url, event.before, event.after, {
-          cacheDir: this.deps.cacheDir, credentials: await this.sourceCredentials(namespace, primary).catch(() => undefined), timeoutMs: 120_000,
-        }).catch(() => null);
-      }
-      if (!matchesPaths(webhook.paths, files)) return { status: 'ignored', reason: `no changed file matches the path filter (${(files ?? []).slice(0, 10).join(', ')})` };
-    }
-    const { run, duplicate } = await this.trigger(namespace, name, {
-      commit: event.after, ref: event.ref, branch: event.branch ?? undefined,
-      trigger: { type: 'webhook', provider: event.provider, deliveryId: event.deliveryId, event: event.kind, by: event.pusher, message: event.headMessage, receivedAt: Date.now() },
-    });
-    return duplicate ? { status: 'duplicate', reason: `commit ${event.after} is already running as run ${run.number}`, run } : { status: 'started', run };
   }
 
   /** A push to Slipway's registry: runs every pipeline whose registry trigger matches. */
@@ -518,8 +433,4 @@ export class PipelineService {
     }
     return failed;
   }
-}
-
-export function primarySource(spec: PipelineInput): PipelineInput['sources'][number] | undefined {
-  return spec.primarySource ? spec.sources.find((s) => s.name === spec.primarySource) : spec.sources[0];
 }

@@ -256,3 +256,8 @@ export const runInputSchema = z.strictObject({
   /** … at this commit (default its head). */
   commit: z.string().regex(/^[0-9a-f]{4,64}$/, 'a commit SHA').optional(),
 });
+
+/** The source a pipeline's triggers and builds default to: `primarySource`, else the first. */
+export function primarySource(spec: PipelineInput): PipelineInput['sources'][number] | undefined {
+  return spec.primarySource ? spec.sources.find((s) => s.name === spec.primarySource) : spec.sources[0];
+}
