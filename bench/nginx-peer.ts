@@ -10,24 +10,13 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSyn
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { cpuSeconds, freePort } from './host.js';
 
 export interface NginxPeer {
   url: string;
   /** utime+stime of the master and its workers, in seconds. */
   cpuSeconds(): number;
   stop(): Promise<void>;
-}
-
-const clockTicks = 100; // USER_HZ on Linux
-
-function processCpuSeconds(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
-  } catch {
-    return 0; // gone
-  }
 }
 
 /** The pids whose parent is `pid` (nginx's workers). */
@@ -42,15 +31,6 @@ function childrenOf(pid: number): number[] {
     } catch { /* exited meanwhile */ }
   }
   return children;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    }).on('error', reject);
-  });
 }
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
@@ -112,7 +92,7 @@ http {
   const master = child.pid!;
   return {
     url: `http://127.0.0.1:${port}`,
-    cpuSeconds: () => [master, ...childrenOf(master)].reduce((sum, pid) => sum + processCpuSeconds(pid), 0),
+    cpuSeconds: () => [master, ...childrenOf(master)].reduce((sum, pid) => sum + cpuSeconds(pid), 0),
     async stop() {
       child.kill('SIGTERM'); // nginx: fast shutdown
       const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);

@@ -82,6 +82,16 @@ export function outcome(build: BuildView): string {
 }
 
 /** The end of a followed build: the reference (or JSON) on stdout; a failure is a CommandError (exit 1). */
+/** After a submit: print the queued build (no --follow), or follow it to its end and report. */
+export async function settleSubmitted(api: BuildApi, flags: { namespace: string; follow?: boolean; json?: boolean }, build: BuildView, progress: Progress, signal: AbortSignal): Promise<void> {
+  if (!flags.follow) {
+    progress.stop(`slipway: build ${build.id} ${build.status}: ${build.imageName ?? ''}`);
+    process.stdout.write(flags.json ? `${JSON.stringify(build)}\n` : `${build.id}\n`);
+    return;
+  }
+  report(await followBuild(api, flags.namespace, build, progress, signal), progress, flags.json);
+}
+
 export function report(build: BuildView, progress: Progress, json: boolean | undefined): void {
   if (build.status === 'succeeded') {
     progress.stop(`slipway: build ${build.id} succeeded in ${progress.elapsed()}`);

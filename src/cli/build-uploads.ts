@@ -11,7 +11,7 @@ import path from 'node:path';
 import { create as createTar } from 'tar';
 import { nsPath, type BuildView, type ComponentRef } from './build-client.js';
 import { formatBytes, Progress } from './build-progress.js';
-import { followBuild, interruptible, isDirectory, report, withApi, type Env, type ServerFlags } from './build-session.js';
+import { followBuild, interruptible, isDirectory, report, settleSubmitted, withApi, type Env, type ServerFlags } from './build-session.js';
 import { CommandError, UsageError } from './errors.js';
 
 const maxDockerfileBytes = 1024 * 1024;
@@ -92,12 +92,7 @@ export async function buildCommand(dirArg: string | undefined, flags: BuildFlags
       } finally {
         await rm(work, { recursive: true, force: true });
       }
-      if (!flags.follow) {
-        progress.stop(`slipway: build ${build.id} ${build.status}: ${build.imageName ?? ''}`);
-        process.stdout.write(flags.json ? `${JSON.stringify(build)}\n` : `${build.id}\n`);
-        return;
-      }
-      report(await followBuild(api, flags.namespace, build, progress, interrupt.signal), progress, flags.json);
+      await settleSubmitted(api, flags, build, progress, interrupt.signal);
     } catch (error) {
       if (interrupt.interrupted()) {
         progress.stop('slipway: interrupted');
@@ -141,12 +136,7 @@ export async function componentBuildCommand(flags: ComponentBuildFlags, env: Env
     try {
       progress.start(`submitting ${flags.component} ${flags.tag} (${flags.architecture})`);
       const build = await api.submitComponent(flags.namespace, { url: flags.url, component: flags.component, tag: flags.tag, architecture: flags.architecture }, interrupt.signal);
-      if (!flags.follow) {
-        progress.stop(`slipway: build ${build.id} ${build.status}: ${build.imageName ?? ''}`);
-        process.stdout.write(flags.json ? `${JSON.stringify(build)}\n` : `${build.id}\n`);
-        return;
-      }
-      report(await followBuild(api, flags.namespace, build, progress, interrupt.signal), progress, flags.json);
+      await settleSubmitted(api, flags, build, progress, interrupt.signal);
     } catch (error) {
       if (interrupt.interrupted()) {
         progress.stop('slipway: interrupted');
