@@ -14,7 +14,7 @@ import { FailureLimiter } from './auth/rate-limit.js';
 import { VerifiedLogins } from './auth/verified-logins.js';
 import { RegistryAuthorizer } from './auth/registry-authorizer.js';
 import type { AuthRoutesOptions } from './auth/routes.js';
-import { TokenService } from './auth/tokens.js';
+import { TokenService, dbTokenKeyStore } from './auth/tokens.js';
 import { ApiGuard } from './auth/api-guard.js';
 import type { CredentialRoutesOptions } from './credentials/routes.js';
 import { ExternalRegistries } from './credentials/service.js';
@@ -26,6 +26,7 @@ import { LogStore } from './logs/log-store.js';
 import { BuildService } from './builds/service.js';
 import { JobQueue } from './db/job-queue.js';
 import { JobWorker } from './db/job-worker.js';
+import { Lease } from './db/lease.js';
 import { allowAll, type Authorizer } from './auth/scope.js';
 import type { Config } from './config/config.js';
 import { parseListen, pickDriver } from './config/config.js';
@@ -143,14 +144,15 @@ async function openAuth(config: Config, db: Database): Promise<AuthParts> {
   const audit = new AuditLog(db);
   const credentials = new Credentials({ access, audit, limiter: new FailureLimiter(), logins: new VerifiedLogins(config.auth.loginCacheTtl) });
   const { service, realm, tokenTtl, refreshTokenTtl } = config.auth;
-  const tokens = new TokenService({ dataDir: config.dataDir, issuer: 'slipway', service, ttlMs: tokenTtl, refreshTtlMs: refreshTokenTtl });
+  const vault = await openVault(config, db);
+  // Signing keys in the db, sealed by the vault: every replica accepts every replica's tokens.
+  const tokens = new TokenService({ store: dbTokenKeyStore(db, vault), dataDir: config.dataDir, issuer: 'slipway', service, ttlMs: tokenTtl, refreshTtlMs: refreshTokenTtl });
   await mkdir(config.dataDir, { recursive: true });
   await tokens.init();
   const bootstrap = await access.bootstrapAdmin(config.auth.adminPassword);
   if (bootstrap.created) await audit.record({ actor: null, action: 'principal.create', target: 'admin', outcome: 'ok', detail: { kind: 'user', admin: true, bootstrap: true } });
   const authorizer = new RegistryAuthorizer({ access, tokens, credentials, audit, service, realm });
   const guard = new ApiGuard(access, authorizer);
-  const vault = await openVault(config, db);
   const registries = new ExternalRegistries({ db, vault, audit });
   const secrets = new NamespaceSecrets(db, vault);
   return {
@@ -242,6 +244,8 @@ interface DeliveryParts {
   runner: PipelineRunner;
   worker: JobWorker<{ runId: string }, void>;
   mirrors: MirrorPoller;
+  /** Timed mirror polls run on the one replica that holds it. */
+  mirrorLease: Lease;
   /** Stops listening to registry pushes. */
   unhook: () => void;
 }
@@ -309,9 +313,10 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
     handler: (job, signal) => runner.advance(job.payload.runId, signal),
     onError: (error) => logger.warn({ err: error }, 'pipeline worker'),
   });
+  const mirrorLease = new Lease(registry.db, 'pipeline-mirrors');
   const mirrors = new MirrorPoller({
     // Checks every second which mirrors are due (each polls at its own interval).
-    db: registry.db, cacheDir: path.join(workDir, 'git-cache'), logger, tickMs: 1000,
+    db: registry.db, cacheDir: path.join(workDir, 'git-cache'), logger, tickMs: 1000, active: () => mirrorLease.held,
     list: () => pipelines.mirrors(config.pipelines.mirrorInterval, parseStageDuration),
     onNewCommit: (pipelineId, change) => pipelines.onMirrorCommit(pipelineId, change),
   });
@@ -330,7 +335,7 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
     unhookArtefacts();
     unhookDeploys?.();
   };
-  return { events, artefacts, pipelines, runner, worker, mirrors, unhook };
+  return { events, artefacts, pipelines, runner, worker, mirrors, mirrorLease, unhook };
 }
 
 export function createLogger(config: Config): Logger {
@@ -340,8 +345,10 @@ export function createLogger(config: Config): Logger {
 export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config);
   const registry = await openRegistry(config, { ...options, logger });
+  // Several replicas on one db: scheduled GC runs on the holder of this lease only.
+  const gcLease = new Lease(registry.db, 'registry-gc');
   const gcSchedule = config.registry.gc.interval > 0
-    ? scheduleGarbageCollection({ db: registry.db, store: registry.store, uploads: registry.uploads, gracePeriodMs: config.registry.gc.gracePeriod, logger }, config.registry.gc.interval)
+    ? scheduleGarbageCollection({ db: registry.db, store: registry.store, uploads: registry.uploads, gracePeriodMs: config.registry.gc.gracePeriod, logger }, config.registry.gc.interval, () => gcLease.held)
     : undefined;
   let app: FastifyInstance;
   let auth: AuthParts | undefined;
@@ -385,8 +392,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     }
     delivery.events.start();
     delivery.worker.start();
+    const leaseError = (error: unknown) => logger.warn({ err: error }, 'renewing a singleton lease');
+    if (gcSchedule) await gcLease.start(leaseError);
+    await delivery.mirrorLease.start(leaseError);
     delivery.mirrors.start();
   } catch (error) {
+    await gcLease.stop();
+    await delivery?.mirrorLease.stop();
     delivery?.unhook();
     await delivery?.mirrors.close();
     await delivery?.worker.stop();
@@ -419,10 +431,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       // Stop accepting, let in-flight requests finish, then release the db.
       closing ??= (async () => {
         await gcSchedule?.stop();
+        await gcLease.stop();
         // Running builds get the shutdown grace, then go back to the queue for the next start.
         await builds?.worker.stop();
         delivery?.unhook();
         await delivery?.mirrors.close();
+        await delivery?.mirrorLease.stop();
         // A running pipeline stage goes back to the queue and runs again at the next start.
         await delivery?.worker.stop();
         await functions?.worker.stop();

@@ -247,6 +247,7 @@ for (const dialect of dialects) {
           kysely: base.kysely,
           close: () => base.close(),
           lockKey: (trx, key) => base.lockKey(trx, key),
+          notifications: base.notifications,
           write: async (fn) => {
             const result = await base.write(fn);
             const hook = afterCommit;

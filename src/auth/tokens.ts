@@ -1,23 +1,31 @@
 /**
  * @module auth/tokens
  * Registry bearer tokens (Docker token-auth JWTs with an `access` claim) and refresh tokens,
- * signed ES256 with keys kept in `<dataDir>/token-keys.json`. Each key has a `kid`; `rotate()`
- * (or `slipway auth rotate-token-key` beside a running server) adds a new signing key and keeps
- * the old ones for verification, and a server that meets an unknown `kid` reloads the file, so
- * keys rotate without a restart.
+ * signed ES256. The signing keys live in the db (`token_signing_keys`, each private JWK sealed
+ * by the vault), so every replica on one database signs and verifies with the same keys. Each
+ * key has a `kid`; the newest signs. `rotate()` (or `slipway auth rotate-token-key`) adds a key
+ * and keeps the older ones for verification; a server re-reads the keys every few seconds
+ * before signing and at once when it meets an unknown `kid`, so a rotation on one replica
+ * reaches all of them without a restart. The first start creates the first key race-free
+ * (under a db lock: insert if absent, then read), importing a `<dataDir>/token-keys.json` of
+ * an older version so its tokens stay valid.
  */
 import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { SignJWT, exportJWK, generateKeyPair, importJWK, jwtVerify, decodeProtectedHeader, type JWK, type CryptoKey } from 'jose';
+import type { Database } from '../db/db.js';
+import type { Vault } from '../vault/vault.js';
 import type { AccessScope } from './scope.js';
 
 const algorithm = 'ES256';
 /** Old keys verify tokens for this long after a rotation (longer than any token lives). */
 const retiredKeyLifetimeMs = 31 * 24 * 3_600_000;
-/** How often a signing server re-reads the key file. */
+/** How often a signing server re-reads the keys. */
 const keyFileRecheckMs = 5_000;
+/** At most one reload for unknown kids per this period (forged kids cost no db round trip each). */
+const unknownKidReloadMs = 250;
 
 interface StoredKey {
   kid: string;
@@ -28,6 +36,38 @@ interface StoredKey {
 interface KeyFile {
   current: string;
   keys: StoredKey[];
+}
+
+/** Where the signing keys are kept: the db, sealed by the vault. */
+export interface TokenKeyStore {
+  /** Every key, oldest first; the last one signs. */
+  read(): Promise<StoredKey[]>;
+  /** Adds `key` (with `onlyIfEmpty`: only when no key exists yet) and drops keys retired before `retiredBefore`. */
+  add(key: StoredKey, options: { onlyIfEmpty?: boolean; retiredBefore?: number }): Promise<void>;
+}
+
+const sealContext = (kid: string) => `token-signing-key:${kid}`;
+
+export function dbTokenKeyStore(db: Database, vault: Vault): TokenKeyStore {
+  return {
+    async read() {
+      const rows = await db.kysely.selectFrom('token_signing_keys').selectAll().orderBy('created_at').orderBy('kid').execute();
+      return Promise.all(rows.map(async (row) => ({
+        kid: row.kid, createdAt: row.created_at, jwk: JSON.parse(await vault.open(row.sealed_jwk, sealContext(row.kid))) as JWK,
+      })));
+    },
+    async add(key, options) {
+      const sealed = await vault.seal(JSON.stringify(key.jwk), sealContext(key.kid));
+      await db.write(async (trx) => {
+        await db.lockKey(trx, 'token-signing-keys');
+        if (options.onlyIfEmpty && await trx.selectFrom('token_signing_keys').select('kid').limit(1).executeTakeFirst()) return;
+        await trx.insertInto('token_signing_keys').values({ kid: key.kid, sealed_jwk: sealed, created_at: key.createdAt }).execute();
+        if (options.retiredBefore !== undefined) {
+          await trx.deleteFrom('token_signing_keys').where('created_at', '<', options.retiredBefore).where('kid', '!=', key.kid).execute();
+        }
+      });
+    },
+  };
 }
 
 export interface TokenClaims {
@@ -50,56 +90,57 @@ export class TokenError extends SlipwayError {
 export class TokenService {
   private file: KeyFile | undefined;
   private loadedAt = 0;
+  private unknownReloadAt = 0;
   private readonly keys = new Map<string, CryptoKey>();
 
-  constructor(private readonly options: { dataDir: string; issuer: string; service: string; ttlMs: number; refreshTtlMs: number }) {}
+  constructor(private readonly options: { store: TokenKeyStore; dataDir?: string; issuer: string; service: string; ttlMs: number; refreshTtlMs: number }) {}
 
-  private get path(): string {
-    return path.join(this.options.dataDir, 'token-keys.json');
-  }
-
+  /** Loads the keys; the first start creates the first one (or imports an older version's key file). */
   async init(): Promise<void> {
     await this.load();
-    if (!this.file) await this.rotate();
+    if (this.file) return;
+    const imported = await this.legacyKeys();
+    for (const key of imported) await this.options.store.add(key, { onlyIfEmpty: key === imported[0] });
+    if (imported.length === 0) await this.options.store.add(await newKey(), { onlyIfEmpty: true });
+    // Another replica may have won the race: whatever is stored now is what everyone uses.
+    await this.load();
+    if (!this.file) throw new TokenError('no token signing key');
   }
 
   /** Adds a new signing key; tokens signed with older ones stay valid until they expire. */
   async rotate(): Promise<string> {
+    const key = await newKey();
+    await this.options.store.add(key, { retiredBefore: key.createdAt - retiredKeyLifetimeMs });
     await this.load();
-    const { privateKey } = await generateKeyPair(algorithm, { extractable: true });
-    const kid = `k-${randomBytes(6).toString('hex')}`;
-    const now = Date.now();
-    const keys = [...(this.file?.keys ?? []).filter((k) => now - k.createdAt < retiredKeyLifetimeMs), { kid, jwk: await exportJWK(privateKey), createdAt: now }];
-    const next: KeyFile = { current: kid, keys };
-    const temp = `${this.path}.${process.pid}.tmp`;
-    const handle = await open(temp, 'w', 0o600);
+    return key.kid;
+  }
+
+  /** `<dataDir>/token-keys.json` of a version that kept keys in a file, current key last. */
+  private async legacyKeys(): Promise<StoredKey[]> {
+    if (!this.options.dataDir) return [];
     try {
-      await handle.writeFile(JSON.stringify(next));
-      await handle.sync();
-    } finally {
-      await handle.close();
+      const file = JSON.parse(await readFile(path.join(this.options.dataDir, 'token-keys.json'), 'utf8')) as KeyFile;
+      const current = file.keys.find((k) => k.kid === file.current);
+      return [...file.keys.filter((k) => k !== current), ...(current ? [current] : [])];
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
     }
-    await rename(temp, this.path);
-    this.file = next;
-    this.keys.clear();
-    this.loadedAt = Date.now();
-    return kid;
   }
 
   private async load(): Promise<void> {
-    try {
-      this.file = JSON.parse(await readFile(this.path, 'utf8')) as KeyFile;
-      this.keys.clear();
-      this.loadedAt = Date.now();
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
+    const keys = await this.options.store.read();
+    this.loadedAt = Date.now();
+    if (keys.length === 0) return;
+    this.file = { current: keys.at(-1)!.kid, keys };
+    this.keys.clear();
   }
 
   private async key(kid: string, usage: 'sign' | 'verify'): Promise<CryptoKey | undefined> {
     let stored = this.file?.keys.find((k) => k.kid === kid);
-    if (!stored && usage === 'verify') {
-      await this.load(); // rotated by another process
+    if (!stored && usage === 'verify' && Date.now() - this.unknownReloadAt >= unknownKidReloadMs) {
+      this.unknownReloadAt = Date.now();
+      await this.load(); // rotated by another replica or process
       stored = this.file?.keys.find((k) => k.kid === kid);
     }
     if (!stored) return undefined;
@@ -113,7 +154,7 @@ export class TokenService {
   }
 
   async currentKid(): Promise<string> {
-    // Pick up a rotation done by `slipway auth rotate-token-key` in another process.
+    // Pick up a rotation done by another replica or `slipway auth rotate-token-key`.
     await this.load();
     if (!this.file) throw new TokenError('no token signing key');
     return this.file.current;
@@ -128,7 +169,7 @@ export class TokenService {
   }
 
   private async sign(payload: Record<string, unknown>, subject: string, ttlMs: number): Promise<IssuedToken> {
-    // A rotation by another process (`slipway auth rotate-token-key`) is picked up within seconds.
+    // A rotation by another replica or process is picked up within seconds.
     if (Date.now() - this.loadedAt > keyFileRecheckMs) await this.load();
     const kid = this.file?.current ?? (await this.currentKid());
     const key = await this.key(kid, 'sign');
@@ -155,4 +196,9 @@ export class TokenService {
       throw new TokenError(`invalid token: ${(error as Error).message}`);
     }
   }
+}
+
+async function newKey(): Promise<StoredKey> {
+  const { privateKey } = await generateKeyPair(algorithm, { extractable: true });
+  return { kid: `k-${randomBytes(6).toString('hex')}`, jwk: await exportJWK(privateKey), createdAt: Date.now() };
 }

@@ -2,9 +2,9 @@
  * @module cli/admin-commands
  * Key rotation beside the data folder, for operators:
  *
- * - `slipway auth rotate-token-key`: a new registry token signing key in
- *   `<dataDir>/token-keys.json` (older keys stay for verification). A running server signs
- *   with it within seconds (it re-reads the file), so no restart is needed.
+ * - `slipway auth rotate-token-key`: a new registry token signing key in the db, sealed by the
+ *   vault (older keys stay for verification). Every running replica signs with it within
+ *   seconds (they re-read the keys), so no restart is needed.
  * - `slipway vault rotate --new-key-file F`: re-wraps every vault data key under a new master
  *   key in one transaction (envelopes are untouched). When the key came from the default
  *   `<dataDir>/master.key`, that file is replaced with the new key and the old one is kept in
@@ -68,20 +68,30 @@ export function registerAdminCommands(program: Command, env: Env): void {
     .option('--json', 'print {"kid": …}')
     .action(async (flags: CommonFlags & { json?: boolean }) => {
       const config = configFrom(flags, env);
-      const file = path.join(config.dataDir, 'token-keys.json');
-      if (!(await exists(file))) {
-        throw new UsageError(`no token signing keys in ${config.dataDir} (token-keys.json is missing): point --data-dir (or SLIPWAY_DATA_DIR, or dataDir in --config) at the server's data folder; a server with auth enabled creates the file on its first start`);
+      // The keys live in the db sealed by the vault: both must be the server's.
+      if (config.database === 'sqlite' && !(await exists(path.join(config.dataDir, 'slipway.db')))) {
+        throw new UsageError(`no database in ${config.dataDir} (slipway.db is missing): point --data-dir (or SLIPWAY_DATA_DIR, or dataDir in --config) at the server's data folder, or pass --database for PostgreSQL`);
       }
-      const owner = await checkOwnership(file);
+      const masterKeyGiven = (config.vault.masterKey ?? '').trim() !== '' || config.vault.masterKeyFile !== undefined;
+      if (!masterKeyGiven && !(await exists(path.join(config.dataDir, 'master.key')))) {
+        throw new UsageError(`no vault master key: ${path.join(config.dataDir, 'master.key')} does not exist and neither SLIPWAY_MASTER_KEY nor vault.masterKeyFile is set; give the key the server uses`);
+      }
       const { service, tokenTtl, refreshTokenTtl } = config.auth;
-      const { TokenService } = await import('../auth/tokens.js');
-      const tokens = new TokenService({ dataDir: config.dataDir, issuer: 'slipway', service, ttlMs: tokenTtl, refreshTtlMs: refreshTokenTtl });
-      const kid = await tokens.rotate();
-      await restoreOwner(file, owner);
+      const { TokenService, dbTokenKeyStore } = await import('../auth/tokens.js');
+      const { openRegistry, openVault } = await import('../main.js');
+      const registry = await openRegistry(config);
+      let kid: string;
+      try {
+        const vault = await openVault(config, registry.db);
+        const tokens = new TokenService({ store: dbTokenKeyStore(registry.db, vault), issuer: 'slipway', service, ttlMs: tokenTtl, refreshTtlMs: refreshTokenTtl });
+        kid = await tokens.rotate();
+      } finally {
+        await registry.close();
+      }
       if (flags.json) process.stdout.write(`${JSON.stringify({ kid })}\n`);
       else {
         process.stdout.write(`New token signing key: ${kid}\n`);
-        process.stdout.write('Running servers sign with it within seconds; tokens signed with the older keys stay valid until they expire.\n');
+        process.stdout.write('Running servers (every replica) sign with it within seconds; tokens signed with the older keys stay valid until they expire.\n');
       }
     });
 

@@ -12,6 +12,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import pg from 'pg';
 import { migrate } from './migrations.js';
+import { localNotifications, postgresNotifications, type Notifications } from './notifications.js';
 import type { Tables } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -28,6 +29,8 @@ export interface Database {
    * already (BEGIN IMMEDIATE); PostgreSQL takes a transaction-scoped advisory lock.
    */
   lockKey(trx: Kysely<Tables>, key: string): Promise<void>;
+  /** Wake-ups to every process on this database (PostgreSQL NOTIFY; in-process on SQLite). */
+  readonly notifications: Notifications;
   close(): Promise<void>;
 }
 
@@ -82,6 +85,7 @@ function openSqlite(dataDir: string): Database {
       }
     })),
     lockKey: async () => undefined, // BEGIN IMMEDIATE holds the one write lock already
+    notifications: localNotifications(),
     close: () => kysely.destroy(),
   };
 }
@@ -97,6 +101,7 @@ function openPostgres(url: string): Database {
   // listener that would crash the process. The pool replaces the client on next use.
   pool.on('error', (error) => { process.emitWarning(`postgres idle client error: ${error.message}`); });
   const kysely = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
+  const notifications = postgresNotifications(pool, { connectionString: url });
   return {
     dialect: 'postgres',
     kysely,
@@ -104,7 +109,11 @@ function openPostgres(url: string): Database {
     lockKey: async (trx, key) => {
       await sql`SELECT pg_advisory_xact_lock(hashtextextended(${key}, 0))`.execute(trx);
     },
-    close: () => kysely.destroy(),
+    notifications,
+    close: async () => {
+      await notifications.close();
+      await kysely.destroy();
+    },
   };
 }
 

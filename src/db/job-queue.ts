@@ -12,7 +12,9 @@
  * one. Times are milliseconds since the epoch from `now()` (injectable for tests).
  *
  * `JobQueueApi` is the contract (test/suites/job-queue.ts checks it); `JobWorker`
- * (./job-worker.ts, re-exported here) is the consuming side. The `jobs` table belongs to this
+ * (./job-worker.ts, re-exported here) is the consuming side. An enqueue wakes the workers of
+ * its queue in every process on the database (PostgreSQL NOTIFY, sent on commit); workers
+ * keep polling as the safety net. The `jobs` table belongs to this
  * module: other parts reach their jobs only through this API (ids they chose, an id prefix
  * for a group of jobs).
  */
@@ -146,6 +148,9 @@ type JobRow = Selectable<JobTable>;
  */
 const listeners = new WeakMap<Database, Map<string, Set<() => void>>>();
 
+/** The notification channel of enqueues; the payload is the queue name. */
+const jobsChannel = 'slipway_jobs';
+
 export class JobQueue implements JobQueueApi {
   readonly workerId: string;
   readonly leaseMs: number;
@@ -169,9 +174,13 @@ export class JobQueue implements JobQueueApi {
       id, queue, payload: JSON.stringify(payload ?? null), status: 'queued' as const, attempts: 0,
       max_attempts: maxAttempts, timeout_ms: Math.round(timeoutMs), run_after: options.runAfter ?? now, created_at: now,
     };
-    if (options.trx) await options.trx.insertInto('jobs').values(row).execute();
-    else await this.db.write((trx) => trx.insertInto('jobs').values(row).execute());
-    this.notify(queue);
+    // The wake-up to other replicas is sent with the insert's commit (NOTIFY is transactional).
+    const insert = async (trx: Kysely<Tables>) => {
+      await trx.insertInto('jobs').values(row).execute();
+      await this.db.notifications.publishIn(trx, jobsChannel, queue);
+    };
+    if (options.trx) await insert(options.trx);
+    else await this.db.write(insert);
     return id;
   }
 
@@ -370,14 +379,23 @@ export class JobQueue implements JobQueueApi {
     for (const listener of listeners.get(this.db)?.get(queue) ?? []) listener();
   }
 
-  /** Calls `listener` on every notify of `queue`; returns the unsubscribe function. */
+  /**
+   * Calls `listener` on every notify of `queue`, and on every enqueue to it by any process on
+   * this database (`*`: a reconnect may have missed some); returns the unsubscribe function.
+   */
   onNotify(queue: string, listener: () => void): () => void {
     let byQueue = listeners.get(this.db);
     if (!byQueue) listeners.set(this.db, byQueue = new Map());
     let set = byQueue.get(queue);
     if (!set) byQueue.set(queue, set = new Set());
     set.add(listener);
-    return () => { set.delete(listener); };
+    const unsubscribe = this.db.notifications.subscribe(jobsChannel, (payload) => {
+      if (payload === queue || payload === '*') listener();
+    });
+    return () => {
+      set.delete(listener);
+      unsubscribe();
+    };
   }
 
   /** The job row if it is running under `workerId`'s lease (locked on PostgreSQL). */

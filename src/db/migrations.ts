@@ -407,6 +407,24 @@ export const migrations: Migration[] = [
       await db.schema.createIndex('webhook_deliveries_due').on('webhook_deliveries').columns(['status', 'next_attempt_at']).execute();
     },
   },
+  {
+    version: 9,
+    name: 'replicas',
+    async up(db) {
+      // Registry token signing keys, shared by every replica; `sealed_jwk` is a vault envelope.
+      await db.schema.createTable('token_signing_keys')
+        .addColumn('kid', 'text', (c) => c.primaryKey())
+        .addColumn('sealed_jwk', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      // Singleton work (GC, mirror poller, …): one holder per name until `expires_at`.
+      await db.schema.createTable('leases')
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('holder', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
+    },
+  },
 ];
 
 /** Applies every migration newer than the recorded version; safe to call on every start. */

@@ -437,6 +437,22 @@ export interface Tables {
   webhook_subscriptions: WebhookSubscriptionTable;
   webhook_deliveries: WebhookDeliveryTable;
   schema_migrations: MigrationTable;
+  token_signing_keys: TokenSigningKeyTable;
+  leases: LeaseTable;
+}
+
+/** A registry token signing key (ES256 private JWK sealed by the vault); the newest signs. */
+export interface TokenSigningKeyTable {
+  kid: string;
+  sealed_jwk: string;
+  created_at: number;
+}
+
+/** A named lease: singleton work runs on the replica that holds it. */
+export interface LeaseTable {
+  name: string;
+  holder: string;
+  expires_at: number;
 }
 
 // Generated is kept importable for later tables with database-assigned keys.

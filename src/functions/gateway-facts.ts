@@ -2,7 +2,8 @@
  * @module functions/gateway-facts
  * What the gateway must know of a function before a request (its id, type and access), cached
  * for a moment because it is asked on every request. Any change to a function (update, delete,
- * create, a revision becoming active) drops its entry at once.
+ * create, a revision becoming active) drops its entry at once, on every replica: the drop is
+ * published on the db's notifications (PostgreSQL NOTIFY) and the TTL bounds a missed one.
  */
 import type { Database } from '../db/db.js';
 import type { LiveFunctions } from './live.js';
@@ -14,13 +15,22 @@ export interface FunctionFacts { id: string; type: 'http' | 'event'; access: 'pr
 
 /** How long the gateway's facts of a function are kept without a change dropping them. */
 const factsTtlMs = 2000;
+const changesChannel = 'slipway_function_facts';
 
 export class GatewayFacts {
   private readonly facts = new Map<string, { facts: FunctionFacts; until: number }>();
   private generation = 0;
   private readonly accessCache = new Map<string, { access: 'private' | 'public'; until: number }>();
 
-  constructor(private readonly db: Database, private readonly live: LiveFunctions) {}
+  constructor(private readonly db: Database, private readonly live: LiveFunctions) {
+    // Changes made through another replica: `<namespace>/<name>` plus ` <id>` when known.
+    db.notifications.subscribe(changesChannel, (payload) => {
+      if (payload === '*') return this.forgetAll();
+      const [key, id] = payload.split(' ');
+      const slash = key!.indexOf('/');
+      this.drop(key!.slice(0, slash), key!.slice(slash + 1), id);
+    });
+  }
 
   /** Type, access and id of a function (cached: see `described`). */
   async describe(namespace: string, name: string): Promise<FunctionFacts> {
@@ -52,11 +62,23 @@ export class GatewayFacts {
     return undefined;
   }
 
-  /** Drops the cached facts of a function (and its cached access). */
+  /** Drops the cached facts of a function (and its cached access), here and on every other replica. */
   forget(namespace: string, name: string, id?: string): void {
+    this.drop(namespace, name, id);
+    this.db.notifications.publish(changesChannel, id === undefined ? `${namespace}/${name}` : `${namespace}/${name} ${id}`)
+      .catch(() => undefined); // the TTL still bounds how long another replica keeps it
+  }
+
+  private drop(namespace: string, name: string, id?: string): void {
     this.generation++;
     this.facts.delete(`${namespace}/${name}`);
     if (id !== undefined) this.accessCache.delete(id);
+  }
+
+  private forgetAll(): void {
+    this.generation++;
+    this.facts.clear();
+    this.accessCache.clear();
   }
 
   private async accessOf(id: string): Promise<'private' | 'public'> {

@@ -58,6 +58,8 @@ export interface MirrorPollerOptions {
   tickMs?: number;
   logger?: Logger;
   now?: () => number;
+  /** Timed polls happen only while this answers true (several replicas: the mirror lease's holder). */
+  active?: () => boolean;
   /** Pipelines polled at the same time. Default 4. */
   concurrency?: number;
   /** Limit of one git operation (ls-remote, diff fetch). Default 60 s and 5 minutes. */
@@ -142,6 +144,7 @@ export class MirrorPoller {
 
   private tick(): Promise<void> {
     if (this.closed || this.ticking) return this.ticking ?? Promise.resolve();
+    if (this.options.active && !this.options.active()) return Promise.resolve();
     this.ticking = this.dueTargets()
       .then((due) => {
         for (const target of due) void this.schedule(target, false);

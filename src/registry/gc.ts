@@ -168,11 +168,14 @@ async function collectBlobs(options: GcOptions, cutoff: number): Promise<{ count
   return { count, bytes };
 }
 
-/** Runs GC every `intervalMs` in the server; never two at once. */
-export function scheduleGarbageCollection(options: GcOptions, intervalMs: number): { stop(): Promise<void> } {
+/**
+ * Runs GC every `intervalMs` in the server; never two at once. With `when`, a tick runs only
+ * while it answers true (several replicas: only the holder of the GC lease collects).
+ */
+export function scheduleGarbageCollection(options: GcOptions, intervalMs: number, when?: () => boolean): { stop(): Promise<void> } {
   let running: Promise<unknown> | undefined;
   const timer = setInterval(() => {
-    if (running) return;
+    if (running || (when && !when())) return;
     running = collectGarbage(options)
       .catch((error) => options.logger?.error({ err: error }, 'garbage collection failed'))
       .finally(() => { running = undefined; });

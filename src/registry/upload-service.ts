@@ -1,8 +1,10 @@
 /**
  * @module registry/upload-service
  * Blob upload sessions: monolithic (POST+PUT or a single POST), chunked (PATCH …), status,
- * cancel. The running hash of a session lives in memory so completion costs no second read;
- * after a restart (or on another replica) the stored bytes are hashed again instead. Content
+ * cancel. A session's state is its `uploads` row (acknowledged size) and its bytes in the blob
+ * store, so any replica continues a session another one started. The running hash lives in
+ * memory as a shortcut (completion costs no second read); a replica that did not see every
+ * chunk hashes the stored bytes again instead. Content
  * is verified against the client's digest before it becomes a blob; a mismatch deletes the
  * session and leaves nothing behind.
  */
@@ -169,8 +171,17 @@ export class UploadService {
     try {
       const size = await uploads.append(id, body, current, hashing ? (chunk) => hashing.hash.update(chunk) : undefined);
       if (hashing) hashing.offset = size;
-      // Recorded before the 202: after a crash, status and resume start from here.
-      await this.options.db.write((trx) => trx.updateTable('uploads').set({ size, updated_at: Date.now() }).where('id', '=', id).execute());
+      // Recorded before the 202: after a crash, status and resume start from here. Only from
+      // the offset this append started at: `locked` serialises one process, this check the
+      // replicas (a racing append to the same session on another replica loses with a 416).
+      const recorded = await this.options.db.write((trx) => trx.updateTable('uploads').set({ size, updated_at: Date.now() })
+        .where('id', '=', id).where('size', '=', session.size).executeTakeFirst());
+      if (Number(recorded.numUpdatedRows) !== 1) {
+        this.hashes.delete(id);
+        const now = await this.options.db.kysely.selectFrom('uploads').select('size').where('id', '=', id).executeTakeFirst();
+        if (!now) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
+        throw rangeError(now.size, 'the upload was changed concurrently (by another replica)');
+      }
       return size;
     } catch (error) {
       this.hashes.delete(id);
