@@ -97,7 +97,14 @@ export class TokenService {
 
   /** Loads the keys; the first start creates the first one (or imports an older version's key file). */
   async init(): Promise<void> {
-    await this.load();
+    try {
+      await this.load();
+    } catch (error) {
+      // Keys this process cannot unseal (a wrong master key): the server still starts, as the
+      // vault never stops a start, and signing or verifying fails with the vault's error.
+      if ((error as Error).name === 'VaultError') return;
+      throw error;
+    }
     if (this.file) return;
     const imported = await this.legacyKeys();
     for (const key of imported) await this.options.store.add(key, { onlyIfEmpty: key === imported[0] });

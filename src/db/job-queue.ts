@@ -181,6 +181,7 @@ export class JobQueue implements JobQueueApi {
     };
     if (options.trx) await insert(options.trx);
     else await this.db.write(insert);
+    this.notify(queue);
     return id;
   }
 
@@ -389,6 +390,7 @@ export class JobQueue implements JobQueueApi {
     let set = byQueue.get(queue);
     if (!set) byQueue.set(queue, set = new Set());
     set.add(listener);
+    // Enqueues by other processes (this one's arrive through `notify`).
     const unsubscribe = this.db.notifications.subscribe(jobsChannel, (payload) => {
       if (payload === queue || payload === '*') listener();
     });

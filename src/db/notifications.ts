@@ -19,8 +19,9 @@ export interface Notifications {
   /** Sends now (outside any transaction). */
   publish(channel: string, payload: string): Promise<void>;
   /**
-   * Sends when `trx` commits (PostgreSQL delivers NOTIFY on commit, nothing on rollback); this
-   * process's listeners are called at once.
+   * Sends to the other processes when `trx` commits (PostgreSQL delivers NOTIFY on commit,
+   * nothing on rollback). This process's listeners are not called: the caller wakes its own
+   * after the commit, when what they look for is visible.
    */
   publishIn(trx: Kysely<any>, channel: string, payload: string): Promise<void>;
   subscribe(channel: string, listener: NotificationListener): () => void;
@@ -73,7 +74,7 @@ export function localNotifications(): Notifications {
   const listeners = new Listeners();
   return {
     async publish(channel, payload) { checkPayload(payload); listeners.call(channel, payload); },
-    async publishIn(_trx, channel, payload) { checkPayload(payload); listeners.call(channel, payload); },
+    async publishIn(_trx, _channel, payload) { checkPayload(payload); },
     subscribe: (channel, listener) => listeners.add(channel, listener).remove,
     async close() { /* nothing held */ },
   };
@@ -157,7 +158,6 @@ export function postgresNotifications(pool: pg.Pool, connection: pg.ClientConfig
     async publishIn(trx, channel, payload) {
       checkPayload(payload);
       await send(channel, payload).execute(trx);
-      listeners.call(channel, payload);
     },
     subscribe(channel, listener) {
       const { first, remove } = listeners.add(channel, listener);
