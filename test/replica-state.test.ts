@@ -122,7 +122,12 @@ for (const dialect of dialects) {
       assert.equal(await tokensA.currentKid(), kid, 'A signs with the rotated key');
 
       const other = await Vault.open(a, { current: parseMasterKey(randomBytes(32).toString('base64')) });
-      await assert.rejects(new TokenService({ store: dbTokenKeyStore(a, other), ...options }).init(), /master key|MASTER_KEY/i, 'keys need the shared master key');
+      // A replica with another master key starts (the vault never stops a start) but cannot sign or verify.
+      const stranger = new TokenService({ store: dbTokenKeyStore(a, other), ...options });
+      await stranger.init();
+      assert.equal(await a.kysely.selectFrom('token_signing_keys').select('kid').execute().then((r) => r.length), 2, 'it made no key of its own');
+      await assert.rejects(stranger.issueAccess({ subject: 'eve', access: [] }), /master key/i, 'keys need the shared master key');
+      await assert.rejects(stranger.verify(issued.token, 'access'), /master key|invalid token/i);
     });
 
     test('a job enqueued through one handle is claimed exactly once, and a worker on the other wakes without polling', async () => {

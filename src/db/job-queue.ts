@@ -456,7 +456,7 @@ function newJobId(now: number): string {
 }
 
 /** Whether a worker id (`<host>-<pid>-<random>`) belongs to a process of this host that no longer runs. */
-function ownerIsDeadHere(owner: string | null): boolean {
+export function ownerIsDeadHere(owner: string | null): boolean {
   const prefix = `${hostname()}-`;
   if (!owner?.startsWith(prefix)) return false;
   const pid = Number(owner.slice(prefix.length).split('-')[0]);

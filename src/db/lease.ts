@@ -14,6 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Database } from './db.js';
+import { ownerIsDeadHere } from './job-queue.js';
 
 export interface LeaseOptions {
   /** Who holds it; default `<host>-<pid>-<random>`. */
@@ -33,7 +34,8 @@ export async function acquireLease(db: Database, name: string, holder: string, t
       await trx.insertInto('leases').values({ name, holder, expires_at: expiresAt }).execute();
       return true;
     }
-    if (row.holder !== holder && row.expires_at > now) return false;
+    // A holder that is a dead process of this host (kill -9, then a restart) need not expire.
+    if (row.holder !== holder && row.expires_at > now && !ownerIsDeadHere(row.holder)) return false;
     await trx.updateTable('leases').set({ holder, expires_at: expiresAt }).where('name', '=', name).execute();
     return true;
   });
