@@ -20,6 +20,7 @@ import { createServer, type Server } from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import pg from 'pg';
 import { cleanEnv, killAllChildren, killTree, repoRoot, run, slipwayBin, spawnTracked } from './helpers/commands.js';
 import { dialects, tempDir } from './helpers/dialects.js';
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
@@ -200,9 +201,9 @@ describe('two replicas behind nginx on PostgreSQL and S3', { timeout: 420_000, s
     let receiver: Server | undefined;
     const replicas: Replica[] = [];
     try {
-      // One after the other: the second meets the first's admin, vault data key and token key.
-      replicas.push(await startReplica('a', work.path, shared));
-      replicas.push(await startReplica('b', work.path, shared));
+      // At the same time: migrations, the admin user, the vault data key and the first token key
+      // are each created once, whoever comes first.
+      replicas.push(...await Promise.all([startReplica('a', work.path, shared), startReplica('b', work.path, shared)]));
       const [a, b] = replicas as [Replica, Replica];
       nginx = await startNginx(work.path, replicas.map((replica) => new URL(replica.url).host));
       const figures: Record<string, unknown> = {};
@@ -310,8 +311,17 @@ describe('two replicas behind nginx on PostgreSQL and S3', { timeout: 420_000, s
       assert.equal(deliveries.length, queued.length, `each ping delivered once (${deliveries.length} deliveries)`);
       assert.deepEqual([...new Set(deliveries)].sort(), [...queued].sort());
 
-      // ---- kill -9 A mid-push: acknowledged data survives, sessions resume on B ----
-      const pushAuth = { authorization: `Bearer ${await token(b.url, 'repository:replicas/crash:pull,push')}` };
+      // ---- kill -9 mid-push the replica holding the singleton leases: acknowledged data
+      // survives, sessions resume on the other, the leases move to it ----
+      const leaseDb = new pg.Client({ connectionString: database.url });
+      await leaseDb.connect();
+      const gcHolder = (await leaseDb.query<{ holder: string }>("SELECT holder FROM leases WHERE name = 'registry-gc'")).rows[0]?.holder ?? '';
+      await leaseDb.end();
+      const victim = replicas.find((replica) => gcHolder.includes(`-${replica.child.pid}-`));
+      assert.ok(victim, `one replica holds the GC lease (${gcHolder})`);
+      const survivor = victim === a ? b : a;
+      figures.killed = victim.name;
+      const pushAuth = { authorization: `Bearer ${await token(survivor.url, 'repository:replicas/crash:pull,push')}` };
       const acked: Array<{ digest: string; data: Buffer }> = [];
       const interrupted: Array<{ at: string; acknowledged: number; data: Buffer; digest: string }> = [];
       const state = { killed: false, stop: false };
@@ -350,36 +360,55 @@ describe('two replicas behind nginx on PostgreSQL and S3', { timeout: 420_000, s
       };
       const clients = Array.from({ length: 4 }, () => client());
       await sleep(3000);
-      killTree(a.child, 'SIGKILL');
+      killTree(victim.child, 'SIGKILL');
       state.killed = true;
-      await a.exited;
-      await sleep(3000);
+      await victim.exited;
+      // The victim's singleton leases (GC, mirror poller) pass to the survivor: at once when it
+      // sees the victim's pid is gone (same host), else after the 15 s ttl.
+      const leases = new pg.Client({ connectionString: database.url });
+      await leases.connect();
+      const handoverStarted = Date.now();
+      try {
+        const holders = async () => (await leases.query<{ name: string; holder: string }>('SELECT name, holder FROM leases WHERE expires_at > $1', [Date.now()])).rows;
+        while (Date.now() - handoverStarted < 25_000) {
+          const rows = await holders();
+          if (rows.length === 2 && rows.every((row) => row.holder.includes(`-${survivor.child.pid}-`))) break;
+          await sleep(100);
+        }
+        const rows = await holders();
+        assert.deepEqual(rows.map((row) => row.name).sort(), ['pipeline-mirrors', 'registry-gc']);
+        assert.ok(rows.every((row) => row.holder.includes(`-${survivor.child.pid}-`)), `B holds every lease: ${JSON.stringify(rows)}`);
+        figures.leaseHandoverMs = Date.now() - handoverStarted;
+      } finally {
+        await leases.end();
+      }
+      await sleep(Math.max(0, 3000 - (Date.now() - handoverStarted)));
       state.stop = true;
       await Promise.all(clients);
       figures.killMidPush = { ackedBlobs: acked.length, interruptedSessions: interrupted.length, patchesAfterKill: requestsAfterKill };
       assert.ok(acked.length > 0, 'some pushes were acknowledged');
       assert.ok(interrupted.length > 0, 'the kill interrupted some sessions');
       for (const blob of acked) {
-        const read = await call(`${b.url}/v2/replicas/crash/blobs/${blob.digest}`, { headers: pushAuth });
+        const read = await call(`${survivor.url}/v2/replicas/crash/blobs/${blob.digest}`, { headers: pushAuth });
         assert.equal(read.status, 200, `acknowledged ${blob.digest} readable through B`);
         assert.ok(read.body.equals(blob.data));
       }
       let resumed = 0;
       for (const session of interrupted) {
-        const current = await call(`${b.url}${session.at}`, { headers: pushAuth });
+        const current = await call(`${survivor.url}${session.at}`, { headers: pushAuth });
         assert.equal(current.status, 204, `session readable on B: ${show(current)}`);
         const end = Number(/^0-(\d+)$/.exec(current.headers.get('range') ?? '')?.[1] ?? -1) + 1;
         assert.ok(end >= session.acknowledged, `nothing acknowledged was lost (${end} ≥ ${session.acknowledged})`);
         const rest = session.data.subarray(end);
         const finish = new URL(locationPath(current), 'http://placeholder');
         finish.searchParams.set('digest', session.digest);
-        const put = await call(`${b.url}${finish.pathname}${finish.search}`, { method: 'PUT', headers: { ...pushAuth, 'content-type': 'application/octet-stream' }, body: rest.length > 0 ? body(rest) : undefined });
+        const put = await call(`${survivor.url}${finish.pathname}${finish.search}`, { method: 'PUT', headers: { ...pushAuth, 'content-type': 'application/octet-stream' }, body: rest.length > 0 ? body(rest) : undefined });
         assert.equal(put.status, 201, `resumed on B and completed: ${show(put)}`);
         resumed++;
       }
       figures.resumedOnB = resumed;
       // Through nginx again: the dead upstream is skipped.
-      assert.equal((await call(`${nginx.url}/v2/replicas/skopeo/manifests/v1`, { headers: { authorization: `Bearer ${await token(b.url, 'repository:replicas/skopeo:pull')}`, accept: ociManifestType } })).status, 200);
+      assert.equal((await call(`${nginx.url}/v2/replicas/skopeo/manifests/v1`, { headers: { authorization: `Bearer ${await token(survivor.url, 'repository:replicas/skopeo:pull')}`, accept: ociManifestType } })).status, 200);
       process.stdout.write(`# replicas figures: ${JSON.stringify(figures)}\n`);
     } finally {
       receiver?.closeAllConnections();
