@@ -11,6 +11,8 @@ import { JobQueue } from '../src/db/job-queue.js';
 import { JobWorker } from '../src/db/job-worker.js';
 import { Lease, acquireLease, leaseHolder } from '../src/db/lease.js';
 import { TokenService, dbTokenKeyStore } from '../src/auth/tokens.js';
+import { GatewayFacts } from '../src/functions/gateway-facts.js';
+import { LiveFunctions } from '../src/functions/live.js';
 import { Vault, parseMasterKey } from '../src/vault/vault.js';
 import { dialects, tempDir } from './helpers/dialects.js';
 
@@ -128,6 +130,26 @@ for (const dialect of dialects) {
       assert.equal(await a.kysely.selectFrom('token_signing_keys').select('kid').execute().then((r) => r.length), 2, 'it made no key of its own');
       await assert.rejects(stranger.issueAccess({ subject: 'eve', access: [] }), /master key/i, 'keys need the shared master key');
       await assert.rejects(stranger.verify(issued.token, 'access'), /master key|invalid token/i);
+    });
+
+    test('a function change through one handle drops the gateway facts the other cached, within a second', { skip: dialect.name === 'sqlite' && 'one process on SQLite' }, async () => {
+      const [a, b] = await twoHandles();
+      const now = Date.now();
+      await a.write((trx) => trx.insertInto('functions').values({
+        id: 'fn_1', namespace: 'team', name: 'hello', access: 'private', config: JSON.stringify({ type: 'http' }),
+        active_revision: null, latest_revision: 0, created_by: null, created_at: now, updated_at: now,
+      }).execute());
+      const factsA = new GatewayFacts(a, new LiveFunctions());
+      const factsB = new GatewayFacts(b, new LiveFunctions());
+      await sleep(300); // LISTEN connections are up
+      assert.equal((await factsB.describe('team', 'hello')).access, 'private');
+      assert.equal(factsB.described('team', 'hello')?.access, 'private', 'cached on B');
+      await a.write((trx) => trx.updateTable('functions').set({ access: 'public' }).where('id', '=', 'fn_1').execute());
+      const changed = Date.now();
+      factsA.forget('team', 'hello', 'fn_1'); // what A's function service does on a change
+      await until(() => factsB.described('team', 'hello') === undefined, 1000, 'B to drop its cached facts');
+      assert.ok(Date.now() - changed < 1000);
+      assert.equal((await factsB.describe('team', 'hello')).access, 'public');
     });
 
     test('a job enqueued through one handle is claimed exactly once, and a worker on the other wakes without polling', async () => {
