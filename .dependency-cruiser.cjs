@@ -21,7 +21,8 @@ const allowed = {
   vault: ['http', 'config', 'db'],
   events: ['db', 'http', 'config'],
   auth: ['config', 'db', 'http', 'registry', 'vault'],
-  registry: ['auth', 'storage', 'db', 'config'],
+  // http: the API kit (errors, validation, api-contract) of the policy routes.
+  registry: ['auth', 'storage', 'db', 'config', 'http'],
   credentials: ['http', 'config', 'db', 'vault'],
   builds: ['config', 'db', 'exec', 'git', 'logs', 'http', 'registry', 'credentials'],
   functions: ['config', 'db', 'exec', 'http', 'registry', 'events'],
@@ -29,7 +30,8 @@ const allowed = {
   pipelines: ['config', 'db', 'exec', 'git', 'logs', 'http', 'registry', 'builds', 'functions', 'events'],
   // The client: the config file format, the wire names it shares with the server, and
   // main.ts for `slipway serve`/admin commands that run the server in-process.
-  cli: ['config', 'auth', 'builds', 'vault', 'main'],
+  // http and registry: the typed API client and the registry-policy operations it calls.
+  cli: ['config', 'auth', 'builds', 'vault', 'main', 'http', 'registry'],
 };
 const parts = [...Object.keys(allowed), 'main'];
 

@@ -37,6 +37,9 @@ import { collectGarbage, scheduleGarbageCollection, type GcReport } from './regi
 import { fsck, type FsckReport } from './registry/fsck.js';
 import { ManifestService } from './registry/manifest-service.js';
 import { UploadService } from './registry/upload-service.js';
+import { RegistryPolicies } from './registry/policy-service.js';
+import { PullTimes } from './registry/pull-times.js';
+import { Retention } from './registry/retention.js';
 import type { BlobStore } from './storage/blob-store.js';
 import { FunctionService } from './functions/service.js';
 import { FunctionLogs } from './functions/logs.js';
@@ -66,6 +69,10 @@ export interface Registry {
   blobs: BlobService;
   uploads: UploadService;
   manifests: ManifestService;
+  /** Immutable tags and quotas of namespaces; retention rules and their runs. */
+  policies: RegistryPolicies;
+  retention: Retention;
+  pulls: PullTimes;
   gc(now?: number): Promise<GcReport>;
   fsck(): Promise<FsckReport>;
   close(): Promise<void>;
@@ -84,14 +91,18 @@ export async function openRegistry(config: Config, options: RegistryOptions = {}
   const store = options.wrapStore ? options.wrapStore(driverStore) : driverStore;
   const { deleteEnabled, maxManifestBytes, gc, uploadExpiry } = config.registry;
   const blobs = new BlobService({ db, store, gracePeriodMs: gc.gracePeriod, deleteEnabled });
-  const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry });
-  const manifests = new ManifestService({ db, deleteEnabled, maxManifestBytes });
+  const policies = new RegistryPolicies(db);
+  const pulls = new PullTimes(db);
+  const retention = new Retention(db, policies, pulls);
+  const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry, admission: policies });
+  const manifests = new ManifestService({ db, deleteEnabled, maxManifestBytes, tagGuard: policies });
   const gcOptions = { db, store, uploads, gracePeriodMs: gc.gracePeriod, logger };
   return {
-    db, store, blobs, uploads, manifests,
+    db, store, blobs, uploads, manifests, policies, retention, pulls,
     gc: (now) => collectGarbage(gcOptions, now),
     fsck: () => fsck(db, store),
     close: async () => {
+      await pulls.close().catch(() => undefined);
       await db.close();
       await driverStore.close?.();
     },
@@ -371,7 +382,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       credentials: auth?.credentialRoutes,
       secrets: auth?.secretRoutes,
       builds: { builds: builds.service, blobs: registry.blobs, guard: auth?.guard, maxContextBytes: config.builds.maxContextBytes },
-      registry: { blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes },
+      registry: {
+        blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes,
+        mountAdmission: registry.policies, pulls: registry.pulls,
+      },
+      registryPolicies: auth ? { policies: registry.policies, retention: registry.retention, guard: auth.guard, audit: auth.routes.audit } : undefined,
       readinessChecks: [() => access(config.dataDir)],
       functions: functions ? { functions: functions.service, guard: auth?.guard } : undefined,
       pipelines: { pipelines: delivery.pipelines, guard: auth?.guard },

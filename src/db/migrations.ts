@@ -425,6 +425,38 @@ export const migrations: Migration[] = [
         .execute();
     },
   },
+  {
+    version: 10,
+    name: 'registry-policies',
+    async up(db) {
+      await db.schema.createTable('registry_policies')
+        .addColumn('namespace', 'text', (c) => c.primaryKey())
+        .addColumn('immutable_tags', 'text', (c) => c.notNull().defaultTo('[]'))
+        .addColumn('max_bytes', 'bigint')
+        .addColumn('max_repositories', 'integer')
+        .addColumn('retention', 'text', (c) => c.notNull().defaultTo('[]'))
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_by', 'text')
+        .execute();
+      await db.schema.createTable('manifest_pulls')
+        .addColumn('repository', 'text', (c) => c.notNull())
+        .addColumn('digest', 'text', (c) => c.notNull())
+        .addColumn('pulled_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('manifest_pulls_pk', ['repository', 'digest'])
+        .execute();
+      await db.schema.createTable('retention_runs')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('dry_run', 'integer', (c) => c.notNull())
+        .addColumn('removed', 'text', (c) => c.notNull())
+        .addColumn('kept', 'integer', (c) => c.notNull())
+        .addColumn('started_at', 'bigint', (c) => c.notNull())
+        .addColumn('finished_at', 'bigint', (c) => c.notNull())
+        .addColumn('started_by', 'text')
+        .execute();
+      await db.schema.createIndex('retention_runs_namespace').on('retention_runs').columns(['namespace', 'started_at']).execute();
+    },
+  },
 ];
 
 /** Applies every migration newer than the recorded version; safe to call on every start. */

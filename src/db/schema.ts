@@ -403,6 +403,39 @@ export interface WebhookDeliveryTable {
   finished_at: number | null;
 }
 
+/** A namespace's registry policy (registry/policy-service.ts); no row: no limits, no rules. */
+export interface RegistryPolicyTable {
+  namespace: string;
+  /** JSON array of tag globs; a tag matching one cannot be moved or deleted once pushed. */
+  immutable_tags: string;
+  max_bytes: number | null;
+  max_repositories: number | null;
+  /** JSON array of retention rules (registry/retention.ts). */
+  retention: string;
+  updated_at: number;
+  updated_by: string | null;
+}
+
+/** The last pull of a manifest, flushed in batches (registry/pull-times.ts). */
+export interface ManifestPullTable {
+  repository: string;
+  digest: string;
+  pulled_at: number;
+}
+
+/** One retention run (or dry run) and what it removed, with why. */
+export interface RetentionRunTable {
+  id: string;
+  namespace: string;
+  dry_run: number;
+  /** JSON array of {repository, digest, tags, reason}. */
+  removed: string;
+  kept: number;
+  started_at: number;
+  finished_at: number;
+  started_by: string | null;
+}
+
 export interface Tables {
   blobs: BlobTable;
   repositories: RepositoryTable;
@@ -436,6 +469,9 @@ export interface Tables {
   events: EventTable;
   webhook_subscriptions: WebhookSubscriptionTable;
   webhook_deliveries: WebhookDeliveryTable;
+  registry_policies: RegistryPolicyTable;
+  manifest_pulls: ManifestPullTable;
+  retention_runs: RetentionRunTable;
   schema_migrations: MigrationTable;
   token_signing_keys: TokenSigningKeyTable;
   leases: LeaseTable;

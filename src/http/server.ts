@@ -7,7 +7,7 @@ import http from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Authorizer } from '../auth/scope.js';
 import type { Database } from '../db/db.js';
-import { registryRoutes, type RegistryRoutesOptions } from '../registry/routes.js';
+import { policyRoutes, registryRoutes, type PolicyRoutesOptions, type RegistryRoutesOptions } from '../registry/routes.js';
 import { authRoutes, type AuthRoutesOptions } from '../auth/routes.js';
 import { credentialRoutes, type CredentialRoutesOptions } from '../credentials/routes.js';
 import { secretRoutes, type SecretRoutesOptions } from '../vault/routes.js';
@@ -27,6 +27,8 @@ export interface ServerDependencies {
   db: Database;
   authorizer: Authorizer;
   registry: Omit<RegistryRoutesOptions, 'authorizer'>;
+  /** Immutable tags, quotas and retention of namespaces; needs auth. */
+  registryPolicies?: PolicyRoutesOptions;
   /** Token endpoint and access-control API; absent when auth is off. */
   auth?: AuthRoutesOptions;
   /** External registry credentials API; needs auth. */
@@ -114,6 +116,7 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
 
   await app.register(registryRoutes, { ...deps.registry, authorizer: deps.authorizer });
   if (deps.auth) await app.register(authRoutes, deps.auth);
+  if (deps.registryPolicies) await app.register(policyRoutes, deps.registryPolicies);
   if (deps.credentials) await app.register(credentialRoutes, deps.credentials);
   if (deps.secrets) await app.register(secretRoutes, deps.secrets);
   if (deps.builds) await app.register(buildRoutes, deps.builds);

@@ -19,6 +19,15 @@ export interface ManifestServiceOptions {
   db: Database;
   deleteEnabled: boolean;
   maxManifestBytes: number;
+  /** Namespace rules on tags (immutable tags: registry/policy-service.ts), checked in the writing transaction. */
+  tagGuard?: TagGuard;
+}
+
+/** Throws (DENIED) inside the transaction that would move or remove a tag the namespace protects. */
+export interface TagGuard {
+  beforeTagWrite(trx: Kysely<Tables>, repository: string, tag: string, digest: string): Promise<void>;
+  /** `reference`: a tag, or a digest whose tags would go with it. */
+  beforeRemove(trx: Kysely<Tables>, repository: string, reference: string): Promise<void>;
 }
 
 export interface ManifestInfo {
@@ -98,6 +107,7 @@ export class ManifestService {
     const tag = isDigest(reference) ? undefined : reference;
     await this.db.write(async (trx) => {
       const now = Date.now();
+      if (tag) await this.options.tagGuard?.beforeTagWrite(trx, repository, tag, digest);
       await ensureRepository(trx, repository);
       await touchAll(trx, 'repository_blobs', repository, parsed.blobs, now, 'MANIFEST_BLOB_UNKNOWN');
       await touchAll(trx, 'manifests', repository, parsed.manifests, now, 'MANIFEST_UNKNOWN');
@@ -145,6 +155,7 @@ export class ManifestService {
   async delete(repository: string, reference: string): Promise<void> {
     if (!this.options.deleteEnabled) throw new RegistryError('UNSUPPORTED', 'deletes are disabled on this registry');
     const deleted = await this.db.write(async (trx) => {
+      await this.options.tagGuard?.beforeRemove(trx, repository, reference);
       if (!isDigest(reference)) {
         const result = await trx.deleteFrom('tags').where('repository', '=', repository).where('name', '=', reference).executeTakeFirst();
         return Number(result.numDeletedRows);

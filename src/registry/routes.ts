@@ -22,7 +22,13 @@ export interface RegistryRoutesOptions {
   manifests: ManifestService;
   authorizer: Authorizer;
   maxManifestBytes: number;
+  /** Namespace quotas on a cross-repository mount (registry/policy-service.ts); throws DENIED. */
+  mountAdmission?: { admitMount(repository: string, digest: string): Promise<void> };
+  /** Records manifest pulls for retention (registry/pull-times.ts). */
+  pulls?: { record(repository: string, digest: string): void };
 }
+
+export { policyRoutes, type PolicyRoutesOptions } from './policy-routes.js';
 
 type Query = Record<string, string | string[] | undefined>;
 
@@ -161,6 +167,7 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
         reply.header('Docker-Content-Digest', info.digest).header('ETag', etag).type(info.mediaType);
         if (request.headers['if-none-match'] === etag) return reply.code(304).send();
         if (request.method === 'HEAD') return reply.header('Content-Length', info.size).send();
+        options.pulls?.record(name, info.digest);
         return reply.send(await manifests.content(name, info.digest));
       },
     },
@@ -178,6 +185,7 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
           const check = checkDigest(mount);
           if (!check.ok) throw new RegistryError('DIGEST_INVALID', `invalid digest ${mount}`, { digest: mount });
           const mayRead = from && isValidName(from) && (await authorizer.permits(request, { type: 'repository', name: from, actions: ['pull'] }));
+          if (mayRead) await options.mountAdmission?.admitMount(name, mount);
           if (mayRead && (await blobs.mount(name, from, mount))) {
             return reply.code(201).header('Location', `/v2/${name}/blobs/${mount}`).header('Docker-Content-Digest', mount).send();
           }

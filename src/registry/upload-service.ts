@@ -22,6 +22,15 @@ export interface UploadServiceOptions {
   blobs: BlobService;
   /** Sessions untouched for this long are removed by `expire()`. */
   expiryMs: number;
+  /** Namespace quotas (registry/policy-service.ts); a refusal removes the session. */
+  admission?: UploadAdmission;
+}
+
+/** Throws (DENIED) when a namespace may not take a new repository, or `size` more bytes of a blob. */
+export interface UploadAdmission {
+  admitRepository(repository: string): Promise<void>;
+  /** `digest`, when known: a blob the namespace holds already costs nothing. */
+  admitBytes(repository: string, size: number, digest?: string): Promise<void>;
 }
 
 /** `Content-Range: <start>-<end>` of a PATCH (inclusive). */
@@ -31,6 +40,7 @@ export interface ChunkRange {
 }
 
 interface Session {
+  repository: string;
   algorithm: DigestAlgorithm;
   /** Acknowledged bytes. */
   size: number;
@@ -49,6 +59,7 @@ export class UploadService {
   constructor(private readonly options: UploadServiceOptions) {}
 
   async start(repository: string, algorithm: DigestAlgorithm = 'sha256'): Promise<string> {
+    await this.options.admission?.admitRepository(repository);
     const id = randomBytes(16).toString('hex');
     const now = Date.now();
     await this.options.store.uploads.create(id);
@@ -79,13 +90,14 @@ export class UploadService {
       const session = await this.session(repository, id);
       const expected = parseDigestParameter(digest);
       const size = body && (range || (contentLength ?? 1) > 0)
-        ? await this.write(id, session, body, range, contentLength)
+        ? await this.write(id, session, body, range, contentLength, digest)
         : await this.acknowledged(id, session.size);
       const actual = await this.digestOf(id, expected.algorithm, size);
       if (actual !== digest) {
         await this.remove(id);
         throw new RegistryError('DIGEST_INVALID', `provided digest ${digest} does not match the uploaded content (${actual})`, { digest });
       }
+      await this.admitted(id, () => this.options.admission?.admitBytes(repository, size, actual));
       await this.options.blobs.adopt(repository, actual, size,
         () => this.options.store.uploads.commit(id, actual),
         () => this.options.store.uploads.abort(id));
@@ -147,7 +159,17 @@ export class UploadService {
     return Math.min(stored, recorded);
   }
 
-  private async write(id: string, session: Session, body: Readable, range?: ChunkRange, contentLength?: number): Promise<number> {
+  /** Runs a quota check; a refusal removes the session (and its stored bytes) first. */
+  private async admitted(id: string, check: () => Promise<void> | undefined): Promise<void> {
+    try {
+      await check();
+    } catch (error) {
+      await this.remove(id);
+      throw error;
+    }
+  }
+
+  private async write(id: string, session: Session, body: Readable, range?: ChunkRange, contentLength?: number, claimedDigest?: string): Promise<number> {
     const uploads = this.options.store.uploads;
     const { algorithm } = session;
     const current = await this.acknowledged(id, session.size);
@@ -160,6 +182,12 @@ export class UploadService {
         body.resume();
         throw rangeError(current, `Content-Length ${contentLength} does not match Content-Range ${range.start}-${range.end}`);
       }
+    }
+    if (this.options.admission && contentLength !== undefined && contentLength > 0) {
+      // Refused before a byte is stored when the length is known (the digest is only a claim
+      // here; the commit checks the real one).
+      await this.admitted(id, () => this.options.admission!.admitBytes(session.repository, current + contentLength, claimedDigest))
+        .catch((error: unknown) => { body.resume(); throw error; });
     }
     let state = this.hashes.get(id);
     if (!state || state.offset !== current || state.algorithm !== algorithm) {
@@ -205,7 +233,7 @@ export class UploadService {
   private async session(repository: string, id: string): Promise<Session> {
     const row = await this.options.db.kysely.selectFrom('uploads').select(['repository', 'algorithm', 'size']).where('id', '=', id).executeTakeFirst();
     if (!row || row.repository !== repository) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { id });
-    return { algorithm: row.algorithm as DigestAlgorithm, size: row.size };
+    return { repository: row.repository, algorithm: row.algorithm as DigestAlgorithm, size: row.size };
   }
 
   private async remove(id: string): Promise<void> {
