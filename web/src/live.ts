@@ -42,7 +42,7 @@ export function useEventFeed(namespaces: string[], limit = 50): { events: Domain
 }
 
 /** Lines of an SSE log stream (`data:` lines, `event: end` with the final status). */
-export function useLogStream(path: string | null): { lines: string[]; state: StreamState; end: Record<string, unknown> | null } {
+export function useLogStream(path: string | null, restartKey = ''): { lines: string[]; state: StreamState; end: Record<string, unknown> | null } {
   const [lines, setLines] = useState<string[]>([]);
   const [state, setState] = useState<StreamState>('connecting');
   const [end, setEnd] = useState<Record<string, unknown> | null>(null);
@@ -62,6 +62,6 @@ export function useLogStream(path: string | null): { lines: string[]; state: Str
       onState: (s) => { if (s === 'connecting') buffer.current = []; setState(s); },
     });
     return stop;
-  }, [path]);
+  }, [path, restartKey]);
   return { lines, state, end };
 }

@@ -48,7 +48,8 @@ export default function Run() {
     },
   }), [ns, name, number]);
 
-  const log = useLogStream(run ? api.runLogPath(ns, name, number) : null);
+  // A waiting run's log stream ends; it starts again when the run moves on.
+  const log = useLogStream(run ? api.runLogPath(ns, name, number) : null, run?.status === 'waiting' ? 'waiting' : 'moving');
 
   const act = async (action: () => Promise<RunView>, go = false) => {
     setActionError(undefined);
