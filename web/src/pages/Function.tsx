@@ -64,7 +64,7 @@ export default function FunctionPage() {
       )}</Show>
       {canWrite && <p><button type="button" className="danger" onClick={remove}>Delete function</button></p>}
       {instances.length > 0 && <Table rows={instances} rowKey={(i) => String(i.id ?? JSON.stringify(i))} columns={[
-        ['Instance', (i) => String(i.id ?? '')], ['Revision', (i) => String(i.revision ?? '')], ['State', (i) => <Status value={String(i.state ?? i.status ?? '')} />], ['In flight', (i) => String(i.inFlight ?? '')],
+        ['Instance', (i) => String(i.id ?? '')], ['Revision', (i) => String(i.revision ?? '')], ['Address', (i) => String(i.address ?? '')], ['In flight', (i) => String(i.inFlight ?? '')], ['Served', (i) => String(i.served ?? '')], ['Idle', (i) => (typeof i.idleMs === 'number' ? `${Math.round(i.idleMs / 1000)} s` : '—')],
       ]} />}
       {canWrite && fn.data && <Invoke ns={ns} name={name} type={fn.data.type} />}
       <h2>Metrics</h2>
