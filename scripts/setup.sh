@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(postgresql buildah skopeo runc umoci podman busybox-static docker-registry wrk apache2-utils nginx curl git iproute2 ca-certificates)
+packages=(postgresql buildah skopeo runc umoci podman busybox-static docker-registry wrk apache2-utils nginx curl git iproute2 ca-certificates chromium)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
@@ -37,3 +37,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 rm -rf dist  # a clean compile: a moved or deleted source leaves no stale output for the lint or the tests
 npx --no-install tsc -p tsconfig.json
+# The dashboard (web/dist, served at /): rebuilt every time, like the TypeScript.
+npx --no-install vite build --config web/vite.config.ts --logLevel warn

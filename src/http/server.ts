@@ -7,7 +7,7 @@ import http from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Authorizer } from '../auth/scope.js';
 import type { Database } from '../db/db.js';
-import { policyRoutes, registryRoutes, type PolicyRoutesOptions, type RegistryRoutesOptions } from '../registry/routes.js';
+import { catalogRoutes, policyRoutes, registryRoutes, type PolicyRoutesOptions, type RegistryRoutesOptions } from '../registry/routes.js';
 import { authRoutes, type AuthRoutesOptions } from '../auth/routes.js';
 import { credentialRoutes, type CredentialRoutesOptions } from '../credentials/routes.js';
 import { secretRoutes, type SecretRoutesOptions } from '../vault/routes.js';
@@ -117,6 +117,8 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
   await app.register(registryRoutes, { ...deps.registry, authorizer: deps.authorizer });
   if (deps.auth) await app.register(authRoutes, deps.auth);
   if (deps.registryPolicies) await app.register(policyRoutes, deps.registryPolicies);
+  // The dashboard's registry listing (same guard as the other parts' API routes).
+  await app.register(catalogRoutes, { db: deps.db, manifests: deps.registry.manifests, guard: deps.pipelines?.guard });
   if (deps.credentials) await app.register(credentialRoutes, deps.credentials);
   if (deps.secrets) await app.register(secretRoutes, deps.secrets);
   if (deps.builds) await app.register(buildRoutes, deps.builds);

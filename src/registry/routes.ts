@@ -29,6 +29,7 @@ export interface RegistryRoutesOptions {
 }
 
 export { policyRoutes, type PolicyRoutesOptions } from './policy-routes.js';
+export { catalogRoutes } from './catalog-routes.js';
 
 type Query = Record<string, string | string[] | undefined>;
 

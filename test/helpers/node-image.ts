@@ -36,8 +36,8 @@ export async function nodeLayer(dir: string): Promise<NodeLayer> {
   return { data, digest: sha256(data), diffId: sha256(archive) };
 }
 
-/** Pushes `layer` with `config` as `<repository>:<tag>` to the registry at `registry.url`. */
-export async function pushNodeImage(registry: { url: string; host: string }, repository: string, tag: string, layer: NodeLayer, config: ImageConfig): Promise<PushedImage> {
+/** Pushes `layer` with `config` as `<repository>:<tag>` to the registry at `registry.url` (`headers`: e.g. its `authorization`). */
+export async function pushNodeImage(registry: { url: string; host: string }, repository: string, tag: string, layer: NodeLayer, config: ImageConfig, headers: Record<string, string> = {}): Promise<PushedImage> {
   // Build tools check the history against the layers: one entry for the one layer.
   const created = new Date().toISOString();
   const configBlob = Buffer.from(JSON.stringify({
@@ -45,11 +45,11 @@ export async function pushNodeImage(registry: { url: string; host: string }, rep
     rootfs: { type: 'layers', diff_ids: [layer.diffId] }, history: [{ created, created_by: 'slipway test: node root' }],
   }));
   for (const blob of [layer.data, configBlob]) {
-    const response = await pushBlob(registry.url, repository, blob);
+    const response = await pushBlob(registry.url, repository, blob, undefined, headers);
     if (response.status !== 201) throw new Error(`blob push to ${repository}: ${response.status} ${await response.text()}`);
   }
   const manifest = imageManifest({ digest: sha256(configBlob), size: configBlob.length }, [{ digest: layer.digest, size: layer.data.length }]);
-  const put = await putManifest(registry.url, repository, tag, manifest);
+  const put = await putManifest(registry.url, repository, tag, manifest, headers);
   if (put.status !== 201) throw new Error(`manifest push to ${repository}:${tag}: ${put.status} ${await put.text()}`);
   return { reference: `${registry.host}/${repository}:${tag}`, digest: manifest.digest };
 }

@@ -1,0 +1,157 @@
+/**
+ * The dashboard end to end: headless Debian chromium (playwright-core) against a real server
+ * (auth on, SQLite) serving the built web app, with real data made here: an image pushed with
+ * skopeo, a reader, a pipeline whose run waits for an approval. Covers sign in (wrong and right
+ * password), home → namespace → repository, API keys (shown once, revoked), a reader who sees
+ * no delete button (and whom the API refuses), the live run page (a stage finishing without a
+ * reload, approve, re-run) and sign out. Each test saves a screenshot to docs/screenshots.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import { createApiClient, type ApiClient } from './helpers/api-client.js';
+import { ensureWebBuilt, launchBrowser, newPage, screenshot, signIn } from './helpers/browser.js';
+import { requireCommands, run } from './helpers/commands.js';
+import { startTestServer, tempDir, type TestServer } from './helpers/harness.js';
+import { writeOciLayout } from './helpers/oci-layout.js';
+
+const adminPassword = 'admin-secret-Pa55word';
+const readerPassword = 'rita-password-1';
+
+describe('web dashboard', { timeout: 240_000 }, () => {
+  let ts: TestServer;
+  let browser: Browser;
+  let admin: ApiClient;
+  let work: { path: string; remove(): Promise<void> };
+  let pushedDigest: string;
+  const pages: Page[] = [];
+  const page = async () => { const p = await newPage(browser, ts.url); pages.push(p); return p; };
+
+  before(async () => {
+    await requireCommands({ skopeo: 'skopeo' });
+    await ensureWebBuilt();
+    work = await tempDir();
+    ts = await startTestServer({ config: { auth: { enabled: true, adminPassword } } });
+    admin = createApiClient(ts.url, { basic: { user: 'admin', password: adminPassword } });
+    assert.equal((await admin.post('/api/v1/namespaces', { name: 'team' })).status, 201);
+    assert.equal((await admin.post('/api/v1/users', { name: 'rita', password: readerPassword })).status, 201);
+    assert.equal((await admin.put('/api/v1/namespaces/team/members/rita', { role: 'reader' })).status, 200);
+    const layout = await writeOciLayout(path.join(work.path, 'layout'), { tag: 'v1', files: [{ path: 'hello.txt', content: 'hello from the dashboard test\n' }] });
+    pushedDigest = layout.manifest.digest;
+    await run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', '--dest-creds', `admin:${adminPassword}`, `oci:${layout.dir}:v1`, `docker://${ts.host}/team/app:v1`], { timeoutMs: 60_000 });
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    for (const p of pages) await p.context().close().catch(() => undefined);
+    await browser?.close().catch(() => undefined);
+    await ts?.close();
+    await work?.remove();
+  });
+
+  test('sign in: a wrong password gets a clear message; the right one opens home, then namespace and repository', { timeout: 60_000 }, async () => {
+    const p = await page();
+    await signIn(p, 'admin', 'not-the-password');
+    await p.getByRole('alert').filter({ hasText: 'Wrong user name or password' }).waitFor();
+    assert.match(p.url(), /\/sign-in/);
+    await screenshot(p, 'sign-in-wrong-password');
+
+    await signIn(p, 'admin', adminPassword);
+    await p.getByRole('heading', { name: 'Namespaces' }).waitFor();
+    await p.getByTestId('count-repositories-team').filter({ hasText: '1' }).waitFor();
+    await screenshot(p, 'home');
+
+    await p.getByRole('link', { name: 'team', exact: true }).click();
+    await p.waitForURL(/\/ns\/team/);
+    await p.getByRole('link', { name: 'team/app' }).click();
+    await p.waitForURL(/\/ns\/team\/repo\/team\/app$/);
+    const row = p.getByRole('row').filter({ hasText: 'v1' });
+    await row.waitFor();
+    assert.match(await row.innerText(), new RegExp(pushedDigest.slice(7, 19)));
+    assert.equal(await row.getByRole('button', { name: 'Delete' }).count(), 1, 'the admin may delete the tag');
+    await screenshot(p, 'repository');
+
+    // A shared link opens the same screen after a reload (the server falls back to the app).
+    await p.reload();
+    await p.getByRole('row').filter({ hasText: 'v1' }).waitFor();
+  });
+
+  test('API keys: created and shown once, then revoked', { timeout: 60_000 }, async () => {
+    const p = await page();
+    await signIn(p, 'admin', adminPassword);
+    await p.getByRole('heading', { name: 'Namespaces' }).waitFor();
+    await p.getByRole('link', { name: 'API keys' }).click();
+    await p.getByLabel('Key name').fill('ci-robot');
+    await p.getByRole('button', { name: 'Create key' }).click();
+    const key = (await p.getByTestId('new-key').innerText()).trim();
+    assert.ok(key.length > 20, 'the secret is shown');
+    assert.equal((await admin.get('/api/v1/me', { auth: { apiKey: key } })).status, 200, 'the new key works');
+    await screenshot(p, 'api-keys');
+    p.once('dialog', (dialog) => void dialog.accept());
+    await p.getByRole('button', { name: 'Revoke ci-robot' }).click();
+    await p.getByRole('button', { name: 'Revoke ci-robot' }).waitFor({ state: 'detached' });
+    assert.equal((await admin.get('/api/v1/me', { auth: { apiKey: key } })).status, 401, 'the revoked key is refused');
+
+    // A bad expiry: the API's message, next to its field.
+    await p.getByLabel('Key name').fill('bad');
+    await p.getByLabel('Expires in').fill('soon');
+    await p.getByRole('button', { name: 'Create key' }).click();
+    await p.getByText('expiresIn: a duration such as 30d or 12h').or(p.getByText('a duration such as 30d or 12h')).first().waitFor();
+  });
+
+  test('a reader sees the repository without a delete button, and the API refuses the delete', { timeout: 60_000 }, async () => {
+    const p = await page();
+    await signIn(p, 'rita', readerPassword);
+    await p.getByRole('heading', { name: 'Namespaces' }).waitFor();
+    await p.goto('/ns/team/repo/team/app');
+    await p.getByRole('row').filter({ hasText: 'v1' }).waitFor();
+    assert.equal(await p.getByRole('button', { name: 'Delete' }).count(), 0);
+    await screenshot(p, 'repository-reader');
+    const rita = admin.as({ basic: { user: 'rita', password: readerPassword } });
+    assert.equal((await rita.delete('/api/v1/namespaces/team/repositories/team/app?tag=v1')).status, 403);
+    // Sign out ends the session: its key no longer works, protected screens ask to sign in.
+    await p.getByRole('button', { name: 'Sign out' }).click();
+    await p.waitForURL(/\/sign-in/);
+    await p.goto('/keys');
+    await p.waitForURL(/\/sign-in\?next=%2Fkeys/);
+  });
+
+  test('run page: the stage graph updates live, approve, then re-run', { timeout: 90_000 }, async () => {
+    const created = await admin.post('/api/v1/namespaces/team/pipelines', {
+      name: 'release',
+      stages: [{ name: 'pause', type: 'wait', duration: '2s' }, { name: 'gate', type: 'approval' }],
+    });
+    assert.equal(created.status, 201, created.text);
+    const started = await admin.post('/api/v1/namespaces/team/pipelines/release/runs', {});
+    assert.equal(started.status, 201, started.text);
+    const number = started.body.number as number;
+
+    const p = await page();
+    await signIn(p, 'admin', adminPassword);
+    await p.getByRole('heading', { name: 'Namespaces' }).waitFor();
+    await p.goto(`/ns/team/pipelines/release/runs/${number}`);
+    const pause = p.locator('[data-stage="pause"]');
+    await pause.waitFor();
+    // Loaded while the wait stage is still going; it finishes on the page with no reload.
+    await p.locator('[data-stage="pause"][data-status="succeeded"]').waitFor({ timeout: 20_000 });
+    await p.locator('[data-stage="gate"][data-status="waiting"]').waitFor({ timeout: 20_000 });
+    await p.getByLabel('Comment').fill('looks good');
+    await screenshot(p, 'run-waiting');
+    await p.getByRole('button', { name: 'Approve gate' }).click();
+    await p.locator('[data-stage="gate"][data-status="succeeded"]').waitFor({ timeout: 20_000 });
+    await p.getByRole('heading', { name: /Run #\d+ succeeded/ }).waitFor({ timeout: 20_000 });
+    await screenshot(p, 'run-succeeded');
+
+    await p.getByRole('button', { name: 'Re-run', exact: true }).click();
+    await p.waitForURL(new RegExp(`/runs/${number + 1}$`));
+    await p.locator('[data-stage="pause"]').waitFor();
+    const runs = await admin.get('/api/v1/namespaces/team/pipelines/release/runs');
+    assert.ok((runs.body.runs as Array<{ number: number }>).some((r) => r.number === number + 1), 'the re-run exists');
+    await admin.post(`/api/v1/namespaces/team/pipelines/release/runs/${number + 1}/cancel`, {});
+
+    // The home feed shows the runs' events.
+    await p.goto('/');
+    await p.getByTestId('events').getByText('run.succeeded').first().waitFor({ timeout: 20_000 });
+  });
+});

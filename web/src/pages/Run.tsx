@@ -1,0 +1,124 @@
+/**
+ * A run: the stage graph (parallel groups side by side) kept live, each stage's log streamed,
+ * and the buttons the API offers (cancel, approve/reject with a comment, re-run from a stage).
+ * Run-level changes arrive on the namespace event stream; stage changes between them are
+ * picked up by a light poll while the run is active.
+ */
+import { useEffect, useState } from 'react';
+import { Link, useNavigate, useParams } from 'react-router-dom';
+import { followSse } from '../api/http.js';
+import { api, type RunView, type StageState } from '../api/resources.js';
+import { useLogStream } from '../live.js';
+import { atLeast, useRole } from '../session.js';
+import { ConnectionBanner, duration, ErrorBox, shortDigest, Status, Time } from '../ui.js';
+
+const finalStatuses = new Set(['succeeded', 'failed', 'cancelled']);
+
+export default function Run() {
+  const { ns = '', name = '', number = '' } = useParams();
+  const role = useRole(ns);
+  const navigate = useNavigate();
+  const [run, setRun] = useState<RunView | null>(null);
+  const [error, setError] = useState<unknown>(undefined);
+  const [actionError, setActionError] = useState<unknown>(undefined);
+  const [comment, setComment] = useState('');
+  const [selected, setSelected] = useState<string | null>(null);
+  const [tick, setTick] = useState(0);
+  const base = `/ns/${encodeURIComponent(ns)}/pipelines/${encodeURIComponent(name)}`;
+
+  useEffect(() => {
+    let live = true;
+    api.run(ns, name, number).then((r) => { if (live) { setRun(r); setError(undefined); } }, (e) => { if (live) setError(e); });
+    return () => { live = false; };
+  }, [ns, name, number, tick]);
+
+  const active = run ? !finalStatuses.has(run.status) : true;
+  useEffect(() => {
+    if (!active) return;
+    const timer = setInterval(() => setTick((t) => t + 1), 1500);
+    return () => clearInterval(timer);
+  }, [active]);
+
+  useEffect(() => followSse(`/api/v1/namespaces/${encodeURIComponent(ns)}/events/stream?type=run.*`, {
+    onEvent: (frame) => {
+      try {
+        const data = (JSON.parse(frame.data) as { data?: { run?: { pipeline?: string; number?: number } } }).data?.run;
+        if (data?.pipeline === name && String(data.number) === number) setTick((t) => t + 1);
+      } catch { /* not an event */ }
+    },
+  }), [ns, name, number]);
+
+  // A waiting run's log stream ends; it starts again when the run moves on.
+  const log = useLogStream(run ? api.runLogPath(ns, name, number) : null, run?.status === 'waiting' ? 'waiting' : 'moving');
+
+  const act = async (action: () => Promise<RunView>, go = false) => {
+    setActionError(undefined);
+    try {
+      const next = await action();
+      if (go && next.number !== run?.number) navigate(`${base}/runs/${next.number}`); else setTick((t) => t + 1);
+    } catch (e) { setActionError(e); }
+  };
+
+  if (error && !run) return <ErrorBox error={error} />;
+  if (!run) return <p className="muted">Loading…</p>;
+  const groups = new Map<number, StageState[]>();
+  run.stages?.forEach((s, i) => { const g = s.group ?? i; groups.set(g, [...(groups.get(g) ?? []), s]); });
+  const waiting = run.stages?.filter((s) => s.status === 'waiting') ?? [];
+  const failed = run.stages?.find((s) => s.status === 'failed');
+  const canAct = atLeast(role, 'contributor');
+  const shown = selected ?? run.stages?.find((s) => s.status === 'running')?.name ?? null;
+  const stageLines = shown ? log.lines.filter((l) => l.includes(`[${shown}]`) || l.startsWith(`${shown}:`) || l.startsWith(`${shown} `)) : log.lines;
+
+  return (
+    <section>
+      <p className="crumbs"><Link to="/">Home</Link> / <Link to={`/ns/${encodeURIComponent(ns)}/pipelines`}>{ns}</Link> / <Link to={base}>{name}</Link> / #{run.number}</p>
+      <h1>Run #{run.number} <Status value={run.status} /></h1>
+      <dl className="facts">
+        <dt>Trigger</dt><dd>{String(run.trigger?.type ?? '')}{run.trigger?.by ? ` by ${String(run.trigger.by)}` : ''}</dd>
+        <dt>Commit</dt><dd><code>{run.commit ?? '—'}</code> {run.ref ? `(${String(run.ref)})` : ''}</dd>
+        <dt>Created</dt><dd><Time value={run.createdAt} /></dd>
+        <dt>Duration</dt><dd>{duration(run.durationMs as number | null)}</dd>
+        {Object.keys(run.parameters ?? {}).length > 0 && <><dt>Parameters</dt><dd>{Object.entries(run.parameters ?? {}).map(([k, v]) => `${k}=${v}`).join(', ')}</dd></>}
+        {run.error && <><dt>Error</dt><dd className="error">{run.error}</dd></>}
+      </dl>
+      <ErrorBox error={actionError} />
+      {canAct && (
+        <div className="actions">
+          {active && <button type="button" className="danger" onClick={() => act(() => api.cancelRun(ns, name, run.number))}>Cancel run</button>}
+          {waiting.length > 0 && <>
+            <input aria-label="Comment" placeholder="comment" value={comment} onChange={(e) => setComment(e.target.value)} />
+            {waiting.map((s) => <span key={s.name}>
+              <button type="button" onClick={() => act(() => api.decide(ns, name, run.number, s.name, 'approve', comment))}>Approve {s.name}</button>
+              <button type="button" className="danger" onClick={() => act(() => api.decide(ns, name, run.number, s.name, 'reject', comment))}>Reject {s.name}</button>
+            </span>)}
+          </>}
+          {!active && failed && <button type="button" onClick={() => act(() => api.rerun(ns, name, run.number, { fromStage: failed.name }), true)}>Re-run from {failed.name}</button>}
+          {!active && <button type="button" onClick={() => act(() => api.rerun(ns, name, run.number, {}), true)}>Re-run</button>}
+        </div>
+      )}
+      <h2>Stages</h2>
+      <div className="graph" data-testid="stage-graph">
+        {[...groups.entries()].sort(([a], [b]) => a - b).map(([group, stages]) => (
+          <div className="group" key={group}>
+            {stages.map((s) => (
+              <button type="button" key={s.name} className={`stage stage-${s.status}${shown === s.name ? ' selected' : ''}`} data-stage={s.name} data-status={s.status} onClick={() => setSelected(s.name === selected ? null : s.name)}>
+                <b>{s.name}</b><span>{s.type}</span><Status value={s.status} /><span className="muted">{duration((s as { durationMs?: number }).durationMs)}</span>
+                {typeof s.message === 'string' && s.message && <span className="muted small">{s.message}</span>}
+              </button>
+            ))}
+          </div>
+        ))}
+      </div>
+      {(run.artifacts ?? []).length > 0 && <>
+        <h2>Delivered artefacts</h2>
+        <ul>{(run.artifacts as Array<{ artifact: string; location: string; digest: string }>).map((a) => {
+          const repo = a.location.replace(/^[^/]+\//, '').replace(/[:@].*$/, '');
+          return <li key={a.artifact + a.digest}>{a.artifact}: <Link to={`/ns/${encodeURIComponent(ns)}/repo/${repo}`}>{a.location}</Link> <code>{shortDigest(a.digest)}</code></li>;
+        })}</ul>
+      </>}
+      <h2>Log {shown ? `— ${shown}` : ''}</h2>
+      <ConnectionBanner state={log.state} />
+      <pre className="log" data-testid="run-log">{(stageLines.length ? stageLines : log.lines).join('\n')}</pre>
+    </section>
+  );
+}
