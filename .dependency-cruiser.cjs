@@ -37,7 +37,7 @@ const partRules = Object.entries(allowed).map(([part, may]) => ({
   name: `part-${part}`,
   comment: `${part} may import only: ${may.join(', ') || '(no other part)'}`,
   severity: 'error',
-  from: { path: `${root}${part}/`, pathNot: part === 'http' ? `${root}http/server\\.[jt]s$` : undefined },
+  from: { path: `${root}${part}/`, pathNot: part === 'http' ? `${root}http/(server|api-operations)\\.[jt]s$` : undefined },
   // http/error-catalog.ts (the one error model, importing nothing) is shared by every part.
   to: {
     pathNot: `${root}http/error-catalog\\.[jt]s$`,
@@ -50,17 +50,17 @@ module.exports = {
     { name: 'no-circular', severity: 'error', comment: 'no import cycles in src', from: { path: root }, to: { circular: true } },
     {
       name: 'http-server-mounts-routes-only',
-      comment: 'http/server.ts may import other parts only for their routes (and the http kit)',
+      comment: 'http/server.ts may import other parts only for their routes, http/api-operations.ts only for their operation lists (api.ts)',
       severity: 'error',
-      from: { path: `${root}http/server\\.[jt]s$` },
-      to: { path: `${root}(?!http/)[^/]+/`, pathNot: `${root}[^/]+/routes\\.[jt]s$` },
+      from: { path: `${root}http/(server|api-operations)\\.[jt]s$` },
+      to: { path: `${root}(?!http/)[^/]+/`, pathNot: `${root}[^/]+/(routes|api)\\.[jt]s$` },
     },
     {
       name: 'builds-through-its-entry',
-      comment: 'other parts use builds through src/builds/index.ts; main.ts and http/server.ts wire its service, driver map and routes, and the cli runs buildah itself for local builds',
+      comment: 'other parts use builds through src/builds/index.ts (or its operation list, builds/api.ts); main.ts and http/server.ts wire its service, driver map and routes, and the cli runs buildah itself for local builds',
       severity: 'error',
       from: { path: root, pathNot: `${root}(builds/|main\\.[jt]s$|http/server\\.[jt]s$|cli/)` },
-      to: { path: `${root}builds/`, pathNot: `${root}builds/index\\.[jt]s$` },
+      to: { path: `${root}builds/`, pathNot: `${root}builds/(index|api)\\.[jt]s$` },
     },
     ...partRules,
   ],
