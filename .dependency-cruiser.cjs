@@ -29,7 +29,8 @@ const allowed = {
   pipelines: ['config', 'db', 'exec', 'git', 'logs', 'http', 'registry', 'builds', 'functions', 'events'],
   // The client: the config file format, the wire names it shares with the server, and
   // main.ts for `slipway serve`/admin commands that run the server in-process.
-  cli: ['config', 'auth', 'builds', 'vault', 'main'],
+  // http/api-client.ts is the one typed client; any part's api.ts gives it the operations.
+  cli: ['config', 'auth', 'builds', 'vault', 'main', 'http'],
 };
 const parts = [...Object.keys(allowed), 'main'];
 
@@ -40,7 +41,7 @@ const partRules = Object.entries(allowed).map(([part, may]) => ({
   from: { path: `${root}${part}/`, pathNot: part === 'http' ? `${root}http/(server|api-operations)\\.[jt]s$` : undefined },
   // http/error-catalog.ts (the one error model, importing nothing) is shared by every part.
   to: {
-    pathNot: `${root}http/error-catalog\\.[jt]s$`,
+    pathNot: part === 'cli' ? `${root}(http/error-catalog|[^/]+/api)\\.[jt]s$` : `${root}http/error-catalog\\.[jt]s$`,
     path: `${root}(${parts.filter((p) => p !== part && !may.includes(p)).map((p) => (p === 'main' ? 'main\\.[jt]s$' : `${p}/`)).join('|')})`,
   },
 }));
