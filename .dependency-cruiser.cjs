@@ -30,7 +30,8 @@ const allowed = {
   pipelines: ['config', 'db', 'exec', 'git', 'logs', 'http', 'registry', 'builds', 'functions', 'events'],
   // The client: the config file format, the wire names it shares with the server, and
   // main.ts for `slipway serve`/admin commands that run the server in-process.
-  // http and registry: the typed API client and the registry-policy operations it calls.
+  // http/api-client.ts is the one typed client; any part's api.ts gives it the operations
+  // (registry: the registry-policy operations).
   cli: ['config', 'auth', 'builds', 'vault', 'main', 'http', 'registry'],
 };
 const parts = [...Object.keys(allowed), 'main'];
@@ -39,10 +40,10 @@ const partRules = Object.entries(allowed).map(([part, may]) => ({
   name: `part-${part}`,
   comment: `${part} may import only: ${may.join(', ') || '(no other part)'}`,
   severity: 'error',
-  from: { path: `${root}${part}/`, pathNot: part === 'http' ? `${root}http/server\\.[jt]s$` : undefined },
+  from: { path: `${root}${part}/`, pathNot: part === 'http' ? `${root}http/(server|api-operations)\\.[jt]s$` : undefined },
   // http/error-catalog.ts (the one error model, importing nothing) is shared by every part.
   to: {
-    pathNot: `${root}http/error-catalog\\.[jt]s$`,
+    pathNot: part === 'cli' ? `${root}(http/error-catalog|[^/]+/api)\\.[jt]s$` : `${root}http/error-catalog\\.[jt]s$`,
     path: `${root}(${parts.filter((p) => p !== part && !may.includes(p)).map((p) => (p === 'main' ? 'main\\.[jt]s$' : `${p}/`)).join('|')})`,
   },
 }));
@@ -52,17 +53,17 @@ module.exports = {
     { name: 'no-circular', severity: 'error', comment: 'no import cycles in src', from: { path: root }, to: { circular: true } },
     {
       name: 'http-server-mounts-routes-only',
-      comment: 'http/server.ts may import other parts only for their routes (and the http kit)',
+      comment: 'http/server.ts may import other parts only for their routes, http/api-operations.ts only for their operation lists (api.ts)',
       severity: 'error',
-      from: { path: `${root}http/server\\.[jt]s$` },
-      to: { path: `${root}(?!http/)[^/]+/`, pathNot: `${root}[^/]+/routes\\.[jt]s$` },
+      from: { path: `${root}http/(server|api-operations)\\.[jt]s$` },
+      to: { path: `${root}(?!http/)[^/]+/`, pathNot: `${root}[^/]+/(routes|api)\\.[jt]s$` },
     },
     {
       name: 'builds-through-its-entry',
-      comment: 'other parts use builds through src/builds/index.ts; main.ts and http/server.ts wire its service, driver map and routes, and the cli runs buildah itself for local builds',
+      comment: 'other parts use builds through src/builds/index.ts (or its operation list, builds/api.ts); main.ts and http/server.ts wire its service, driver map and routes, and the cli runs buildah itself for local builds',
       severity: 'error',
       from: { path: root, pathNot: `${root}(builds/|main\\.[jt]s$|http/server\\.[jt]s$|cli/)` },
-      to: { path: `${root}builds/`, pathNot: `${root}builds/index\\.[jt]s$` },
+      to: { path: `${root}builds/`, pathNot: `${root}builds/(index|api)\\.[jt]s$` },
     },
     ...partRules,
   ],

@@ -23,7 +23,7 @@ const glob = (what: string) => z.string().min(1).max(512).refine((pattern) => {
   }
 }, `${what} is not a valid glob`);
 
-const ruleMatchSchema = z.object({
+export const ruleMatchSchema = z.object({
   type: z.enum(['container', 'workload']).optional(),
   name: glob('name'),
   ref: glob('ref').optional(),
@@ -35,7 +35,7 @@ const parameterValue = z.string().max(4096).refine((value) => {
   return true;
 }, `placeholders are \${artefact.<field>} with field one of ${artefactFields.join(', ')}`);
 
-const ruleActionSchema = z.union([
+export const ruleActionSchema = z.union([
   z.object({
     deploy: z.object({
       functions: z.array(z.string().regex(functionNamePattern, 'function names: 1–60 of letters, digits, - and _, starting with a letter')).max(50).default([]),

@@ -21,6 +21,7 @@ import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import { parseScore, scoreToFunction } from './score.js';
 import type { ArtifactService } from './service.js';
+import { archiveBody, convertScoreBody as convertBody, createArtefactQuery as createQuery, listArtefactsQuery as listQuery } from './api.js';
 
 export interface ArtifactRoutesOptions {
   artefacts: ArtifactService;
@@ -30,27 +31,11 @@ export interface ArtifactRoutesOptions {
 
 const yamlTypes = ['application/x-yaml', 'application/yaml', 'text/yaml', 'text/x-yaml'];
 
-const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
-const listQuery = z.object({
-  name: z.string().min(1).optional(),
-  reference: z.string().min(1).optional(),
-  type: z.enum(['container', 'workload']).optional(),
-  archived: flag.optional(),
-  limit: z.coerce.number().int().min(1).max(1000).optional(),
-}).strict();
-const createQuery = z.object({ dry_run: flag.optional(), vcs: z.literal('git').optional() }).strict();
-
 function parseQuery<T extends z.ZodType>(schema: T, request: FastifyRequest): z.output<T> {
   const parsed = schema.safeParse(request.query ?? {});
   if (!parsed.success) throw new ApiError('BAD_REQUEST', parsed.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; '));
   return parsed.data;
 }
-
-const convertBody = z.object({
-  spec: z.unknown(),
-  image: z.string().min(1).max(1024).optional(),
-  name: z.string().min(1).max(60).optional(),
-}).strict();
 
 export async function artifactRoutes(app: FastifyInstance, options: ArtifactRoutesOptions): Promise<void> {
   const { artefacts, guard } = options;
@@ -113,7 +98,7 @@ export async function artifactRoutes(app: FastifyInstance, options: ArtifactRout
 
   app.patch('/api/v1/namespaces/:ns/artefact-versions/:id', async (request) => {
     await member(request, 'contributor');
-    const { archived } = parseBody(z.object({ archived: z.boolean() }).strict(), request);
+    const { archived } = parseBody(archiveBody, request);
     return artefacts.archive(params(request).ns, params(request).id!, archived);
   });
 

@@ -24,6 +24,7 @@ export const createKeyBody = z.strictObject({
   /** Admins, and owners of a namespace the service account belongs to, may make keys for a service account. */
   for: z.string().optional(),
 });
+export const sessionBody = z.strictObject({ username: z.string().min(1, 'required'), password: z.string().min(1, 'required') });
 export const auditQuery = z.object({
   after: z.coerce.number().int().min(0).optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
@@ -37,6 +38,7 @@ export const member = z.object({ name: z.string(), kind: principalKind, role });
 export const principal = z.object({ name: z.string(), kind: principalKind, admin: z.boolean() });
 export const apiKey = z.object({ id: z.string(), name: z.string(), scopes: z.array(z.enum(keyScopes)), createdAt: time.nullable(), expiresAt: time.nullable(), lastUsedAt: time.nullable(), revokedAt: time.nullable() });
 export const createdKey = z.object({ id: z.string(), key: z.string().describe('The secret, shown once'), name: z.string(), scopes: z.array(z.enum(keyScopes)), expiresAt: time.nullable(), owner: z.string() });
+export const session = z.object({ token: z.string().describe('A short-lived API key, used as a bearer key'), keyId: z.string(), expiresAt: time.nullable(), name: z.string(), admin: z.boolean() });
 export const auditRecord = z.object({
   seq: z.number(), at: time, actor: z.string().nullable(), action: z.string(), target: z.string().nullable(),
   outcome: z.enum(['ok', 'denied', 'failed']), address: z.string().nullable(), detail: z.unknown(),
@@ -59,6 +61,8 @@ export const authOperations = defineOperations({
   setPassword: { method: 'PUT', path: '/api/v1/users/:name/password', summary: 'Change a user\'s password', access: 'self-or-admin', body: passwordBody, answers: { 200: z.object({ name: z.string(), changed: z.literal(true) }) } },
   deleteUser: { method: 'DELETE', path: '/api/v1/users/:name', summary: 'Delete a user or service account', access: 'admin', answers: { 204: null } },
   createKey: { method: 'POST', path: '/api/v1/keys', summary: 'Create an API key (shown once)', access: 'signed-in', body: createKeyBody, answers: { 201: createdKey } },
+  createSession: { method: 'POST', path: '/api/v1/sessions', summary: 'Dashboard sign-in: trade a user name and password for a 12-hour API key', access: 'public', body: sessionBody, answers: { 201: session } },
+  deleteSession: { method: 'DELETE', path: '/api/v1/sessions/current', summary: 'Sign out: revoke the API key the call is made with (if it is one)', access: 'signed-in', answers: { 204: null } },
   listKeys: { method: 'GET', path: '/api/v1/keys', summary: 'The caller\'s API keys (no secrets)', access: 'signed-in', answers: { 200: z.array(apiKey) } },
   revokeKey: { method: 'DELETE', path: '/api/v1/keys/:id', summary: 'Revoke an API key (the caller\'s own; any for an admin)', access: 'signed-in', answers: { 204: null } },
   listAudit: { method: 'GET', path: '/api/v1/audit', summary: 'The audit log', access: 'admin', query: auditQuery, answers: { 200: z.array(auditRecord) } },

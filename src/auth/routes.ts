@@ -6,7 +6,6 @@
  * API keys, repository visibility, the audit log.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { z } from 'zod';
 import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import { ApiGuard } from './api-guard.js';
@@ -17,7 +16,7 @@ import type { RegistryAuthorizer } from './registry-authorizer.js';
 import type { AccessAction, AccessScope } from './scope.js';
 import { TokenError, type TokenService } from './tokens.js';
 import { parseDuration } from '../config/config.js';
-import { auditQuery, createKeyBody, createNamespaceBody, createUserBody, passwordBody, setMemberBody, visibilityBody } from './api.js';
+import { auditQuery, createKeyBody, createNamespaceBody, createUserBody, passwordBody, sessionBody, setMemberBody, visibilityBody } from './api.js';
 
 export interface AuthRoutesOptions {
   access: AccessService;
@@ -243,7 +242,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
   // Dashboard sign-in: the browser trades a user name and password (throttled like every
   // login) for a short-lived API key it keeps in sessionStorage; sign-out revokes that key.
   app.post('/api/v1/sessions', async (request: FastifyRequest, reply: FastifyReply) => {
-    const input = body(z.strictObject({ username: z.string().min(1, 'required'), password: z.string().min(1, 'required') }), request);
+    const input = body(sessionBody, request);
     const principal = await login(request, input.username, input.password);
     const created = await access.createKey(principal, 'dashboard session', ['*'], 12 * 3600_000);
     await audit.record({ actor: principal.name, action: 'session.create', target: `${principal.name}/${created.id}`, outcome: 'ok', address: request.ip });

@@ -18,6 +18,7 @@ import { artifactStorageErrorHandler } from '../http/error-handler.js';
 import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import type { BlobService } from '../registry/blob-service.js';
+import { buildSettingsBody, componentBody, componentQuery, imageForm, latestImageQuery } from './api.js';
 import { extractTarball } from './context-tarball.js';
 import { BuildInputError, type BuildService, type BuildView, type Requester } from './service.js';
 
@@ -100,19 +101,7 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
           fields[part.fieldname] = String(part.value);
         }
       }
-      const input = z.strictObject({
-        component: z.string().min(1).max(100),
-        branch: z.string().min(1).max(200),
-        architecture: z.string().min(1),
-        tag: z.string().optional(),
-        buildArgs: z.string().optional(),
-        /** A git repository as the context instead of an upload (its Dockerfile unless one is uploaded). */
-        gitUrl: z.string().min(1).optional(),
-        gitRef: z.string().min(1).optional(),
-        gitCommit: z.string().min(1).optional(),
-        /** Names of the namespace's secrets the Dockerfile mounts (`RUN --mount=type=secret,id=<name>`). */
-        secrets: z.string().optional(),
-      }).safeParse(fields);
+      const input = imageForm.safeParse(fields);
       if (!input.success) throw new BuildInputError(input.error.issues.map((i) => `${i.path.join('.') || 'form'}: ${i.message}`).join('; '));
       const { gitUrl, gitRef, gitCommit, secrets, ...rest } = input.data;
       if (!gitUrl && !dockerfile) throw new BuildInputError('dockerfile: the file is required (or gitUrl, to build the repository\'s Dockerfile)');
@@ -139,7 +128,7 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
 
   app.get('/api/v1/namespaces/:ns/images', async (request, reply) => {
     await caller(request, 'reader');
-    const query = z.object({ component: z.string().min(1), branch: z.string().min(1), architecture: z.string().min(1) }).safeParse(request.query);
+    const query = latestImageQuery.safeParse(request.query);
     if (!query.success) throw new BuildInputError(`query: component, branch and architecture are required`);
     if (!builds.architectures().includes(query.data.architecture)) throw new BuildInputError(`unknown architecture "${query.data.architecture}"; allowed: ${builds.architectures().join(', ')}`);
     const found = await builds.latest(ns(request), 'image', query.data);
@@ -149,16 +138,13 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
 
   app.post('/api/v1/namespaces/:ns/components', async (request, reply) => {
     const requester = await caller(request, 'contributor');
-    const input = parseBody(z.strictObject({ url: z.string().min(1), component: z.string().min(1).max(100), tag: z.string().min(1).max(128), architecture: z.string().min(1) }), request);
+    const input = parseBody(componentBody, request);
     return finish(request, reply, await builds.submitComponent(ns(request), input, requester));
   });
 
   app.get('/api/v1/namespaces/:ns/components', async (request, reply) => {
     const requester = await caller(request, 'reader');
-    const query = z.object({
-      component: z.string().min(1), tag: z.string().min(1), architecture: z.string().min(1),
-      format: z.enum(['tar', 'ref']).default('tar'), url: z.string().optional(), wait: z.string().optional(),
-    }).safeParse(request.query);
+    const query = componentQuery.safeParse(request.query);
     if (!query.success) throw new BuildInputError('query: component, tag and architecture are required');
     const { component, tag, architecture, format } = query.data;
     if (!builds.architectures().includes(architecture)) throw new BuildInputError(`unknown architecture "${architecture}"; allowed: ${builds.architectures().join(', ')}`);
@@ -207,7 +193,7 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
   app.put('/api/v1/namespaces/:ns/settings/builds', async (request) => {
     const requester = await caller(request, 'contributor');
     if (guard && requester.principal) await guard.requireRole(requester.principal, ns(request), 'owner');
-    const input = parseBody(z.strictObject({ imageNameTemplate: z.string().min(1).max(200).nullable() }), request);
+    const input = parseBody(buildSettingsBody, request);
     await builds.setImageNameTemplate(ns(request), input.imageNameTemplate);
     return { namespace: ns(request), ...input };
   });

@@ -1,10 +1,15 @@
 /**
  * @module cli/client
- * A small typed client of Slipway's REST API (`/api/v1`) for the `slipway` command, on Node's
- * fetch. Every request has a time limit (30 s by default). Failures are ApiRequestError
+ * The `slipway` command's client of the REST API (`/api/v1`): documented operations go through
+ * the shared typed client (http/api-client.ts, shapes from the parts' api.ts); `request()` is
+ * the untyped remainder on Node's fetch. Every request has a time limit (30 s by default). Failures are ApiRequestError
  * (a CommandError: exit 1) whose message names the method, the URL and the server's
  * `{code, message}`; the Authorization header is never part of a message.
  */
+import { authOperations } from '../auth/api.js';
+import { credentialOperations } from '../credentials/api.js';
+import { ApiCallError, ApiClient as TypedClient, type ApiInput, type ApiResult } from '../http/api-client.js';
+import type { Operation } from '../http/api-contract.js';
 import { CommandError } from './errors.js';
 
 export type ClientAuth =
@@ -33,50 +38,13 @@ export class ApiRequestError extends CommandError {
   }
 }
 
-// ---- shapes of the API answers the CLI uses (see auth/routes.ts, credentials/routes.ts) ----
+// ---- shapes of the API answers the CLI uses: the operations' own (auth/api.ts, credentials/api.ts) ----
 
-export interface Me {
-  name: string;
-  kind: 'user' | 'service';
-  admin: boolean;
-  namespaces: Array<{ name: string; role: string }>;
-}
-
-export interface CreatedKey {
-  id: string;
-  /** The secret, shown once. */
-  key: string;
-  name: string;
-  scopes: string[];
-  expiresAt: string | null;
-  owner: string;
-}
-
-export interface RegistryView {
-  id: string;
-  namespace: string;
-  prefix: string;
-  type: string;
-  username: string | null;
-  region: string | null;
-  enable_ci: boolean;
-  credentials: Record<string, string>;
-  created_at: string;
-  updated_at: string;
-}
-
-export interface RegistryCreateInput {
-  prefix: string;
-  type: string;
-  credentials: Record<string, unknown>;
-  enable_ci: boolean;
-}
-
-export interface RegistryLogin {
-  username: string;
-  password: string;
-  expires_at: string | null;
-}
+export type Me = ApiResult<typeof authOperations.getMe>;
+export type CreatedKey = ApiResult<typeof authOperations.createKey>;
+export type RegistryView = ApiResult<typeof credentialOperations.listRegistries>[number];
+export type RegistryCreateInput = ApiInput<typeof credentialOperations.createRegistry>['body'];
+export type RegistryLogin = ApiResult<typeof credentialOperations.getRegistryLogin>;
 
 const defaultTimeoutMs = 30_000;
 
@@ -90,31 +58,51 @@ export class ApiClient {
   }
 
   me(): Promise<Me> {
-    return this.request<Me>('GET', '/api/v1/me');
+    return this.call(authOperations.getMe);
   }
 
-  createKey(input: { name: string; scopes: string[]; expiresIn?: string }): Promise<CreatedKey> {
-    return this.request<CreatedKey>('POST', '/api/v1/keys', input);
+  createKey(input: ApiInput<typeof authOperations.createKey>['body']): Promise<CreatedKey> {
+    return this.call(authOperations.createKey, { body: input });
   }
 
   async revokeKey(id: string): Promise<void> {
-    await this.request<void>('DELETE', `/api/v1/keys/${encodeURIComponent(id)}`);
+    await this.call(authOperations.revokeKey, { params: { id } });
   }
 
   listRegistries(namespace: string): Promise<RegistryView[]> {
-    return this.request<RegistryView[]>('GET', registriesPath(namespace));
+    return this.call(credentialOperations.listRegistries, { params: { ns: namespace } });
   }
 
   createRegistry(namespace: string, input: RegistryCreateInput): Promise<RegistryView> {
-    return this.request<RegistryView>('POST', registriesPath(namespace), input);
+    return this.call(credentialOperations.createRegistry, { params: { ns: namespace }, body: input });
   }
 
   async deleteRegistry(namespace: string, id: string): Promise<void> {
-    await this.request<void>('DELETE', `${registriesPath(namespace)}/${encodeURIComponent(id)}`);
+    await this.call(credentialOperations.deleteRegistry, { params: { ns: namespace, id } });
   }
 
   registryCreds(namespace: string, id: string): Promise<RegistryLogin> {
-    return this.request<RegistryLogin>('GET', `${registriesPath(namespace)}/${encodeURIComponent(id)}/creds`);
+    return this.call(credentialOperations.getRegistryLogin, { params: { ns: namespace, id } });
+  }
+
+  /**
+   * One documented operation through the shared typed client (http/api-client.ts), its
+   * failures as ApiRequestError with the CLI's messages.
+   */
+  async call<O extends Operation>(operation: O, input?: ApiInput<O>): Promise<ApiResult<O>> {
+    const typed = new TypedClient({ baseUrl: this.baseUrl, auth: this.auth, timeoutMs: this.timeoutMs });
+    let result: ApiResult<O>;
+    try {
+      result = await typed.call(operation, input);
+    } catch (error) {
+      throw error instanceof ApiCallError ? cliError(error) : error;
+    }
+    const json = Object.values(operation.answers).some((answer) => answer !== null && !('raw' in answer));
+    if (json && typeof result === 'string') {
+      const url = `${this.baseUrl}${operation.path}`;
+      throw new ApiRequestError(`${operation.method} ${url}: the answer is not JSON (is this a Slipway server?)`, operation.method, url, 200);
+    }
+    return result;
   }
 
   /** The Authorization header of this client's credentials (for streamed or raw requests). */
@@ -195,14 +183,32 @@ function serverRoot(location: string, requestUrl: string): string {
   }
 }
 
+/** The shared client's failure in the CLI's words (the same as request()'s). */
+function cliError(error: ApiCallError): ApiRequestError {
+  const { method, url, status, response } = error;
+  if (!response) return new ApiRequestError(error.message, method, url, status, error.code, error.serverMessage);
+  if (status >= 300 && status < 400) {
+    const location = response.location;
+    return new ApiRequestError(
+      `${method} ${url}: the server redirects (${status}) to ${location ?? 'another address'}; use that address${location ? ` (${serverRoot(location, url)})` : ''} instead`,
+      method, url, status,
+    );
+  }
+  return errorOf(method, url, status, response.statusText, response.text);
+}
+
 /** The error for a non-2xx answer, naming the server's `{code, message}` (or `errorMessage`). */
 export function responseError(method: string, url: string, response: Response, text: string): ApiRequestError {
+  return errorOf(method, url, response.status, response.statusText, text);
+}
+
+function errorOf(method: string, url: string, status: number, statusText: string, text: string): ApiRequestError {
   const parsed = parseJson(text) as { code?: unknown; message?: unknown; errorMessage?: unknown } | undefined;
   const code = typeof parsed?.code === 'string' ? parsed.code : undefined;
   // The artifact-storage API answers `{status, errorMessage}`.
   const message = typeof parsed?.message === 'string' ? parsed.message : typeof parsed?.errorMessage === 'string' ? parsed.errorMessage : undefined;
   const said = code || message
     ? `${code ?? ''}${code && message ? ': ' : ''}${message ?? ''}`
-    : text.trim() ? text.trim().replace(/\s+/g, ' ').slice(0, 200) : response.statusText;
-  return new ApiRequestError(`${method} ${url}: ${response.status} ${said}`, method, url, response.status, code, message);
+    : text.trim() ? text.trim().replace(/\s+/g, ' ').slice(0, 200) : statusText;
+  return new ApiRequestError(`${method} ${url}: ${status} ${said}`, method, url, status, code, message);
 }

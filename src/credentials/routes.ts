@@ -5,30 +5,16 @@
  * `enable_ci` is on; `…/registries/match?image=` tells which record applies to an image.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { z } from 'zod';
 import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
-import { credentialTypes } from './material.js';
+import { createRegistryBody, patchRegistryBody } from './api.js';
 import type { ExternalRegistries } from './service.js';
 
 export interface CredentialRoutesOptions {
   registries: ExternalRegistries;
   guard: ApiGuard;
 }
-
-const createSchema = z.strictObject({
-  prefix: z.string().min(1),
-  type: z.enum(credentialTypes),
-  credentials: z.record(z.string(), z.unknown()),
-  enable_ci: z.boolean().default(false),
-});
-const patchSchema = z.strictObject({
-  prefix: z.string().min(1).optional(),
-  type: z.enum(credentialTypes).optional(),
-  credentials: z.record(z.string(), z.unknown()).optional(),
-  enable_ci: z.boolean().optional(),
-});
 
 export async function credentialRoutes(app: FastifyInstance, options: CredentialRoutesOptions): Promise<void> {
   const { registries, guard } = options;
@@ -45,7 +31,7 @@ export async function credentialRoutes(app: FastifyInstance, options: Credential
   app.post(base, async (request: FastifyRequest, reply: FastifyReply) => {
     const me = await guard.authenticate(request);
     await guard.requireRole(me, params(request).ns, 'owner');
-    const input = parseBody(createSchema, request);
+    const input = parseBody(createRegistryBody, request);
     return reply.code(201).send(await registries.create(params(request).ns, input, me.name));
   });
 
@@ -68,7 +54,7 @@ export async function credentialRoutes(app: FastifyInstance, options: Credential
   app.patch(`${base}/:id`, async (request) => {
     const me = await guard.authenticate(request);
     await guard.requireRole(me, params(request).ns, 'owner');
-    return registries.update(params(request).ns, params(request).id, parseBody(patchSchema, request), me.name);
+    return registries.update(params(request).ns, params(request).id, parseBody(patchRegistryBody, request), me.name);
   });
 
   app.delete(`${base}/:id`, async (request: FastifyRequest, reply: FastifyReply) => {

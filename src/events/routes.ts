@@ -36,14 +36,14 @@
  * EventSource.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { z } from 'zod';
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError } from '../http/errors.js';
 import { parseBody } from '../http/validation.js';
 import type { EventBus } from './bus.js';
 import { LiveStreams } from './live-stream.js';
-import { patternProblem, webhookUrlProblem } from './patterns.js';
+import { patternProblem } from './patterns.js';
+import { createWebhookBody, patchWebhookBody } from './api.js';
 
 export interface EventRoutesOptions {
   bus: EventBus;
@@ -54,32 +54,6 @@ export interface EventRoutesOptions {
   /** How often a stream polls the outbox for other replicas' events; default 2 s, 0 = never. */
   pollMs?: number;
 }
-
-const urlSchema = z.string().superRefine((value, ctx) => {
-  const problem = webhookUrlProblem(value);
-  if (problem) ctx.addIssue({ code: 'custom', message: problem });
-});
-const patternSchema = z.string().superRefine((value, ctx) => {
-  const problem = patternProblem(value);
-  if (problem) ctx.addIssue({ code: 'custom', message: problem });
-});
-const eventsSchema = z.array(patternSchema).min(1).max(50);
-const secretSchema = z.string().min(16).max(256).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces');
-
-const createSchema = z.object({
-  url: urlSchema,
-  events: eventsSchema,
-  secret: secretSchema.optional(),
-  active: z.boolean().optional(),
-}).strict();
-
-const patchSchema = z.object({
-  url: urlSchema.optional(),
-  events: eventsSchema.optional(),
-  secret: secretSchema.optional(),
-  rotateSecret: z.boolean().optional(),
-  active: z.boolean().optional(),
-}).strict().refine((patch) => Object.keys(patch).length > 0, { message: 'nothing to change' });
 
 /** `type` as given in a query: repeated and/or comma-separated patterns. */
 function typesOf(value: unknown): string[] | undefined {
@@ -131,7 +105,7 @@ export async function eventRoutes(app: FastifyInstance, options: EventRoutesOpti
 
   app.post(`${base}/webhooks`, async (request, reply) => {
     const principal = await member(request, 'contributor');
-    const input = parseBody(createSchema, request);
+    const input = parseBody(createWebhookBody, request);
     return reply.code(201).send(await bus.webhooks.create(params(request).ns, input, principal?.name ?? null));
   });
 
@@ -147,7 +121,7 @@ export async function eventRoutes(app: FastifyInstance, options: EventRoutesOpti
 
   app.patch(`${base}/webhooks/:id`, async (request) => {
     await member(request, 'contributor');
-    const patch = parseBody(patchSchema, request);
+    const patch = parseBody(patchWebhookBody, request);
     return bus.webhooks.update(params(request).ns, params(request).id, patch);
   });
 

@@ -10,7 +10,6 @@
  */
 import type http from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { z } from 'zod';
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError, SlipwayError, toApiError } from '../http/errors.js';
@@ -18,6 +17,7 @@ import { parseBody } from '../http/validation.js';
 import { requestIdOf } from '../http/request-id.js';
 import type { FunctionService, InvokeResult } from './service.js';
 import { functionInputSchema, functionPatchSchema } from './spec.js';
+import { functionKeyBody, rollbackBody } from './api.js';
 
 export interface FunctionRoutesOptions {
   functions: FunctionService;
@@ -190,7 +190,7 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
 
   app.post('/api/v1/namespaces/:ns/functions/:name/rollback', async (request) => {
     await member(request, 'contributor');
-    const { revision } = parseBody(z.object({ revision: z.number().int().min(1) }).strict(), request);
+    const { revision } = parseBody(rollbackBody, request);
     return functions.rollback(params(request).ns, params(request).name, revision, true);
   });
 
@@ -210,7 +210,7 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
 
   app.post('/api/v1/namespaces/:ns/functions/:name/keys', async (request, reply) => {
     await member(request, 'contributor');
-    const { name } = parseBody(z.object({ name: z.string().min(1).max(64) }).strict(), request);
+    const { name } = parseBody(functionKeyBody, request);
     return reply.code(201).send(await functions.createKey(params(request).ns, params(request).name, name));
   });
   app.get('/api/v1/namespaces/:ns/functions/:name/keys', async (request) => {

@@ -36,6 +36,8 @@ export class ApiCallError extends Error {
     readonly serverMessage?: string,
     readonly detail?: unknown,
     readonly requestId?: string,
+    /** The answer as it came (non-2xx only): its text, status text and redirect target. */
+    readonly response?: { text: string; statusText: string; location?: string },
   ) {
     super(message);
   }
@@ -134,14 +136,22 @@ export class ApiClient {
       }
       throw new ApiCallError(`cannot reach ${url} (${method}): ${err.cause?.code ?? err.cause?.message ?? err.message}`, method, url, 0);
     }
-    const text = await response.text();
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (error) {
+      const err = error as Error;
+      const why = err.name === 'TimeoutError' || err.name === 'AbortError' ? `no complete answer within ${Math.round(this.timeoutMs / 1000)} s` : `the answer broke off: ${err.message}`;
+      throw new ApiCallError(`${method} ${url}: ${why}`, method, url, response.status);
+    }
     if (!response.ok) {
       const parsed = parseJson(text) as { code?: unknown; message?: unknown; errorMessage?: unknown; detail?: { requestId?: unknown } } | undefined;
       const code = typeof parsed?.code === 'string' ? parsed.code : undefined;
       const message = typeof parsed?.message === 'string' ? parsed.message : typeof parsed?.errorMessage === 'string' ? parsed.errorMessage : undefined;
       const requestId = response.headers.get('x-request-id') ?? undefined;
       const what = message ? `${code ? `${code}: ` : ''}${message}` : `HTTP ${response.status}`;
-      throw new ApiCallError(`${method} ${url}: ${what}`, method, url, response.status, code, message, parsed?.detail, requestId);
+      throw new ApiCallError(`${method} ${url}: ${what}`, method, url, response.status, code, message, parsed?.detail, requestId,
+        { text, statusText: response.statusText, location: response.headers.get('location') ?? undefined });
     }
     if (text === '') return undefined as ApiResult<O>;
     const type = response.headers.get('content-type') ?? '';

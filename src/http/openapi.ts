@@ -115,6 +115,13 @@ function tagOf(path: string): string {
   return parts[0] === 'namespaces' && parts.length > 1 ? parts[1]! : parts[0] ?? 'api';
 }
 
+const seenRoutes = new WeakMap<FastifyInstance, Array<{ method: string; url: string; documented: boolean }>>();
+
+/** Every `/api/v1` route registered on `app` (HEAD routes aside), and whether it has an operation. */
+export function apiRoutesOf(app: FastifyInstance): ReadonlyArray<{ method: string; url: string; documented: boolean }> {
+  return seenRoutes.get(app) ?? [];
+}
+
 export interface OpenApiOptions {
   /** Every part's operations, by operation id. */
   operations: Record<string, Operation>;
@@ -135,11 +142,16 @@ export async function registerOpenApi(app: FastifyInstance, options: OpenApiOpti
   app.addSchema(errorSchema);
   app.addSchema(artifactStorageErrorSchema);
 
+  const seen: Array<{ method: string; url: string; documented: boolean }> = [];
+  seenRoutes.set(app, seen);
   app.addHook('onRoute', (route: RouteOptions) => {
     if (!route.url.startsWith('/api/v1/')) return;
     for (const method of [route.method].flat()) {
+      if (method === 'HEAD') continue;
       const found = byRoute.get(`${method} ${route.url}`);
+      seen.push({ method, url: route.url, documented: found !== undefined });
       if (found) route.schema = operationSchema(found.id, found.operation);
+      else app.log.warn(`${method} ${route.url} has no operation in any <part>/api.ts: it is missing from the OpenAPI document`);
     }
   });
 

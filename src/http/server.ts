@@ -20,6 +20,8 @@ import { apiErrorHandler } from './error-handler.js';
 import { requestIdHeader, requestIdOf } from './request-id.js';
 import { ApiError } from './errors.js';
 import { defaultWebRoot, mountWebApp, type AppShell } from './web-app.js';
+import { apiOperations } from './api-operations.js';
+import { registerOpenApi } from './openapi.js';
 
 export interface ServerDependencies {
   logger: FastifyBaseLogger;
@@ -102,6 +104,9 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
     const error = new ApiError('NOT_FOUND', `no route ${request.method} ${request.url}`);
     return reply.code(404).send(error.toJSON());
   });
+
+  // Before any route: the document is collected from the routes as they are registered.
+  await registerOpenApi(app, { operations: apiOperations, version: 'v1' });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {

@@ -7,7 +7,6 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError } from '../http/errors.js';
@@ -16,6 +15,7 @@ import { finalRunStatuses } from './runs.js';
 import type { PipelineService } from './service.js';
 import { runInputSchema } from './spec.js';
 import { WebhookError } from './webhooks.js';
+import { decisionBody as decisionSchema, rerunBody as rerunSchema } from './api.js';
 
 export interface PipelineRoutesOptions {
   pipelines: PipelineService;
@@ -24,8 +24,6 @@ export interface PipelineRoutesOptions {
   maxWebhookBytes?: number;
 }
 
-const rerunSchema = z.strictObject({ fromStage: z.string().min(1).max(64).optional() });
-const decisionSchema = z.strictObject({ comment: z.string().max(2000).optional() });
 
 export async function pipelineRoutes(app: FastifyInstance, options: PipelineRoutesOptions): Promise<void> {
   const { pipelines, guard } = options;

@@ -4,11 +4,11 @@
  * write-only: never returned), members list their names.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { z } from 'zod';
 import type { ApiGuard } from '../auth/api-guard.js';
 import type { AuditLog } from '../auth/audit.js';
 import { parseBody } from '../http/validation.js';
 import type { NamespaceSecrets } from './secrets.js';
+import { putSecretBody } from './api.js';
 
 export interface SecretRoutesOptions {
   secrets: NamespaceSecrets;
@@ -29,7 +29,7 @@ export async function secretRoutes(app: FastifyInstance, options: SecretRoutesOp
   app.put('/api/v1/namespaces/:ns/secrets/:name', async (request: FastifyRequest, reply: FastifyReply) => {
     const me = await guard.authenticate(request);
     await guard.requireRole(me, params(request).ns, 'owner');
-    const { value } = parseBody(z.strictObject({ value: z.string() }), request);
+    const { value } = parseBody(putSecretBody, request);
     const { created } = await secrets.put(params(request).ns, params(request).name, value, me.name);
     await audit.record({ actor: me.name, action: created ? 'secret.create' : 'secret.update', target: `${params(request).ns}/${params(request).name}`, outcome: 'ok', address: request.ip });
     return reply.code(created ? 201 : 200).send({ name: params(request).name, value: '****' });
