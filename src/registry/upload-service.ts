@@ -20,6 +20,8 @@ export interface UploadServiceOptions {
   blobs: BlobService;
   /** Sessions untouched for this long are removed by `expire()`. */
   expiryMs: number;
+  /** Metrics (main.ts): bytes a write added to a session. */
+  onBytesReceived?: (bytes: number) => void;
 }
 
 /** `Content-Range: <start>-<end>` of a PATCH (inclusive). */
@@ -169,6 +171,7 @@ export class UploadService {
     try {
       const size = await uploads.append(id, body, current, hashing ? (chunk) => hashing.hash.update(chunk) : undefined);
       if (hashing) hashing.offset = size;
+      if (size > current) this.options.onBytesReceived?.(size - current);
       // Recorded before the 202: after a crash, status and resume start from here.
       await this.options.db.write((trx) => trx.updateTable('uploads').set({ size, updated_at: Date.now() }).where('id', '=', id).execute());
       return size;

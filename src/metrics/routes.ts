@@ -1,0 +1,48 @@
+/**
+ * @module metrics/routes
+ * `GET /metrics` (Prometheus text format) and the hook that counts every request Fastify
+ * answers. Who may scrape: anyone when `metrics.public` is set or access control is off;
+ * otherwise a server admin, by password (basic auth) or by an API key scoped `metrics` or `*`
+ * (see auth/api-guard `authenticateMetrics`).
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fastifyPlugin from 'fastify-plugin';
+import type { HttpMetrics } from './http-metrics.js';
+import type { SlipwayMetrics } from './registry.js';
+
+export interface MetricsRoutesOptions {
+  metrics: SlipwayMetrics;
+  http: HttpMetrics;
+  /** `metrics.public`: anyone may scrape. */
+  public: boolean;
+  /** Absent when access control is off (then anyone may scrape). Throws 401/403. */
+  guard?: { authenticateMetrics(request: FastifyRequest): Promise<unknown> };
+}
+
+async function metricsPlugin(app: FastifyInstance, options: MetricsRoutesOptions): Promise<void> {
+  const { metrics, http, guard } = options;
+  // Registered on the root (fastify-plugin): the hook sees every route of every part.
+  app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
+    const route = request.routeOptions.url;
+    http.observe(route, request.method, reply.statusCode, reply.elapsedTime / 1000);
+    if (route !== undefined && (route === '/v2' || route.startsWith('/v2/')) && request.method === 'GET') {
+      const length = Number(reply.getHeader('content-length'));
+      if (length > 0) http.observeSent(length);
+    }
+  });
+
+  app.get('/metrics', async (request, reply) => {
+    if (!options.public && guard) {
+      try {
+        await guard.authenticateMetrics(request);
+      } catch (error) {
+        if ((error as { code?: string }).code === 'UNAUTHORIZED') reply.header('www-authenticate', 'Basic realm="slipway metrics"');
+        throw error;
+      }
+    }
+    const text = await metrics.text();
+    return reply.header('content-type', metrics.registry.contentType).header('cache-control', 'no-store').send(text);
+  });
+}
+
+export const metricsRoutes = fastifyPlugin(metricsPlugin, { name: 'slipway-metrics' });
