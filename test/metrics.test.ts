@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
@@ -147,6 +149,33 @@ for (const dialect of dialects) {
       assert.equal((await fetch(`${ts.url}/metrics`, { headers: { authorization: dave } })).status, 403);
       assert.equal((await key(dave, ['metrics'])).status, 403);
       assert.equal((await fetch(`${ts.url}/metrics`, { headers: { authorization: basic('admin', 'wrong-password') } })).status, 401);
+    });
+
+    test('webhook deliveries are counted by outcome', { timeout: 30_000 }, async () => {
+      const receiver = http.createServer((req, res) => {
+        req.resume();
+        req.on('end', () => res.writeHead(204).end());
+      });
+      await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+      try {
+        const port = (receiver.address() as AddressInfo).port;
+        const json = { authorization: admin, 'content-type': 'application/json' };
+        const hook = await fetch(`${ts.url}/api/v1/namespaces/team/webhooks`, { method: 'POST', headers: json, body: JSON.stringify({ url: `http://127.0.0.1:${port}/hook`, events: ['*'] }) });
+        assert.equal(hook.status, 201, await hook.clone().text());
+        const { id } = (await hook.json()) as { id: string };
+        const before = value((await scrape(admin)).samples, 'slipway_event_webhook_deliveries_total', { outcome: 'delivered' });
+        assert.equal((await fetch(`${ts.url}/api/v1/namespaces/team/webhooks/${id}/ping`, { method: 'POST', headers: { authorization: admin } })).status, 202);
+        const until = Date.now() + 20_000;
+        let delivered = before;
+        while (delivered === before && Date.now() < until) {
+          await new Promise((r) => setTimeout(r, 100));
+          delivered = value((await scrape(admin)).samples, 'slipway_event_webhook_deliveries_total', { outcome: 'delivered' });
+        }
+        assert.equal(delivered - before, 1);
+        assert.ok(value((await scrape(admin)).samples, 'slipway_http_requests_total', { part: 'events', method: 'POST', code: '202' }) >= 1);
+      } finally {
+        await new Promise((resolve) => receiver.close(resolve));
+      }
     });
 
     test('docs/metrics.md lists exactly the metrics the server exports', { timeout: 30_000 }, async () => {
