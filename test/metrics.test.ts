@@ -178,6 +178,29 @@ for (const dialect of dialects) {
       }
     });
 
+    test('pipeline runs, their stages and queue wait', { timeout: 30_000 }, async () => {
+      const json = { authorization: admin, 'content-type': 'application/json' };
+      const base = `${ts.url}/api/v1/namespaces/team/pipelines`;
+      const created = await fetch(base, { method: 'POST', headers: json, body: JSON.stringify({ name: 'pause', stages: [{ name: 'nap', type: 'wait', duration: '1s' }] }) });
+      assert.equal(created.status, 201, await created.clone().text());
+      const run = await fetch(`${base}/pause/runs`, { method: 'POST', headers: json, body: '{}' });
+      assert.equal(run.status, 201, await run.clone().text());
+      const { number } = (await run.json()) as { number: number };
+      const until = Date.now() + 20_000;
+      let status = '';
+      while (status !== 'succeeded' && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 200));
+        status = ((await (await fetch(`${base}/pause/runs/${number}`, { headers: { authorization: admin } })).json()) as { status: string }).status;
+      }
+      assert.equal(status, 'succeeded');
+      const { samples } = await scrape(admin);
+      assert.equal(value(samples, 'slipway_pipeline_runs_total', { outcome: 'succeeded' }), 1);
+      assert.equal(value(samples, 'slipway_pipeline_stage_duration_seconds_count', { type: 'wait', outcome: 'succeeded' }), 1);
+      assert.ok(value(samples, 'slipway_pipeline_stage_duration_seconds_sum', { type: 'wait' }) >= 0.9);
+      assert.equal(value(samples, 'slipway_pipeline_queue_wait_seconds_count'), 1);
+      assert.ok(value(samples, 'slipway_http_requests_total', { part: 'pipelines', method: 'POST', code: '201' }) >= 2);
+    });
+
     test('docs/metrics.md lists exactly the metrics the server exports', { timeout: 30_000 }, async () => {
       const { names } = await scrape(admin);
       const documented = await documentedNames();
