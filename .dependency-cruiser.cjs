@@ -28,6 +28,8 @@ const allowed = {
   functions: ['config', 'db', 'exec', 'http', 'registry', 'events'],
   artifacts: ['config', 'db', 'http', 'registry', 'events'],
   pipelines: ['config', 'db', 'exec', 'git', 'logs', 'http', 'registry', 'builds', 'functions', 'events'],
+  // prom-client lives here only; parts get plain observer callbacks from main.ts.
+  metrics: ['db'],
   // The client: the config file format, the wire names it shares with the server, and
   // main.ts for `slipway serve`/admin commands that run the server in-process.
   // http/api-client.ts is the one typed client; any part's api.ts gives it the operations

@@ -55,6 +55,9 @@ import { parseStageDuration } from './pipelines/spec.js';
 import { ArtifactService } from './artifacts/service.js';
 import { recordRegistryPushes } from './artifacts/registry-pushes.js';
 import { EventBus } from './events/bus.js';
+import { SlipwayMetrics } from './metrics/registry.js';
+import { HttpMetrics } from './metrics/http-metrics.js';
+import { dbReadings } from './metrics/db-readings.js';
 
 /**
  * Data folder layout (embedded defaults):
@@ -82,6 +85,8 @@ export interface RegistryOptions {
   logger?: Logger;
   /** Wraps the blob store once (metrics, fault injection in tests). */
   wrapStore?: (store: BlobStore) => BlobStore;
+  /** Counts upload bytes and GC runs (the server's metrics). */
+  metrics?: SlipwayMetrics;
 }
 
 export async function openRegistry(config: Config, options: RegistryOptions = {}): Promise<Registry> {
@@ -94,9 +99,9 @@ export async function openRegistry(config: Config, options: RegistryOptions = {}
   const policies = new RegistryPolicies(db);
   const pulls = new PullTimes(db);
   const retention = new Retention(db, policies, pulls);
-  const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry, admission: policies });
+  const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry, admission: policies, onBytesReceived: options.metrics && ((bytes) => options.metrics!.registryBytesReceived.inc(bytes)) });
   const manifests = new ManifestService({ db, deleteEnabled, maxManifestBytes, tagGuard: policies });
-  const gcOptions = { db, store, uploads, gracePeriodMs: gc.gracePeriod, logger };
+  const gcOptions = { db, store, uploads, gracePeriodMs: gc.gracePeriod, logger, onRun: options.metrics && ((report: GcReport | undefined) => options.metrics!.gcFinished(report)) };
   return {
     db, store, blobs, uploads, manifests, policies, retention, pulls,
     gc: (now) => collectGarbage(gcOptions, now),
@@ -126,7 +131,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export interface StartOptions extends RegistryOptions {
+export interface StartOptions extends Omit<RegistryOptions, 'metrics'> {
   authorizer?: Authorizer;
 }
 
@@ -188,7 +193,7 @@ function configuredBuildDriver(config: Config) {
   return pickDriver(buildDrivers, 'builds.driver', config.builds.driver)(config.builds.buildah, { dataDir: config.dataDir });
 }
 
-async function openBuilds(config: Config, registry: Registry, auth: AuthParts | undefined, registryHost: () => string, logger: Logger): Promise<BuildParts> {
+async function openBuilds(config: Config, registry: Registry, auth: AuthParts | undefined, registryHost: () => string, logger: Logger, metrics: SlipwayMetrics): Promise<BuildParts> {
   const jobs = new JobQueue(registry.db);
   const recovered = await jobs.recover();
   if (recovered.requeued + recovered.failed > 0) logger.warn(recovered, 'jobs interrupted by the last stop');
@@ -199,6 +204,7 @@ async function openBuilds(config: Config, registry: Registry, auth: AuthParts | 
     logs: new LogStore(path.join(config.dataDir, 'logs', 'builds')),
     registry: { uploads: registry.uploads, manifests: registry.manifests },
     config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries, secrets: auth?.secrets,
+    onBuildFinished: (outcome, runSeconds, waitSeconds) => metrics.buildFinished(outcome, runSeconds, waitSeconds),
   });
   await service.reconcile();
   const worker = new JobWorker<{ buildId: string }, { digest: string }>(jobs, {
@@ -216,7 +222,7 @@ interface FunctionParts {
 }
 
 /** Functions: the runtime driver (off with a warning when the host lacks it), the service, the async invocation worker. */
-async function openFunctions(config: Config, registry: Registry, auth: AuthParts | undefined, registryHost: () => string, logger: Logger): Promise<FunctionParts | undefined> {
+async function openFunctions(config: Config, registry: Registry, auth: AuthParts | undefined, registryHost: () => string, logger: Logger, metrics: SlipwayMetrics): Promise<FunctionParts | undefined> {
   if (!config.functions.enabled) return undefined;
   let driver: RuntimeDriver;
   try {
@@ -239,7 +245,9 @@ async function openFunctions(config: Config, registry: Registry, auth: AuthParts
     invocations: { queue, attempts: config.functions.asyncAttempts },
     startTimeoutMs: config.functions.startTimeout,
     maxBodyBytes: config.functions.maxBodyBytes, maxAsyncBodyBytes: config.functions.maxAsyncBodyBytes,
+    observer: metrics.functionObserver(),
   });
+  metrics.setSources({ functionInstances: () => service.instanceStates() });
   const worker = new JobWorker<{ invocationId: string }, void>(queue, {
     queue: 'invocations', concurrency: config.functions.asyncConcurrency,
     handler: (job) => service.runInvocation(job.payload.invocationId, job.attempts, job.attempts >= job.maxAttempts),
@@ -267,9 +275,9 @@ interface DeliveryParts {
  * versions (except a pipeline's own pushes, which it records with commit and ref) and start
  * pipelines with a registry trigger.
  */
-async function openDelivery(config: Config, registry: Registry, auth: AuthParts | undefined, functions: FunctionParts | undefined, registryHost: () => string, logger: Logger): Promise<DeliveryParts> {
+async function openDelivery(config: Config, registry: Registry, auth: AuthParts | undefined, functions: FunctionParts | undefined, registryHost: () => string, logger: Logger, metrics: SlipwayMetrics): Promise<DeliveryParts> {
   const vault = auth?.vault ?? await openVault(config, registry.db);
-  const events = new EventBus({ db: registry.db, vault, logger });
+  const events = new EventBus({ db: registry.db, vault, logger, onDeliveryAttempt: (outcome) => metrics.webhookDeliveries.inc({ outcome }) });
   const publish = (namespace: string, type: string, data: Record<string, unknown>, subject?: string) => events.publish(namespace, type, data, subject);
   const workDir = path.join(config.dataDir, 'pipelines');
   await mkdir(path.join(workDir, 'runs'), { recursive: true });
@@ -314,6 +322,7 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
     registry: { uploads: registry.uploads, manifests: registry.manifests },
     access: auth?.access, secrets: auth?.secrets, registries: auth?.registries, functions: fnService, logger,
     recordArtefact: (namespace, input, actor) => artefacts.record(namespace, input, { source: 'pipeline', actor }),
+    observer: metrics.pipelineObserver(),
   });
   const failed = await pipelines.reconcile();
   if (failed > 0) logger.warn({ failed }, 'pipeline runs interrupted by the last stop could not be resumed');
@@ -355,11 +364,14 @@ export function createLogger(config: Config): Logger {
 
 export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config);
-  const registry = await openRegistry(config, { ...options, logger });
+  // One metrics registry per server (tests run many in one process).
+  const metrics = new SlipwayMetrics();
+  const registry = await openRegistry(config, { ...options, logger, metrics });
+  metrics.setSources(dbReadings(registry.db));
   // Several replicas on one db: scheduled GC runs on the holder of this lease only.
   const gcLease = new Lease(registry.db, 'registry-gc');
   const gcSchedule = config.registry.gc.interval > 0
-    ? scheduleGarbageCollection({ db: registry.db, store: registry.store, uploads: registry.uploads, gracePeriodMs: config.registry.gc.gracePeriod, logger }, config.registry.gc.interval, () => gcLease.held)
+    ? scheduleGarbageCollection({ db: registry.db, store: registry.store, uploads: registry.uploads, gracePeriodMs: config.registry.gc.gracePeriod, logger, onRun: (report) => metrics.gcFinished(report) }, config.registry.gc.interval, () => gcLease.held)
     : undefined;
   let app: FastifyInstance;
   let auth: AuthParts | undefined;
@@ -370,9 +382,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   let registryHost = config.builds.registryHost ?? '';
   try {
     auth = config.auth.enabled ? await openAuth(config, registry.db) : undefined;
-    builds = await openBuilds(config, registry, auth, () => registryHost, logger);
-    functions = await openFunctions(config, registry, auth, () => registryHost, logger);
-    delivery = await openDelivery(config, registry, auth, functions, () => registryHost, logger);
+    builds = await openBuilds(config, registry, auth, () => registryHost, logger, metrics);
+    functions = await openFunctions(config, registry, auth, () => registryHost, logger, metrics);
+    delivery = await openDelivery(config, registry, auth, functions, () => registryHost, logger, metrics);
     app = await buildServer({
       logger,
       logRequests: config.log.requests,
@@ -392,6 +404,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       pipelines: { pipelines: delivery.pipelines, guard: auth?.guard },
       artifacts: { artefacts: delivery.artefacts, guard: auth?.guard },
       events: { bus: delivery.events, guard: auth?.guard },
+      metrics: { metrics, http: new HttpMetrics(metrics), public: config.metrics.public, guard: auth?.guard },
     });
     const { host, port } = parseListen(config.listen);
     await app.listen({ host, port });

@@ -22,7 +22,8 @@ const roleActions: Record<Role, AccessAction[]> = {
 };
 
 /** Scopes an API key may be limited to; `*` is everything its owner may do. */
-export const keyScopes = ['*', 'pull', 'push', 'delete', 'api'] as const;
+/** `metrics`: may read GET /metrics (only keys of server admins; see auth/api-guard). */
+export const keyScopes = ['*', 'pull', 'push', 'delete', 'api', 'metrics'] as const;
 export type KeyScope = (typeof keyScopes)[number];
 
 export interface Principal {
@@ -167,6 +168,7 @@ export class AccessService {
     const unknown = scopes.filter((s) => !keyScopes.includes(s));
     if (unknown.length > 0 || scopes.length === 0) throw new AccessError('BAD_REQUEST', `unknown key scopes ${JSON.stringify(unknown)}; use ${keyScopes.join(', ')}`);
     if (!name || name.length > 100) throw new AccessError('BAD_REQUEST', 'a key needs a name of 1–100 characters');
+    if (scopes.includes('metrics') && !owner.admin) throw new AccessError('FORBIDDEN', 'only server admins may create keys with the metrics scope');
     // A key never carries more than the key it was made with.
     const limited = owner.keyScopes && !owner.keyScopes.includes('*') ? scopes.filter((s) => s !== '*' && owner.keyScopes!.includes(s)) : scopes;
     if (limited.length === 0) throw new AccessError('FORBIDDEN', 'this key cannot create a key with those scopes');

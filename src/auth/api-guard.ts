@@ -17,6 +17,23 @@ export class ApiGuard {
   constructor(private readonly access: AccessService, private readonly authorizer: RegistryAuthorizer) {}
 
   async authenticate(request: FastifyRequest): Promise<Principal> {
+    const principal = await this.principal(request);
+    if (!this.access.mayUseApi(principal)) throw new ApiError('FORBIDDEN', 'this API key is limited to registry scopes');
+    return principal;
+  }
+
+  /**
+   * Who may read `GET /metrics` (it names every namespace and function): server admins only,
+   * by password or with a key scoped `metrics` or `*`; a key with other scopes is refused.
+   */
+  async authenticateMetrics(request: FastifyRequest): Promise<Principal> {
+    const principal = await this.principal(request);
+    const scoped = !principal.keyScopes || principal.keyScopes.includes('*') || principal.keyScopes.includes('metrics');
+    if (!principal.admin || !scoped) throw new ApiError('FORBIDDEN', 'metrics are for server admins (a password, or a key with the metrics scope)');
+    return principal;
+  }
+
+  private async principal(request: FastifyRequest): Promise<Principal> {
     let caller;
     try {
       caller = await this.authorizer.caller(request);
@@ -26,7 +43,6 @@ export class ApiGuard {
       throw error;
     }
     if (!caller.principal || caller.granted) throw new ApiError('UNAUTHORIZED', 'send an API key as Authorization: Bearer <key>, or a user name and password as basic auth');
-    if (!this.access.mayUseApi(caller.principal)) throw new ApiError('FORBIDDEN', 'this API key is limited to registry scopes');
     return caller.principal;
   }
 

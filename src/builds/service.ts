@@ -100,6 +100,8 @@ export interface BuildServiceDeps {
   registries?: ExternalRegistries;
   /** The namespace's named secrets (build secrets); present with access control on. */
   secrets?: NamespaceSecrets;
+  /** Metrics (main.ts): a build ended, with its run time and the time it waited in the queue. */
+  onBuildFinished?(outcome: 'succeeded' | 'failed' | 'cancelled', runSeconds: number, waitSeconds: number): void;
 }
 
 export class BuildService {
@@ -317,7 +319,10 @@ export class BuildService {
     if (!row) throw new Error(`build ${payload.buildId} has no record`);
     const log = await this.deps.logs.start(row.id);
     const phases: Record<string, number> = {};
-    await this.update(row.id, { status: 'running', started_at: Date.now(), error_message: null });
+    const startedAt = Date.now();
+    const finished = (outcome: 'succeeded' | 'failed' | 'cancelled') =>
+      this.deps.onBuildFinished?.(outcome, (Date.now() - startedAt) / 1000, Math.max(0, startedAt - row.created_at) / 1000);
+    await this.update(row.id, { status: 'running', started_at: startedAt, error_message: null });
     log(`build ${row.id} (${row.kind} ${row.component ?? ''}) started on ${new Date().toISOString()}`);
     let pushKey: { id: string; key: string } | undefined;
     try {
@@ -367,6 +372,7 @@ export class BuildService {
       }
       await this.update(row.id, { status: 'succeeded', digest, finished_at: Date.now(), phases: JSON.stringify(phases) });
       log(`build succeeded: ${row.image_name} @ ${digest}`);
+      finished('succeeded');
       return { digest };
     } catch (error) {
       const reason = signal.aborted ? (signal.reason as { kind?: string; message?: string } | undefined) : undefined;
@@ -380,6 +386,7 @@ export class BuildService {
       const message = cancelled ? 'cancelled' : reason?.kind === 'timeout' ? `${reason.message} (builds.timeout)` : (error as Error).message;
       log(`build ${cancelled ? 'cancelled' : 'failed'}: ${message}`);
       await this.update(row.id, { status: cancelled ? 'cancelled' : 'failed', error_message: message, finished_at: Date.now(), phases: JSON.stringify(phases) });
+      finished(cancelled ? 'cancelled' : 'failed');
       // A failed Dockerfile fails again: no retry (restarts are re-queued by the queue itself).
       throw Object.assign(error instanceof Error ? error : new Error(String(error)), { retryable: false });
     } finally {

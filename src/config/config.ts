@@ -182,6 +182,10 @@ export const configSchema = z.strictObject({
     /** Older master keys still accepted while `slipway vault rotate` re-wraps the data keys. */
     previousMasterKeys: z.array(z.string()).default([]),
   }).prefault({}),
+  metrics: z.strictObject({
+    /** Anyone may read GET /metrics (env SLIPWAY_METRICS_PUBLIC); off: server admins (password, or a key with the `metrics` scope). */
+    public: z.boolean().default(false),
+  }).prefault({}),
   shutdownTimeout: duration.prefault('30s'),
 });
 
@@ -250,6 +254,7 @@ function fromEnv(env: Record<string, string | undefined>): Record<string, unknow
   if (env.SLIPWAY_S3_ACCESS_KEY_ID) s3.accessKeyId = env.SLIPWAY_S3_ACCESS_KEY_ID;
   if (env.SLIPWAY_S3_SECRET_ACCESS_KEY) s3.secretAccessKey = env.SLIPWAY_S3_SECRET_ACCESS_KEY;
   if (Object.keys(s3).length > 0) out.storage = { s3 };
+  if (env.SLIPWAY_METRICS_PUBLIC) out.metrics = { public: !/^(false|0|off|no)$/i.test(env.SLIPWAY_METRICS_PUBLIC) };
   if (env.SLIPWAY_FUNCTIONS_ENABLED) out.functions = { enabled: !/^(false|0|off|no)$/i.test(env.SLIPWAY_FUNCTIONS_ENABLED) };
   return out;
 }

@@ -28,6 +28,8 @@ export interface EventBusOptions {
   logger?: Logger;
   /** Where deliveries are queued; default a JobQueue on `db`. */
   jobs?: JobQueueApi;
+  /** Metrics (main.ts): each recorded webhook delivery attempt. */
+  onDeliveryAttempt?: (outcome: 'delivered' | 'retried' | 'failed') => void;
   retry?: {
     /** Attempts in all, the first included; default 6. */
     attempts?: number;
@@ -81,6 +83,7 @@ export class EventBus {
       tickMs: Math.max(5, deps.tickMs ?? 1000),
       concurrency: Math.max(1, deps.concurrency ?? 16),
       closeTimeoutMs: Math.max(0, deps.closeTimeoutMs ?? 5000),
+      onAttempt: deps.onDeliveryAttempt,
     }, deps.logger);
     this.outbox = new Outbox(deps.db, this.deliveries, {
       maxAgeMs: deps.retention?.maxAgeMs ?? 7 * 24 * 60 * 60 * 1000,

@@ -88,6 +88,8 @@ export interface DeliverySettings {
   concurrency: number;
   /** How long close() waits for sends in flight before cutting them short. */
   closeTimeoutMs: number;
+  /** Metrics (main.ts): one recorded attempt — delivered, to be retried, or failed for good. */
+  onAttempt?: (outcome: 'delivered' | 'retried' | 'failed') => void;
 }
 
 /** The job queue the deliveries' jobs are in; a job's id is its delivery's. */
@@ -295,6 +297,7 @@ export class WebhookDeliveries {
       this.logger?.warn({ delivery: claim.id }, 'webhook delivery recorded by another sender meanwhile');
       return;
     }
+    this.settings.onAttempt?.(status === 'succeeded' ? 'delivered' : status === 'pending' ? 'retried' : 'failed');
     if (status === 'pending') throw Object.assign(new Error(lastError ?? 'failed'), { retryAfterMs: backoff });
     if (status === 'failed') {
       this.logger?.warn({ delivery: claim.id, attempts, error: lastError }, 'webhook delivery failed for good');

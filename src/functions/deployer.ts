@@ -7,6 +7,7 @@
  * stays where it was. Deploys of one function run one after the other; a revision overtaken by
  * a newer one before its turn is retired unstarted.
  */
+import type { FunctionObserver } from './invoker.js';
 import type { Logger } from 'pino';
 import type { Database } from '../db/db.js';
 import type { FunctionRevisionTable } from '../db/schema.js';
@@ -43,6 +44,7 @@ export interface DeployerDeps {
   logger?: Pick<Logger, 'info' | 'warn' | 'error'>;
   /** Start checks (listening on 8000, `/init`) must pass within this. Default 30 s. */
   startTimeoutMs?: number;
+  observer?: FunctionObserver;
 }
 
 export class Deployer {
@@ -155,6 +157,7 @@ export class Deployer {
     if (!pool) {
       pool = new RevisionPool(label, this.deps.driver, template, poolSettings(config, this.deps.startTimeoutMs), {
         log: (instance, stream, line) => this.deps.log.write(live, number, instance, stream, line),
+        started: this.deps.observer?.instanceStarted,
       });
       live.pools.set(number, pool);
     }

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Database } from '../db/db.js';
 import type { JobQueue } from '../db/job-queue.js';
 import { FunctionFailedError, FunctionNotFoundError } from './errors.js';
-import type { Invoker, InvokeResult } from './invoker.js';
+import type { FunctionObserver, Invoker, InvokeResult } from './invoker.js';
 import { findFunction, iso } from './records.js';
 import type { InvocationView } from './spec.js';
 
@@ -19,6 +19,7 @@ export interface AsyncInvocationsDeps {
   queue?: Pick<JobQueue, 'enqueue'>;
   /** Attempts of one invocation. Default 3. */
   attempts?: number;
+  observer?: FunctionObserver;
 }
 
 export class AsyncInvocations {
@@ -61,8 +62,10 @@ export class AsyncInvocations {
         status: 'succeeded', revision: result.revision, finished_at: Date.now(), error: null,
         result: JSON.stringify({ statusCode: result.statusCode, headers, body: result.body.toString('base64'), isBase64Encoded: true }),
       }).where('id', '=', id).execute());
+      this.deps.observer?.asyncAttempt?.('succeeded');
     } catch (error) {
       const message = (error as Error).message;
+      this.deps.observer?.asyncAttempt?.(lastAttempt || error instanceof FunctionNotFoundError ? 'failed' : 'retried');
       await this.db.write((trx) => trx.updateTable('invocations').set({
         status: lastAttempt || error instanceof FunctionNotFoundError ? 'failed' : 'queued', error: message, finished_at: lastAttempt ? Date.now() : null,
       }).where('id', '=', id).execute());

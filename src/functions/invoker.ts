@@ -34,7 +34,18 @@ export interface InvokeResult {
   revision: number;
 }
 
+/** Optional callbacks for metrics (wired in main.ts); they must be cheap, they run per request. */
+export interface FunctionObserver {
+  /** One request finished: the status sent (504 timeout, 503 no instance, 499 client left). */
+  invoked?(namespace: string, name: string, code: number, seconds: number, cold: boolean): void;
+  /** An instance passed its start checks, `seconds` after its start began. */
+  instanceStarted?(seconds: number): void;
+  /** One attempt of an asynchronous invocation ended. */
+  asyncAttempt?(outcome: 'succeeded' | 'retried' | 'failed'): void;
+}
+
 export interface InvokerDeps {
+  observer?: FunctionObserver;
   live: LiveFunctions;
   proxy: InstanceProxy;
   /** The function's view, for the reason a function without a ready revision gives. */
@@ -72,7 +83,9 @@ export class Invoker {
     try {
       lease = await active.pool.acquire(deadline);
     } catch (error) {
-      live.metrics.record(performance.now() - started, error instanceof QueueTimeoutError ? 'timeout' : 'error', false);
+      const ms = performance.now() - started;
+      live.metrics.record(ms, error instanceof QueueTimeoutError ? 'timeout' : 'error', false);
+      this.deps.observer?.invoked?.(namespace, name, error instanceof QueueTimeoutError ? 504 : 503, ms / 1000, false);
       if (error instanceof QueueTimeoutError) throw new FunctionTimeoutError(`the function did not answer within ${active.config.timeoutSeconds} s (no instance became free)`);
       if (error instanceof PoolUnavailableError && error.kind === 'failing') throw new FunctionFailedError(`the function is failing: ${error.message}`);
       if (error instanceof PoolUnavailableError) return this.invoke(namespace, name, request); // revision switched meanwhile
@@ -95,7 +108,9 @@ export class Invoker {
       if (!request.res && /ECONNREFUSED/.test(result.error ?? '') && !request.retried) return this.invoke(namespace, name, { ...request, retried: true });
     }
     const outcome = result.outcome === 'timeout' ? 'timeout' : result.outcome === 'ok' || result.outcome === 'client-aborted' || result.outcome === 'too-large' ? 'ok' : 'error';
-    live.metrics.record(performance.now() - started, outcome, lease.cold);
+    const ms = performance.now() - started;
+    live.metrics.record(ms, outcome, lease.cold);
+    this.deps.observer?.invoked?.(namespace, name, result.outcome === 'timeout' ? 504 : result.status, ms / 1000, lease.cold);
     if (request.res) return result;
     if (result.outcome === 'timeout') throw new FunctionTimeoutError(`the function did not answer within ${active.config.timeoutSeconds} s`);
     if (result.outcome === 'upstream-error') throw new FunctionFailedError(`the function failed: ${result.error ?? 'instance error'}`);

@@ -77,6 +77,8 @@ export interface PoolEvents {
   log(instance: string, stream: 'stdout' | 'stderr' | 'system', line: string): void;
   /** An instance was added or removed. */
   changed?(): void;
+  /** An instance passed its start checks `seconds` after its start began (metrics). */
+  started?(seconds: number): void;
 }
 
 const backoffMs = 3000;
@@ -101,6 +103,13 @@ export class RevisionPool {
   ) {}
 
   get size(): number { return this.instances.size; }
+  /** Instances by state, for metrics: starting, ready, stopping. */
+  states(): { starting: number; ready: number; stopping: number } {
+    let ready = 0;
+    let stopping = 0;
+    for (const i of this.instances.values()) if (i.state === 'ready') ready++; else stopping++;
+    return { starting: this.starting, ready, stopping };
+  }
   /** The serving instances, for operators (and benchmarks calling one directly). */
   list(): Array<{ id: string; address: string; inFlight: number; served: number; idleMs: number }> {
     const now = Date.now();
@@ -129,6 +138,7 @@ export class RevisionPool {
   async startInstance(): Promise<Instance> {
     if (this.stopped) throw new PoolUnavailableError('function revision stopped', 'stopped');
     this.starting++;
+    const startedAt = performance.now();
     const id = `${this.label}-${(++sequence).toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36)}`;
     const output: string[] = [];
     const onLog: LogFn = (stream, line) => {
@@ -158,6 +168,7 @@ export class RevisionPool {
       this.failure = undefined;
       this.events.log(id, 'system', `instance ready at ${endpoint.address}:8000`);
       this.events.changed?.();
+      this.events.started?.((performance.now() - startedAt) / 1000);
       return instance;
     } catch (error) {
       if (endpoint) await this.driver.stop(id, { graceMs: 200 }).catch(() => undefined);

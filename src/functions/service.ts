@@ -27,7 +27,7 @@ import { GatewayFacts, type FunctionFacts } from './gateway-facts.js';
 import { ImageLocator } from './image-locator.js';
 import { InstanceLog } from './instance-log.js';
 import { AsyncInvocations } from './invocations.js';
-import { Invoker, type InvokeRequest, type InvokeResult } from './invoker.js';
+import { Invoker, type FunctionObserver, type InvokeRequest, type InvokeResult } from './invoker.js';
 import { LiveFunctions } from './live.js';
 import { findFunction } from './records.js';
 import type { OwnRegistry } from './local-source.js';
@@ -62,6 +62,8 @@ export interface FunctionServiceDeps {
   startTimeoutMs?: number;
   maxBodyBytes?: number;
   maxAsyncBodyBytes?: number;
+  /** Metrics callbacks (main.ts). */
+  observer?: FunctionObserver;
 }
 
 export class FunctionService {
@@ -76,6 +78,7 @@ export class FunctionService {
   private readonly facts: GatewayFacts;
   private readonly async: AsyncInvocations;
   private readonly keys: FunctionKeys;
+  private readonly live: LiveFunctions;
 
   constructor(private readonly deps: FunctionServiceDeps) {
     this.maxBodyBytes = deps.maxBodyBytes ?? 6 * 1024 * 1024;
@@ -86,13 +89,14 @@ export class FunctionService {
     this.facts = new GatewayFacts(db, live);
     this.deployer = new Deployer({
       db, driver: deps.driver, images: this.images, live, facts: this.facts, log: new InstanceLog(db, deps.logs),
-      vault: deps.vault, logger, startTimeoutMs: deps.startTimeoutMs,
+      vault: deps.vault, logger, startTimeoutMs: deps.startTimeoutMs, observer: deps.observer,
     });
     this.specs = new FunctionSpecs({ db, images: this.images, deployer: this.deployer, live, facts: this.facts, logs: deps.logs, vault: deps.vault });
     this.revisionsOf = new Revisions({ db, live, deployer: this.deployer, logger });
     this.tags = new TagFollower({ db, registry: deps.registry, images: this.images, revisions: this.revisionsOf, logger });
-    this.invoker = new Invoker({ live, proxy: deps.proxy, view: (namespace, name) => this.specs.view(namespace, name), maxBodyBytes: this.maxBodyBytes });
-    this.async = new AsyncInvocations({ db, invoker: this.invoker, queue: deps.invocations?.queue, attempts: deps.invocations?.attempts });
+    this.live = live;
+    this.invoker = new Invoker({ observer: deps.observer, live, proxy: deps.proxy, view: (namespace, name) => this.specs.view(namespace, name), maxBodyBytes: this.maxBodyBytes });
+    this.async = new AsyncInvocations({ db, invoker: this.invoker, queue: deps.invocations?.queue, attempts: deps.invocations?.attempts, observer: deps.observer });
     this.keys = new FunctionKeys(db);
   }
 
@@ -207,6 +211,22 @@ export class FunctionService {
   }
 
   /** One attempt of an async invocation; throws (for a retry) when the function failed. */
+  /** This server's instances by state and the requests waiting for one (metrics, read at scrape). */
+  instanceStates(): { instances: Record<string, number>; queued: number } {
+    const instances: Record<string, number> = { starting: 0, ready: 0, stopping: 0 };
+    let queued = 0;
+    for (const live of this.live.all()) {
+      for (const pool of live.pools.values()) {
+        const states = pool.states();
+        instances.starting! += states.starting;
+        instances.ready! += states.ready;
+        instances.stopping! += states.stopping;
+        queued += pool.pending;
+      }
+    }
+    return { instances, queued };
+  }
+
   runInvocation(id: string, attempt: number, lastAttempt: boolean): Promise<void> {
     return this.async.run(id, attempt, lastAttempt);
   }

@@ -16,6 +16,7 @@ import { functionRoutes, gatewayFastPath, type FunctionRoutesOptions } from '../
 import { pipelineRoutes, type PipelineRoutesOptions } from '../pipelines/routes.js';
 import { artifactRoutes, type ArtifactRoutesOptions } from '../artifacts/routes.js';
 import { eventRoutes, type EventRoutesOptions } from '../events/routes.js';
+import { metricsRoutes, type MetricsRoutesOptions } from '../metrics/routes.js';
 import { apiErrorHandler } from './error-handler.js';
 import { requestIdHeader, requestIdOf } from './request-id.js';
 import { ApiError } from './errors.js';
@@ -47,6 +48,8 @@ export interface ServerDependencies {
   artifacts?: ArtifactRoutesOptions;
   /** Outgoing webhooks, the event list and its live stream. */
   events?: EventRoutesOptions;
+  /** GET /metrics and the request counters (Prometheus). */
+  metrics?: MetricsRoutesOptions;
   /** The built dashboard (default: `web/dist` of the package). */
   webRoot?: string;
   /** Extra readiness checks (storage reachable, …). */
@@ -70,6 +73,7 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
       const server: http.Server = http.createServer((req, res) => {
         res.setHeader(requestIdHeader, requestIdOf(req));
         if (!fastPath || !server.listening || !fastPath(req, res)) handler(req, res);
+        else deps.metrics?.http.watch(req.method, res);
       });
       // What Fastify sets on a server it creates itself (the options below).
       server.keepAliveTimeout = keepAliveTimeout;
@@ -119,6 +123,8 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
     }
   });
 
+  // First, so its request hook (registered on the root) sees every part's routes.
+  if (deps.metrics) await app.register(metricsRoutes, deps.metrics);
   await app.register(registryRoutes, { ...deps.registry, authorizer: deps.authorizer });
   if (deps.auth) await app.register(authRoutes, deps.auth);
   if (deps.registryPolicies) await app.register(policyRoutes, deps.registryPolicies);

@@ -64,6 +64,16 @@ export interface PipelineRunnerDeps {
   /** Records an artefact version for each delivery. */
   recordArtefact?: (namespace: string, input: { type: 'container'; name: string; version: string; digest: string; commit?: string; ref?: string }, actor: string | null) => Promise<unknown>;
   logger?: Logger;
+  observer?: PipelineObserver;
+}
+
+/** Optional metrics callbacks (wired in main.ts). */
+export interface PipelineObserver {
+  /** A run's first stage starts, `waitSeconds` after its trigger. */
+  runStarted?(waitSeconds: number): void;
+  runFinished?(outcome: RunStatus): void;
+  /** A stage ended (a waiting stage ends when it is resumed). */
+  stageFinished?(type: string, outcome: string, seconds: number): void;
 }
 
 export class PipelineRunner {
@@ -136,7 +146,10 @@ export class PipelineRunner {
     };
     const now = Date.now();
     const firstStart = row.started_at === null;
-    if (firstStart) state.phases.queue = now - (ctx.trigger.receivedAt ?? row.created_at);
+    if (firstStart) {
+      state.phases.queue = now - (ctx.trigger.receivedAt ?? row.created_at);
+      this.deps.observer?.runStarted?.(Math.max(0, state.phases.queue) / 1000);
+    }
     await db.write((trx) => trx.updateTable('pipeline_runs').set({ status: 'running', started_at: row.started_at ?? now, state: JSON.stringify(state) }).where('id', '=', runId).execute());
     if (firstStart) {
       log(`run ${row.number} of ${pipeline.name} started (${describeTrigger(ctx.trigger)}${ctx.commit ? `, commit ${ctx.commit}` : ''})`);
@@ -197,6 +210,7 @@ export class PipelineRunner {
     await ctx.save();
     await this.deps.db.write((trx) => trx.updateTable('pipeline_runs').set({ status, error, finished_at: Date.now() }).where('id', '=', ctx.runId).execute());
     ctx.log(`run ${status}${error ? `: ${error}` : ''}`);
+    this.deps.observer?.runFinished?.(status);
     await this.deps.logs.finish(ctx.runId);
     await this.revokeKey(ctx.runId);
     if (status !== 'failed') await this.cleanup(ctx.runId);
@@ -257,6 +271,7 @@ export class PipelineRunner {
       } else {
         Object.assign(st, { status: outcome, finishedAt: new Date().toISOString(), durationMs: Date.now() - started });
         log(`stage ${outcome} in ${Date.now() - started} ms`);
+        this.deps.observer?.stageFinished?.(stage.type, outcome, (Date.now() - started) / 1000);
       }
       await ctx.save();
       return outcome;
@@ -264,6 +279,7 @@ export class PipelineRunner {
       if (error instanceof StageFailed || error instanceof BuildSpecError) {
         Object.assign(st, { status: 'failed', message: error.message, finishedAt: new Date().toISOString(), durationMs: Date.now() - started });
         log(`stage failed: ${error.message}`);
+        this.deps.observer?.stageFinished?.(stage.type, 'failed', (Date.now() - started) / 1000);
         if (error instanceof BuildSpecError) for (const issue of error.issues) log(`  ${issue.path}${issue.line ? ` (line ${issue.line})` : ''}: ${issue.message}`);
         await ctx.save();
         return 'failed';

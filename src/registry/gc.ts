@@ -21,6 +21,8 @@ export interface GcOptions {
   uploads: UploadService;
   gracePeriodMs: number;
   logger?: Pick<Logger, 'info' | 'warn' | 'error'>;
+  /** Metrics (main.ts): a run ended, with its report (undefined: it failed). */
+  onRun?: (report: GcReport | undefined) => void;
 }
 
 export interface GcReport {
@@ -33,6 +35,16 @@ export interface GcReport {
 }
 
 export async function collectGarbage(options: GcOptions, now = Date.now()): Promise<GcReport> {
+  let report: GcReport | undefined;
+  try {
+    report = await collect(options, now);
+    return report;
+  } finally {
+    options.onRun?.(report);
+  }
+}
+
+async function collect(options: GcOptions, now: number): Promise<GcReport> {
   const started = Date.now();
   const cutoff = now - options.gracePeriodMs;
   const report: GcReport = { manifestsDeleted: 0, linksDeleted: 0, blobsDeleted: 0, bytesFreed: 0, uploadsExpired: 0, durationMs: 0 };

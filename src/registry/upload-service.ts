@@ -24,6 +24,8 @@ export interface UploadServiceOptions {
   expiryMs: number;
   /** Namespace quotas (registry/policy-service.ts); a refusal removes the session. */
   admission?: UploadAdmission;
+  /** Metrics (main.ts): bytes a write added to a session. */
+  onBytesReceived?: (bytes: number) => void;
 }
 
 /** Throws (DENIED) when a namespace may not take a new repository, or `size` more bytes of a blob. */
@@ -199,6 +201,7 @@ export class UploadService {
     try {
       const size = await uploads.append(id, body, current, hashing ? (chunk) => hashing.hash.update(chunk) : undefined);
       if (hashing) hashing.offset = size;
+      if (size > current) this.options.onBytesReceived?.(size - current);
       // Recorded before the 202: after a crash, status and resume start from here. Only from
       // the offset this append started at: `locked` serialises one process, this check the
       // replicas (a racing append to the same session on another replica loses with a 416).
