@@ -1,6 +1,7 @@
 /**
  * `storage.s3.redirect: true`: blob GETs answer 307 to a presigned s3rver URL that real clients
  * (curl -L, skopeo) follow, Range included; HEAD and small blobs are still answered locally.
+ * The server runs with `logs.driver: blobstore` too (its wiring on S3).
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -26,7 +27,7 @@ describe('registry on S3 with presigned redirects', { timeout: 240_000 }, () => 
   let ts: TestServer;
   before(async () => {
     s3 = await startS3Server();
-    ts = await startTestServer({ config: { storage: { driver: 's3', s3: s3.config('redirect/', { redirect: true, redirectExpiry: 60_000 }) } } });
+    ts = await startTestServer({ config: { storage: { driver: 's3', s3: s3.config('redirect/', { redirect: true, redirectExpiry: 60_000 }) }, logs: { driver: 'blobstore' } } });
   });
   after(async () => {
     killAllChildren();

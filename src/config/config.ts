@@ -79,6 +79,10 @@ export const configSchema = z.strictObject({
   }).prefault({}).superRefine((storage, context) => {
     if (storage.driver === 's3' && !storage.s3?.bucket) context.addIssue({ code: 'custom', path: ['s3', 'bucket'], message: 'required when storage.driver is s3' });
   }),
+  logs: z.strictObject({
+    /** Where build, pipeline-run and function logs are kept: `fs`, files in `<dataDir>/logs`; `blobstore`, chunks in the blob storage (`storage.driver`), readable and followable from every replica. */
+    driver: z.enum(['fs', 'blobstore'], { error: (issue) => `unknown logs driver "${String(issue.input)}" (known: fs, blobstore)` }).default('fs'),
+  }).prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Log one line per request; costs throughput on small requests. */
