@@ -22,7 +22,8 @@ import { loadMasterKeys, Vault } from './vault/vault.js';
 import { NamespaceSecrets } from './vault/secrets.js';
 import type { SecretRoutesOptions } from './vault/routes.js';
 import { buildDrivers } from './builds/drivers.js';
-import { LogStore } from './logs/log-store.js';
+import { FsLogStore, type LogStore } from './logs/log-store.js';
+import { ChunkedLogStore } from './logs/chunked-log-store.js';
 import { BuildService } from './builds/service.js';
 import { JobQueue } from './db/job-queue.js';
 import { JobWorker } from './db/job-worker.js';
@@ -43,6 +44,7 @@ import { Retention } from './registry/retention.js';
 import type { BlobStore } from './storage/blob-store.js';
 import { FunctionService } from './functions/service.js';
 import { FunctionLogs } from './functions/logs.js';
+import { ObjectLogBackend } from './functions/log-chunks.js';
 import { InstanceProxy } from './functions/proxy.js';
 import { runtimes } from './functions/runtimes.js';
 import { RuntimeUnavailableError, type RuntimeDriver } from './functions/runtime-driver.js';
@@ -187,6 +189,18 @@ interface BuildParts {
   worker: JobWorker<{ buildId: string }, { digest: string }>;
 }
 
+/** `logs.driver`: files in `<dataDir>/logs/<kind>`, or chunks in the blob storage every replica reads. */
+function openLogStore(config: Config, registry: Registry, kind: 'builds' | 'pipelines'): LogStore {
+  if (config.logs.driver === 'blobstore') return new ChunkedLogStore(logObjects(registry), kind);
+  return new FsLogStore(path.join(config.dataDir, 'logs', kind));
+}
+
+function logObjects(registry: Registry) {
+  const objects = registry.store.objects;
+  if (!objects) throw new Error('logs.driver blobstore: the storage driver has no object area');
+  return objects;
+}
+
 /** Builds: the durable queue (recovered first: nothing stays "running" after a crash), buildah, logs. */
 /** The BuildDriver `builds.driver` selects, with its settings; builds and pipeline stages share it. */
 function configuredBuildDriver(config: Config) {
@@ -201,7 +215,7 @@ async function openBuilds(config: Config, registry: Registry, auth: AuthParts | 
   await mkdir(path.join(workDir, 'tmp'), { recursive: true });
   const service = new BuildService({
     db: registry.db, queue: jobs, driver: configuredBuildDriver(config),
-    logs: new LogStore(path.join(config.dataDir, 'logs', 'builds')),
+    logs: openLogStore(config, registry, 'builds'),
     registry: { uploads: registry.uploads, manifests: registry.manifests },
     config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries, secrets: auth?.secrets,
     onBuildFinished: (outcome, runSeconds, waitSeconds) => metrics.buildFinished(outcome, runSeconds, waitSeconds),
@@ -240,7 +254,7 @@ async function openFunctions(config: Config, registry: Registry, auth: AuthParts
     registry: { manifests: registry.manifests, blobs: registry.blobs, store: registry.store },
     registryHost, insecureRegistries: config.builds.insecureRegistries,
     driver, proxy,
-    logs: new FunctionLogs(path.join(config.dataDir, 'logs', 'functions')),
+    logs: new FunctionLogs(config.logs.driver === 'blobstore' ? new ObjectLogBackend(logObjects(registry)) : path.join(config.dataDir, 'logs', 'functions')),
     vault, registries: auth?.registries, logger,
     invocations: { queue, attempts: config.functions.asyncAttempts },
     startTimeoutMs: config.functions.startTimeout,
@@ -290,7 +304,7 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
   }
   const jobs = new JobQueue(registry.db);
   // One log store: the runner writes, the API reads and follows the same live logs.
-  const runLogs = new LogStore(path.join(config.dataDir, 'logs', 'pipelines'));
+  const runLogs = openLogStore(config, registry, 'pipelines');
   const pipelines = new PipelineService({
     db: registry.db, queue: jobs, logs: runLogs, vault, secrets: auth?.secrets,
     publish, cacheDir: path.join(workDir, 'git-cache'), stageTimeoutMs: config.pipelines.stageTimeout, logger,

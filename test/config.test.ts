@@ -73,7 +73,10 @@ describe('config', () => {
     assert.throws(() => loadConfig({ flags: { storage: { driver: 'gcs' as never } } }), (error: Error) => error instanceof ConfigError && /storage\.driver: unknown driver "gcs" \(known: fs, s3\)/.test(error.message));
     assert.throws(() => loadConfig({ flags: { storage: { driver: 's3' } } }), /storage\.s3\.bucket: required when storage\.driver is s3/);
     const s3 = loadConfig({ env: { SLIPWAY_S3_ACCESS_KEY_ID: 'key', SLIPWAY_S3_SECRET_ACCESS_KEY: 'secret' }, flags: { storage: { driver: 's3', s3: { bucket: 'slipway', forcePathStyle: true } } } }).storage.s3;
-    assert.deepEqual({ ...s3 }, { bucket: 'slipway', region: 'us-east-1', forcePathStyle: true, prefix: '', accessKeyId: 'key', secretAccessKey: 'secret', partSize: 8 * 1024 * 1024 });
+    assert.deepEqual({ ...s3 }, { bucket: 'slipway', region: 'us-east-1', forcePathStyle: true, prefix: '', accessKeyId: 'key', secretAccessKey: 'secret', partSize: 8 * 1024 * 1024, redirect: false, redirectExpiry: 5 * 60_000 });
+    assert.equal(config.logs.driver, 'fs');
+    assert.equal(loadConfig({ flags: { logs: { driver: 'blobstore' } } }).logs.driver, 'blobstore');
+    assert.throws(() => loadConfig({ flags: { logs: { driver: 's3' as never } } }), /logs\.driver: unknown logs driver "s3" \(known: fs, blobstore\)/);
     assert.throws(() => loadConfig({ flags: { builds: { driver: 'kubernetes' as never } } }), /builds\.driver: unknown driver "kubernetes" \(known: buildah\)/);
     assert.throws(() => loadConfig({ env: {}, flags: { functions: { runtime: 'kubernetes' as never } } }), /functions\.runtime: unknown driver "kubernetes" \(known: runc\)/);
     // Every name the config accepts has a factory, and a name a map lacks is the same clear error.

@@ -60,6 +60,10 @@ const s3StorageSchema = z.strictObject({
   secretAccessKey: z.string().min(1).optional(),
   /** Size of the objects an upload is stored in (S3's multipart minimum is 5 MiB): memory per upload in flight is about twice this. */
   partSize: z.number().int().min(5 * mebibyte).max(512 * mebibyte).default(8 * mebibyte),
+  /** Blob GETs answer 307 to a presigned URL of the object (the client fetches from S3 itself) instead of streaming through the server; HEAD and small blobs stay local. */
+  redirect: z.boolean().default(false),
+  /** Lifetime of a presigned redirect URL. */
+  redirectExpiry: duration.prefault('5m'),
 });
 export type S3StorageConfig = z.output<typeof s3StorageSchema>;
 
@@ -75,6 +79,10 @@ export const configSchema = z.strictObject({
   }).prefault({}).superRefine((storage, context) => {
     if (storage.driver === 's3' && !storage.s3?.bucket) context.addIssue({ code: 'custom', path: ['s3', 'bucket'], message: 'required when storage.driver is s3' });
   }),
+  logs: z.strictObject({
+    /** Where build, pipeline-run and function logs are kept: `fs`, files in `<dataDir>/logs`; `blobstore`, chunks in the blob storage (`storage.driver`), readable and followable from every replica. */
+    driver: z.enum(['fs', 'blobstore'], { error: (issue) => `unknown logs driver "${String(issue.input)}" (known: fs, blobstore)` }).default('fs'),
+  }).prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Log one line per request; costs throughput on small requests. */

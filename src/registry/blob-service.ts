@@ -56,6 +56,19 @@ export class BlobService {
     return { size: row.size };
   }
 
+  /**
+   * Where a client may fetch a linked blob directly (the store's presigned URL), or undefined to
+   * serve it here: when the store does not redirect, and for small blobs (served from memory,
+   * cheaper than the client's extra round trip). Counts as a touch for GC, like `stat`.
+   */
+  async redirectUrl(repository: string, digest: string): Promise<string | undefined> {
+    const location = await this.store.redirectUrl?.(digest);
+    if (!location) return undefined;
+    const found = await this.stat(repository, digest);
+    if (!found) throw new RegistryError('BLOB_UNKNOWN', undefined, { digest });
+    return found.size > this.smallBlobBytes ? location : undefined;
+  }
+
   /** Opens a linked blob; small blobs come from memory after the first read. */
   async open(repository: string, digest: string, range?: ByteRange): Promise<{ size: number; body: Readable | Buffer | ReaderBody }> {
     const found = await this.stat(repository, digest);

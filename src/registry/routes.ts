@@ -249,6 +249,9 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
           if (!found) throw new RegistryError('BLOB_UNKNOWN', undefined, { digest });
           return reply.header('Content-Length', found.size).send();
         }
+        // storage.s3.redirect: the client fetches the bytes from the object store (its Range too).
+        const location = await blobs.redirectUrl(name, digest);
+        if (location) return reply.code(307).header('Location', location).removeHeader('Content-Type').send();
         const rangeHeader = request.headers.range;
         if (rangeHeader === undefined) {
           const { size, body } = await blobs.open(name, digest);

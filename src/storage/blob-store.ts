@@ -40,9 +40,40 @@ export interface BlobStore {
   delete(digest: string): Promise<boolean>;
   /** Every stored digest, in no particular order. */
   list(): AsyncIterable<string>;
+  /**
+   * Optional: a URL the client may fetch the blob from directly (a presigned object-store GET,
+   * valid briefly), so the bytes bypass this server; undefined when the driver serves them
+   * itself (fs, or s3 with `redirect` off). The caller has checked access and existence.
+   */
+  redirectUrl?(digest: string): Promise<string | undefined>;
+  /** Optional: small named objects beside the blobs (log chunks); see `ObjectArea`. */
+  readonly objects?: ObjectArea;
   readonly uploads: UploadStore;
   /** Releases connections (object-store clients); the store is not used afterwards. */
   close?(): Promise<void>;
+}
+
+/**
+ * Named objects, written whole and never appended (as S3 objects are), e.g. log chunks under
+ * `logs/...`. Keys are `/`-separated segments of `[A-Za-z0-9._-]`; a written object is readable
+ * by every process sharing the store. Not content-addressed: GC and fsck ignore them.
+ */
+export interface ObjectArea {
+  put(key: string, body: Buffer): Promise<void>;
+  /** The object's bytes, or null when absent. */
+  get(key: string): Promise<Buffer | null>;
+  /** Objects whose key starts with `prefix`, in no particular order. */
+  list(prefix: string): AsyncIterable<{ key: string; size: number; modifiedAt: number }>;
+  /** Deletes the keys (absent ones are no error). */
+  delete(keys: string[]): Promise<void>;
+}
+
+const objectKeyPattern = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
+
+/** Throws on keys outside the `ObjectArea` grammar (no `..`, no empty segments). */
+export function checkObjectKey(key: string): string {
+  if (!objectKeyPattern.test(key) || key.split('/').some((segment) => segment === '.' || segment === '..')) throw new Error(`invalid object key ${key}`);
+  return key;
 }
 
 /**

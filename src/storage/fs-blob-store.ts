@@ -7,17 +7,20 @@
  *   │   └── ab/
  *   │       └── abcdef0123…      verified, immutable content, named by its digest
  *   ├── sha512/…                 the same for sha512 digests
- *   └── _uploads/
- *       └── <upload id>          sessions in progress: appended to, never served
+ *   ├── _uploads/
+ *   │   └── <upload id>          sessions in progress: appended to, never served
+ *   └── _objects/
+ *       └── logs/builds/<id>/…   named objects (ObjectArea), e.g. log chunks
  *
  * Publishing is `fdatasync(file)` → `rename` into place → `fsync(dir)`, so a blob is either
  * complete and durable or absent.
  */
 import { createReadStream, constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, truncate, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobReader, type BlobStat, type BlobStore, type ByteRange, type UploadStore } from './blob-store.js';
+import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobReader, type BlobStat, type BlobStore, type ByteRange, type ObjectArea, type UploadStore, checkObjectKey } from './blob-store.js';
 
 const uploadIdPattern = /^[A-Za-z0-9_-]{8,128}$/;
 const readHighWaterMark = 1024 * 1024;
@@ -28,10 +31,12 @@ const writebackBytes = 64 * 1024 * 1024;
 
 export class FsBlobStore implements BlobStore {
   readonly uploads: UploadStore;
+  readonly objects: ObjectArea;
   private readonly knownDirs = new Set<string>();
 
   constructor(readonly root: string) {
     this.uploads = new FsUploadStore(this, path.join(root, '_uploads'));
+    this.objects = new FsObjectArea(path.join(root, '_objects'));
   }
 
   /** Path of a digest's file; digests are validated by the caller, checked again here. */
@@ -114,6 +119,56 @@ export class FsBlobStore implements BlobStore {
     }
     await rename(file, target);
     await fsyncPath(dir);
+  }
+}
+
+/** `ObjectArea` as files: written to a temp name and renamed, so a reader sees old or new, never half. */
+class FsObjectArea implements ObjectArea {
+  constructor(private readonly dir: string) {}
+
+  private file(key: string): string {
+    return path.join(this.dir, ...checkObjectKey(key).split('/'));
+  }
+
+  async put(key: string, body: Buffer): Promise<void> {
+    const file = this.file(key);
+    await mkdir(path.dirname(file), { recursive: true });
+    const temp = `${path.dirname(file)}/.tmp-${randomBytes(6).toString('hex')}`;
+    await writeFile(temp, body);
+    await rename(temp, file);
+  }
+
+  async get(key: string): Promise<Buffer | null> {
+    try {
+      return await readFile(this.file(key));
+    } catch (error) {
+      if (isMissing(error)) return null;
+      throw error;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<{ key: string; size: number; modifiedAt: number }> {
+    // Walk from the deepest folder the prefix names; filter the rest by name.
+    const folder = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    const base = folder ? path.join(this.dir, ...checkObjectKey(folder).split('/')) : this.dir;
+    let entries;
+    try {
+      entries = await readdir(base, { recursive: true, withFileTypes: true });
+    } catch (error) {
+      if (isMissing(error)) return;
+      throw error;
+    }
+    for (const entry of entries) {
+      if (!entry.isFile() || entry.name.startsWith('.')) continue;
+      const key = path.relative(this.dir, path.join(entry.parentPath, entry.name)).split(path.sep).join('/');
+      if (!key.startsWith(prefix)) continue;
+      const info = await stat(path.join(entry.parentPath, entry.name)).catch(() => undefined);
+      if (info) yield { key, size: info.size, modifiedAt: info.mtimeMs };
+    }
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    for (const key of keys) await rm(this.file(key), { force: true });
   }
 }
 

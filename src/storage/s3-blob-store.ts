@@ -6,6 +6,7 @@
  *   ├── blobs/
  *   │   ├── sha256/abcdef0123…          verified, immutable content, named by its digest
  *   │   └── sha512/…
+ *   ├── objects/                      named objects (ObjectArea), e.g. objects/logs/builds/<id>/<chunk>
  *   └── uploads/
  *       └── <upload id>/
  *           ├── 0000000000000000        bytes 0 … partSize-1 of the session (sealed)
@@ -18,7 +19,8 @@
  * 5 MiB multipart minimum; only the tail object is ever rewritten. `commit` builds the blob
  * under its digest key in one step that S3 makes visible atomically (CopyObject of a single
  * part, or a multipart upload completed from the parts), so no partial object is ever
- * readable under a digest.
+ * readable under a digest. With `redirect`, blob GETs may be answered with a presigned URL of
+ * the digest's object (`redirectUrl`), so bulk bytes go from S3 to the client directly.
  */
 import { Readable } from 'node:stream';
 import {
@@ -27,8 +29,9 @@ import {
   paginateListObjectsV2, type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { S3StorageConfig } from '../config/config.js';
-import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobStat, type BlobStore, type ByteRange, type UploadStore } from './blob-store.js';
+import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, checkObjectKey, type BlobStat, type BlobStore, type ByteRange, type ObjectArea, type UploadStore } from './blob-store.js';
 
 const uploadIdPattern = /^[A-Za-z0-9_-]{8,128}$/;
 const offsetDigits = 16;
@@ -40,6 +43,8 @@ export interface S3BlobStoreOptions {
   /** Empty or ending in `/`. */
   prefix: string;
   partSize: number;
+  /** Presigned redirects for blob GETs, valid this long (ms); off when undefined. */
+  redirectExpiryMs?: number;
 }
 
 /** The driver from its config slice; credentials from the slice or else the SDK's default chain. */
@@ -57,14 +62,19 @@ export function createS3BlobStore(config: S3StorageConfig): S3BlobStore {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
-  return new S3BlobStore({ client, bucket: config.bucket, prefix: config.prefix, partSize: config.partSize });
+  return new S3BlobStore({
+    client, bucket: config.bucket, prefix: config.prefix, partSize: config.partSize,
+    redirectExpiryMs: config.redirect ? config.redirectExpiry : undefined,
+  });
 }
 
 export class S3BlobStore implements BlobStore {
   readonly uploads: UploadStore;
+  readonly objects: ObjectArea;
 
   constructor(readonly options: S3BlobStoreOptions) {
     this.uploads = new S3UploadStore(this);
+    this.objects = new S3ObjectArea(this);
   }
 
   get client(): S3Client {
@@ -115,6 +125,14 @@ export class S3BlobStore implements BlobStore {
     return out.Body as Readable;
   }
 
+  /** A presigned GET of the digest's object (a Range header the client sends still applies). */
+  async redirectUrl(digest: string): Promise<string | undefined> {
+    const { redirectExpiryMs } = this.options;
+    if (redirectExpiryMs === undefined) return undefined;
+    const command = new GetObjectCommand({ Bucket: this.bucket, Key: this.blobKey(digest) });
+    return getSignedUrl(this.client, command, { expiresIn: Math.max(1, Math.round(redirectExpiryMs / 1000)) });
+  }
+
   async delete(digest: string): Promise<boolean> {
     const key = this.blobKey(digest);
     // S3's DELETE succeeds on absent keys; the contract reports whether the blob was there.
@@ -141,6 +159,43 @@ export class S3BlobStore implements BlobStore {
 
   async close(): Promise<void> {
     this.client.destroy();
+  }
+}
+
+/** `ObjectArea` as objects under `<prefix>objects/`. */
+class S3ObjectArea implements ObjectArea {
+  constructor(private readonly store: S3BlobStore) {}
+
+  private key(key: string): string {
+    return `${this.store.options.prefix}objects/${checkObjectKey(key)}`;
+  }
+
+  async put(key: string, body: Buffer): Promise<void> {
+    await this.store.client.send(new PutObjectCommand({ Bucket: this.store.bucket, Key: this.key(key), Body: body, ContentLength: body.length }));
+  }
+
+  async get(key: string): Promise<Buffer | null> {
+    try {
+      const chunks: Buffer[] = [];
+      for await (const chunk of await this.store.getObject(this.key(key))) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw error;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<{ key: string; size: number; modifiedAt: number }> {
+    const root = `${this.store.options.prefix}objects/`;
+    if (prefix) checkObjectKey(prefix.replace(/\/$/, ''));
+    for await (const object of this.store.listObjects(`${root}${prefix}`)) yield { ...object, key: object.key.slice(root.length) };
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    for (let index = 0; index < keys.length; index += deleteConcurrency) {
+      await Promise.all(keys.slice(index, index + deleteConcurrency).map((key) =>
+        this.store.client.send(new DeleteObjectCommand({ Bucket: this.store.bucket, Key: this.key(key) }))));
+    }
   }
 }
 

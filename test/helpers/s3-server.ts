@@ -14,7 +14,7 @@ export interface TestS3Server {
   endpoint: string;
   bucket: string;
   /** A `storage.s3` slice pointing at this server (partSize: S3's 5 MiB minimum). */
-  config(prefix?: string): S3StorageConfig;
+  config(prefix?: string, overrides?: Partial<S3StorageConfig>): S3StorageConfig;
   close(): Promise<void>;
 }
 
@@ -33,9 +33,10 @@ export async function startS3Server(bucket = 'slipway'): Promise<TestS3Server> {
     return {
       endpoint,
       bucket,
-      config: (prefix = '') => ({
+      config: (prefix = '', overrides = {}) => ({
         endpoint, bucket, region: 'us-east-1', forcePathStyle: true, prefix,
         accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', partSize: 5 * 1024 * 1024,
+        redirect: false, redirectExpiry: 5 * 60_000, ...overrides,
       }),
       async close() {
         server.httpServer?.closeAllConnections();

@@ -123,6 +123,30 @@ export function blobStoreSuite(name: string, open: () => Promise<BlobStoreUnderT
       assert.equal(await store.uploads.size(id), null);
     });
 
+    test('named objects (log chunks): put, overwrite, get, list by prefix, delete; never listed as blobs', async (t) => {
+      const objects = store.objects;
+      if (!objects) return t.skip('this driver has no object area');
+      await objects.put('logs/builds/b1/0001', Buffer.from('first\n'));
+      await objects.put('logs/builds/b1/0002', Buffer.from('second\n'));
+      await objects.put('logs/builds/b10/0001', Buffer.from('other\n'));
+      await objects.put('logs/builds/b1/0002', Buffer.from('second, again\n'));
+      assert.equal((await objects.get('logs/builds/b1/0002'))?.toString(), 'second, again\n');
+      assert.equal(await objects.get('logs/builds/b1/0003'), null);
+      const keys: string[] = [];
+      for await (const object of objects.list('logs/builds/b1/')) keys.push(object.key);
+      assert.deepEqual(keys.sort(), ['logs/builds/b1/0001', 'logs/builds/b1/0002']);
+      const before: string[] = [];
+      for await (const digest of store.list()) before.push(digest);
+      await assert.rejects(objects.put('logs/../escape', Buffer.from('x')));
+      const all: string[] = [];
+      for await (const object of objects.list('logs/')) all.push(object.key);
+      await objects.delete([...all, 'logs/absent/0001']);
+      const after: string[] = [];
+      for await (const digest of store.list()) after.push(digest);
+      assert.deepEqual(after.sort(), before.sort(), 'objects are not blobs');
+      assert.deepEqual((await files()).filter((name) => name.includes('logs')), [], 'deleted objects leave no files');
+    });
+
     test('list, delete and abort leave nothing behind', async () => {
       const digests = [await storeBlob(store, Buffer.from('one')), await storeBlob(store, Buffer.from('two'))];
       const listed: string[] = [];

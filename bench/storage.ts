@@ -1,0 +1,383 @@
+/**
+ * @module bench/storage
+ * Side-by-side storage benchmark: the same Slipway build with `storage.driver: fs` and with
+ * `storage.driver: s3` over s3rver (the local S3-compatible server the tests use, its CLI as a
+ * child process), and pulls once more with `storage.s3.redirect: true` (the client follows
+ * the 307 to s3rver). All peers are child processes on 127.0.0.1 with their own temp folders;
+ * auth is off (this measures storage, bench/registry.ts measures auth).
+ *
+ * Rows: blob push monolithic and chunked (PATCH of `--chunk-mib`), blob pull, manifest PUT and
+ * manifest GET by digest (`--connections` concurrent node:http clients for `--seconds`). Each
+ * row reports MB/s or req/s per peer, the s3/fs ratio, and CPU seconds of Slipway and s3rver
+ * (utime+stime from /proc) so it shows where the time goes. `--cpu-prof` runs the Slipway peers
+ * under `node --cpu-prof` and prints their top functions by self time.
+ *
+ *   node dist/bench/storage.js [--blob-mib 64] [--chunk-mib 8] [--seconds 5] [--connections 16]
+ *                              [--repeat 1] [--cpu-prof] [--results bench/results-storage.md]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomFillSync } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { cpuSeconds, freePort } from './host.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const { values: flags } = parseArgs({
+  options: {
+    'blob-mib': { type: 'string', default: '64' },
+    'chunk-mib': { type: 'string', default: '8' },
+    seconds: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '16' },
+    repeat: { type: 'string', default: '1' },
+    'cpu-prof': { type: 'boolean', default: false },
+    results: { type: 'string', default: path.join(repoRoot, 'bench', 'results-storage.md') },
+  },
+});
+const blobBytes = Number(flags['blob-mib']) * 1024 * 1024;
+const chunkBytes = Number(flags['chunk-mib']) * 1024 * 1024;
+const seconds = Number(flags.seconds);
+const connections = Number(flags.connections);
+const repeat = Number(flags.repeat);
+const repo = 'bench/storage';
+const manifestType = 'application/vnd.oci.image.manifest.v1+json';
+const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
+
+interface Peer {
+  name: string;
+  base: string;
+  child: ChildProcess;
+  s3?: ChildProcess;
+  profileDir?: string;
+}
+
+// ---------------------------------------------------------------- processes and cleanup
+
+const children: ChildProcess[] = [];
+const tempDirs: string[] = [];
+
+function cleanup(): void {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.length = 0;
+}
+process.on('exit', cleanup);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { cleanup(); process.exit(130); });
+
+function tempDir(prefix: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+
+function startChild(command: string, args: string[]): ChildProcess {
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(child);
+  let stderr = '';
+  child.stderr!.on('data', (data: Buffer) => { stderr = (stderr + data.toString()).slice(-4000); });
+  child.on('exit', (code, signal) => {
+    if (signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0) process.stderr.write(`bench: ${command} exited (${code ?? signal}): ${stderr}\n`);
+  });
+  return child;
+}
+
+async function waitFor(probe: () => Promise<boolean>, what: string): Promise<void> {
+  for (const until = Date.now() + 30_000; Date.now() < until; await new Promise((resolve) => setTimeout(resolve, 100))) {
+    if (await probe().catch(() => false)) return;
+  }
+  throw new Error(`${what} did not become ready`);
+}
+
+async function startS3rver(): Promise<{ endpoint: string; child: ChildProcess }> {
+  const port = await freePort();
+  const child = startChild(path.join(repoRoot, 'node_modules/.bin/s3rver'), ['-d', tempDir('bench-s3-'), '-a', '127.0.0.1', '-p', String(port), '--silent', '--configure-bucket', 'bench']);
+  const endpoint = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await request('GET', `${endpoint}/`)).status > 0, 's3rver');
+  return { endpoint, child };
+}
+
+async function startSlipway(name: string, storage: string, s3?: ChildProcess): Promise<Peer> {
+  const dir = tempDir('bench-storage-');
+  const port = await freePort();
+  const config = path.join(dir, 'slipway.yaml');
+  writeFileSync(config, `log: {level: warn, requests: false}\nregistry: {gc: {interval: 0}}\nauth: {enabled: false}\nfunctions: {enabled: false}\n${storage}\n`);
+  const profileDir = flags['cpu-prof'] ? path.join(dir, 'profile') : undefined;
+  const nodeFlags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const child = startChild(process.execPath, [...nodeFlags, path.join(repoRoot, 'bin/slipway.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--config', config]);
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await request('GET', `${base}/v2/`)).status === 200, name);
+  return { name, base, child, s3, profileDir };
+}
+
+/** SIGTERM (so a --cpu-prof profile is written), then wait for the exit. */
+async function stop(peer: Peer): Promise<void> {
+  if (peer.child.exitCode !== null) return;
+  const exited = new Promise((resolve) => peer.child.once('exit', resolve));
+  peer.child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
+}
+
+// ---------------------------------------------------------------- HTTP client
+
+interface Response {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+  bytes: number;
+}
+
+function request(method: string, url: string, options: { headers?: Record<string, string | number>; body?: Buffer[]; discard?: boolean } = {}): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers: options.headers, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      res.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        if (!options.discard) chunks.push(chunk);
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), bytes }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    const pieces = options.body ?? [];
+    let index = 0;
+    const pump = (): void => {
+      while (index < pieces.length) if (!req.write(pieces[index++])) return void req.once('drain', pump);
+      req.end();
+    };
+    pump();
+  });
+}
+
+function expect(response: Response, status: number, what: string): Response {
+  if (response.status !== status) throw new Error(`${what}: HTTP ${response.status} ${response.body.toString().slice(0, 300)}`);
+  return response;
+}
+
+function nextUrl(base: string, response: Response, digest?: string): string {
+  const url = new URL(String(response.headers.location), base);
+  if (digest) url.searchParams.set('digest', digest);
+  return url.toString();
+}
+
+function pieces(data: Buffer, start = 0, end = data.length): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = start; at < end; at += 1024 * 1024) out.push(data.subarray(at, Math.min(at + 1024 * 1024, end)));
+  return out;
+}
+
+function sha256(data: Buffer): string {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
+}
+
+async function pushMonolithic(peer: Peer, data: Buffer): Promise<void> {
+  expect(await request('POST', `${peer.base}/v2/${repo}/blobs/uploads/?digest=${sha256(data)}`, {
+    headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': data.length }, body: pieces(data),
+  }), 201, 'monolithic push');
+}
+
+async function pushChunked(peer: Peer, data: Buffer): Promise<void> {
+  let response = expect(await request('POST', `${peer.base}/v2/${repo}/blobs/uploads/`, { headers: { 'Content-Length': 0 } }), 202, 'POST upload');
+  for (let start = 0; start < data.length; start += chunkBytes) {
+    const end = Math.min(start + chunkBytes, data.length);
+    response = expect(await request('PATCH', nextUrl(peer.base, response), {
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': end - start, 'Content-Range': `${start}-${end - 1}` },
+      body: pieces(data, start, end),
+    }), 202, 'PATCH chunk');
+  }
+  expect(await request('PUT', nextUrl(peer.base, response, sha256(data)), { headers: { 'Content-Length': 0 } }), 201, 'PUT upload');
+}
+
+/** GET, following one redirect (to the object store) as registry clients do. */
+async function pull(peer: Peer, digest: string): Promise<number> {
+  const response = await request('GET', `${peer.base}/v2/${repo}/blobs/${digest}`, { discard: true });
+  if (response.status === 307) return expect(await request('GET', String(response.headers.location), { discard: true }), 200, 'GET redirected blob').bytes;
+  return expect(response, 200, 'GET blob').bytes;
+}
+
+// ---------------------------------------------------------------- rows
+
+interface Cell {
+  value: number;
+  /** CPU seconds of Slipway and of s3rver during the row. */
+  cpu: number;
+  s3Cpu?: number;
+}
+
+function measureCpu(peer: Peer): () => { cpu: number; s3Cpu?: number } {
+  const cpu = cpuSeconds(peer.child.pid!);
+  const s3Cpu = peer.s3 ? cpuSeconds(peer.s3.pid!) : 0;
+  return () => ({ cpu: cpuSeconds(peer.child.pid!) - cpu, s3Cpu: peer.s3 ? cpuSeconds(peer.s3.pid!) - s3Cpu : undefined });
+}
+
+/** Median of `repeat` runs of a timed transfer, in MB/s. */
+async function throughput(peer: Peer, bytes: number, once: () => Promise<void>): Promise<Cell> {
+  const runs: Array<Cell> = [];
+  for (let index = 0; index < repeat; index++) {
+    const cpu = measureCpu(peer);
+    const started = process.hrtime.bigint();
+    await once();
+    const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+    runs.push({ value: bytes / 1e6 / elapsed, ...cpu() });
+  }
+  runs.sort((a, b) => a.value - b.value);
+  return runs[Math.floor(runs.length / 2)]!;
+}
+
+/** `connections` loops of `once` for `seconds`; requests per second. */
+async function rate(peer: Peer, once: (index: number) => Promise<void>): Promise<Cell> {
+  let count = 0;
+  const cpu = measureCpu(peer);
+  const started = Date.now();
+  const until = started + seconds * 1000;
+  await Promise.all(Array.from({ length: connections }, async () => {
+    while (Date.now() < until) await once(count++);
+  }));
+  const elapsed = (Date.now() - started) / 1000;
+  const used = cpu();
+  return { value: count / elapsed, cpu: used.cpu / count, s3Cpu: used.s3Cpu === undefined ? undefined : used.s3Cpu / count };
+}
+
+function manifest(config: { digest: string; size: number }, layer: { digest: string; size: number }, index: number): Buffer {
+  return Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: manifestType,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer }],
+    annotations: { 'bench.index': String(index) },
+  }));
+}
+
+interface Row {
+  label: string;
+  unit: 'MB/s' | 'req/s';
+  cells: Map<string, Cell>;
+}
+
+async function benchPeer(peer: Peer, data: Buffer, rows: Row[], options: { pushes: boolean }): Promise<void> {
+  const row = (label: string, unit: Row['unit']) => {
+    let found = rows.find((r) => r.label === label);
+    if (!found) rows.push(found = { label, unit, cells: new Map() });
+    return found;
+  };
+  const mib = `${flags['blob-mib']} MiB`;
+  if (options.pushes) {
+    // A fresh blob per push: content-addressed stores skip a blob they already hold.
+    row(`blob push, monolithic ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, data.length, async () => {
+      data.writeUInt32BE(Math.floor(Math.random() * 2 ** 32), 0);
+      await pushMonolithic(peer, data);
+    }));
+    row(`blob push, chunked (${flags['chunk-mib']} MiB PATCHes) ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, data.length, async () => {
+      data.writeUInt32BE(Math.floor(Math.random() * 2 ** 32), 0);
+      await pushChunked(peer, data);
+    }));
+  } else {
+    await pushMonolithic(peer, data);
+  }
+  const digest = sha256(data);
+  row(`blob pull ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, data.length, async () => {
+    if ((await pull(peer, digest)) !== data.length) throw new Error('short pull');
+  }));
+  if (!options.pushes) return;
+  const config = Buffer.from('{"architecture":"amd64","os":"linux"}');
+  const layer = Buffer.alloc(4096, 7);
+  await pushMonolithic(peer, config);
+  await pushMonolithic(peer, layer);
+  const refs = { config: { digest: sha256(config), size: config.length }, layer: { digest: sha256(layer), size: layer.length } };
+  row(`manifest PUT (${connections} clients)`, 'req/s').cells.set(peer.name, await rate(peer, async (index) => {
+    const body = manifest(refs.config, refs.layer, index);
+    expect(await request('PUT', `${peer.base}/v2/${repo}/manifests/t${index % 50}`, { headers: { 'Content-Type': manifestType, 'Content-Length': body.length }, body: [body] }), 201, 'manifest PUT');
+  }));
+  const body = manifest(refs.config, refs.layer, -1);
+  expect(await request('PUT', `${peer.base}/v2/${repo}/manifests/${sha256(body)}`, { headers: { 'Content-Type': manifestType, 'Content-Length': body.length }, body: [body] }), 201, 'manifest PUT');
+  row(`manifest GET by digest (${connections} clients)`, 'req/s').cells.set(peer.name, await rate(peer, async () => {
+    expect(await request('GET', `${peer.base}/v2/${repo}/manifests/${sha256(body)}`, { headers: { Accept: manifestType }, discard: true }), 200, 'manifest GET');
+  }));
+}
+
+// ---------------------------------------------------------------- CPU profile summary
+
+/** Top functions by self time in the peer's .cpuprofile (V8's format: nodes with callFrame, samples, timeDeltas). */
+function topFunctions(dir: string, count = 8): string[] {
+  const file = readdirSync(dir).find((name) => name.endsWith('.cpuprofile'));
+  if (!file) return ['(no profile written)'];
+  const profile = JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as {
+    nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+    samples: number[]; timeDeltas: number[];
+  };
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const self = new Map<string, number>();
+  let total = 0;
+  profile.samples.forEach((id, index) => {
+    const delta = profile.timeDeltas[index] ?? 0;
+    total += delta;
+    const frame = byId.get(id)!.callFrame;
+    const where = frame.url ? `${frame.url.replace(/^.*\/(node_modules\/)?/, (m) => (m.includes('node_modules') ? 'node_modules/' : ''))}:${frame.lineNumber + 1}` : '';
+    const key = `${frame.functionName || '(anonymous)'} ${where}`.trim();
+    self.set(key, (self.get(key) ?? 0) + delta);
+  });
+  return [...self].sort((a, b) => b[1] - a[1]).slice(0, count).map(([key, micros]) => `${((micros / total) * 100).toFixed(1)}% ${key}`);
+}
+
+// ---------------------------------------------------------------- main
+
+function format(cell: Cell | undefined, unit: Row['unit']): string {
+  if (!cell) return '—';
+  return unit === 'MB/s' ? `${cell.value.toFixed(0)} MB/s` : `${cell.value.toFixed(0)} req/s`;
+}
+
+function cpuText(cell: Cell | undefined, unit: Row['unit'], bytes: number): string {
+  if (!cell) return '—';
+  const scale = unit === 'MB/s' ? (1024 ** 3 / bytes) : 1e6;
+  const suffix = unit === 'MB/s' ? 's/GiB' : 'µs/req';
+  const slipway = `${(cell.cpu * scale).toFixed(unit === 'MB/s' ? 2 : 0)}`;
+  return cell.s3Cpu === undefined ? `${slipway} ${suffix}` : `${slipway} + s3rver ${(cell.s3Cpu * scale).toFixed(unit === 'MB/s' ? 2 : 0)} ${suffix}`;
+}
+
+async function main(): Promise<void> {
+  const data = randomFillSync(Buffer.allocUnsafe(blobBytes));
+  const rows: Row[] = [];
+  const profiles: Array<{ name: string; top: string[] }> = [];
+  const run = async (peer: Peer, pushes: boolean) => {
+    process.stderr.write(`bench: ${peer.name}\n`);
+    await benchPeer(peer, data, rows, { pushes });
+    await stop(peer);
+    if (peer.s3) peer.s3.kill('SIGKILL');
+    if (peer.profileDir) profiles.push({ name: peer.name, top: topFunctions(peer.profileDir) });
+  };
+  // One peer at a time: the host has few cores, and each peer gets all of them.
+  await run(await startSlipway('fs', 'storage: {driver: fs}'), true);
+  const s3 = await startS3rver();
+  // partSize: S3's 5 MiB minimum or the chunk size, whichever is larger.
+  const partSize = Math.max(5 * 1024 * 1024, chunkBytes);
+  const s3Storage = (endpoint: string, redirect: boolean) => `storage: {driver: s3, s3: {endpoint: "${endpoint}", bucket: bench, forcePathStyle: true, accessKeyId: S3RVER, secretAccessKey: S3RVER, partSize: ${partSize}, redirect: ${redirect}}}`;
+  await run(await startSlipway('s3', s3Storage(s3.endpoint, false), s3.child), true);
+  const s3again = await startS3rver();
+  await run(await startSlipway('s3, redirect', s3Storage(s3again.endpoint, true), s3again.child), false);
+
+  const lines = [
+    '# Storage benchmark: Slipway on fs vs on S3 (s3rver)',
+    '',
+    `${new Date().toISOString()} · ${os.cpus().length} cores · node ${process.version} · blob ${flags['blob-mib']} MiB, chunks ${flags['chunk-mib']} MiB, ${repeat} run(s) per transfer (median) · request rows ${seconds} s, ${connections} clients · MB = 10^6 bytes · CPU = process utime+stime`,
+    '',
+    '| row | fs | s3 | s3, redirect | s3/fs | s3 redirect/fs | CPU fs | CPU s3 (Slipway + s3rver) |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const row of rows) {
+    const [fs, s3Cell, redirect] = ['fs', 's3', 's3, redirect'].map((name) => row.cells.get(name));
+    const ratio = (cell?: Cell) => (cell && fs ? `${(cell.value / fs.value).toFixed(2)}×` : '—');
+    lines.push(`| ${row.label} | ${format(fs, row.unit)} | ${format(s3Cell, row.unit)} | ${format(redirect, row.unit)} | ${ratio(s3Cell)} | ${ratio(redirect)} | ${cpuText(fs, row.unit, blobBytes)} | ${cpuText(s3Cell, row.unit, blobBytes)} |`);
+  }
+  for (const { name, top } of profiles) lines.push('', `Slipway (${name}) top self time (--cpu-prof):`, '', ...top.map((entry) => `- ${entry}`));
+  const text = `${lines.join('\n')}\n`;
+  process.stdout.write(text);
+  writeFileSync(flags.results, text);
+}
+
+main().then(() => { cleanup(); process.exit(0); }, (error) => {
+  process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
+  cleanup();
+  process.exit(1);
+});
