@@ -38,7 +38,7 @@ import { ManifestService } from './registry/manifest-service.js';
 import { UploadService } from './registry/upload-service.js';
 import { RegistryPolicies } from './registry/policy-service.js';
 import { PullTimes } from './registry/pull-times.js';
-import { Retention } from './registry/retention.js';
+import { Retention, scheduleRetention } from './registry/retention.js';
 import type { BlobStore } from './storage/blob-store.js';
 import { FunctionService } from './functions/service.js';
 import { FunctionLogs } from './functions/logs.js';
@@ -354,6 +354,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const gcSchedule = config.registry.gc.interval > 0
     ? scheduleGarbageCollection({ db: registry.db, store: registry.store, uploads: registry.uploads, gracePeriodMs: config.registry.gc.gracePeriod, logger }, config.registry.gc.interval)
     : undefined;
+  // Namespaces with a retentionSchedule are checked once a minute (registry/retention.ts).
+  const retentionSchedule = scheduleRetention(registry.retention, 60_000, (error) => logger.error({ err: error }, 'scheduled retention failed'));
   let app: FastifyInstance;
   let auth: AuthParts | undefined;
   let builds: BuildParts | undefined;
@@ -410,6 +412,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await functions?.service.close();
     await builds?.worker.stop();
     await gcSchedule?.stop();
+    await retentionSchedule.stop();
     await registry.close();
     throw error;
   }
@@ -434,6 +437,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       // Stop accepting, let in-flight requests finish, then release the db.
       closing ??= (async () => {
         await gcSchedule?.stop();
+        await retentionSchedule.stop();
         // Running builds get the shutdown grace, then go back to the queue for the next start.
         await builds?.worker.stop();
         delivery?.unhook();

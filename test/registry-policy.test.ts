@@ -274,6 +274,42 @@ for (const dialect of dialects) {
       assert.deepEqual(runs.body.slice(0, 2).map((r: { id: string }) => r.id), [real.body.id, dry.body.id]);
       assert.equal(runs.body[0].removed.length, 4);
       assert.equal(runs.body[0].startedBy, 'admin');
+
+      // On a schedule: due when no real run happened within it; recorded with startedBy null.
+      assert.equal((await api.put('/api/v1/namespaces/team/registry-policy', { retentionSchedule: '1d' })).status, 200);
+      const pushed4 = (await pushImage(ts.url, 'team/ret', '4', 1, 256, headers)).manifest.digest;
+      await new Promise((resolve) => setTimeout(resolve, 15));
+      const pushed5 = (await pushImage(ts.url, 'team/ret', '5', 1, 256, headers)).manifest.digest;
+      assert.deepEqual(await ts.server.registry.retention.runScheduled(), [], 'not due: a real run was just made');
+      const scheduled = await ts.server.registry.retention.runScheduled(Date.now() + 2 * 86_400_000);
+      assert.equal(scheduled.length, 1);
+      assert.equal(scheduled[0]!.startedBy, null);
+      // Two days on: 5 is the newest push, keep-me (alwaysKeep) and v9 (immutable) stay; 4 goes.
+      assert.deepEqual(scheduled[0]!.removed.map((r) => [r.digest, r.tags]), [[pushed4, ['4']]]);
+      assert.equal(await tagDigest('team/ret', '5'), pushed5);
+      assert.equal((await registry('GET', '/v2/team/ret/manifests/4')).status, 404);
+      assert.equal((await api.put('/api/v1/namespaces/team/registry-policy', { retentionSchedule: 'weekly' })).status, 400);
+    });
+
+    test('retention keepWithin counts pulls: recorded in memory, flushed before the run', async () => {
+      const headers = { authorization: admin };
+      const a = (await pushImage(ts.url, 'team/pulled', 'a', 1, 256, headers)).manifest.digest;
+      const b = (await pushImage(ts.url, 'team/pulled', 'b', 1, 256, headers)).manifest.digest;
+      // Both pushed three days ago.
+      const { db } = ts.server.registry;
+      const old = Date.now() - 3 * 86_400_000;
+      await db.write(async (trx) => {
+        await trx.updateTable('manifests').set({ created_at: old }).where('repository', '=', 'team/pulled').execute();
+        await trx.updateTable('tags').set({ updated_at: old }).where('repository', '=', 'team/pulled').execute();
+      });
+      const pull = await registry('GET', '/v2/team/pulled/manifests/a', { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+      assert.equal(pull.status, 200);
+      await pull.arrayBuffer();
+      assert.equal((await db.kysely.selectFrom('manifest_pulls').select('digest').where('repository', '=', 'team/pulled').execute()).length, 0, 'not written per pull');
+      assert.equal((await api.put('/api/v1/namespaces/team/registry-policy', { retention: [{ repositories: 'team/pulled', keepWithin: '1d' }], retentionSchedule: null })).status, 200);
+      const dry = await api.post('/api/v1/namespaces/team/retention-runs?dryRun=true');
+      assert.deepEqual(dry.body.removed.map((r: { digest: string; reason: string }) => [r.digest, r.reason]), [[b, 'rule 1: not pushed or pulled within 1d']]);
+      assert.notEqual(a, b);
     });
   });
 }
