@@ -234,6 +234,10 @@ for (const dialect of dialects) {
       const dry = await slipway('retention', 'run', '-n', 'team');
       assert.equal(dry.code, 0, dry.stderr);
       assert.match(dry.stdout, /0 would go, 0 kept \(run ret_/);
+      const schedule = await slipway('retention', 'schedule', '-n', 'team', '7d');
+      assert.equal(schedule.code, 0, schedule.stderr);
+      assert.equal(schedule.stdout, 'retention of team: every 7d\n');
+      assert.equal((await slipway('retention', 'schedule', '-n', 'team', 'none')).stdout, 'retention of team: on demand only\n');
       await writeFile(rules, JSON.stringify([{ keepWithin: 'soon' }]));
       const refused = await slipway('retention', 'set', '-n', 'team', rules);
       assert.equal(refused.code, 1);

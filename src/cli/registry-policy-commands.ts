@@ -128,6 +128,14 @@ export function registerRegistryPolicyCommands(registry: Command, env: Env): voi
         print(flags, stored.retention, `${stored.retention.length} retention rule(s) in ${flags.namespace}\n`);
       });
     });
+  withServer(retention.command('schedule').description('apply the rules on a schedule, e.g. 1d (none: only on demand)'))
+    .argument('<every>', 'a duration such as 1d or 12h, or none')
+    .action(async (every: string, flags: Flags) => {
+      await withClient(flags, env, async (client) => {
+        const stored = await client.call(ops.setRegistryPolicy, { params: { ns: flags.namespace }, body: { retentionSchedule: every === 'none' ? null : every } });
+        print(flags, stored, `retention of ${flags.namespace}: ${stored.retentionSchedule ? `every ${stored.retentionSchedule}` : 'on demand only'}\n`);
+      });
+    });
   withServer(retention.command('run').description('list what the rules would remove (dry run), or remove it with --apply'))
     .option('--apply', 'remove for real (blobs go with the next garbage collection)')
     .action(async (flags: Flags & { apply?: boolean }) => {
