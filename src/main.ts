@@ -40,7 +40,7 @@ import { ManifestService } from './registry/manifest-service.js';
 import { UploadService } from './registry/upload-service.js';
 import { RegistryPolicies } from './registry/policy-service.js';
 import { PullTimes } from './registry/pull-times.js';
-import { Retention } from './registry/retention.js';
+import { Retention, scheduleRetention } from './registry/retention.js';
 import type { BlobStore } from './storage/blob-store.js';
 import { FunctionService } from './functions/service.js';
 import { FunctionLogs } from './functions/logs.js';
@@ -387,6 +387,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const gcSchedule = config.registry.gc.interval > 0
     ? scheduleGarbageCollection({ db: registry.db, store: registry.store, uploads: registry.uploads, gracePeriodMs: config.registry.gc.gracePeriod, logger, onRun: (report) => metrics.gcFinished(report) }, config.registry.gc.interval, () => gcLease.held)
     : undefined;
+  // Namespaces with a retentionSchedule are checked once a minute (registry/retention.ts).
+  const retentionSchedule = scheduleRetention(registry.retention, 60_000, (error) => logger.error({ err: error }, 'scheduled retention failed'));
   let app: FastifyInstance;
   let auth: AuthParts | undefined;
   let builds: BuildParts | undefined;
@@ -449,6 +451,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await functions?.service.close();
     await builds?.worker.stop();
     await gcSchedule?.stop();
+    await retentionSchedule.stop();
     await registry.close();
     throw error;
   }
@@ -474,6 +477,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       closing ??= (async () => {
         await gcSchedule?.stop();
         await gcLease.stop();
+        await retentionSchedule.stop();
         // Running builds get the shutdown grace, then go back to the queue for the next start.
         await builds?.worker.stop();
         delivery?.unhook();

@@ -12,7 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { dialects, startTestServer, tempDir, type TestServer } from './helpers/harness.js';
-import { killAllChildren, requireCommands, run, type RunOptions } from './helpers/commands.js';
+import { cleanEnv, killAllChildren, requireCommands, run, slipwayBin, type RunOptions } from './helpers/commands.js';
 import { writeOciLayout, type LayoutImage } from './helpers/oci-layout.js';
 import { createApiClient, type ApiClient } from './helpers/api-client.js';
 import { asBody, pushImage, sha256 } from './helpers/oci.js';
@@ -211,6 +211,39 @@ for (const dialect of dialects) {
       assert.deepEqual((await api.get('/api/v1/namespaces/team/registry-policy')).body.immutableTags, ['v*', 'release-*'], 'unchanged');
     });
 
+    test('the CLI: slipway registry quota|immutable|retention with an API key', async () => {
+      const key = await api.post('/api/v1/keys', { name: 'policy-cli' });
+      assert.equal(key.status, 201);
+      const env = cleanEnv({ SLIPWAY_SERVER: ts.url, SLIPWAY_API_KEY: key.body.key, HOME: work.path, XDG_CONFIG_HOME: path.join(work.path, 'xdg') });
+      const slipway = (...args: string[]) => run(process.execPath, [slipwayBin, 'registry', ...args], { env, timeoutMs: 60_000, allowFailure: true });
+
+      const set = await slipway('quota', 'set', '-n', 'quota', '--max-bytes', '1GiB', '--max-repositories', '5');
+      assert.equal(set.code, 0, set.stderr);
+      assert.match(set.stdout, /maxBytes 1073741824, maxRepositories 5/);
+      const shown = await slipway('quota', 'show', '-n', 'quota', '--json');
+      assert.equal(shown.code, 0, shown.stderr);
+      assert.deepEqual(JSON.parse(shown.stdout).quota, { maxBytes: 1073741824, maxRepositories: 5 });
+      assert.equal((await slipway('quota', 'set', '-n', 'quota', '--max-bytes', 'lots')).code, 2, 'a bad size is a usage error');
+      assert.equal((await slipway('quota', 'set', '-n', 'quota', '--max-bytes', 'none', '--max-repositories', 'none')).code, 0);
+
+      const immutable = await slipway('immutable', 'show', '-n', 'team');
+      assert.equal(immutable.stdout, 'v*\nrelease-*\n');
+      const rules = path.join(work.path, 'rules.json');
+      await writeFile(rules, JSON.stringify([{ repositories: 'team/nothing-*', keepLast: 3 }]));
+      assert.equal((await slipway('retention', 'set', '-n', 'team', rules)).code, 0);
+      const dry = await slipway('retention', 'run', '-n', 'team');
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.match(dry.stdout, /0 would go, 0 kept \(run ret_/);
+      const schedule = await slipway('retention', 'schedule', '-n', 'team', '7d');
+      assert.equal(schedule.code, 0, schedule.stderr);
+      assert.equal(schedule.stdout, 'retention of team: every 7d\n');
+      assert.equal((await slipway('retention', 'schedule', '-n', 'team', 'none')).stdout, 'retention of team: on demand only\n');
+      await writeFile(rules, JSON.stringify([{ keepWithin: 'soon' }]));
+      const refused = await slipway('retention', 'set', '-n', 'team', rules);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /keepWithin: a duration/);
+    });
+
     test('retention: a dry run lists what would go and why; a run removes it, keeps immutable tags, and is recorded', async () => {
       const headers = { authorization: admin };
       const pushed: Record<string, string> = {};
@@ -240,8 +273,47 @@ for (const dialect of dialects) {
       assert.equal((await registry('GET', `/v2/team/ret/manifests/${untagged}`)).status, 404, 'untagged removed');
       for (const tag of ['v9', 'keep-me']) assert.equal(await tagDigest('team/ret', tag), pushed[tag], `${tag} kept`);
       const runs = await api.get('/api/v1/namespaces/team/retention-runs');
-      assert.deepEqual(runs.body.map((r: { dryRun: boolean }) => r.dryRun), [false, true]);
+      // Newest first: this run, this dry run, the CLI test's dry run.
+      assert.deepEqual(runs.body.map((r: { dryRun: boolean }) => r.dryRun), [false, true, true]);
+      assert.deepEqual(runs.body.slice(0, 2).map((r: { id: string }) => r.id), [real.body.id, dry.body.id]);
       assert.equal(runs.body[0].removed.length, 4);
+      assert.equal(runs.body[0].startedBy, 'admin');
+
+      // On a schedule: due when no real run happened within it; recorded with startedBy null.
+      assert.equal((await api.put('/api/v1/namespaces/team/registry-policy', { retentionSchedule: '1d' })).status, 200);
+      const pushed4 = (await pushImage(ts.url, 'team/ret', '4', 1, 256, headers)).manifest.digest;
+      await new Promise((resolve) => setTimeout(resolve, 15));
+      const pushed5 = (await pushImage(ts.url, 'team/ret', '5', 1, 256, headers)).manifest.digest;
+      assert.deepEqual(await ts.server.registry.retention.runScheduled(), [], 'not due: a real run was just made');
+      const scheduled = await ts.server.registry.retention.runScheduled(Date.now() + 2 * 86_400_000);
+      assert.equal(scheduled.length, 1);
+      assert.equal(scheduled[0]!.startedBy, null);
+      // Two days on: 5 is the newest push, keep-me (alwaysKeep) and v9 (immutable) stay; 4 goes.
+      assert.deepEqual(scheduled[0]!.removed.map((r) => [r.digest, r.tags]), [[pushed4, ['4']]]);
+      assert.equal(await tagDigest('team/ret', '5'), pushed5);
+      assert.equal((await registry('GET', '/v2/team/ret/manifests/4')).status, 404);
+      assert.equal((await api.put('/api/v1/namespaces/team/registry-policy', { retentionSchedule: 'weekly' })).status, 400);
+    });
+
+    test('retention keepWithin counts pulls: recorded in memory, flushed before the run', async () => {
+      const headers = { authorization: admin };
+      const a = (await pushImage(ts.url, 'team/pulled', 'a', 1, 256, headers)).manifest.digest;
+      const b = (await pushImage(ts.url, 'team/pulled', 'b', 1, 256, headers)).manifest.digest;
+      // Both pushed three days ago.
+      const { db } = ts.server.registry;
+      const old = Date.now() - 3 * 86_400_000;
+      await db.write(async (trx) => {
+        await trx.updateTable('manifests').set({ created_at: old }).where('repository', '=', 'team/pulled').execute();
+        await trx.updateTable('tags').set({ updated_at: old }).where('repository', '=', 'team/pulled').execute();
+      });
+      const pull = await registry('GET', '/v2/team/pulled/manifests/a', { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+      assert.equal(pull.status, 200);
+      await pull.arrayBuffer();
+      assert.equal((await db.kysely.selectFrom('manifest_pulls').select('digest').where('repository', '=', 'team/pulled').execute()).length, 0, 'not written per pull');
+      assert.equal((await api.put('/api/v1/namespaces/team/registry-policy', { retention: [{ repositories: 'team/pulled', keepWithin: '1d' }], retentionSchedule: null })).status, 200);
+      const dry = await api.post('/api/v1/namespaces/team/retention-runs?dryRun=true');
+      assert.deepEqual(dry.body.removed.map((r: { digest: string; reason: string }) => [r.digest, r.reason]), [[b, 'rule 1: not pushed or pulled within 1d']]);
+      assert.notEqual(a, b);
     });
   });
 }

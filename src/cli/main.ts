@@ -7,6 +7,7 @@
  *   auth rotate-token-key | vault rotate   key rotation on a data folder (cli/admin-commands.ts)
  *   login | logout                         API keys of this machine (cli/session-commands.ts)
  *   registry add|list|rm|creds             a namespace's external registries (cli/registry-commands.ts)
+ *   registry quota|immutable|retention     a namespace's registry policy (cli/registry-policy-commands.ts)
  *   build | component build|get            builds on the server (cli/build-commands.ts)
  *   builds list|get|logs|cancel | base-image import
  *   fn deploy|list|get|rm|revisions|rollback|invoke|logs|metrics|keys

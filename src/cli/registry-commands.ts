@@ -1,6 +1,7 @@
 /**
  * @module cli/registry-commands
- * `slipway registry add|list|rm|creds`: a namespace's external registries over the REST API
+ * `slipway registry add|list|rm|creds`: a namespace's external registries (and, from
+ * cli/registry-policy-commands.ts, `quota|immutable|retention`) over the REST API
  * (`/api/v1/namespaces/{ns}/registries`, see credentials/routes.ts). Flags become the stored
  * credential shape of the type (credentials/material.ts); the secret comes from stdin, a file
  * or SLIPWAY_REGISTRY_SECRET, never from the command line. `creds` prints a login, which is its
@@ -11,6 +12,7 @@ import type { RegistryView } from './client.js';
 import { UsageError } from './errors.js';
 import { readSecretFile, readStdinSecret } from './secrets.js';
 import { withSession } from './session-commands.js';
+import { registerRegistryPolicyCommands } from './registry-policy-commands.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -102,6 +104,8 @@ export function registerRegistryCommands(program: Command, env: Env): void {
   const registry = program.command('registry')
     .description('external registries of a namespace: where its images are pushed and pulled outside Slipway')
     .addHelpText('after', '\nEvery subcommand uses the API key of `slipway login`, or SLIPWAY_SERVER and SLIPWAY_API_KEY (for CI).');
+  // quota | immutable | retention: the namespace's own registry policy (cli/registry-policy-commands.ts).
+  registerRegistryPolicyCommands(registry, env);
 
   serverOptions(registry.command('add').description('add a registry and its login; prints the new id'))
     .requiredOption('--prefix <prefix>', 'images it applies to, e.g. registry.example.com/team')

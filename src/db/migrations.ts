@@ -435,6 +435,7 @@ export const migrations: Migration[] = [
         .addColumn('max_bytes', 'bigint')
         .addColumn('max_repositories', 'integer')
         .addColumn('retention', 'text', (c) => c.notNull().defaultTo('[]'))
+        .addColumn('retention_schedule', 'text')
         .addColumn('updated_at', 'bigint', (c) => c.notNull())
         .addColumn('updated_by', 'text')
         .execute();

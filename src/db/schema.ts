@@ -412,6 +412,8 @@ export interface RegistryPolicyTable {
   max_repositories: number | null;
   /** JSON array of retention rules (registry/retention.ts). */
   retention: string;
+  /** How often the server applies the retention rules (a duration such as `1d`); null: only on demand. */
+  retention_schedule: string | null;
   updated_at: number;
   updated_by: string | null;
 }

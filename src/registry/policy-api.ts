@@ -32,6 +32,7 @@ export const policyBody = z.strictObject({
     maxRepositories: limit.optional().describe('Repositories in the namespace; null: no limit'),
   }).optional(),
   retention: z.array(retentionRule).max(100).optional(),
+  retentionSchedule: duration.nullable().optional().describe('Apply the rules this often (e.g. 1d); null: only on demand'),
 });
 
 export const policy = z.object({
@@ -39,6 +40,7 @@ export const policy = z.object({
   immutableTags: z.array(z.string()),
   quota: z.object({ maxBytes: z.number().nullable(), maxRepositories: z.number().nullable() }),
   retention: z.array(retentionRule),
+  retentionSchedule: z.string().nullable(),
 });
 
 export const usage = z.object({
@@ -54,7 +56,7 @@ export const retentionQuery = z.object({ dryRun: z.enum(['true', 'false']).defau
 const removal = z.object({ repository: z.string(), digest: z.string(), tags: z.array(z.string()), reason: z.string() });
 export const retentionRun = z.object({
   id: z.string(), namespace: z.string(), dryRun: z.boolean(), removed: z.array(removal), kept: z.number(),
-  startedAt: time, finishedAt: time, startedBy: z.string().nullable(),
+  startedAt: time, finishedAt: time, startedBy: z.string().nullable().describe('null: the schedule'),
 });
 
 export const policyOperations = defineOperations({

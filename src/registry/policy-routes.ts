@@ -37,7 +37,7 @@ export async function policyRoutes(app: FastifyInstance, options: PolicyRoutesOp
     const change = parseBody(policyBody, request);
     // An absent limit keeps its value; null clears it.
     const quota = change.quota ? Object.fromEntries(Object.entries(change.quota).filter(([, v]) => v !== undefined)) as Partial<Record<'maxBytes' | 'maxRepositories', number | null>> : undefined;
-    const stored = await policies.set(ns(request), { immutableTags: change.immutableTags, quota, retention: change.retention }, me.name);
+    const stored = await policies.set(ns(request), { immutableTags: change.immutableTags, quota, retention: change.retention, retentionSchedule: change.retentionSchedule }, me.name);
     await audit?.record({ actor: me.name, action: 'registry.policy', target: ns(request), outcome: 'ok', address: request.ip, detail: { ...stored } });
     return { namespace: ns(request), ...stored };
   });

@@ -30,6 +30,8 @@ export interface RegistryPolicy {
   immutableTags: string[];
   quota: RegistryQuota;
   retention: RetentionRule[];
+  /** How often the server applies `retention` (a duration); null: only on demand. */
+  retentionSchedule: string | null;
 }
 
 export interface RegistryUsage {
@@ -39,7 +41,7 @@ export interface RegistryUsage {
   repositories: number;
 }
 
-export const emptyPolicy: RegistryPolicy = { immutableTags: [], quota: { maxBytes: null, maxRepositories: null }, retention: [] };
+export const emptyPolicy: RegistryPolicy = { immutableTags: [], quota: { maxBytes: null, maxRepositories: null }, retention: [], retentionSchedule: null };
 
 /** `glob` as a matcher of one name: `*` and `?` do not cross `/`, `**` does. */
 export function globMatcher(glob: string): (name: string) => boolean {
@@ -62,23 +64,26 @@ export class RegistryPolicies {
       immutableTags: JSON.parse(row.immutable_tags) as string[],
       quota: { maxBytes: row.max_bytes, maxRepositories: row.max_repositories },
       retention: JSON.parse(row.retention) as RetentionRule[],
+      retentionSchedule: row.retention_schedule,
     };
   }
 
   /** Replaces the parts given; answers the whole policy as stored. */
-  async set(namespace: string, change: { immutableTags?: string[]; quota?: Partial<RegistryQuota>; retention?: RetentionRule[] }, actor: string | null): Promise<RegistryPolicy> {
+  async set(namespace: string, change: { immutableTags?: string[]; quota?: Partial<RegistryQuota>; retention?: RetentionRule[]; retentionSchedule?: string | null }, actor: string | null): Promise<RegistryPolicy> {
     return this.db.write(async (trx) => {
       const current = await this.get(namespace, trx);
       const next: RegistryPolicy = {
         immutableTags: change.immutableTags ?? current.immutableTags,
         quota: change.quota ? { ...current.quota, ...change.quota } : current.quota,
         retention: change.retention ?? current.retention,
+        retentionSchedule: change.retentionSchedule === undefined ? current.retentionSchedule : change.retentionSchedule,
       };
       const values = {
         immutable_tags: JSON.stringify(next.immutableTags),
         max_bytes: next.quota.maxBytes,
         max_repositories: next.quota.maxRepositories,
         retention: JSON.stringify(next.retention),
+        retention_schedule: next.retentionSchedule,
         updated_at: Date.now(),
         updated_by: actor,
       };

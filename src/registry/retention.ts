@@ -86,6 +86,23 @@ export class Retention {
     return run;
   }
 
+  /**
+   * Applies the rules of every namespace whose schedule is due (no real run within its
+   * `retentionSchedule`); recorded with `startedBy: null`. Answers the runs made.
+   */
+  async runScheduled(now = Date.now()): Promise<RetentionRun[]> {
+    const scheduled = await this.db.kysely.selectFrom('registry_policies').select(['namespace', 'retention_schedule'])
+      .where('retention_schedule', 'is not', null).execute();
+    const made: RetentionRun[] = [];
+    for (const { namespace, retention_schedule: every } of scheduled) {
+      const last = await this.db.kysely.selectFrom('retention_runs').select((eb) => eb.fn.max('started_at').as('at'))
+        .where('namespace', '=', namespace).where('dry_run', '=', 0).executeTakeFirst();
+      if (last?.at != null && now - Number(last.at) < parseDuration(every!)) continue;
+      made.push(await this.run(namespace, { dryRun: false, actor: null, now }));
+    }
+    return made;
+  }
+
   async runs(namespace: string, limit = 50): Promise<RetentionRun[]> {
     const rows = await this.db.kysely.selectFrom('retention_runs').selectAll().where('namespace', '=', namespace).orderBy('started_at', 'desc').limit(limit).execute();
     return rows.map((row) => ({
@@ -171,4 +188,20 @@ function judge(compiled: CompiledRule, candidates: Candidate[], now: number): Ma
     }
   }
   return out;
+}
+
+/** Checks every `tickMs` for namespaces whose retention is due (one check at a time). */
+export function scheduleRetention(retention: Retention, tickMs: number, onError: (error: unknown) => void): { stop(): Promise<void> } {
+  let running: Promise<unknown> | undefined;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = retention.runScheduled().catch(onError).finally(() => { running = undefined; });
+  }, tickMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
 }

@@ -1,0 +1,160 @@
+/**
+ * @module cli/registry-policy-commands
+ * `slipway registry quota|immutable|retention …`: a namespace's registry policy over the REST
+ * API (the operations of registry/policy-api.ts, called with the typed client of
+ * http/api-client.ts). Changing needs the owner role; showing, the reader role.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { ApiCallError, ApiClient } from '../http/api-client.js';
+import { policyOperations as ops, type RetentionRule } from '../registry/policy-api.js';
+import { CommandError, UsageError } from './errors.js';
+import { withSession, type Session } from './session-commands.js';
+
+type Env = Record<string, string | undefined>;
+
+interface Flags {
+  server?: string;
+  namespace: string;
+  json?: boolean;
+}
+
+const units: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
+
+/** `10GiB`, `500MB`, `1024` → bytes; `none` → null (no limit). */
+export function parseSize(text: string): number | null {
+  if (text === 'none') return null;
+  const match = /^(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?$/i.exec(text.trim());
+  if (!match) throw new UsageError(`not a size: ${text} (e.g. 500MB, 10GiB, 1048576, or none)`);
+  return Math.round(Number(match[1]) * units[(match[2] ?? 'b').toLowerCase()]!);
+}
+
+function parseCount(text: string): number | null {
+  if (text === 'none') return null;
+  if (!/^\d+$/.test(text)) throw new UsageError(`not a whole number: ${text} (or none)`);
+  return Number(text);
+}
+
+const human = (bytes: number) => {
+  for (const [unit, size] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) if (bytes >= size) return `${(bytes / size).toFixed(1)} ${unit}`;
+  return `${bytes} B`;
+};
+
+/** The typed client with the session's credentials; API errors become command errors (exit 1). */
+async function withClient<T>(flags: Flags, env: Env, fn: (client: ApiClient) => Promise<T>): Promise<T> {
+  return withSession(flags, env, async (session: Session) => {
+    const authorization = session.client.authorization();
+    const client = new ApiClient({
+      baseUrl: session.url,
+      fetch: (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), ...(authorization ? { authorization } : {}) } }),
+    });
+    try {
+      return await fn(client);
+    } catch (error) {
+      if (error instanceof ApiCallError) throw new CommandError(error.serverMessage ?? error.message);
+      throw error;
+    }
+  });
+}
+
+const print = (flags: Flags, value: unknown, text: string) => process.stdout.write(flags.json ? `${JSON.stringify(value)}\n` : text);
+
+function withServer(command: Command): Command {
+  return command
+    .option('--server <url>', 'Slipway server (default: SLIPWAY_SERVER, else the server of the last `slipway login`)')
+    .requiredOption('-n, --namespace <namespace>', 'the namespace')
+    .option('--json', 'print JSON');
+}
+
+export function registerRegistryPolicyCommands(registry: Command, env: Env): void {
+  const quota = registry.command('quota').description('a namespace\'s registry quota and usage');
+  withServer(quota.command('show').description('usage and quota of the namespace')).action(async (flags: Flags) => {
+    await withClient(flags, env, async (client) => {
+      const usage = await client.call(ops.getRegistryUsage, { params: { ns: flags.namespace } });
+      const limit = (value: number | null, format: (n: number) => string) => (value === null ? 'no limit' : format(value));
+      print(flags, usage, `bytes:        ${human(usage.bytes)} of ${limit(usage.quota.maxBytes, human)} (${usage.blobs} distinct blobs)\nrepositories: ${usage.repositories} of ${limit(usage.quota.maxRepositories, String)}\n`);
+    });
+  });
+  withServer(quota.command('set').description('set or clear (none) the limits; pushes over them are refused'))
+    .option('--max-bytes <size>', 'bytes of distinct blobs, e.g. 10GiB, or none')
+    .option('--max-repositories <n>', 'number of repositories, or none')
+    .action(async (flags: Flags & { maxBytes?: string; maxRepositories?: string }) => {
+      if (flags.maxBytes === undefined && flags.maxRepositories === undefined) throw new UsageError('give --max-bytes and/or --max-repositories');
+      const change = {
+        ...(flags.maxBytes !== undefined ? { maxBytes: parseSize(flags.maxBytes) } : {}),
+        ...(flags.maxRepositories !== undefined ? { maxRepositories: parseCount(flags.maxRepositories) } : {}),
+      };
+      await withClient(flags, env, async (client) => {
+        const stored = await client.call(ops.setRegistryPolicy, { params: { ns: flags.namespace }, body: { quota: change } });
+        print(flags, stored, `quota of ${flags.namespace}: maxBytes ${stored.quota.maxBytes ?? 'none'}, maxRepositories ${stored.quota.maxRepositories ?? 'none'}\n`);
+      });
+    });
+
+  const immutable = registry.command('immutable').description('tag globs under which a pushed tag cannot be moved or deleted');
+  withServer(immutable.command('show').description('the immutable-tag globs')).action(async (flags: Flags) => {
+    await withClient(flags, env, async (client) => {
+      const policy = await client.call(ops.getRegistryPolicy, { params: { ns: flags.namespace } });
+      print(flags, policy.immutableTags, policy.immutableTags.length === 0 ? `no immutable tags in ${flags.namespace}\n` : `${policy.immutableTags.join('\n')}\n`);
+    });
+  });
+  withServer(immutable.command('set').description('replace the immutable-tag globs (none given: clear them)'))
+    .argument('[globs...]', 'tag globs, e.g. "v*" "release-*"')
+    .action(async (globs: string[], flags: Flags) => {
+      await withClient(flags, env, async (client) => {
+        const stored = await client.call(ops.setRegistryPolicy, { params: { ns: flags.namespace }, body: { immutableTags: globs } });
+        print(flags, stored.immutableTags, `immutable tags of ${flags.namespace}: ${stored.immutableTags.join(' ') || 'none'}\n`);
+      });
+    });
+
+  const retention = registry.command('retention').description('retention rules: which manifests a run removes');
+  withServer(retention.command('show').description('the retention rules (JSON)')).action(async (flags: Flags) => {
+    await withClient(flags, env, async (client) => {
+      const policy = await client.call(ops.getRegistryPolicy, { params: { ns: flags.namespace } });
+      process.stdout.write(`${JSON.stringify(policy.retention, null, flags.json ? undefined : 2)}\n`);
+    });
+  });
+  withServer(retention.command('set').description('replace the rules with a JSON array from a file (- for stdin)'))
+    .argument('<file>', 'e.g. [{"repositories":"team/*","tags":"*","keepLast":10,"dropUntagged":true}]')
+    .action(async (file: string, flags: Flags) => {
+      const text = file === '-' ? await readStdin() : await readFile(file, 'utf8').catch((error: Error) => { throw new UsageError(`cannot read ${file}: ${error.message}`); });
+      let rules: unknown;
+      try {
+        rules = JSON.parse(text);
+      } catch {
+        throw new UsageError(`${file} is not JSON`);
+      }
+      await withClient(flags, env, async (client) => {
+        const stored = await client.call(ops.setRegistryPolicy, { params: { ns: flags.namespace }, body: { retention: rules as RetentionRule[] } });
+        print(flags, stored.retention, `${stored.retention.length} retention rule(s) in ${flags.namespace}\n`);
+      });
+    });
+  withServer(retention.command('schedule').description('apply the rules on a schedule, e.g. 1d (none: only on demand)'))
+    .argument('<every>', 'a duration such as 1d or 12h, or none')
+    .action(async (every: string, flags: Flags) => {
+      await withClient(flags, env, async (client) => {
+        const stored = await client.call(ops.setRegistryPolicy, { params: { ns: flags.namespace }, body: { retentionSchedule: every === 'none' ? null : every } });
+        print(flags, stored, `retention of ${flags.namespace}: ${stored.retentionSchedule ? `every ${stored.retentionSchedule}` : 'on demand only'}\n`);
+      });
+    });
+  withServer(retention.command('run').description('list what the rules would remove (dry run), or remove it with --apply'))
+    .option('--apply', 'remove for real (blobs go with the next garbage collection)')
+    .action(async (flags: Flags & { apply?: boolean }) => {
+      await withClient(flags, env, async (client) => {
+        const run = await client.call(ops.runRetention, { params: { ns: flags.namespace }, query: { dryRun: flags.apply ? 'false' : 'true' } });
+        const lines = run.removed.map((r) => `${run.dryRun ? 'would remove' : 'removed'} ${r.repository}@${r.digest}${r.tags.length ? ` (${r.tags.join(', ')})` : ''}: ${r.reason}`);
+        print(flags, run, `${lines.join('\n')}${lines.length ? '\n' : ''}${run.removed.length} ${run.dryRun ? 'would go' : 'removed'}, ${run.kept} kept (run ${run.id})\n`);
+      });
+    });
+  withServer(retention.command('runs').description('recent retention runs')).action(async (flags: Flags) => {
+    await withClient(flags, env, async (client) => {
+      const runs = await client.call(ops.listRetentionRuns, { params: { ns: flags.namespace } });
+      print(flags, runs, runs.map((r) => `${r.startedAt}  ${r.id}  ${r.dryRun ? 'dry run' : 'applied'}  removed ${r.removed.length}, kept ${r.kept}  by ${r.startedBy ?? '-'}`).join('\n') + (runs.length ? '\n' : `no retention runs in ${flags.namespace}\n`));
+    });
+  });
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
