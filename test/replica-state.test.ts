@@ -12,6 +12,10 @@ import { JobWorker } from '../src/db/job-worker.js';
 import { Lease, acquireLease, leaseHolder } from '../src/db/lease.js';
 import { TokenService, dbTokenKeyStore } from '../src/auth/tokens.js';
 import { GatewayFacts } from '../src/functions/gateway-facts.js';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { AuditLog } from '../src/auth/audit.js';
+import { ExternalRegistries } from '../src/credentials/service.js';
 import { LiveFunctions } from '../src/functions/live.js';
 import { Vault, parseMasterKey } from '../src/vault/vault.js';
 import { dialects, tempDir } from './helpers/dialects.js';
@@ -150,6 +154,39 @@ for (const dialect of dialects) {
       await until(() => factsB.described('team', 'hello') === undefined, 1000, 'B to drop its cached facts');
       assert.ok(Date.now() - changed < 1000);
       assert.equal((await factsB.describe('team', 'hello')).access, 'public');
+    });
+
+    test('a changed external registry drops the exchanged login the other replica cached', { skip: dialect.name === 'sqlite' && 'one process on SQLite' }, async () => {
+      const [a, b] = await twoHandles();
+      let issued = 0;
+      // A stand-in for ECR's GetAuthorizationToken: a new token per call.
+      const ecr = createServer((request, response) => {
+        request.resume();
+        request.on('end', () => {
+          issued++;
+          response.setHeader('content-type', 'application/x-amz-json-1.1');
+          response.end(JSON.stringify({ authorizationData: [{ authorizationToken: Buffer.from(`AWS:token-${issued}`).toString('base64'), expiresAt: Math.floor(Date.now() / 1000) + 3600 }] }));
+        });
+      });
+      await new Promise<void>((resolve) => ecr.listen(0, '127.0.0.1', resolve));
+      try {
+        const masterKey = parseMasterKey(randomBytes(32).toString('base64'));
+        const exchange = { ecrEndpoint: `http://127.0.0.1:${(ecr.address() as AddressInfo).port}` };
+        const registriesA = new ExternalRegistries({ db: a, vault: await Vault.open(a, { current: masterKey }), audit: new AuditLog(a), exchange });
+        const registriesB = new ExternalRegistries({ db: b, vault: await Vault.open(b, { current: masterKey }), audit: new AuditLog(b), exchange });
+        await sleep(300); // LISTEN connections are up
+        const prefix = '123456789012.dkr.ecr.us-east-1.amazonaws.com/team';
+        const created = await registriesA.create('team', { prefix, type: 'ecr', credentials: { region: 'us-east-1', accessKeyId: 'AKID', secretAccessKey: 'first-secret' } }, 'ada');
+        const image = `${prefix}/app:1`;
+        assert.equal((await registriesB.loginForImage('team', image))?.password, 'token-1');
+        assert.equal((await registriesB.loginForImage('team', image))?.password, 'token-1', 'cached on B');
+        await registriesA.update('team', created.id, { credentials: { region: 'us-east-1', accessKeyId: 'AKID', secretAccessKey: 'second-secret' } }, 'ada');
+        await sleep(500);
+        assert.equal((await registriesB.loginForImage('team', image))?.password, 'token-2', 'B exchanged again after the change on A');
+      } finally {
+        ecr.closeAllConnections();
+        ecr.close();
+      }
     });
 
     test('a job enqueued through one handle is claimed exactly once, and a worker on the other wakes without polling', async () => {

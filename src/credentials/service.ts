@@ -64,7 +64,19 @@ type Row = ExternalRegistryTable & { enable_ci: number };
 export class ExternalRegistries {
   private readonly cache = new TokenCache();
 
-  constructor(private readonly deps: { db: Database; vault: Vault; audit: AuditLog; exchange?: ExchangeOptions }) {}
+  constructor(private readonly deps: { db: Database; vault: Vault; audit: AuditLog; exchange?: ExchangeOptions }) {
+    // Changes made through another replica drop this replica's exchanged login too.
+    deps.db.notifications.subscribe(changesChannel, (id) => {
+      if (id === '*') this.cache.clear();
+      else this.cache.invalidate(id);
+    });
+  }
+
+  /** Drops the cached login of `id` here and on every other replica. */
+  private invalidate(id: string): void {
+    this.cache.invalidate(id);
+    this.deps.db.notifications.publish(changesChannel, id).catch(() => undefined); // the login's own expiry still bounds it
+  }
 
   async create(namespace: string, input: RegistryInput, actor: string): Promise<RegistryView> {
     const prefix = this.prefix(input.prefix);
@@ -105,7 +117,7 @@ export class ExternalRegistries {
       if (isUniqueViolation(error)) throw new ExternalRegistryConflictError(`namespace "${namespace}" already has a registry for prefix ${changes.prefix}`);
       throw error;
     }
-    this.cache.invalidate(id);
+    this.invalidate(id);
     await this.deps.audit.record({ actor, action: 'registry.update', target: `${namespace}/${id}`, outcome: 'ok', detail: { fields: Object.keys(patch) } });
     return this.get(namespace, id);
   }
@@ -113,7 +125,7 @@ export class ExternalRegistries {
   async delete(namespace: string, id: string, actor: string): Promise<void> {
     const result = await this.deps.db.write((trx) => trx.deleteFrom('external_registries').where('id', '=', id).where('namespace', '=', namespace).executeTakeFirst());
     if (Number(result.numDeletedRows) === 0) throw new ExternalRegistryNotFoundError(`no registry "${id}" in "${namespace}"`);
-    this.cache.invalidate(id);
+    this.invalidate(id);
     await this.deps.audit.record({ actor, action: 'registry.delete', target: `${namespace}/${id}`, outcome: 'ok' });
   }
 
@@ -194,6 +206,9 @@ export class ExternalRegistries {
     };
   }
 }
+
+/** Notifications of changed external registries; the payload is the registry id. */
+const changesChannel = 'slipway_external_registries';
 
 const secretFields: Record<string, string[]> = {
   basic: ['password'], swr: ['secretKey'], ecr: ['secretAccessKey'], gcr: ['serviceAccountKey'], gar: ['serviceAccountKey'], acr: ['clientSecret'], ocir: ['authToken'],

@@ -61,6 +61,11 @@ export class TokenCache {
     return run.then((login) => ({ ...login }));
   }
 
+  /** Drops every cached login (notifications from other replicas may have been missed). */
+  clear(): void {
+    for (const id of new Set([...this.#logins.keys(), ...this.#inFlight.keys()])) this.invalidate(id);
+  }
+
   /** Forgets the login of `registryId` (its material changed or the registry was deleted). */
   invalidate(registryId: string): void {
     this.#logins.delete(registryId);

@@ -462,11 +462,19 @@ export const migrations: Migration[] = [
 
 /** Applies every migration newer than the recorded version; safe to call on every start. */
 export async function migrate(db: Kysely<any>, dialect: Dialect): Promise<number[]> {
-  await db.schema.createTable('schema_migrations').ifNotExists()
-    .addColumn('version', 'integer', (c) => c.primaryKey())
-    .addColumn('name', 'text', (c) => c.notNull())
-    .addColumn('applied_at', 'bigint', (c) => c.notNull())
-    .execute();
+  try {
+    await db.schema.createTable('schema_migrations').ifNotExists()
+      .addColumn('version', 'integer', (c) => c.primaryKey())
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('applied_at', 'bigint', (c) => c.notNull())
+      .execute();
+  } catch (error) {
+    // Replicas starting at once on a fresh PostgreSQL database: IF NOT EXISTS is not atomic
+    // there, the loser sees a duplicate type or table. The table exists either way; the
+    // table lock below serialises the migrations themselves.
+    const code = (error as { code?: string }).code;
+    if (dialect !== 'postgres' || (code !== '23505' && code !== '42P07')) throw error;
+  }
   const applied: number[] = [];
   for (const migration of migrations) {
     const done = await db.transaction().execute(async (trx) => {
