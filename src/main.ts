@@ -35,6 +35,8 @@ import { BlobService } from './registry/blob-service.js';
 import { collectGarbage, scheduleGarbageCollection, type GcReport } from './registry/gc.js';
 import { fsck, type FsckReport } from './registry/fsck.js';
 import { ManifestService } from './registry/manifest-service.js';
+import { ProxySettingsStore } from './registry/proxy-settings.js';
+import { PullThrough, type UpstreamLogins } from './registry/pull-through.js';
 import { UploadService } from './registry/upload-service.js';
 import type { BlobStore } from './storage/blob-store.js';
 import { FunctionService } from './functions/service.js';
@@ -65,6 +67,8 @@ export interface Registry {
   blobs: BlobService;
   uploads: UploadService;
   manifests: ManifestService;
+  /** Which namespaces are pull-through caches of an upstream registry. */
+  proxies: ProxySettingsStore;
   gc(now?: number): Promise<GcReport>;
   fsck(): Promise<FsckReport>;
   close(): Promise<void>;
@@ -86,8 +90,9 @@ export async function openRegistry(config: Config, options: RegistryOptions = {}
   const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry });
   const manifests = new ManifestService({ db, deleteEnabled, maxManifestBytes });
   const gcOptions = { db, store, uploads, gracePeriodMs: gc.gracePeriod, logger };
+  const proxies = new ProxySettingsStore(db);
   return {
-    db, store, blobs, uploads, manifests,
+    db, store, blobs, uploads, manifests, proxies,
     gc: (now) => collectGarbage(gcOptions, now),
     fsck: () => fsck(db, store),
     close: async () => {
@@ -355,16 +360,24 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     builds = await openBuilds(config, registry, auth, () => registryHost, logger);
     functions = await openFunctions(config, registry, auth, () => registryHost, logger);
     delivery = await openDelivery(config, registry, auth, functions, () => registryHost, logger);
+    const registries = auth?.registries;
+    const logins: UpstreamLogins | undefined = registries && {
+      forUpstream: (namespace, credentialsId, image) => credentialsId ? registries.loginById(namespace, credentialsId) : registries.loginForImage(namespace, image),
+    };
+    const pullThrough = new PullThrough({
+      db: registry.db, store: registry.store, settings: registry.proxies, manifests: registry.manifests, blobs: registry.blobs,
+      logins, maxManifestBytes: config.registry.maxManifestBytes, logger,
+    });
     app = await buildServer({
       logger,
       logRequests: config.log.requests,
       db: registry.db,
       authorizer: options.authorizer ?? auth?.authorizer ?? allowAll,
-      auth: auth?.routes,
+      auth: auth && { ...auth.routes, proxies: registry.proxies },
       credentials: auth?.credentialRoutes,
       secrets: auth?.secretRoutes,
       builds: { builds: builds.service, blobs: registry.blobs, guard: auth?.guard, maxContextBytes: config.builds.maxContextBytes },
-      registry: { blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes },
+      registry: { blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes, pullThrough },
       readinessChecks: [() => access(config.dataDir)],
       functions: functions ? { functions: functions.service, guard: auth?.guard } : undefined,
       pipelines: { pipelines: delivery.pipelines, guard: auth?.guard },

@@ -18,6 +18,7 @@ import type { AccessAction, AccessScope } from './scope.js';
 import { TokenError, type TokenService } from './tokens.js';
 import { parseDuration } from '../config/config.js';
 import { auditQuery, createKeyBody, createNamespaceBody, createUserBody, passwordBody, setMemberBody, visibilityBody } from './api.js';
+import { proxySettingsInput, viewProxySettings, type ProxySettingsStore } from '../registry/proxy-settings.js';
 
 export interface AuthRoutesOptions {
   access: AccessService;
@@ -26,6 +27,8 @@ export interface AuthRoutesOptions {
   audit: AuditLog;
   authorizer: RegistryAuthorizer;
   service: string;
+  /** Pull-through cache settings of namespaces; absent: `proxy` is refused. */
+  proxies?: ProxySettingsStore;
 }
 
 /** `repository:<name>:<actions>` as registry clients send it; unknown types are ignored. */
@@ -128,10 +131,32 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
 
   app.post('/api/v1/namespaces', async (request: FastifyRequest, reply: FastifyReply) => {
     const me = await authenticated(request);
-    const { name } = body(createNamespaceBody, request);
+    const { name, proxy } = body(createNamespaceBody, request);
+    if (proxy && !options.proxies) throw new ApiError('UNAVAILABLE', 'pull-through namespaces are not available on this server');
     await access.createNamespace(name, me);
-    await audit.record({ actor: me.name, action: 'namespace.create', target: name, outcome: 'ok', address: request.ip });
+    if (proxy) await options.proxies!.set(name, proxy);
+    await audit.record({ actor: me.name, action: 'namespace.create', target: name, outcome: 'ok', address: request.ip, detail: proxy ? { proxy: proxy.url } : undefined });
     return reply.code(201).send({ name, role: 'owner' });
+  });
+
+  app.get('/api/v1/namespaces/:ns/proxy', async (request: FastifyRequest) => {
+    const me = await authenticated(request);
+    const { ns } = request.params as { ns: string };
+    await requireRole(me, ns, 'reader');
+    const settings = await options.proxies?.get(ns);
+    if (!settings) throw new ApiError('NOT_FOUND', `namespace "${ns}" is not a pull-through cache`);
+    return viewProxySettings(settings);
+  });
+
+  app.put('/api/v1/namespaces/:ns/proxy', async (request: FastifyRequest) => {
+    const me = await authenticated(request);
+    const { ns } = request.params as { ns: string };
+    await requireRole(me, ns, 'owner');
+    const input = body(proxySettingsInput, request);
+    if (!options.proxies) throw new ApiError('UNAVAILABLE', 'pull-through namespaces are not available on this server');
+    const settings = await options.proxies.set(ns, input);
+    await audit.record({ actor: me.name, action: 'namespace.proxy', target: ns, outcome: 'ok', address: request.ip, detail: { url: settings.url } });
+    return viewProxySettings(settings);
   });
 
   app.get('/api/v1/namespaces/:ns/members', async (request: FastifyRequest) => {

@@ -12,6 +12,7 @@ import type { BlobService } from './blob-service.js';
 import { RegistryError } from './errors.js';
 import { checkDigest, isDigest, isValidName, isValidTag, type DigestAlgorithm } from './grammar.js';
 import type { ManifestService } from './manifest-service.js';
+import type { PullThrough } from './pull-through.js';
 import type { ChunkRange, UploadService } from './upload-service.js';
 import { parseByteRange } from './byte-range.js';
 import { isReaderBody, sendFromReader, type ReaderBody } from './send-blob.js';
@@ -22,6 +23,8 @@ export interface RegistryRoutesOptions {
   manifests: ManifestService;
   authorizer: Authorizer;
   maxManifestBytes: number;
+  /** Serves proxy namespaces from their upstream (registry/pull-through.ts); absent: none. */
+  pullThrough?: PullThrough;
 }
 
 type Query = Record<string, string | string[] | undefined>;
@@ -62,7 +65,7 @@ async function drained(request: FastifyRequest, limit: number, timeoutMs: number
 }
 
 export async function registryRoutes(app: FastifyInstance, options: RegistryRoutesOptions): Promise<void> {
-  const { blobs, uploads, manifests, authorizer } = options;
+  const { blobs, uploads, manifests, authorizer, pullThrough } = options;
 
   // Bodies are streamed by the handlers themselves: blobs straight to storage, manifests capped.
   app.removeAllContentTypeParsers();
@@ -156,7 +159,7 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
           await manifests.delete(name, reference);
           return reply.code(202).send();
         }
-        const info = await manifests.info(name, reference);
+        const info = (await pullThrough?.manifest(name, reference)) ?? await manifests.info(name, reference);
         const etag = `"${info.digest}"`;
         reply.header('Docker-Content-Digest', info.digest).header('ETag', etag).type(info.mediaType);
         if (request.headers['if-none-match'] === etag) return reply.code(304).send();
@@ -235,6 +238,11 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
           return reply.code(202).send();
         }
         reply.header('Docker-Content-Digest', digest).header('ETag', `"${digest}"`).header('Accept-Ranges', 'bytes').type('application/octet-stream');
+        const fetched = await pullThrough?.blob(name, digest, request.method);
+        if (fetched) {
+          if (fetched.size !== undefined) reply.header('Content-Length', fetched.size);
+          return reply.send(fetched.body);
+        }
         if (request.method === 'HEAD') {
           const found = await blobs.stat(name, digest);
           if (!found) throw new RegistryError('BLOB_UNKNOWN', undefined, { digest });
@@ -300,6 +308,7 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
         const scopes = route.scopes(match, request.query as Query, request.method);
         request.log.debug({ scopes: scopes.map(formatScope) }, 'authorize');
         await authorizer.authorize(request, scopes);
+        if (pullThrough && match[1] !== undefined && ['PUT', 'POST', 'PATCH'].includes(request.method)) await pullThrough.refuseWrite(match[1]);
         return route.handle(match, request, reply);
       }
       throw new RegistryError('NAME_UNKNOWN', `no registry endpoint at /v2/${path}`);
