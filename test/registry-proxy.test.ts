@@ -113,12 +113,19 @@ async function startBrokenUpstream(): Promise<{ url: string; goodManifestDigest:
     const url = new URL(request.url!, 'http://x');
     if (url.pathname === '/token') {
       state.tokenRequests++;
+      // `private` needs the robot's login; everything else is anonymous.
+      if (url.searchParams.get('scope')?.includes(':private:') && request.headers.authorization !== `Basic ${Buffer.from('robot:s3cret').toString('base64')}`) {
+        response.statusCode = 401;
+        return response.end('{}');
+      }
       response.setHeader('content-type', 'application/json');
-      return response.end(JSON.stringify({ token: 'good-token', expires_in: 300 }));
+      return response.end(JSON.stringify({ token: url.searchParams.get('scope')?.includes(':private:') ? 'private-token' : 'good-token', expires_in: 300 }));
     }
-    if (request.headers.authorization !== 'Bearer good-token') {
+    const repository = /^\/v2\/(.+?)\/(?:manifests|blobs)\//.exec(url.pathname)?.[1] ?? 'x';
+    const wanted = repository === 'private' ? 'Bearer private-token' : 'Bearer good-token';
+    if (request.headers.authorization !== wanted) {
       response.statusCode = 401;
-      response.setHeader('www-authenticate', `Bearer realm="http://${request.headers.host}/token",service="broken",scope="repository:x:pull"`);
+      response.setHeader('www-authenticate', `Bearer realm="http://${request.headers.host}/token",service="broken",scope="repository:${repository}:pull"`);
       return response.end('{}');
     }
     const send = (body: Buffer, type: string, digest: string) => {
@@ -131,7 +138,7 @@ async function startBrokenUpstream(): Promise<{ url: string; goodManifestDigest:
     if (url.pathname === '/v2/x/manifests/lying') return send(manifest, ociManifestType, sha256(randomBytes(8)));
     // A digest whose content is another manifest.
     if (url.pathname.startsWith('/v2/x/manifests/sha256:') && url.pathname !== `/v2/x/manifests/${goodManifestDigest}`) return send(manifest, ociManifestType, goodManifestDigest);
-    if (url.pathname === '/v2/x/manifests/good' || url.pathname === `/v2/x/manifests/${goodManifestDigest}`) return send(manifest, ociManifestType, goodManifestDigest);
+    if (url.pathname === '/v2/x/manifests/good' || url.pathname === '/v2/private/manifests/good' || url.pathname === `/v2/x/manifests/${goodManifestDigest}`) return send(manifest, ociManifestType, goodManifestDigest);
     if (url.pathname === `/v2/x/blobs/${badLayerDigest}`) return send(layer, 'application/octet-stream', badLayerDigest);
     response.statusCode = 404;
     response.end('{"errors":[{"code":"NAME_UNKNOWN"}]}');
@@ -277,6 +284,17 @@ for (const dialect of dialects) {
       await new Promise((resolve) => setTimeout(resolve, 200));
       assert.equal(await rowCount(ts, 'repository_blobs', 'broken/'), 0);
       assert.equal(await ts.server.registry.store.stat(broken.badLayerDigest), null);
+      // An upstream that wants a login: refused without one, pulled with the namespace's stored
+      // external registry (longest prefix match).
+      const refused = await registryGet(ts, 'broken/private/manifests/good');
+      assert.equal(refused.status, 403);
+      assert.equal(refused.json.errors[0].code, 'DENIED');
+      const stored = await api(ts, 'POST', '/api/v1/namespaces/broken/registries', { prefix: new URL(broken.url).host, type: 'basic', credentials: { username: 'robot', password: 's3cret' } });
+      assert.equal(stored.status, 201, JSON.stringify(stored.json));
+      const pulled = await registryGet(ts, 'broken/private/manifests/good');
+      assert.equal(pulled.status, 200);
+      assert.equal(pulled.headers.get('docker-content-digest'), broken.goodManifestDigest);
+
       const skopeo = await sh('skopeo', ['copy', '--src-tls-verify=false', '--src-creds', creds, `docker://${ts.host}/broken/x:good`, `oci:${path.join(work.path, 'broken')}:x`], { allowFailure: true });
       assert.notEqual(skopeo.code, 0);
     });

@@ -19,7 +19,7 @@ export interface UpstreamClientOptions {
   /** e.g. `https://registry-1.docker.io` (no trailing slash). */
   url: string;
   insecure: boolean;
-  /** Login material for the upstream repository, if any (looked up lazily, once per client). */
+  /** Login material for the upstream repository, if any (looked up whenever a token is fetched). */
   login: (repository: string) => Promise<UpstreamLogin | null>;
   timeoutMs?: number;
 }
