@@ -110,6 +110,7 @@ export class PullThrough {
     if (response.status !== 200) {
       response.body.resume();
       if (response.status === 404) throw new RegistryError('BLOB_UNKNOWN', `upstream ${target.settings.url} has no blob ${digest} in ${target.path}`, { digest });
+      if (response.status === 429) throw unavailable(target.settings, new Error('upstream answered 429 (rate limited)'));
       throw upstreamRefused(target.settings, response.status);
     }
     const declared = response.headers['content-length'];
