@@ -367,13 +367,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const pullThrough = new PullThrough({
       db: registry.db, store: registry.store, settings: registry.proxies, manifests: registry.manifests, blobs: registry.blobs,
       logins, maxManifestBytes: config.registry.maxManifestBytes, logger,
+      namespaceExists: auth && ((namespace) => auth!.access.namespaceExists(namespace)),
     });
     app = await buildServer({
       logger,
       logRequests: config.log.requests,
       db: registry.db,
       authorizer: options.authorizer ?? auth?.authorizer ?? allowAll,
-      auth: auth && { ...auth.routes, proxies: registry.proxies },
+      auth: auth && { ...auth.routes, proxies: registry.proxies, mirrorName: (repository) => pullThrough.mirrorName(repository) },
       credentials: auth?.credentialRoutes,
       secrets: auth?.secretRoutes,
       builds: { builds: builds.service, blobs: registry.blobs, guard: auth?.guard, maxContextBytes: config.builds.maxContextBytes },

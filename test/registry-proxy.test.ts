@@ -193,6 +193,9 @@ for (const dialect of dialects) {
       assert.equal((await api(ts, 'POST', '/api/v1/namespaces', { name: 'bad', proxy: { url: 'ftp://x', ttl: '1h' } })).status, 400);
       assert.equal((await api(ts, 'POST', '/api/v1/namespaces', { name: 'bad', proxy: { url: 'http://x', ttl: 'soon' } })).status, 400);
       assert.equal((await api(ts, 'GET', '/api/v1/namespaces/bad/proxy')).status, 404);
+      const changed = await api(ts, 'PUT', '/api/v1/namespaces/quick/proxy', { url: `http://${upstream.host}/`, ttl: '1s', insecure: true });
+      assert.equal(changed.status, 200);
+      assert.deepEqual(changed.json, { url: `http://${upstream.host}`, credentialsId: null, insecure: true, ttl: '1s', mirrorOf: null });
     });
 
     test('skopeo pulls through: first from the upstream, then from the cache with the upstream stopped', { timeout: 120_000 }, async () => {
@@ -246,6 +249,29 @@ for (const dialect of dialects) {
       } finally {
         await upstream.start();
       }
+    });
+
+    test('mirror mode: the upstream\'s own paths, without the namespace prefix (registries.conf mirror)', { timeout: 120_000 }, async () => {
+      const created = await api(ts, 'POST', '/api/v1/namespaces', { name: 'mirror', proxy: { url: `http://${upstream.host}`, mirrorOf: 'docker.io' } });
+      assert.equal(created.status, 201, JSON.stringify(created.json));
+      const current = (await sh('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${upstream.host}/lib/app:v1`])).stdout.trim();
+      const direct = await registryGet(ts, 'lib/app/manifests/v1');
+      assert.equal(direct.status, 200, JSON.stringify(direct.json));
+      assert.equal(direct.headers.get('docker-content-digest'), current);
+      assert.equal(await rowCount(ts, 'manifests', 'mirror/lib/app'), 1, 'cached under the proxy namespace');
+      // A client configured with Slipway as docker.io's mirror (containers/image adds ?ns=docker.io).
+      const conf = path.join(work.path, 'registries.conf');
+      writeFileSync(conf, `[[registry]]\nlocation = "docker.io"\n[[registry.mirror]]\nlocation = "${ts.host}"\ninsecure = true\n`);
+      // A mirror gets no --creds (those are docker.io's): its login comes from an auth file.
+      const authFile = path.join(work.path, 'auth.json');
+      writeFileSync(authFile, JSON.stringify({ auths: { [ts.host]: { auth: Buffer.from(creds).toString('base64') } } }));
+      const out = path.join(work.path, 'mirrored');
+      await sh('skopeo', ['--registries-conf', conf, 'copy', '--authfile', authFile, 'docker://docker.io/lib/app:v1', `oci:${out}:v1`]);
+      // (--raw: a plain inspect also lists tags, which skopeo asks of docker.io itself.)
+      const viaMirror = (await sh('skopeo', ['--registries-conf', conf, 'inspect', '--raw', '--authfile', authFile, 'docker://docker.io/lib/app:v1'])).stdout;
+      assert.equal(sha256(Buffer.from(viaMirror)), current);
+      // Existing namespaces keep their own names.
+      assert.equal((await registryGet(ts, 'hub/lib/app/manifests/v1')).status, 200);
     });
 
     test('pushing into a proxy namespace is refused with DENIED', { timeout: 60_000 }, async () => {

@@ -29,6 +29,8 @@ export interface AuthRoutesOptions {
   service: string;
   /** Pull-through cache settings of namespaces; absent: `proxy` is refused. */
   proxies?: ProxySettingsStore;
+  /** Mirror mode: the proxy repository an unprefixed name stands for (registry/pull-through.ts), or null. */
+  mirrorName?: (repository: string) => Promise<string | null>;
 }
 
 /** `repository:<name>:<actions>` as registry clients send it; unknown types are ignored. */
@@ -68,6 +70,12 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
       const allowed = await authorizer.allowedActions(principal, scope.name, scope.actions.includes('push') || scope.actions.includes('*'));
       const actions = scope.actions.includes('*') ? [...allowed] : scope.actions.filter((a) => allowed.has(a));
       if (actions.length > 0) granted.push({ type: 'repository', name: scope.name, actions });
+      // A mirror client names the upstream's path; the registry serves it from the proxy
+      // repository, so the token must cover that name too (pull only: mirrors are read-only).
+      const mirrored = await options.mirrorName?.(scope.name);
+      if (mirrored && (scope.actions.includes('pull') || scope.actions.includes('*')) && (await authorizer.allowedActions(principal, mirrored, false)).has('pull')) {
+        granted.push({ type: 'repository', name: mirrored, actions: ['pull'] });
+      }
     }
     return granted;
   };

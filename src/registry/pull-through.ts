@@ -43,6 +43,8 @@ export interface PullThroughOptions {
   maxManifestBytes: number;
   logger?: Pick<Logger, 'info' | 'warn' | 'error'>;
   upstreamTimeoutMs?: number;
+  /** Whether a namespace exists (auth's); without it, mirror mode needs the `ns` query parameter. */
+  namespaceExists?: (namespace: string) => Promise<boolean>;
 }
 
 const dockerHubHosts = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com']);
@@ -51,6 +53,23 @@ export class PullThrough {
   private readonly clients = new Map<string, { key: string; client: UpstreamClient }>();
 
   constructor(private readonly options: PullThroughOptions) {}
+
+  /**
+   * Mirror mode: the proxy repository that an unprefixed upstream path stands for, or null.
+   * `ns` is the upstream a mirror client names (containers/image sends `?ns=docker.io`);
+   * without it, a name whose first component is no namespace goes to the first mirror proxy.
+   */
+  async mirrorName(repository: string, ns?: string): Promise<string | null> {
+    const mirrors = await this.options.settings.mirrorsList();
+    if (mirrors.length === 0) return null;
+    if (ns !== undefined) {
+      const named = mirrors.find((m) => m.mirrorOf === ns);
+      return named ? `${named.namespace}/${repository}` : null;
+    }
+    const first = repository.split('/')[0]!;
+    if (!this.options.namespaceExists || (await this.options.settings.get(first)) || (await this.options.namespaceExists(first))) return null;
+    return `${mirrors[0]!.namespace}/${repository}`;
+  }
 
   /** DENIED for a write into a proxy namespace (deletes stay allowed: they evict cached content). */
   async refuseWrite(repository: string): Promise<void> {

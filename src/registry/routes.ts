@@ -303,6 +303,9 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
       for (const route of routes) {
         const match = route.pattern.exec(path);
         if (!match) continue;
+        if (pullThrough && match[1] !== undefined && isValidName(match[1]) && (request.method === 'GET' || request.method === 'HEAD')) {
+          match[1] = (await pullThrough.mirrorName(match[1], single((request.query as Query).ns))) ?? match[1];
+        }
         if (match[1] !== undefined && !isValidName(match[1])) throw new RegistryError('NAME_INVALID', `invalid repository name ${match[1]}`, { name: match[1] });
         if (!route.methods.includes(request.method)) throw new RegistryError('UNSUPPORTED', `${request.method} is not supported on this endpoint`);
         const scopes = route.scopes(match, request.query as Query, request.method);
