@@ -51,6 +51,8 @@ const dockerHubHosts = new Set(['docker.io', 'index.docker.io', 'registry-1.dock
 
 export class PullThrough {
   private readonly clients = new Map<string, { key: string; client: UpstreamClient }>();
+  /** Namespace existence for mirror mode, memoised briefly (every GET/HEAD asks once mirrors exist). */
+  private readonly namespaces = new Map<string, { at: number; exists: boolean }>();
 
   constructor(private readonly options: PullThroughOptions) {}
 
@@ -67,8 +69,17 @@ export class PullThrough {
       return named ? `${named.namespace}/${repository}` : null;
     }
     const first = repository.split('/')[0]!;
-    if (!this.options.namespaceExists || (await this.options.settings.get(first)) || (await this.options.namespaceExists(first))) return null;
+    if (!this.options.namespaceExists || (await this.options.settings.get(first)) || (await this.namespaceExists(first))) return null;
     return `${mirrors[0]!.namespace}/${repository}`;
+  }
+
+  private async namespaceExists(namespace: string): Promise<boolean> {
+    const memo = this.namespaces.get(namespace);
+    if (memo && Date.now() - memo.at < 2_000) return memo.exists;
+    const exists = await this.options.namespaceExists!(namespace);
+    if (this.namespaces.size > 10_000) this.namespaces.clear();
+    this.namespaces.set(namespace, { at: Date.now(), exists });
+    return exists;
   }
 
   /** DENIED for a write into a proxy namespace (deletes stay allowed: they evict cached content). */
