@@ -251,6 +251,28 @@ for (const dialect of dialects) {
       }
     });
 
+    test('a client that goes away mid-blob does not stop the caching', { timeout: 60_000 }, async () => {
+      // quick/lib/app fetched v1's manifest only, so v1's layer is not cached there yet.
+      const layer = v1.layers[0]!.digest;
+      assert.equal((await registryGet(ts, `quick/lib/app/blobs/${layer}`, 'HEAD')).status, 200);
+      assert.equal(await rowCount(ts, 'repository_blobs', 'quick/lib/app') >= 1, true);
+      const before = (await ts.server.registry.db.kysely.selectFrom('repository_blobs').select('digest').where('repository', '=', 'quick/lib/app').where('digest', '=', layer).execute()).length;
+      assert.equal(before, 0, 'HEAD of an uncached blob stores nothing');
+      const controller = new AbortController();
+      const response = await fetch(`${ts.url}/v2/quick/lib/app/blobs/${layer}`, { headers: { authorization: basic }, signal: controller.signal });
+      assert.equal(response.status, 200);
+      controller.abort();
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const linked = await ts.server.registry.db.kysely.selectFrom('repository_blobs').select('digest').where('repository', '=', 'quick/lib/app').where('digest', '=', layer).execute();
+        if (linked.length === 1) break;
+        if (Date.now() > deadline) assert.fail('the blob was not cached after the client left');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const cached = await fetch(`${ts.url}/v2/quick/lib/app/blobs/${layer}`, { headers: { authorization: basic } });
+      assert.equal(sha256(Buffer.from(await cached.arrayBuffer())), layer);
+    });
+
     test('mirror mode: the upstream\'s own paths, without the namespace prefix (registries.conf mirror)', { timeout: 120_000 }, async () => {
       const created = await api(ts, 'POST', '/api/v1/namespaces', { name: 'mirror', proxy: { url: `http://${upstream.host}`, mirrorOf: 'docker.io' } });
       assert.equal(created.status, 201, JSON.stringify(created.json));
