@@ -37,6 +37,8 @@ import { BlobService } from './registry/blob-service.js';
 import { collectGarbage, scheduleGarbageCollection, type GcReport } from './registry/gc.js';
 import { fsck, type FsckReport } from './registry/fsck.js';
 import { ManifestService } from './registry/manifest-service.js';
+import { ProxySettingsStore } from './registry/proxy-settings.js';
+import { PullThrough, type UpstreamLogins } from './registry/pull-through.js';
 import { UploadService } from './registry/upload-service.js';
 import { RegistryPolicies } from './registry/policy-service.js';
 import { PullTimes } from './registry/pull-times.js';
@@ -78,6 +80,8 @@ export interface Registry {
   policies: RegistryPolicies;
   retention: Retention;
   pulls: PullTimes;
+  /** Which namespaces are pull-through caches of an upstream registry. */
+  proxies: ProxySettingsStore;
   gc(now?: number): Promise<GcReport>;
   fsck(): Promise<FsckReport>;
   close(): Promise<void>;
@@ -104,8 +108,9 @@ export async function openRegistry(config: Config, options: RegistryOptions = {}
   const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry, admission: policies, onBytesReceived: options.metrics && ((bytes) => options.metrics!.registryBytesReceived.inc(bytes)) });
   const manifests = new ManifestService({ db, deleteEnabled, maxManifestBytes, tagGuard: policies });
   const gcOptions = { db, store, uploads, gracePeriodMs: gc.gracePeriod, logger, onRun: options.metrics && ((report: GcReport | undefined) => options.metrics!.gcFinished(report)) };
+  const proxies = new ProxySettingsStore(db);
   return {
-    db, store, blobs, uploads, manifests, policies, retention, pulls,
+    db, store, blobs, uploads, manifests, policies, retention, pulls, proxies,
     gc: (now) => collectGarbage(gcOptions, now),
     fsck: () => fsck(db, store),
     close: async () => {
@@ -401,18 +406,27 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     builds = await openBuilds(config, registry, auth, () => registryHost, logger, metrics);
     functions = await openFunctions(config, registry, auth, () => registryHost, logger, metrics);
     delivery = await openDelivery(config, registry, auth, functions, () => registryHost, logger, metrics);
+    const registries = auth?.registries;
+    const logins: UpstreamLogins | undefined = registries && {
+      forUpstream: (namespace, credentialsId, image) => credentialsId ? registries.loginById(namespace, credentialsId) : registries.loginForImage(namespace, image),
+    };
+    const pullThrough = new PullThrough({
+      db: registry.db, store: registry.store, settings: registry.proxies, manifests: registry.manifests, blobs: registry.blobs,
+      logins, maxManifestBytes: config.registry.maxManifestBytes, logger,
+      namespaceExists: auth && ((namespace) => auth!.access.namespaceExists(namespace)),
+    });
     app = await buildServer({
       logger,
       logRequests: config.log.requests,
       db: registry.db,
       authorizer: options.authorizer ?? auth?.authorizer ?? allowAll,
-      auth: auth?.routes,
+      auth: auth && { ...auth.routes, proxies: registry.proxies, mirrorName: (repository) => pullThrough.mirrorName(repository) },
       credentials: auth?.credentialRoutes,
       secrets: auth?.secretRoutes,
       builds: { builds: builds.service, blobs: registry.blobs, guard: auth?.guard, maxContextBytes: config.builds.maxContextBytes },
       registry: {
         blobs: registry.blobs, uploads: registry.uploads, manifests: registry.manifests, maxManifestBytes: config.registry.maxManifestBytes,
-        mountAdmission: registry.policies, pulls: registry.pulls,
+        mountAdmission: registry.policies, pulls: registry.pulls, pullThrough,
       },
       registryPolicies: auth ? { policies: registry.policies, retention: registry.retention, guard: auth.guard, audit: auth.routes.audit } : undefined,
       readinessChecks: [() => access(config.dataDir)],

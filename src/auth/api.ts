@@ -7,12 +7,17 @@
 import { z } from 'zod';
 import { defineOperations } from '../http/api-contract.js';
 import { keyScopes, roles } from './access.js';
+import { proxySettingsInput, proxySettingsView } from '../registry/proxy-settings.js';
 
 const time = z.string().describe('RFC 3339 UTC');
 const principalKind = z.enum(['user', 'service']);
 const role = z.enum(roles as ['owner', 'contributor', 'reader']);
 
-export const createNamespaceBody = z.strictObject({ name: z.string() });
+export const createNamespaceBody = z.strictObject({
+  name: z.string(),
+  /** Makes the namespace a pull-through cache of an upstream registry (docs/registry-proxy.md). */
+  proxy: proxySettingsInput.optional(),
+});
 export const setMemberBody = z.strictObject({ role: z.enum(roles as [string, ...string[]]) });
 export const visibilityBody = z.strictObject({ public: z.boolean() });
 export const createUserBody = z.strictObject({ name: z.string(), password: z.string().optional(), admin: z.boolean().default(false), kind: z.enum(['user', 'service']).default('user') });
@@ -48,6 +53,8 @@ export const authOperations = defineOperations({
   getMe: { method: 'GET', path: '/api/v1/me', summary: 'Who the caller is, and their namespaces', access: 'signed-in', answers: { 200: me } },
   listNamespaces: { method: 'GET', path: '/api/v1/namespaces', summary: 'The caller\'s namespaces (all of them for an admin)', access: 'signed-in', answers: { 200: z.array(namespaceEntry) } },
   createNamespace: { method: 'POST', path: '/api/v1/namespaces', summary: 'Create a namespace; the caller becomes its owner', access: 'signed-in', body: createNamespaceBody, answers: { 201: z.object({ name: z.string(), role: z.literal('owner') }) } },
+  getNamespaceProxy: { method: 'GET', path: '/api/v1/namespaces/:ns/proxy', summary: 'The namespace\'s pull-through cache settings (404 when it is no proxy)', access: 'reader', answers: { 200: proxySettingsView } },
+  setNamespaceProxy: { method: 'PUT', path: '/api/v1/namespaces/:ns/proxy', summary: 'Make the namespace a pull-through cache, or change its upstream settings', access: 'owner', body: proxySettingsInput, answers: { 200: proxySettingsView } },
   listMembers: { method: 'GET', path: '/api/v1/namespaces/:ns/members', summary: 'Members of a namespace', access: 'reader', answers: { 200: z.array(member) } },
   setMember: { method: 'PUT', path: '/api/v1/namespaces/:ns/members/:member', summary: 'Add a member or change their role', access: 'owner', body: setMemberBody, answers: { 200: z.object({ namespace: z.string(), member: z.string(), role: z.string() }) } },
   removeMember: { method: 'DELETE', path: '/api/v1/namespaces/:ns/members/:member', summary: 'Remove a member', access: 'owner', answers: { 204: null } },

@@ -17,6 +17,7 @@ import type { AccessAction, AccessScope } from './scope.js';
 import { TokenError, type TokenService } from './tokens.js';
 import { parseDuration } from '../config/config.js';
 import { auditQuery, createKeyBody, createNamespaceBody, createUserBody, passwordBody, sessionBody, setMemberBody, visibilityBody } from './api.js';
+import { proxySettingsInput, viewProxySettings, type ProxySettingsStore } from '../registry/proxy-settings.js';
 
 export interface AuthRoutesOptions {
   access: AccessService;
@@ -25,6 +26,10 @@ export interface AuthRoutesOptions {
   audit: AuditLog;
   authorizer: RegistryAuthorizer;
   service: string;
+  /** Pull-through cache settings of namespaces; absent: `proxy` is refused. */
+  proxies?: ProxySettingsStore;
+  /** Mirror mode: the proxy repository an unprefixed name stands for (registry/pull-through.ts), or null. */
+  mirrorName?: (repository: string) => Promise<string | null>;
 }
 
 /** `repository:<name>:<actions>` as registry clients send it; unknown types are ignored. */
@@ -64,6 +69,12 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
       const allowed = await authorizer.allowedActions(principal, scope.name, scope.actions.includes('push') || scope.actions.includes('*'));
       const actions = scope.actions.includes('*') ? [...allowed] : scope.actions.filter((a) => allowed.has(a));
       if (actions.length > 0) granted.push({ type: 'repository', name: scope.name, actions });
+      // A mirror client names the upstream's path; the registry serves it from the proxy
+      // repository, so the token must cover that name too (pull only: mirrors are read-only).
+      const mirrored = await options.mirrorName?.(scope.name);
+      if (mirrored && (scope.actions.includes('pull') || scope.actions.includes('*')) && (await authorizer.allowedActions(principal, mirrored, false)).has('pull')) {
+        granted.push({ type: 'repository', name: mirrored, actions: ['pull'] });
+      }
     }
     return granted;
   };
@@ -127,10 +138,32 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
 
   app.post('/api/v1/namespaces', async (request: FastifyRequest, reply: FastifyReply) => {
     const me = await authenticated(request);
-    const { name } = body(createNamespaceBody, request);
+    const { name, proxy } = body(createNamespaceBody, request);
+    if (proxy && !options.proxies) throw new ApiError('UNAVAILABLE', 'pull-through namespaces are not available on this server');
     await access.createNamespace(name, me);
-    await audit.record({ actor: me.name, action: 'namespace.create', target: name, outcome: 'ok', address: request.ip });
+    if (proxy) await options.proxies!.set(name, proxy);
+    await audit.record({ actor: me.name, action: 'namespace.create', target: name, outcome: 'ok', address: request.ip, detail: proxy ? { proxy: proxy.url } : undefined });
     return reply.code(201).send({ name, role: 'owner' });
+  });
+
+  app.get('/api/v1/namespaces/:ns/proxy', async (request: FastifyRequest) => {
+    const me = await authenticated(request);
+    const { ns } = request.params as { ns: string };
+    await requireRole(me, ns, 'reader');
+    const settings = await options.proxies?.get(ns);
+    if (!settings) throw new ApiError('NOT_FOUND', `namespace "${ns}" is not a pull-through cache`);
+    return viewProxySettings(settings);
+  });
+
+  app.put('/api/v1/namespaces/:ns/proxy', async (request: FastifyRequest) => {
+    const me = await authenticated(request);
+    const { ns } = request.params as { ns: string };
+    await requireRole(me, ns, 'owner');
+    const input = body(proxySettingsInput, request);
+    if (!options.proxies) throw new ApiError('UNAVAILABLE', 'pull-through namespaces are not available on this server');
+    const settings = await options.proxies.set(ns, input);
+    await audit.record({ actor: me.name, action: 'namespace.proxy', target: ns, outcome: 'ok', address: request.ip, detail: { url: settings.url } });
+    return viewProxySettings(settings);
   });
 
   app.get('/api/v1/namespaces/:ns/members', async (request: FastifyRequest) => {

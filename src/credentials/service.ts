@@ -169,6 +169,11 @@ export class ExternalRegistries {
     return view ? this.login(await this.row(namespace, view.id)) : null;
   }
 
+  /** A login from one named record, for Slipway's own use (a pull-through namespace's upstream). */
+  async loginById(namespace: string, id: string): Promise<RegistryLogin> {
+    return this.login(await this.row(namespace, id));
+  }
+
   private async login(row: Row): Promise<RegistryLogin> {
     const material = storedCredentialSchema.parse(JSON.parse(await this.deps.vault.open(row.secret, context(row.id))));
     return this.cache.get(row.id, () => exchangeCredential(material, this.deps.exchange));

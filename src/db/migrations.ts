@@ -458,6 +458,27 @@ export const migrations: Migration[] = [
       await db.schema.createIndex('retention_runs_namespace').on('retention_runs').columns(['namespace', 'started_at']).execute();
     },
   },
+  {
+    version: 11,
+    name: 'registry proxies',
+    async up(db) {
+      await db.schema.createTable('registry_proxies')
+        .addColumn('namespace', 'text', (c) => c.primaryKey())
+        .addColumn('url', 'text', (c) => c.notNull())
+        .addColumn('credentials_id', 'text')
+        .addColumn('insecure', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('ttl_ms', 'bigint', (c) => c.notNull())
+        .addColumn('mirror_of', 'text')
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('registry_proxy_tags')
+        .addColumn('repository', 'text', (c) => c.notNull())
+        .addColumn('tag', 'text', (c) => c.notNull())
+        .addColumn('checked_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('registry_proxy_tags_pk', ['repository', 'tag'])
+        .execute();
+    },
+  },
 ];
 
 /** Applies every migration newer than the recorded version; safe to call on every start. */

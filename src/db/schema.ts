@@ -211,6 +211,26 @@ export interface NamespaceSettingsTable {
   updated_at: number;
 }
 
+/** A namespace that is a pull-through cache of an upstream registry (registry/proxy-settings.ts). */
+export interface RegistryProxyTable {
+  namespace: string;
+  url: string;
+  /** An external registry record of the namespace; null: the longest matching prefix, if any. */
+  credentials_id: string | null;
+  insecure: number;
+  ttl_ms: number;
+  /** e.g. `docker.io`: also served without the namespace prefix (registry mirror mode). */
+  mirror_of: string | null;
+  updated_at: number;
+}
+
+/** When a cached tag of a proxy namespace was last confirmed against the upstream. */
+export interface RegistryProxyTagTable {
+  repository: string;
+  tag: string;
+  checked_at: number;
+}
+
 export interface NamespaceSecretTable {
   namespace: string;
   name: string;
@@ -458,6 +478,8 @@ export interface Tables {
   builds: BuildTable;
   namespace_settings: NamespaceSettingsTable;
   namespace_secrets: NamespaceSecretTable;
+  registry_proxies: RegistryProxyTable;
+  registry_proxy_tags: RegistryProxyTagTable;
   functions: FunctionTable;
   function_revisions: FunctionRevisionTable;
   function_keys: FunctionKeyTable;

@@ -72,6 +72,8 @@ export const errorCatalog = {
   RANGE_INVALID: { status: 416, surfaces: ['registry'], meaning: 'invalid content range' },
   PAGINATION_NUMBER_INVALID: { status: 400, surfaces: ['registry'], meaning: 'invalid number of results requested' },
   UNKNOWN: { status: 500, surfaces: ['registry'], meaning: 'unknown error' },
+  UPSTREAM_UNAVAILABLE: { status: 503, surfaces: ['registry'], meaning: "a pull-through namespace's upstream cannot be reached (or answers 5xx) and nothing is cached" },
+  UPSTREAM_DIGEST_MISMATCH: { status: 502, surfaces: ['registry'], meaning: 'the upstream sent content whose digest is not the one asked for or announced; refused, nothing stored' },
 
   // ---- thrown inside the server, never sent as such ----
   BUILD_SPEC_INVALID: { status: 400, surfaces: ['internal'], meaning: 'a build spec (slipway.yaml) does not parse or validate; recorded on the build or run' },

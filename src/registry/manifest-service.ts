@@ -89,7 +89,12 @@ export class ManifestService {
     return bytes;
   }
 
-  async put(repository: string, reference: string, body: Buffer, contentType: string | undefined): Promise<ManifestInfo> {
+  /**
+   * `pullThrough`: a manifest cached from an upstream (registry/pull-through.ts); its blobs and
+   * child manifests arrive later, when a client asks for them, so they are not required here,
+   * and it is not announced as a push.
+   */
+  async put(repository: string, reference: string, body: Buffer, contentType: string | undefined, options: { pullThrough?: boolean } = {}): Promise<ManifestInfo> {
     if (body.length > this.options.maxManifestBytes) {
       throw new RegistryError('MANIFEST_INVALID', `manifest is ${body.length} bytes, over the ${this.options.maxManifestBytes}-byte limit`, undefined, 413);
     }
@@ -109,8 +114,10 @@ export class ManifestService {
       const now = Date.now();
       if (tag) await this.options.tagGuard?.beforeTagWrite(trx, repository, tag, digest);
       await ensureRepository(trx, repository);
-      await touchAll(trx, 'repository_blobs', repository, parsed.blobs, now, 'MANIFEST_BLOB_UNKNOWN');
-      await touchAll(trx, 'manifests', repository, parsed.manifests, now, 'MANIFEST_UNKNOWN');
+      if (!options.pullThrough) {
+        await touchAll(trx, 'repository_blobs', repository, parsed.blobs, now, 'MANIFEST_BLOB_UNKNOWN');
+        await touchAll(trx, 'manifests', repository, parsed.manifests, now, 'MANIFEST_UNKNOWN');
+      }
       await trx.insertInto('manifests').values({
         repository,
         digest,
@@ -141,7 +148,7 @@ export class ManifestService {
       }
     });
     this.contentCache.set(digest, body);
-    if (tag) for (const listener of this.tagListeners) listener({ repository, tag, digest });
+    if (tag && !options.pullThrough) for (const listener of this.tagListeners) listener({ repository, tag, digest });
     return { digest, mediaType: parsed.mediaType, size: body.length, subject: parsed.subject?.digest ?? null };
   }
 

@@ -12,6 +12,7 @@ import type { BlobService } from './blob-service.js';
 import { RegistryError } from './errors.js';
 import { checkDigest, isDigest, isValidName, isValidTag, type DigestAlgorithm } from './grammar.js';
 import type { ManifestService } from './manifest-service.js';
+import type { PullThrough } from './pull-through.js';
 import type { ChunkRange, UploadService } from './upload-service.js';
 import { parseByteRange } from './byte-range.js';
 import { isReaderBody, sendFromReader, type ReaderBody } from './send-blob.js';
@@ -26,6 +27,8 @@ export interface RegistryRoutesOptions {
   mountAdmission?: { admitMount(repository: string, digest: string): Promise<void> };
   /** Records manifest pulls for retention (registry/pull-times.ts). */
   pulls?: { record(repository: string, digest: string): void };
+  /** Serves proxy namespaces from their upstream (registry/pull-through.ts); absent: none. */
+  pullThrough?: PullThrough;
 }
 
 export { policyRoutes, type PolicyRoutesOptions } from './policy-routes.js';
@@ -69,7 +72,7 @@ async function drained(request: FastifyRequest, limit: number, timeoutMs: number
 }
 
 export async function registryRoutes(app: FastifyInstance, options: RegistryRoutesOptions): Promise<void> {
-  const { blobs, uploads, manifests, authorizer } = options;
+  const { blobs, uploads, manifests, authorizer, pullThrough } = options;
 
   // Bodies are streamed by the handlers themselves: blobs straight to storage, manifests capped.
   app.removeAllContentTypeParsers();
@@ -163,7 +166,7 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
           await manifests.delete(name, reference);
           return reply.code(202).send();
         }
-        const info = await manifests.info(name, reference);
+        const info = (await pullThrough?.manifest(name, reference)) ?? await manifests.info(name, reference);
         const etag = `"${info.digest}"`;
         reply.header('Docker-Content-Digest', info.digest).header('ETag', etag).type(info.mediaType);
         if (request.headers['if-none-match'] === etag) return reply.code(304).send();
@@ -244,6 +247,11 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
           return reply.code(202).send();
         }
         reply.header('Docker-Content-Digest', digest).header('ETag', `"${digest}"`).header('Accept-Ranges', 'bytes').type('application/octet-stream');
+        const fetched = await pullThrough?.blob(name, digest, request.method);
+        if (fetched) {
+          if (fetched.size !== undefined) reply.header('Content-Length', fetched.size);
+          return reply.send(fetched.body);
+        }
         if (request.method === 'HEAD') {
           const found = await blobs.stat(name, digest);
           if (!found) throw new RegistryError('BLOB_UNKNOWN', undefined, { digest });
@@ -307,11 +315,15 @@ export async function registryRoutes(app: FastifyInstance, options: RegistryRout
       for (const route of routes) {
         const match = route.pattern.exec(path);
         if (!match) continue;
+        if (pullThrough && match[1] !== undefined && isValidName(match[1]) && (request.method === 'GET' || request.method === 'HEAD')) {
+          match[1] = (await pullThrough.mirrorName(match[1], single((request.query as Query).ns))) ?? match[1];
+        }
         if (match[1] !== undefined && !isValidName(match[1])) throw new RegistryError('NAME_INVALID', `invalid repository name ${match[1]}`, { name: match[1] });
         if (!route.methods.includes(request.method)) throw new RegistryError('UNSUPPORTED', `${request.method} is not supported on this endpoint`);
         const scopes = route.scopes(match, request.query as Query, request.method);
         request.log.debug({ scopes: scopes.map(formatScope) }, 'authorize');
         await authorizer.authorize(request, scopes);
+        if (pullThrough && match[1] !== undefined && ['PUT', 'POST', 'PATCH'].includes(request.method)) await pullThrough.refuseWrite(match[1]);
         return route.handle(match, request, reply);
       }
       throw new RegistryError('NAME_UNKNOWN', `no registry endpoint at /v2/${path}`);

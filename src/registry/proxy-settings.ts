@@ -1,0 +1,96 @@
+/**
+ * @module registry/proxy-settings
+ * Which namespaces are pull-through caches of an upstream registry, and of which one: the
+ * `proxy` object of `POST /api/v1/namespaces` (schema here, so the API and the registry agree),
+ * stored in `registry_proxies`. Lookups per request are memoised briefly: a change made on
+ * another replica is seen within `memoMs`.
+ */
+import { z } from 'zod';
+import { parseDuration } from '../config/config.js';
+import type { Database } from '../db/db.js';
+
+export const proxySettingsInput = z.strictObject({
+  url: z.url({ protocol: /^https?$/ }).describe('The upstream registry, e.g. https://registry-1.docker.io'),
+  credentialsId: z.string().min(1).optional().describe('An external registry of the namespace; default: the longest matching prefix, if any'),
+  insecure: z.boolean().default(false).describe('Accept an upstream TLS certificate that does not verify'),
+  ttl: z.string().regex(/^\d+(ms|s|m|h|d)$/, 'a duration such as 30s, 15m or 24h').default('24h').describe('How long a cached tag is served before it is re-checked upstream'),
+  mirrorOf: z.string().min(1).optional().describe('e.g. docker.io: also serve the upstream\'s own repository paths without the namespace prefix'),
+});
+export type ProxySettingsInput = z.input<typeof proxySettingsInput>;
+
+export const proxySettingsView = z.object({
+  url: z.string(), credentialsId: z.string().nullable(), insecure: z.boolean(), ttl: z.string(), mirrorOf: z.string().nullable(),
+});
+
+export interface ProxySettings {
+  namespace: string;
+  /** Without a trailing slash. */
+  url: string;
+  credentialsId: string | null;
+  insecure: boolean;
+  ttlMs: number;
+  mirrorOf: string | null;
+}
+
+const memoMs = 2_000;
+
+export class ProxySettingsStore {
+  private memo = new Map<string, { at: number; settings: ProxySettings | null }>();
+  private mirrors: { at: number; list: ProxySettings[] } | undefined;
+
+  constructor(private readonly db: Database) {}
+
+  async get(namespace: string): Promise<ProxySettings | null> {
+    const memo = this.memo.get(namespace);
+    if (memo && Date.now() - memo.at < memoMs) return memo.settings;
+    const row = await this.db.kysely.selectFrom('registry_proxies').selectAll().where('namespace', '=', namespace).executeTakeFirst();
+    const settings = row ? toSettings(row) : null;
+    this.memo.set(namespace, { at: Date.now(), settings });
+    return settings;
+  }
+
+  /** The proxy settings that apply to a repository (by its first path component), or null. */
+  forRepository(repository: string): Promise<ProxySettings | null> {
+    return this.get(repository.split('/')[0]!);
+  }
+
+  /** Proxy namespaces with `mirrorOf` set. */
+  async mirrorsList(): Promise<ProxySettings[]> {
+    if (this.mirrors && Date.now() - this.mirrors.at < memoMs) return this.mirrors.list;
+    const rows = await this.db.kysely.selectFrom('registry_proxies').selectAll().where('mirror_of', 'is not', null).orderBy('namespace').execute();
+    this.mirrors = { at: Date.now(), list: rows.map(toSettings) };
+    return this.mirrors.list;
+  }
+
+  async set(namespace: string, input: z.output<typeof proxySettingsInput>): Promise<ProxySettings> {
+    const values = {
+      namespace,
+      url: input.url.replace(/\/+$/, ''),
+      credentials_id: input.credentialsId ?? null,
+      insecure: input.insecure ? 1 : 0,
+      ttl_ms: parseDuration(input.ttl),
+      mirror_of: input.mirrorOf ?? null,
+      updated_at: Date.now(),
+    };
+    await this.db.write((trx) => trx.insertInto('registry_proxies').values(values)
+      .onConflict((c) => c.column('namespace').doUpdateSet({ ...values })).execute());
+    this.memo.delete(namespace);
+    this.mirrors = undefined;
+    return toSettings(values);
+  }
+}
+
+export function viewProxySettings(settings: ProxySettings): z.infer<typeof proxySettingsView> {
+  return { url: settings.url, credentialsId: settings.credentialsId, insecure: settings.insecure, ttl: formatDuration(settings.ttlMs), mirrorOf: settings.mirrorOf };
+}
+
+function toSettings(row: { namespace: string; url: string; credentials_id: string | null; insecure: number; ttl_ms: number; mirror_of: string | null }): ProxySettings {
+  return { namespace: row.namespace, url: row.url, credentialsId: row.credentials_id, insecure: row.insecure === 1, ttlMs: Number(row.ttl_ms), mirrorOf: row.mirror_of };
+}
+
+function formatDuration(ms: number): string {
+  for (const [unit, size] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms % size === 0 && ms >= size) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
