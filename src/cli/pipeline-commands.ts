@@ -15,6 +15,7 @@ import { Option, type Command } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import type { ArtefactVersionView } from '../artifacts/service.js';
 import type { PipelineView } from '../pipelines/service.js';
+import { pipelineOperations } from '../pipelines/api.js';
 import type { RunView } from '../pipelines/runs.js';
 import { ApiRequestError, responseError } from './client.js';
 import { CommandError, UsageError } from './errors.js';
@@ -92,7 +93,7 @@ export function registerPipelineCommands(program: Command, env: Env): void {
     .option('--json', 'print JSON')
     .action(async (flags: ServerFlags) => {
       await api(flags, env, async ({ client }) => {
-        const { pipelines } = await client.request<{ pipelines: PipelineView[] }>('GET', pipelinesPath(flags.namespace));
+        const { pipelines } = await client.call(pipelineOperations.listPipelines, { params: { ns: flags.namespace } });
         if (flags.json) return void process.stdout.write(`${JSON.stringify(pipelines)}\n`);
         if (pipelines.length === 0) return void process.stdout.write(`No pipelines in ${flags.namespace}\n`);
         process.stdout.write(table(['NAME', 'STAGES', 'LAST RUN', 'UPDATED'], pipelines.map((p) => [
@@ -106,7 +107,7 @@ export function registerPipelineCommands(program: Command, env: Env): void {
     .option('--json', 'print the pipeline (definition, webhook, last run) as JSON')
     .action(async (name: string, flags: ServerFlags) => {
       await api(flags, env, async ({ client, url }) => {
-        const view = await client.request<PipelineView>('GET', pipelinePath(flags.namespace, name));
+        const view = await client.call(pipelineOperations.getPipeline, { params: { ns: flags.namespace, name } });
         if (flags.json) return void process.stdout.write(`${JSON.stringify(view)}\n`);
         const header = [
           `# pipeline ${view.name} in ${view.namespace}, updated ${view.updatedAt}${view.createdBy ? `, created by ${view.createdBy}` : ''}`,
@@ -121,7 +122,7 @@ export function registerPipelineCommands(program: Command, env: Env): void {
     .argument('<name>')
     .action(async (name: string, flags: ServerFlags) => {
       await api(flags, env, async ({ client }) => {
-        await client.request('DELETE', pipelinePath(flags.namespace, name));
+        await client.call(pipelineOperations.deletePipeline, { params: { ns: flags.namespace, name } });
         process.stdout.write(`Deleted pipeline ${name}\n`);
       });
     });
@@ -130,7 +131,7 @@ export function registerPipelineCommands(program: Command, env: Env): void {
     .argument('<name>')
     .action(async (name: string, flags: ServerFlags) => {
       await api(flags, env, async ({ client, url }) => {
-        const { secret } = await client.request<{ secret: string }>('POST', `${pipelinePath(flags.namespace, name)}/webhook-secret`);
+        const { secret } = await client.call(pipelineOperations.rotateWebhookSecret, { params: { ns: flags.namespace, name } });
         process.stdout.write(`${secret}\n`);
         process.stderr.write(`slipway: the webhook secret of ${name} is shown only now: put it in the git host's webhook for ${url}${pipelinePath(flags.namespace, name)}/webhook\n`);
       });
