@@ -27,7 +27,7 @@ export interface TagEntry { name: string; digest: string; mediaType: string; siz
 export interface RepositoryDetail { name: string; tags: TagEntry[]; usedBy: { functions: string[]; pipelines: string[] } }
 
 // TODO: take from pipelines/api.ts
-export interface PipelineView { id: string; name: string; namespace: string; spec: Record<string, unknown> & { stages?: unknown[]; triggers?: unknown[] }; webhook: { path: string; secretSet: boolean }; lastRun: { number: number; status: string; createdAt: string } | null; createdAt: string; updatedAt: string }
+export interface PipelineView { id: string; name: string; namespace: string; spec: Record<string, unknown> & { stages?: unknown[]; triggers?: Record<string, unknown> }; webhook: { path: string; secretSet: boolean }; lastRun: { number: number; status: string; createdAt: string } | null; createdAt: string; updatedAt: string }
 export interface StageState { name: string; type?: string; status: string; group?: number; startedAt?: string | null; finishedAt?: string | null; error?: string | null; [key: string]: unknown }
 export interface RunView { id: string; number: number; status: string; createdAt: string; startedAt?: string | null; finishedAt?: string | null; error?: string | null; trigger?: Record<string, unknown>; branch?: string | null; commit?: string | null; parameters?: Record<string, string>; stages?: StageState[]; artifacts?: unknown[]; [key: string]: unknown }
 

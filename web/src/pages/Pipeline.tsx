@@ -59,7 +59,7 @@ export default function Pipeline() {
           <>
             <dl className="facts">
               <dt>Webhook URL</dt><dd><code>{hookUrl}</code> <CopyButton text={hookUrl} /> {p.webhook.secretSet ? '(signed with its secret)' : ''}</dd>
-              <dt>Triggers</dt><dd>{(p.spec.triggers ?? []).map((t) => JSON.stringify(t)).join(', ') || 'manual only'}</dd>
+              <dt>Triggers</dt><dd>{Object.entries(p.spec.triggers ?? {}).map(([kind, t]) => `${kind} ${JSON.stringify(t)}`).join('; ') || 'manual only'}</dd>
             </dl>
             {atLeast(role, 'contributor') && (
               <form onSubmit={start} className="inline-form" aria-label="Run with parameters">
