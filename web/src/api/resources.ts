@@ -37,7 +37,7 @@ export interface Revision { number: number; image: string; imageDigest: string |
 export interface FunctionMetrics { requests: number; errors: number; timeouts: number; coldStarts: number; inFlight: number; queued: number; instances: number; latencyMs: { p50: number; p99: number } }
 
 // TODO: take from builds/api.ts
-export interface BuildView { id: string; status: string; kind?: string; type?: string; image?: string; reference?: string; createdAt?: string; startedAt?: string | null; finishedAt?: string | null; errorMessage?: string | null; [key: string]: unknown }
+export interface BuildView { id: string; status: string; kind?: string; type?: string; component?: string; imageName?: string; image?: string; digest?: string | null; pullCommand?: string | null; createdAt?: string; startedAt?: string | null; finishedAt?: string | null; errorMessage?: string | null; [key: string]: unknown }
 
 export const api = {
   events: (n: string, limit = 30) => request<{ events: DomainEvent[] }>('GET', `${ns(n)}/events?limit=${limit}`).then((a) => a.events),
