@@ -184,8 +184,20 @@ describe('web dashboard', { timeout: 240_000 }, () => {
     await p.getByText(`${ts.url}/api/v1/namespaces/team/pipelines/on-push/webhook`).waitFor();
     await p.getByRole('row').filter({ hasText: '#1' }).filter({ hasText: 'webhook' }).waitFor();
     await screenshot(p, 'pipeline');
+    // A definition the API refuses: its message, at the line it names.
+    await p.getByRole('button', { name: 'Edit' }).click();
+    const editor = p.getByLabel('Definition (YAML)');
+    const yaml = await editor.inputValue();
+    const line = yaml.split('\n').findIndex((l) => l.includes('- name: settle')) + 1;
+    assert.ok(line > 0, yaml);
+    await editor.fill(yaml.replace('type: wait', 'type: compile'));
+    await p.getByRole('button', { name: 'Save' }).click();
+    const refused = p.getByRole('alert').filter({ hasText: 'stages' });
+    await refused.waitFor();
+    assert.match(await refused.innerText(), new RegExp(`^line ${line}: `));
+    await p.getByRole('button', { name: 'Cancel' }).click();
     await p.getByRole('link', { name: '#1' }).click();
-    await p.getByText(repo.first).waitFor();
+    await p.locator('.facts').getByText(repo.first).waitFor();
     await p.locator('[data-stage="settle"][data-status="succeeded"]').waitFor({ timeout: 20_000 });
     await p.getByRole('heading', { name: /Run #1 succeeded/ }).waitFor({ timeout: 20_000 });
     await screenshot(p, 'run-from-webhook');
