@@ -74,6 +74,13 @@ describe('web dashboard', { timeout: 240_000 }, () => {
     assert.equal(await row.getByRole('button', { name: 'Delete' }).count(), 1, 'the admin may delete the tag');
     await screenshot(p, 'repository');
 
+    // The listing the screens use (registry/catalog-routes.ts).
+    const listed = await admin.get('/api/v1/namespaces/team/repositories');
+    assert.deepEqual(listed.body.repositories.map((r: { name: string; tags: number }) => [r.name, r.tags]), [['team/app', 1]]);
+    const detail = await admin.get('/api/v1/namespaces/team/repositories/team/app');
+    assert.equal(detail.body.tags[0].digest, pushedDigest);
+    assert.equal((await admin.get('/api/v1/namespaces/team/repositories/other/app')).status, 404, 'only repositories inside the namespace');
+
     // A shared link opens the same screen after a reload (the server falls back to the app).
     await p.reload();
     await p.getByRole('row').filter({ hasText: 'v1' }).waitFor();
