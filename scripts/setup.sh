@@ -38,4 +38,5 @@ fi
 rm -rf dist  # a clean compile: a moved or deleted source leaves no stale output for the lint or the tests
 npx --no-install tsc -p tsconfig.json
 # The dashboard (web/dist, served at /): rebuilt every time, like the TypeScript.
+npx --no-install tsc -p web/tsconfig.json
 npx --no-install vite build --config web/vite.config.ts --logLevel warn

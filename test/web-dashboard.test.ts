@@ -7,6 +7,7 @@
  * reload, approve, re-run) and sign out. Each test saves a screenshot to docs/screenshots.
  */
 import assert from 'node:assert/strict';
+import { createHmac, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
@@ -15,6 +16,7 @@ import { ensureWebBuilt, launchBrowser, newPage, screenshot, signIn } from './he
 import { requireCommands, run } from './helpers/commands.js';
 import { startTestServer, tempDir, type TestServer } from './helpers/harness.js';
 import { writeOciLayout } from './helpers/oci-layout.js';
+import { makeRepository } from './helpers/git-repository.js';
 
 const adminPassword = 'admin-secret-Pa55word';
 const readerPassword = 'rita-password-1';
@@ -71,6 +73,13 @@ describe('web dashboard', { timeout: 240_000 }, () => {
     assert.match(await row.innerText(), new RegExp(pushedDigest.slice(7, 19)));
     assert.equal(await row.getByRole('button', { name: 'Delete' }).count(), 1, 'the admin may delete the tag');
     await screenshot(p, 'repository');
+
+    // The listing the screens use (registry/catalog-routes.ts).
+    const listed = await admin.get('/api/v1/namespaces/team/repositories');
+    assert.deepEqual(listed.body.repositories.map((r: { name: string; tags: number }) => [r.name, r.tags]), [['team/app', 1]]);
+    const detail = await admin.get('/api/v1/namespaces/team/repositories/team/app');
+    assert.equal(detail.body.tags[0].digest, pushedDigest);
+    assert.equal((await admin.get('/api/v1/namespaces/team/repositories/other/app')).status, 404, 'only repositories inside the namespace');
 
     // A shared link opens the same screen after a reload (the server falls back to the app).
     await p.reload();
@@ -153,5 +162,78 @@ describe('web dashboard', { timeout: 240_000 }, () => {
     // The home feed shows the runs' events.
     await p.goto('/');
     await p.getByTestId('events').getByText('run.succeeded').first().waitFor({ timeout: 20_000 });
+  });
+
+  test('a push through the webhook starts a run; its page shows the commit and the live stage', { timeout: 90_000 }, async () => {
+    const repo = await makeRepository(work.path);
+    const created = await admin.post('/api/v1/namespaces/team/pipelines', {
+      name: 'on-push', sources: [{ name: 'app', url: repo.url }], triggers: { webhook: { branches: ['main'] } },
+      stages: [{ name: 'settle', type: 'wait', duration: '2s' }],
+    });
+    assert.equal(created.status, 201, created.text);
+    const secret = created.body.webhook.secret as string;
+    const body = JSON.stringify({
+      ref: 'refs/heads/main', before: '0'.repeat(40), after: repo.first,
+      commits: [{ id: repo.first, message: 'initial', added: ['README.md'], removed: [], modified: [] }],
+      repository: { clone_url: repo.url, full_name: 'team/app' }, pusher: { name: 'ada' },
+    });
+    const hook = await fetch(`${ts.url}/api/v1/namespaces/team/pipelines/on-push/webhook`, {
+      method: 'POST', body,
+      headers: { 'content-type': 'application/json', 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${createHmac('sha256', secret).update(body).digest('hex')}` },
+    });
+    assert.equal(hook.status, 202, await hook.text());
+
+    const p = await page();
+    await signIn(p, 'admin', adminPassword);
+    await p.getByRole('heading', { name: 'Namespaces' }).waitFor();
+    await p.goto('/ns/team/pipelines');
+    await p.getByRole('link', { name: 'on-push' }).click();
+    await p.getByText(`${ts.url}/api/v1/namespaces/team/pipelines/on-push/webhook`).waitFor();
+    await p.getByRole('row').filter({ hasText: '#1' }).filter({ hasText: 'webhook' }).waitFor();
+    await screenshot(p, 'pipeline');
+    // A definition the API refuses: its message, at the line it names.
+    await p.getByRole('button', { name: 'Edit' }).click();
+    const editor = p.getByLabel('Definition (YAML)');
+    const yaml = await editor.inputValue();
+    const line = yaml.split('\n').findIndex((l) => l.includes('- name: settle')) + 1;
+    assert.ok(line > 0, yaml);
+    await editor.fill(yaml.replace('type: wait', 'type: compile'));
+    await p.getByRole('button', { name: 'Save' }).click();
+    const refused = p.getByRole('alert').filter({ hasText: 'stages' });
+    await refused.waitFor();
+    assert.match(await refused.innerText(), new RegExp(`^line ${line}: `));
+    await p.getByRole('button', { name: 'Cancel' }).click();
+    await p.getByRole('link', { name: '#1' }).click();
+    await p.locator('.facts').getByText(repo.first).waitFor();
+    await p.locator('[data-stage="settle"][data-status="succeeded"]').waitFor({ timeout: 20_000 });
+    await p.getByRole('heading', { name: /Run #1 succeeded/ }).waitFor({ timeout: 20_000 });
+    await screenshot(p, 'run-from-webhook');
+  });
+
+  test('a lost event stream shows a banner and reconnects by itself; every namespace tab opens', { timeout: 90_000 }, async () => {
+    const p = await page();
+    await signIn(p, 'admin', adminPassword);
+    await p.getByRole('heading', { name: 'Namespaces' }).waitFor();
+    // The stream is refused for a while: the banner shows; once it is back, the banner goes.
+    await p.route('**/events/stream*', (route) => route.abort('connectionreset'));
+    await p.goto('/');
+    await p.getByText('Connection lost — reconnecting…').waitFor({ timeout: 20_000 });
+    await screenshot(p, 'home-connection-lost');
+    await p.unroute('**/events/stream*');
+    await p.getByText('Connection lost — reconnecting…').waitFor({ state: 'detached', timeout: 20_000 });
+    // Events published after the reconnect arrive live.
+    await admin.post('/api/v1/namespaces/team/pipelines/release/runs', {});
+    await p.getByTestId('events').getByText('run.queued').first().waitFor({ timeout: 20_000 });
+
+    for (const [tab, heading] of [['repositories', 'Repository'], ['pipelines', 'Pipeline'], ['builds', null], ['artefacts', null], ['registries', null], ['secrets', null], ['members', 'Member'], ['webhooks', null], ['events', null], ['audit', 'Action']] as const) {
+      await p.goto(`/ns/team/${tab}`);
+      await p.getByRole('tab', { name: /./ }).first().waitFor();
+      await p.locator('.tab-body').filter({ hasNotText: 'Loading…' }).waitFor();
+      if (heading) await p.getByRole('columnheader', { name: heading }).first().waitFor();
+      assert.equal(await p.locator('.tab-body [role=alert]').count(), 0, `tab ${tab} shows no error: ${await p.locator('.tab-body').innerText()}`);
+    }
+    await p.goto('/ns/team/members');
+    await p.getByRole('cell', { name: 'rita' }).waitFor();
+    await screenshot(p, 'namespace-members');
   });
 });

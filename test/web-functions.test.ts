@@ -88,5 +88,14 @@ describe('web dashboard: function page', { timeout: 300_000 }, () => {
       return (await p.getByTestId('invoke-body').innerText()).startsWith('hello from v1');
     }, 30_000, 'revision 1 answers after the rollback');
     await screenshot(p, 'function-rolled-back');
+
+    // An invoke key made on the page opens the private function to a client without a user.
+    assert.equal((await fetch(`${ts.url}/fn/fns/web/`)).status, 401);
+    await p.getByText('Invoke keys').click();
+    await p.getByLabel('Invoke key name').fill('ci');
+    await p.getByRole('button', { name: 'Create invoke key' }).click();
+    const key = (await p.locator('.notice .secret').innerText()).trim();
+    const keyed = await fetch(`${ts.url}/fn/fns/web/`, { headers: { authorization: `Bearer ${key}` } });
+    assert.equal(keyed.status, 200, await keyed.text());
   });
 });

@@ -13,7 +13,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ApiGuard } from '../auth/api-guard.js';
 import type { Database } from '../db/db.js';
-import { ApiError } from '../http/errors.js';
+import { SlipwayError } from '../http/error-catalog.js';
 import type { ManifestService } from './manifest-service.js';
 import { RegistryError } from './errors.js';
 
@@ -52,7 +52,7 @@ export async function catalogRoutes(app: FastifyInstance, options: CatalogRoutes
   const repositoryOf = (request: FastifyRequest): string => {
     const { ns } = params(request);
     const name = (params(request)['*'] ?? '').replace(/\/+$/, '');
-    if (!name.startsWith(`${ns}/`)) throw new ApiError('NOT_FOUND', `no repository "${name}" in "${ns}"`);
+    if (!name.startsWith(`${ns}/`)) throw new SlipwayError('NOT_FOUND', `no repository "${name}" in "${ns}"`);
     return name;
   };
 
@@ -75,7 +75,7 @@ export async function catalogRoutes(app: FastifyInstance, options: CatalogRoutes
     const ns = params(request).ns;
     const name = repositoryOf(request);
     const exists = await kysely.selectFrom('repositories').select('name').where('name', '=', name).executeTakeFirst();
-    if (!exists) throw new ApiError('NOT_FOUND', `no repository "${name}"`);
+    if (!exists) throw new SlipwayError('NOT_FOUND', `no repository "${name}"`);
     const rows = await kysely.selectFrom('tags').innerJoin('manifests', (join) => join.onRef('manifests.repository', '=', 'tags.repository').onRef('manifests.digest', '=', 'tags.manifest_digest'))
       .select(['tags.name as tag', 'tags.updated_at as pushedAt', 'manifests.digest as digest', 'manifests.media_type as mediaType', 'manifests.size as size', 'manifests.content as content'])
       .where('tags.repository', '=', name).orderBy('tags.updated_at', 'desc').execute();
@@ -101,11 +101,11 @@ export async function catalogRoutes(app: FastifyInstance, options: CatalogRoutes
     await member(request, 'owner');
     const name = repositoryOf(request);
     const tag = (request.query as { tag?: string }).tag;
-    if (!tag) throw new ApiError('BAD_REQUEST', 'tag: required');
+    if (!tag) throw new SlipwayError('BAD_REQUEST', 'tag: required');
     try {
       await manifests.delete(name, tag);
     } catch (error) {
-      if (error instanceof RegistryError) throw new ApiError(error.code === 'UNSUPPORTED' ? 'CONFLICT' : 'NOT_FOUND', error.message);
+      if (error instanceof RegistryError) throw new SlipwayError(error.code === 'UNSUPPORTED' ? 'CONFLICT' : 'NOT_FOUND', error.message);
       throw error;
     }
     return reply.code(204).send();

@@ -17,6 +17,9 @@ import type { ChunkRange, UploadService } from './upload-service.js';
 import { parseByteRange } from './byte-range.js';
 import { isReaderBody, sendFromReader, type ReaderBody } from './send-blob.js';
 
+// The dashboard's /api/v1 listing of repositories, mounted by http/server.ts beside the /v2 surface.
+export { catalogRoutes, type CatalogRoutesOptions } from './catalog-routes.js';
+
 export interface RegistryRoutesOptions {
   blobs: BlobService;
   uploads: UploadService;
@@ -32,7 +35,6 @@ export interface RegistryRoutesOptions {
 }
 
 export { policyRoutes, type PolicyRoutesOptions } from './policy-routes.js';
-export { catalogRoutes } from './catalog-routes.js';
 
 type Query = Record<string, string | string[] | undefined>;
 

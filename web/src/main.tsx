@@ -3,7 +3,7 @@ import { lazy, StrictMode, Suspense, type ReactNode } from 'react';
 import { createRoot } from 'react-dom/client';
 import { createBrowserRouter, Navigate, RouterProvider, useLocation } from 'react-router-dom';
 import { SessionProvider, useSession } from './session.js';
-import { Layout } from './ui.js';
+import { Layout, RouteError } from './ui.js';
 import { SignIn } from './pages/SignIn.js';
 import './styles.css';
 
@@ -28,6 +28,7 @@ const router = createBrowserRouter([
   { path: '/sign-in', element: <SignIn /> },
   {
     element: <Layout />,
+    errorElement: <RouteError />,
     children: [
       { path: '/', element: <Guarded><Home /></Guarded> },
       { path: '/keys', element: <Guarded><Keys /></Guarded> },

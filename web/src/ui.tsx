@@ -1,6 +1,6 @@
 /** Small shared pieces: layout, loading/error states, tables, the connection banner. */
 import { useCallback, useEffect, useState, type ReactNode } from 'react';
-import { Link, NavLink, Outlet, useNavigate } from 'react-router-dom';
+import { Link, NavLink, Outlet, useNavigate, useRouteError } from 'react-router-dom';
 import { errorText, request, setSession, type StreamState } from './api/http.js';
 import { useSession } from './session.js';
 
@@ -114,4 +114,10 @@ export function Table<T>({ rows, columns, empty = 'None yet.', rowKey }: { rows:
       <tbody>{rows.map((row) => <tr key={rowKey(row)}>{columns.map(([title, cell]) => <td key={title}>{cell(row)}</td>)}</tr>)}</tbody>
     </table>
   );
+}
+
+/** A screen that failed to render: says so, and offers the way home. */
+export function RouteError() {
+  const error = useRouteError();
+  return <main><h1>Something went wrong</h1><p className="error" role="alert">{errorText(error)}</p><p><a href="/">Home</a></p></main>;
 }

@@ -27,7 +27,7 @@ export interface TagEntry { name: string; digest: string; mediaType: string; siz
 export interface RepositoryDetail { name: string; tags: TagEntry[]; usedBy: { functions: string[]; pipelines: string[] } }
 
 // TODO: take from pipelines/api.ts
-export interface PipelineView { id: string; name: string; namespace: string; spec: Record<string, unknown> & { stages?: unknown[]; triggers?: unknown[] }; webhook: { path: string; secretSet: boolean }; lastRun: { number: number; status: string; createdAt: string } | null; createdAt: string; updatedAt: string }
+export interface PipelineView { id: string; name: string; namespace: string; spec: Record<string, unknown> & { stages?: unknown[]; triggers?: Record<string, unknown> }; webhook: { path: string; secretSet: boolean }; lastRun: { number: number; status: string; createdAt: string } | null; createdAt: string; updatedAt: string }
 export interface StageState { name: string; type?: string; status: string; group?: number; startedAt?: string | null; finishedAt?: string | null; error?: string | null; [key: string]: unknown }
 export interface RunView { id: string; number: number; status: string; createdAt: string; startedAt?: string | null; finishedAt?: string | null; error?: string | null; trigger?: Record<string, unknown>; branch?: string | null; commit?: string | null; parameters?: Record<string, string>; stages?: StageState[]; artifacts?: unknown[]; [key: string]: unknown }
 
@@ -37,7 +37,7 @@ export interface Revision { number: number; image: string; imageDigest: string |
 export interface FunctionMetrics { requests: number; errors: number; timeouts: number; coldStarts: number; inFlight: number; queued: number; instances: number; latencyMs: { p50: number; p99: number } }
 
 // TODO: take from builds/api.ts
-export interface BuildView { id: string; status: string; kind?: string; type?: string; image?: string; reference?: string; createdAt?: string; startedAt?: string | null; finishedAt?: string | null; errorMessage?: string | null; [key: string]: unknown }
+export interface BuildView { id: string; status: string; kind?: string; type?: string; component?: string; imageName?: string; image?: string; digest?: string | null; pullCommand?: string | null; createdAt?: string; startedAt?: string | null; finishedAt?: string | null; errorMessage?: string | null; [key: string]: unknown }
 
 export const api = {
   events: (n: string, limit = 30) => request<{ events: DomainEvent[] }>('GET', `${ns(n)}/events?limit=${limit}`).then((a) => a.events),
@@ -69,6 +69,9 @@ export const api = {
   rollback: (n: string, name: string, revision: number) => request<FunctionView>('POST', `${ns(n)}/functions/${seg(name)}/rollback`, { revision }),
   instances: (n: string, name: string) => request<{ instances: Array<Record<string, unknown>> }>('GET', `${ns(n)}/functions/${seg(name)}/instances`).then((a) => a.instances),
   metrics: (n: string, name: string) => request<FunctionMetrics>('GET', `${ns(n)}/functions/${seg(name)}/metrics`),
+  functionKeys: (n: string, name: string) => request<{ keys: Array<{ id: string; name: string; createdAt: string; lastUsedAt: string | null }> }>('GET', `${ns(n)}/functions/${seg(name)}/keys`).then((a) => a.keys),
+  createFunctionKey: (n: string, name: string, keyName: string) => request<{ id: string; name: string; key: string }>('POST', `${ns(n)}/functions/${seg(name)}/keys`, { name: keyName }),
+  deleteFunctionKey: (n: string, name: string, id: string) => request('DELETE', `${ns(n)}/functions/${seg(name)}/keys/${seg(id)}`),
   functionLogsPath: (n: string, name: string) => `${ns(n)}/functions/${seg(name)}/logs?tail=200&follow=true`,
   invocationPath: (n: string, name: string) => `${ns(n)}/functions/${seg(name)}/invocations`,
   gatewayPath: (n: string, name: string) => `/fn/${seg(n)}/${seg(name)}`,

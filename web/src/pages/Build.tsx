@@ -17,7 +17,8 @@ export default function Build() {
       <Show loaded={build}>{(b) => (
         <dl className="facts">
           <dt>Status</dt><dd><Status value={b.status} /></dd>
-          <dt>Image</dt><dd>{String(b.image ?? b.reference ?? '—')}</dd>
+          <dt>Image</dt><dd>{b.imageName ? <Link to={`/ns/${encodeURIComponent(ns)}/repo/${b.imageName.replace(/^[^/]+\//, '').replace(/[:@].*$/, '')}`}>{b.imageName}</Link> : '—'}</dd>
+          {b.pullCommand && <><dt>Pull</dt><dd><code>{b.pullCommand}</code></dd></>}
           <dt>Digest</dt><dd><code>{shortDigest(b.digest as string | undefined)}</code></dd>
           <dt>Started</dt><dd><Time value={b.startedAt ?? b.createdAt} /></dd>
           <dt>Duration</dt><dd>{b.startedAt && b.finishedAt ? duration(Date.parse(b.finishedAt) - Date.parse(b.startedAt)) : '—'}</dd>

@@ -5,7 +5,7 @@
  */
 import { useEffect, useMemo, useState, type FormEvent } from 'react';
 import { Link, useNavigate, useParams } from 'react-router-dom';
-import { errorText, followNdjson, rawFetch, type StreamState } from '../api/http.js';
+import { errorText, fieldErrors, followNdjson, rawFetch, type StreamState } from '../api/http.js';
 import { api, type Revision } from '../api/resources.js';
 import { atLeast, useRole } from '../session.js';
 import { ConnectionBanner, ErrorBox, Show, shortDigest, Status, Table, Time, useLoad } from '../ui.js';
@@ -66,6 +66,7 @@ export default function FunctionPage() {
       {instances.length > 0 && <Table rows={instances} rowKey={(i) => String(i.id ?? JSON.stringify(i))} columns={[
         ['Instance', (i) => String(i.id ?? '')], ['Revision', (i) => String(i.revision ?? '')], ['Address', (i) => String(i.address ?? '')], ['In flight', (i) => String(i.inFlight ?? '')], ['Served', (i) => String(i.served ?? '')], ['Idle', (i) => (typeof i.idleMs === 'number' ? `${Math.round(i.idleMs / 1000)} s` : '—')],
       ]} />}
+      {canWrite && <FunctionKeys ns={ns} name={name} />}
       {canWrite && fn.data && <Invoke ns={ns} name={name} type={fn.data.type} />}
       <h2>Metrics</h2>
       <MetricsCharts samples={samples} />
@@ -162,3 +163,35 @@ function Logs({ ns, name }: { ns: string; name: string }) {
 }
 
 
+
+/** Keys that may invoke a private function (contributors only: the API lists them to them). */
+function FunctionKeys({ ns, name }: { ns: string; name: string }) {
+  const keys = useLoad(() => api.functionKeys(ns, name), [ns, name]);
+  const [keyName, setKeyName] = useState('');
+  const [created, setCreated] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(undefined);
+  const create = async (event: FormEvent) => {
+    event.preventDefault();
+    setError(undefined);
+    try { setCreated((await api.createFunctionKey(ns, name, keyName)).key); setKeyName(''); keys.reload(); } catch (e) { setError(e); }
+  };
+  const remove = async (id: string) => {
+    try { await api.deleteFunctionKey(ns, name, id); keys.reload(); } catch (e) { setError(e); }
+  };
+  const fields = error === undefined ? {} : fieldErrors(error, ['name']);
+  return (
+    <details className="panel">
+      <summary>Invoke keys</summary>
+      <form onSubmit={create} className="inline-form" aria-label="Create an invoke key">
+        <label>Invoke key name<input value={keyName} onChange={(e) => setKeyName(e.target.value)} />{fields.name && <span className="field-error">{fields.name}</span>}</label>
+        <button type="submit">Create invoke key</button>
+      </form>
+      {error !== undefined && !fields.name && <ErrorBox error={error} />}
+      {created && <p className="notice">Shown once: <code className="secret">{created}</code> (send as <code>Authorization: Bearer …</code>)</p>}
+      <Show loaded={keys}>{(rows) => <Table rows={rows} rowKey={(k) => k.id} empty="No keys." columns={[
+        ['Name', (k) => k.name], ['Created', (k) => <Time value={k.createdAt} />], ['Last used', (k) => <Time value={k.lastUsedAt} />],
+        ['', (k) => <button type="button" className="danger small" onClick={() => remove(k.id)}>Delete</button>],
+      ]} />}</Show>
+    </details>
+  );
+}

@@ -76,7 +76,7 @@ export function Builds({ ns }: { ns: string }) {
     <Table rows={rows} rowKey={(b) => b.id} empty="No builds yet." columns={[
       ['Build', (b) => <Link to={`/ns/${encodeURIComponent(ns)}/builds/${encodeURIComponent(b.id)}`}>{b.id.slice(0, 12)}</Link>],
       ['Kind', (b) => String(b.kind ?? b.type ?? '')],
-      ['Image', (b) => String(b.image ?? b.reference ?? b.component ?? '')],
+      ['Image', (b) => String(b.imageName ?? b.component ?? '')],
       ['Status', (b) => <Status value={b.status} />],
       ['Started', (b) => <Time value={b.startedAt ?? b.createdAt} />],
       ['Duration', (b) => (b.startedAt && b.finishedAt ? duration(Date.parse(b.finishedAt) - Date.parse(b.startedAt)) : '—')],

@@ -59,7 +59,7 @@ export default function Pipeline() {
           <>
             <dl className="facts">
               <dt>Webhook URL</dt><dd><code>{hookUrl}</code> <CopyButton text={hookUrl} /> {p.webhook.secretSet ? '(signed with its secret)' : ''}</dd>
-              <dt>Triggers</dt><dd>{(p.spec.triggers ?? []).map((t) => JSON.stringify(t)).join(', ') || 'manual only'}</dd>
+              <dt>Triggers</dt><dd>{Object.entries(p.spec.triggers ?? {}).map(([kind, t]) => `${kind} ${JSON.stringify(t)}`).join('; ') || 'manual only'}</dd>
             </dl>
             {atLeast(role, 'contributor') && (
               <form onSubmit={start} className="inline-form" aria-label="Run with parameters">
@@ -105,13 +105,50 @@ export default function Pipeline() {
   );
 }
 
-/** The line a validation message names (`stages.1.name: …` → the line of that key), when found. */
+/**
+ * The line a validation message names: `line N` as the YAML parser says it, or the field path
+ * (`stages.1.name: …`) walked through the indentation of the text being edited.
+ */
 function lineOf(message: string, yaml: string): number | null {
   const explicit = /line (\d+)/i.exec(message);
   if (explicit) return Number(explicit[1]);
   const path = /^([\w.]+):/.exec(message)?.[1]?.split('.');
-  const last = path?.filter((p) => !/^\d+$/.test(p)).at(-1);
-  if (!last) return null;
-  const index = yaml.split('\n').findIndex((line) => line.trimStart().replace(/^- /, '').startsWith(`${last}:`));
-  return index >= 0 ? index + 1 : null;
+  if (!path) return null;
+  const lines = yaml.split('\n').map((text) => {
+    const indent = text.length - text.trimStart().length;
+    const trimmed = text.trimStart();
+    const dash = trimmed.startsWith('- ');
+    return { blank: trimmed === '' || trimmed.startsWith('#'), indent, dash, key: dash ? trimmed.slice(2) : trimmed, keyIndent: dash ? indent + 2 : indent };
+  });
+  let pos = -1;
+  let depth = -1;
+  let inItem = false;
+  for (const segment of path) {
+    let found = -1;
+    if (/^\d+$/.test(segment)) {
+      let count = -1;
+      let itemIndent: number | null = null;
+      for (let i = pos + 1; i < lines.length; i++) {
+        const l = lines[i]!;
+        if (l.blank) continue;
+        if (!l.dash && l.keyIndent <= depth) break;
+        if (l.dash && (itemIndent === null || l.indent === itemIndent)) {
+          itemIndent = l.indent;
+          if (++count === Number(segment)) { found = i; depth = l.indent; break; }
+        }
+      }
+      inItem = true;
+    } else {
+      for (let i = inItem ? pos : pos + 1; i < lines.length; i++) {
+        const l = lines[i]!;
+        if (l.blank) continue;
+        if (i > pos && (l.keyIndent <= depth || (l.dash && l.indent <= depth))) break;
+        if (l.keyIndent > depth && l.key.startsWith(`${segment}:`)) { found = i; depth = l.keyIndent; break; }
+      }
+      inItem = false;
+    }
+    if (found < 0) break;
+    pos = found;
+  }
+  return pos >= 0 ? pos + 1 : null;
 }
