@@ -12,6 +12,7 @@ import { credentialOperations } from '../credentials/api.js';
 import { eventOperations } from '../events/api.js';
 import { functionOperations } from '../functions/api.js';
 import { pipelineOperations } from '../pipelines/api.js';
+import { registryOperations } from '../registry/api.js';
 import { vaultOperations } from '../vault/api.js';
 import { defineOperations } from './api-contract.js';
 
@@ -23,7 +24,6 @@ export const openApiOperations = defineOperations({
   },
 });
 
-
 export const apiOperations = {
   ...openApiOperations,
   ...authOperations,
@@ -34,7 +34,8 @@ export const apiOperations = {
   ...pipelineOperations,
   ...artifactOperations,
   ...eventOperations,
+  ...registryOperations,
 };
 
 /** The parts' lists, to check that no two use one operation id. */
-export const operationLists = { openApiOperations, authOperations, vaultOperations, credentialOperations, buildOperations, functionOperations, pipelineOperations, artifactOperations, eventOperations };
+export const operationLists = { openApiOperations, authOperations, vaultOperations, credentialOperations, buildOperations, functionOperations, pipelineOperations, artifactOperations, eventOperations, registryOperations };

@@ -4,6 +4,8 @@
  * TODO: take from <part>/api.ts — pipelines, functions, builds, registry (catalog), events,
  * credentials, vault, artifacts — and replace each function with the typed client.
  */
+import type { z } from 'zod';
+import type { repositoryDetail, repositorySummary, tagEntry } from '@shared/registry/api.js';
 import { request } from './http.js';
 
 const ns = (namespace: string) => `/api/v1/namespaces/${encodeURIComponent(namespace)}`;
@@ -21,10 +23,10 @@ export interface DomainEvent { id: string; namespace: string; type: string; subj
 export interface Webhook { id: string; url: string; events: string[]; active: boolean; secretHint?: string; createdAt?: string }
 export interface Delivery { id: string; eventType?: string; type?: string; status: string; attempts?: unknown[]; createdAt?: string; event?: { type?: string } }
 
-// TODO: take from registry/api.ts (catalog-routes.ts)
-export interface RepositorySummary { name: string; tags: number; updatedAt: string | null }
-export interface TagEntry { name: string; digest: string; mediaType: string; size: number; pushedAt: string; platforms: string[]; referrers: Array<{ digest: string; artifactType: string | null; size: number }> }
-export interface RepositoryDetail { name: string; tags: TagEntry[]; usedBy: { functions: string[]; pipelines: string[] } }
+// From registry/api.ts (the same schemas the OpenAPI document shows).
+export type RepositorySummary = z.output<typeof repositorySummary>;
+export type TagEntry = z.output<typeof tagEntry>;
+export type RepositoryDetail = z.output<typeof repositoryDetail>;
 
 // TODO: take from pipelines/api.ts
 export interface PipelineView { id: string; name: string; namespace: string; spec: Record<string, unknown> & { stages?: unknown[]; triggers?: Record<string, unknown> }; webhook: { path: string; secretSet: boolean }; lastRun: { number: number; status: string; createdAt: string } | null; createdAt: string; updatedAt: string }
