@@ -387,13 +387,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const metrics = new SlipwayMetrics();
   const registry = await openRegistry(config, { ...options, logger, metrics });
   metrics.setSources(dbReadings(registry.db));
-  // Several replicas on one db: scheduled GC runs on the holder of this lease only.
+  // Several replicas on one db: scheduled GC and scheduled retention run on the holder of this lease only.
   const gcLease = new Lease(registry.db, 'registry-gc');
   const gcSchedule = config.registry.gc.interval > 0
     ? scheduleGarbageCollection({ db: registry.db, store: registry.store, uploads: registry.uploads, gracePeriodMs: config.registry.gc.gracePeriod, logger, onRun: (report) => metrics.gcFinished(report) }, config.registry.gc.interval, () => gcLease.held)
     : undefined;
   // Namespaces with a retentionSchedule are checked once a minute (registry/retention.ts).
-  const retentionSchedule = scheduleRetention(registry.retention, 60_000, (error) => logger.error({ err: error }, 'scheduled retention failed'));
+  const retentionSchedule = scheduleRetention(registry.retention, 60_000, (error) => logger.error({ err: error }, 'scheduled retention failed'), () => gcLease.held);
   let app: FastifyInstance;
   let auth: AuthParts | undefined;
   let builds: BuildParts | undefined;
@@ -451,7 +451,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     delivery.events.start();
     delivery.worker.start();
     const leaseError = (error: unknown) => logger.warn({ err: error }, 'renewing a singleton lease');
-    if (gcSchedule) await gcLease.start(leaseError);
+    await gcLease.start(leaseError);
     await delivery.mirrorLease.start(leaseError);
     delivery.mirrors.start();
   } catch (error) {

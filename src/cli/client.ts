@@ -2,13 +2,13 @@
  * @module cli/client
  * The `slipway` command's client of the REST API (`/api/v1`): documented operations go through
  * the shared typed client (http/api-client.ts, shapes from the parts' api.ts); `request()` is
- * the untyped remainder on Node's fetch. Every request has a time limit (30 s by default). Failures are ApiRequestError
+ * the untyped remainder, through the same client. Every request has a time limit (30 s by default). Failures are ApiRequestError
  * (a CommandError: exit 1) whose message names the method, the URL and the server's
  * `{code, message}`; the Authorization header is never part of a message.
  */
 import { authOperations } from '../auth/api.js';
 import { credentialOperations } from '../credentials/api.js';
-import { ApiCallError, ApiClient as TypedClient, type ApiInput, type ApiResult } from '../http/api-client.js';
+import { ApiCallError, ApiClient as TypedClient, authorizationHeader, type ApiInput, type ApiResult } from '../http/api-client.js';
 import type { Operation } from '../http/api-contract.js';
 import { CommandError } from './errors.js';
 
@@ -90,10 +90,9 @@ export class ApiClient {
    * failures as ApiRequestError with the CLI's messages.
    */
   async call<O extends Operation>(operation: O, input?: ApiInput<O>): Promise<ApiResult<O>> {
-    const typed = new TypedClient({ baseUrl: this.baseUrl, auth: this.auth, timeoutMs: this.timeoutMs });
     let result: ApiResult<O>;
     try {
-      result = await typed.call(operation, input);
+      result = await this.typed().call(operation, input);
     } catch (error) {
       throw error instanceof ApiCallError ? cliError(error) : error;
     }
@@ -107,58 +106,26 @@ export class ApiClient {
 
   /** The Authorization header of this client's credentials (for streamed or raw requests). */
   authorization(): string | undefined {
-    if (this.auth?.kind === 'basic') return `Basic ${Buffer.from(`${this.auth.username}:${this.auth.password}`, 'utf8').toString('base64')}`;
-    if (this.auth?.kind === 'bearer') return `Bearer ${this.auth.key}`;
-    return undefined;
+    return authorizationHeader(this.auth);
   }
 
   /** One request; resolves with the parsed JSON body (undefined for an empty one). */
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const url = `${this.baseUrl}${path}`;
-    const headers: Record<string, string> = { accept: 'application/json' };
-    if (this.auth?.kind === 'basic') headers.authorization = `Basic ${Buffer.from(`${this.auth.username}:${this.auth.password}`, 'utf8').toString('base64')}`;
-    if (this.auth?.kind === 'bearer') headers.authorization = `Bearer ${this.auth.key}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    let response: Response;
+    let result: unknown;
     try {
-      response = await fetch(url, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        // Credentials are never sent on to wherever a redirect points; the caller is told instead.
-        redirect: 'manual',
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
+      result = await this.typed().send(method, path, body);
     } catch (error) {
-      const err = error as Error & { cause?: { code?: string; message?: string } };
-      if (err.name === 'TimeoutError' || err.name === 'AbortError') {
-        throw new ApiRequestError(`${method} ${url}: no answer within ${Math.round(this.timeoutMs / 1000)} s`, method, url, 0);
-      }
-      const cause = err.cause?.code ?? err.cause?.message ?? err.message;
-      throw new ApiRequestError(`cannot reach ${url} (${method}): ${cause}`, method, url, 0);
+      throw error instanceof ApiCallError ? cliError(error) : error;
     }
-    let text: string;
-    try {
-      text = await response.text();
-    } catch (error) {
-      const err = error as Error;
-      const why = err.name === 'TimeoutError' || err.name === 'AbortError' ? `no complete answer within ${Math.round(this.timeoutMs / 1000)} s` : `the answer broke off: ${err.message}`;
-      throw new ApiRequestError(`${method} ${url}: ${why}`, method, url, response.status);
+    if (typeof result === 'string' && parseJson(result) === undefined) {
+      const url = `${this.baseUrl}${path}`;
+      throw new ApiRequestError(`${method} ${url}: the answer is not JSON (is this a Slipway server?)`, method, url, 200);
     }
-    if (response.status >= 300 && response.status < 400) {
-      const location = response.headers.get('location');
-      throw new ApiRequestError(
-        `${method} ${url}: the server redirects (${response.status}) to ${location ?? 'another address'}; use that address${location ? ` (${serverRoot(location, url)})` : ''} instead`,
-        method, url, response.status,
-      );
-    }
-    if (!response.ok) throw responseError(method, url, response, text);
-    if (text === '') return undefined as T;
-    const parsed = parseJson(text);
-    if (parsed === undefined) {
-      throw new ApiRequestError(`${method} ${url}: the answer is not JSON (is this a Slipway server?)`, method, url, response.status);
-    }
-    return parsed as T;
+    return (typeof result === 'string' ? parseJson(result) : result) as T;
+  }
+
+  private typed(): TypedClient {
+    return new TypedClient({ baseUrl: this.baseUrl, auth: this.auth, timeoutMs: this.timeoutMs });
   }
 }
 

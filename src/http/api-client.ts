@@ -113,8 +113,15 @@ export class ApiClient {
   /** Calls one operation; resolves with its parsed answer, or throws ApiCallError. */
   async call<O extends Operation>(operation: O, input?: ApiInput<O>): Promise<ApiResult<O>> {
     const { params, query, body } = (input ?? {}) as { params?: Record<string, string>; query?: Record<string, unknown>; body?: unknown };
-    const method = operation.method;
-    const url = `${this.baseUrl}${fillPath(operation.path, params)}${queryString(query)}`;
+    return await this.send(operation.method, `${fillPath(operation.path, params)}${queryString(query)}`, body) as ApiResult<O>;
+  }
+
+  /**
+   * One request to a path of this server (with its query), a JSON body when given: the parsed
+   * JSON answer, its text when it is not JSON, undefined when empty; or throws ApiCallError.
+   */
+  async send(method: string, path: string, body?: unknown): Promise<unknown> {
+    const url = `${this.baseUrl}${path}`;
     const headers: Record<string, string> = { accept: 'application/json' };
     const authorization = this.authorization();
     if (authorization) headers.authorization = authorization;
@@ -153,11 +160,11 @@ export class ApiClient {
       throw new ApiCallError(`${method} ${url}: ${what}`, method, url, response.status, code, message, parsed?.detail, requestId,
         { text, statusText: response.statusText, location: response.headers.get('location') ?? undefined });
     }
-    if (text === '') return undefined as ApiResult<O>;
+    if (text === '') return undefined;
     const type = response.headers.get('content-type') ?? '';
-    if (!type.includes('json')) return text as ApiResult<O>;
+    if (!type.includes('json')) return text;
     const parsed = parseJson(text);
     if (parsed === undefined) throw new ApiCallError(`${method} ${url}: the answer is not JSON`, method, url, response.status);
-    return parsed as ApiResult<O>;
+    return parsed;
   }
 }

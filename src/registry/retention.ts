@@ -190,11 +190,14 @@ function judge(compiled: CompiledRule, candidates: Candidate[], now: number): Ma
   return out;
 }
 
-/** Checks every `tickMs` for namespaces whose retention is due (one check at a time). */
-export function scheduleRetention(retention: Retention, tickMs: number, onError: (error: unknown) => void): { stop(): Promise<void> } {
+/**
+ * Checks every `tickMs` for namespaces whose retention is due (one check at a time);
+ * `shouldRun` false skips a tick (another replica holds the housekeeping lease).
+ */
+export function scheduleRetention(retention: Retention, tickMs: number, onError: (error: unknown) => void, shouldRun: () => boolean = () => true): { stop(): Promise<void> } {
   let running: Promise<unknown> | undefined;
   const timer = setInterval(() => {
-    if (running) return;
+    if (running || !shouldRun()) return;
     running = retention.runScheduled().catch(onError).finally(() => { running = undefined; });
   }, tickMs);
   timer.unref();
