@@ -64,7 +64,7 @@ export const api = {
   deletePipeline: (n: string, name: string) => request<ApiResult<PipelineOps['deletePipeline']>>('DELETE', `${ns(n)}/pipelines/${seg(name)}`),
   runs: (n: string, name: string, status?: string) => request<ApiResult<PipelineOps['listRuns']>>('GET', `${ns(n)}/pipelines/${seg(name)}/runs?limit=50${status ? `&status=${seg(status)}` : ''}`).then((a) => a.runs),
   run: (n: string, name: string, number: string | number) => request<ApiResult<PipelineOps['getRun']>>('GET', `${ns(n)}/pipelines/${seg(name)}/runs/${number}`),
-  startRun: (n: string, name: string, body: { parameters?: Record<string, string>; branch?: string }) => request<ApiResult<PipelineOps['startRun']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs`, body),
+  startRun: (n: string, name: string, body: z.input<PipelineOps['startRun']['body']>) => request<ApiResult<PipelineOps['startRun']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs`, body),
   cancelRun: (n: string, name: string, number: number) => request<ApiResult<PipelineOps['cancelRun']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/cancel`),
   rerun: (n: string, name: string, number: number, body: z.input<PipelineOps['rerun']['body']>) => request<ApiResult<PipelineOps['rerun']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/rerun`, body),
   decide: (n: string, name: string, number: number, stage: string, decision: 'approve' | 'reject', comment?: string) => request<ApiResult<PipelineOps['approveStage']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/stages/${seg(stage)}/${decision}`, comment ? { comment } : {}),
