@@ -1,88 +1,94 @@
 /**
- * Calls and shapes of the parts whose operation lists (src/<part>/api.ts) are not published
- * yet. Every such call goes through `request` in http.ts; the types are declared here.
- * TODO: take from <part>/api.ts — pipelines, functions, builds, registry (catalog), events,
- * credentials, vault, artifacts — and replace each function with the typed client.
+ * The dashboard's calls, with the shapes the parts publish in src/<part>/api.ts (the same
+ * schemas the OpenAPI document shows), so the pages read what the server answers. Calls go
+ * through `call` (the shared typed client) where the operation list is browser-safe;
+ * pipelines/api.ts and artifacts/api.ts pull node-only modules in (pipelines/spec.ts →
+ * builds/index.ts, artifacts/service.ts), so their types come by `import type` and their
+ * calls stay on `request`.
+ * TODO: move pipelines and artefacts onto `call` once their schemas live in browser-safe modules.
  */
 import type { z } from 'zod';
-import type { repositoryDetail, repositorySummary, tagEntry } from '@shared/registry/api.js';
-import { request } from './http.js';
+import type { ApiResult } from '@shared/http/api-client.js';
+import { buildOperations, type buildView } from '@shared/builds/api.js';
+import { credentialOperations, type registryView } from '@shared/credentials/api.js';
+import { eventOperations, type deliveryView, type domainEvent, type webhookView } from '@shared/events/api.js';
+import { functionOperations, type functionKey, type functionMetrics, type functionView, type instanceView, type revisionView } from '@shared/functions/api.js';
+import { catalogOperations, type repositoryDetail, type repositorySummary, type tagEntry } from '@shared/registry/api.js';
+import { vaultOperations, type secretInfo } from '@shared/vault/api.js';
+import type { artefactVersionView, artifactOperations } from '@shared/artifacts/api.js';
+import type { pipelineOperations, pipelineView, runView, stageState } from '@shared/pipelines/api.js';
+import { call, request } from './http.js';
 
 const ns = (namespace: string) => `/api/v1/namespaces/${encodeURIComponent(namespace)}`;
 const seg = encodeURIComponent;
 
-/** A list answer is either an array or an object holding one (`{builds: [...]}`). */
-function listOf<T>(answer: unknown): T[] {
-  if (Array.isArray(answer)) return answer as T[];
-  const inner = answer && typeof answer === 'object' ? Object.values(answer).find(Array.isArray) : undefined;
-  return (inner ?? []) as T[];
-}
+export type DomainEvent = z.output<typeof domainEvent>;
+export type Webhook = z.output<typeof webhookView>;
+export type Delivery = z.output<typeof deliveryView>;
 
-// TODO: take from events/api.ts
-export interface DomainEvent { id: string; namespace: string; type: string; subject: string | null; data: Record<string, unknown>; createdAt: string }
-export interface Webhook { id: string; url: string; events: string[]; active: boolean; secretHint?: string; createdAt?: string }
-export interface Delivery { id: string; eventType?: string; type?: string; status: string; attempts?: unknown[]; createdAt?: string; event?: { type?: string } }
-
-// From registry/api.ts (the same schemas the OpenAPI document shows).
 export type RepositorySummary = z.output<typeof repositorySummary>;
 export type TagEntry = z.output<typeof tagEntry>;
 export type RepositoryDetail = z.output<typeof repositoryDetail>;
 
-// TODO: take from pipelines/api.ts
-export interface PipelineView { id: string; name: string; namespace: string; spec: Record<string, unknown> & { stages?: unknown[]; triggers?: Record<string, unknown> }; webhook: { path: string; secretSet: boolean }; lastRun: { number: number; status: string; createdAt: string } | null; createdAt: string; updatedAt: string }
-export interface StageState { name: string; type?: string; status: string; group?: number; startedAt?: string | null; finishedAt?: string | null; error?: string | null; [key: string]: unknown }
-export interface RunView { id: string; number: number; status: string; createdAt: string; startedAt?: string | null; finishedAt?: string | null; error?: string | null; trigger?: Record<string, unknown>; branch?: string | null; commit?: string | null; parameters?: Record<string, string>; stages?: StageState[]; artifacts?: unknown[]; [key: string]: unknown }
+export type PipelineView = z.output<typeof pipelineView>;
+export type StageState = z.output<typeof stageState>;
+export type RunView = z.output<typeof runView>;
+type PipelineOps = typeof pipelineOperations;
 
-// TODO: take from functions/api.ts
-export interface FunctionView { name: string; namespace: string; type: 'http' | 'event'; image: string; imageDigest: string | null; status: string; statusReason?: string; activeRevision: number | null; latestRevision: number; instances: number; access: string; url: string; createdAt: string; updatedAt: string; [key: string]: unknown }
-export interface Revision { number: number; image: string; imageDigest: string | null; status: string; reason?: string; active: boolean; createdAt: string; readyAt?: string; [key: string]: unknown }
-export interface FunctionMetrics { requests: number; errors: number; timeouts: number; coldStarts: number; inFlight: number; queued: number; instances: number; latencyMs: { p50: number; p99: number } }
+export type FunctionView = z.output<typeof functionView>;
+export type Revision = z.output<typeof revisionView>;
+export type FunctionMetrics = z.output<typeof functionMetrics>;
+export type FunctionInstance = z.output<typeof instanceView>;
+export type FunctionKey = z.output<typeof functionKey>;
 
-// TODO: take from builds/api.ts
-export interface BuildView { id: string; status: string; kind?: string; type?: string; component?: string; imageName?: string; image?: string; digest?: string | null; pullCommand?: string | null; createdAt?: string; startedAt?: string | null; finishedAt?: string | null; errorMessage?: string | null; [key: string]: unknown }
+export type BuildView = z.output<typeof buildView>;
+export type ArtefactVersion = z.output<typeof artefactVersionView>;
+export type ExternalRegistry = z.output<typeof registryView>;
+export type SecretInfo = z.output<typeof secretInfo>;
 
 export const api = {
-  events: (n: string, limit = 30) => request<{ events: DomainEvent[] }>('GET', `${ns(n)}/events?limit=${limit}`).then((a) => a.events),
+  events: (n: string, limit = 30) => call((c) => c.call(eventOperations.listEvents, { params: { ns: n }, query: { limit } })).then((a) => a.events),
   eventStreamPath: (n: string) => `${ns(n)}/events/stream`,
-  webhooks: (n: string) => request<{ webhooks: Webhook[] }>('GET', `${ns(n)}/webhooks`).then((a) => a.webhooks),
-  deliveries: (n: string, id: string) => request<{ deliveries: Delivery[] }>('GET', `${ns(n)}/webhooks/${seg(id)}/deliveries?limit=20`).then((a) => a.deliveries),
-  redeliver: (n: string, id: string, delivery: string) => request('POST', `${ns(n)}/webhooks/${seg(id)}/deliveries/${seg(delivery)}/redeliver`),
+  webhooks: (n: string) => call((c) => c.call(eventOperations.listWebhooks, { params: { ns: n } })).then((a) => a.webhooks),
+  deliveries: (n: string, id: string) => call((c) => c.call(eventOperations.listDeliveries, { params: { ns: n, id }, query: { limit: 20 } })).then((a) => a.deliveries),
+  redeliver: (n: string, id: string, delivery: string) => call((c) => c.call(eventOperations.redeliver, { params: { ns: n, id, deliveryId: delivery } })),
 
-  repositories: (n: string) => request<{ repositories: RepositorySummary[] }>('GET', `${ns(n)}/repositories`).then((a) => a.repositories),
-  repository: (n: string, repo: string) => request<RepositoryDetail>('GET', `${ns(n)}/repositories/${repo.split('/').map(seg).join('/')}`),
-  deleteTag: (n: string, repo: string, tag: string) => request('DELETE', `${ns(n)}/repositories/${repo.split('/').map(seg).join('/')}?tag=${seg(tag)}`),
+  repositories: (n: string) => call((c) => c.call(catalogOperations.listRepositories, { params: { ns: n } })).then((a) => a.repositories),
+  repository: (n: string, repo: string) => call((c) => c.call(catalogOperations.getRepository, { params: { ns: n, '*': repo } })),
+  deleteTag: (n: string, repo: string, tag: string) => call((c) => c.call(catalogOperations.deleteRepositoryTag, { params: { ns: n, '*': repo }, query: { tag } })),
 
-  pipelines: (n: string) => request<{ pipelines: PipelineView[] }>('GET', `${ns(n)}/pipelines`).then((a) => a.pipelines),
-  pipeline: (n: string, name: string) => request<PipelineView>('GET', `${ns(n)}/pipelines/${seg(name)}`),
-  replacePipelineYaml: (n: string, name: string, yaml: string) => request<PipelineView>('PUT', `${ns(n)}/pipelines/${seg(name)}`, yaml, { raw: true, headers: { 'content-type': 'application/yaml' } }),
-  deletePipeline: (n: string, name: string) => request('DELETE', `${ns(n)}/pipelines/${seg(name)}`),
-  runs: (n: string, name: string, status?: string) => request<{ runs: RunView[] }>('GET', `${ns(n)}/pipelines/${seg(name)}/runs?limit=50${status ? `&status=${seg(status)}` : ''}`).then((a) => a.runs),
-  run: (n: string, name: string, number: string | number) => request<RunView>('GET', `${ns(n)}/pipelines/${seg(name)}/runs/${number}`),
-  startRun: (n: string, name: string, body: { parameters?: Record<string, string>; branch?: string }) => request<RunView>('POST', `${ns(n)}/pipelines/${seg(name)}/runs`, body),
-  cancelRun: (n: string, name: string, number: number) => request<RunView>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/cancel`),
-  rerun: (n: string, name: string, number: number, body: Record<string, unknown>) => request<RunView>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/rerun`, body),
-  decide: (n: string, name: string, number: number, stage: string, decision: 'approve' | 'reject', comment?: string) => request<RunView>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/stages/${seg(stage)}/${decision}`, comment ? { comment } : {}),
+  pipelines: (n: string) => request<ApiResult<PipelineOps['listPipelines']>>('GET', `${ns(n)}/pipelines`).then((a) => a.pipelines),
+  pipeline: (n: string, name: string) => request<ApiResult<PipelineOps['getPipeline']>>('GET', `${ns(n)}/pipelines/${seg(name)}`),
+  // YAML as it is: the typed client sends JSON bodies only.
+  replacePipelineYaml: (n: string, name: string, yaml: string) => request<ApiResult<PipelineOps['replacePipeline']>>('PUT', `${ns(n)}/pipelines/${seg(name)}`, yaml, { raw: true, headers: { 'content-type': 'application/yaml' } }),
+  deletePipeline: (n: string, name: string) => request<ApiResult<PipelineOps['deletePipeline']>>('DELETE', `${ns(n)}/pipelines/${seg(name)}`),
+  runs: (n: string, name: string, status?: string) => request<ApiResult<PipelineOps['listRuns']>>('GET', `${ns(n)}/pipelines/${seg(name)}/runs?limit=50${status ? `&status=${seg(status)}` : ''}`).then((a) => a.runs),
+  run: (n: string, name: string, number: string | number) => request<ApiResult<PipelineOps['getRun']>>('GET', `${ns(n)}/pipelines/${seg(name)}/runs/${number}`),
+  startRun: (n: string, name: string, body: z.input<PipelineOps['startRun']['body']>) => request<ApiResult<PipelineOps['startRun']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs`, body),
+  cancelRun: (n: string, name: string, number: number) => request<ApiResult<PipelineOps['cancelRun']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/cancel`),
+  rerun: (n: string, name: string, number: number, body: z.input<PipelineOps['rerun']['body']>) => request<ApiResult<PipelineOps['rerun']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/rerun`, body),
+  decide: (n: string, name: string, number: number, stage: string, decision: 'approve' | 'reject', comment?: string) => request<ApiResult<PipelineOps['approveStage']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/stages/${seg(stage)}/${decision}`, comment ? { comment } : {}),
   runLogPath: (n: string, name: string, number: number | string) => `${ns(n)}/pipelines/${seg(name)}/runs/${number}/logs?follow=true`,
 
-  functions: (n: string) => request<{ functions: FunctionView[] }>('GET', `${ns(n)}/functions`).then((a) => a.functions),
-  function: (n: string, name: string) => request<FunctionView>('GET', `${ns(n)}/functions/${seg(name)}`),
-  deleteFunction: (n: string, name: string) => request('DELETE', `${ns(n)}/functions/${seg(name)}`),
-  revisions: (n: string, name: string) => request<{ revisions: Revision[] }>('GET', `${ns(n)}/functions/${seg(name)}/revisions`).then((a) => a.revisions),
-  rollback: (n: string, name: string, revision: number) => request<FunctionView>('POST', `${ns(n)}/functions/${seg(name)}/rollback`, { revision }),
-  instances: (n: string, name: string) => request<{ instances: Array<Record<string, unknown>> }>('GET', `${ns(n)}/functions/${seg(name)}/instances`).then((a) => a.instances),
-  metrics: (n: string, name: string) => request<FunctionMetrics>('GET', `${ns(n)}/functions/${seg(name)}/metrics`),
-  functionKeys: (n: string, name: string) => request<{ keys: Array<{ id: string; name: string; createdAt: string; lastUsedAt: string | null }> }>('GET', `${ns(n)}/functions/${seg(name)}/keys`).then((a) => a.keys),
-  createFunctionKey: (n: string, name: string, keyName: string) => request<{ id: string; name: string; key: string }>('POST', `${ns(n)}/functions/${seg(name)}/keys`, { name: keyName }),
-  deleteFunctionKey: (n: string, name: string, id: string) => request('DELETE', `${ns(n)}/functions/${seg(name)}/keys/${seg(id)}`),
+  functions: (n: string) => call((c) => c.call(functionOperations.listFunctions, { params: { ns: n } })).then((a) => a.functions),
+  function: (n: string, name: string) => call((c) => c.call(functionOperations.getFunction, { params: { ns: n, name } })),
+  deleteFunction: (n: string, name: string) => call((c) => c.call(functionOperations.deleteFunction, { params: { ns: n, name } })),
+  revisions: (n: string, name: string) => call((c) => c.call(functionOperations.listRevisions, { params: { ns: n, name } })).then((a) => a.revisions),
+  rollback: (n: string, name: string, revision: number) => call((c) => c.call(functionOperations.rollbackFunction, { params: { ns: n, name }, body: { revision } })),
+  instances: (n: string, name: string) => call((c) => c.call(functionOperations.listInstances, { params: { ns: n, name } })).then((a) => a.instances),
+  metrics: (n: string, name: string) => call((c) => c.call(functionOperations.functionMetrics, { params: { ns: n, name } })),
+  functionKeys: (n: string, name: string) => call((c) => c.call(functionOperations.listFunctionKeys, { params: { ns: n, name } })).then((a) => a.keys),
+  createFunctionKey: (n: string, name: string, keyName: string) => call((c) => c.call(functionOperations.createFunctionKey, { params: { ns: n, name }, body: { name: keyName } })),
+  deleteFunctionKey: (n: string, name: string, id: string) => call((c) => c.call(functionOperations.deleteFunctionKey, { params: { ns: n, name, id } })),
   functionLogsPath: (n: string, name: string) => `${ns(n)}/functions/${seg(name)}/logs?tail=200&follow=true`,
   invocationPath: (n: string, name: string) => `${ns(n)}/functions/${seg(name)}/invocations`,
   gatewayPath: (n: string, name: string) => `/fn/${seg(n)}/${seg(name)}`,
 
-  builds: (n: string) => request<unknown>('GET', `${ns(n)}/builds?limit=50`).then((a) => listOf<BuildView>(a)),
-  build: (n: string, id: string) => request<BuildView>('GET', `${ns(n)}/builds/${seg(id)}`),
+  builds: (n: string) => call((c) => c.call(buildOperations.listBuilds, { params: { ns: n }, query: { limit: 50 } })),
+  build: (n: string, id: string) => call((c) => c.call(buildOperations.getBuild, { params: { ns: n, id } })),
   buildLogPath: (n: string, id: string) => `${ns(n)}/builds/${seg(id)}/logs?follow=true`,
 
-  artefacts: (n: string) => request<unknown>('GET', `${ns(n)}/artefact-versions?limit=100`).then((a) => listOf<Record<string, unknown>>(a)),
-  registries: (n: string) => request<unknown>('GET', `${ns(n)}/registries`).then((a) => listOf<Record<string, unknown>>(a)),
-  secrets: (n: string) => request<unknown>('GET', `${ns(n)}/secrets`).then((a) => listOf<Record<string, unknown> | string>(a)),
+  artefacts: (n: string) => request<ApiResult<typeof artifactOperations.listArtefactVersions>>('GET', `${ns(n)}/artefact-versions?limit=100`).then((a) => a.artefactVersions),
+  registries: (n: string) => call((c) => c.call(credentialOperations.listRegistries, { params: { ns: n } })),
+  secrets: (n: string) => call((c) => c.call(vaultOperations.listSecrets, { params: { ns: n } })),
 };

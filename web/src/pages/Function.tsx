@@ -85,7 +85,7 @@ function Revisions({ rows, canWrite, rollback }: { rows: Revision[]; canWrite: b
   const right = rows.find((r) => r.number === b);
   const diff = useMemo(() => {
     if (!left || !right) return [];
-    const keys = [...new Set([...Object.keys(left), ...Object.keys(right)])].filter((k) => !['number', 'active', 'createdAt', 'readyAt', 'output'].includes(k));
+    const keys = ([...new Set([...Object.keys(left), ...Object.keys(right)])] as Array<keyof typeof left>).filter((k) => !['number', 'active', 'createdAt', 'readyAt', 'output'].includes(k));
     return keys.filter((k) => JSON.stringify(left[k]) !== JSON.stringify(right[k])).map((k) => ({ key: k, a: JSON.stringify(left[k]), b: JSON.stringify(right[k]) }));
   }, [left, right]);
   return <>

@@ -75,7 +75,7 @@ export function Builds({ ns }: { ns: string }) {
   return <Show loaded={list}>{(rows) => (
     <Table rows={rows} rowKey={(b) => b.id} empty="No builds yet." columns={[
       ['Build', (b) => <Link to={`/ns/${encodeURIComponent(ns)}/builds/${encodeURIComponent(b.id)}`}>{b.id.slice(0, 12)}</Link>],
-      ['Kind', (b) => String(b.kind ?? b.type ?? '')],
+      ['Kind', (b) => b.kind],
       ['Image', (b) => String(b.imageName ?? b.component ?? '')],
       ['Status', (b) => <Status value={b.status} />],
       ['Started', (b) => <Time value={b.startedAt ?? b.createdAt} />],
@@ -105,9 +105,9 @@ function Artefacts({ ns }: { ns: string }) {
       ['Name', (a) => String(a.name ?? '')],
       ['Version', (a) => String(a.version ?? '')],
       ['Ref', (a) => String(a.ref ?? '')],
-      ['Digest', (a) => <code>{shortDigest(a.digest as string | undefined)}</code>],
+      ['Digest', (a) => <code>{shortDigest(a.digest)}</code>],
       ['Type', (a) => String(a.type ?? '')],
-      ['Created', (a) => <Time value={a.created_at as string | undefined ?? a.createdAt as string | undefined} />],
+      ['Created', (a) => <Time value={a.createdAt} />],
     ]} />
   )}</Show>;
 }
@@ -118,9 +118,10 @@ function Registries({ ns }: { ns: string }) {
   const hidden = new Set(['password', 'secret', 'token', 'credentials', 'credential', 'secretAccessKey', 'privateKey', 'serviceAccountKey']);
   return <Show loaded={list}>{(rows) => (
     <Table rows={rows} rowKey={(r) => String(r.id)} empty="No external registries." columns={[
-      ['Name', (r) => String(r.name ?? r.id)],
-      ['Type', (r) => String(r.type ?? r.kind ?? '')],
-      ['Registry', (r) => String(r.registry ?? r.host ?? r.url ?? '')],
+      ['Name', (r) => r.id],
+      ['Type', (r) => r.type],
+      // The route answers `prefix` (credentials/api.ts registryView): the registry and path it covers.
+      ['Registry', (r) => r.prefix],
       ['Details', (r) => <code className="small">{Object.entries(r).filter(([k]) => !hidden.has(k) && !['id', 'name', 'type', 'registry'].includes(k)).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' ')}</code>],
       ['Credentials', () => '••••••'],
     ]} />
@@ -189,9 +190,9 @@ function Deliveries({ ns, webhook }: { ns: string; webhook: Webhook }) {
     <Show loaded={list}>{(rows) => (
       <Table rows={rows} rowKey={(d) => d.id} empty="No deliveries yet." columns={[
         ['Delivery', (d) => d.id.slice(0, 12)],
-        ['Event', (d) => String(d.eventType ?? d.type ?? d.event?.type ?? '')],
+        ['Event', (d) => d.eventType ?? ''],
         ['Status', (d) => <Status value={d.status} />],
-        ['Attempts', (d) => (Array.isArray(d.attempts) ? d.attempts.length : '—')],
+        ['Attempts', (d) => d.attempts],
         ['At', (d) => <Time value={d.createdAt} />],
         ['', (d) => (atLeast(role, 'contributor') ? <button type="button" className="small" onClick={() => redeliver(d.id)}>Redeliver</button> : null)],
       ]} />
