@@ -1,6 +1,7 @@
 /**
  * Dashboard tests: a built web app, a headless Debian chromium (playwright-core), pages that
- * sign in through the form, and screenshots under docs/screenshots. The browser is closed by
+ * sign in through the form, and a screenshot per test in test-results/screenshots (git-ignored;
+ * `SLIPWAY_SCREENSHOTS=docs/screenshots` refreshes the README's). The browser is closed by
  * the caller's after hook; a missing chromium fails with what to install.
  */
 import { existsSync } from 'node:fs';
@@ -37,7 +38,7 @@ export async function signIn(page: Page, username: string, password: string): Pr
 }
 
 export async function screenshot(page: Page, name: string): Promise<void> {
-  const dir = path.join(repoRoot, 'docs', 'screenshots');
+  const dir = path.resolve(repoRoot, process.env.SLIPWAY_SCREENSHOTS ?? path.join('test-results', 'screenshots'));
   await mkdir(dir, { recursive: true });
   await page.screenshot({ path: path.join(dir, `${name}.png`), fullPage: false });
 }
