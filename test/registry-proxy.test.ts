@@ -14,7 +14,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { dialects, startTestServer, tempDir, type TestServer } from './helpers/harness.js';
-import { killAllChildren, killTree, requireCommands, run, spawnTracked, type RunOptions } from './helpers/commands.js';
+import { cleanEnv, killAllChildren, killTree, requireCommands, run, slipwayBin, spawnTracked, type RunOptions } from './helpers/commands.js';
 import { writeOciLayout, type LayoutImage } from './helpers/oci-layout.js';
 import { ociManifestType, sha256 } from './helpers/oci.js';
 
@@ -196,6 +196,28 @@ for (const dialect of dialects) {
       const changed = await api(ts, 'PUT', '/api/v1/namespaces/quick/proxy', { url: `http://${upstream.host}/`, ttl: '1s', insecure: true });
       assert.equal(changed.status, 200);
       assert.deepEqual(changed.json, { url: `http://${upstream.host}`, credentialsId: null, insecure: true, ttl: '1s', mirrorOf: null });
+    });
+
+    test('the CLI: slipway registry proxy create|show|set; bad input is a usage error or the API\'s message', { timeout: 60_000 }, async () => {
+      const key = await api(ts, 'POST', '/api/v1/keys', { name: 'proxy-cli' });
+      assert.equal(key.status, 201);
+      const env = cleanEnv({ SLIPWAY_SERVER: ts.url, SLIPWAY_API_KEY: (key.json as { key: string }).key, HOME: work.path, XDG_CONFIG_HOME: path.join(work.path, 'xdg') });
+      const slipway = (...args: string[]) => run(process.execPath, [slipwayBin, 'registry', 'proxy', ...args], { env, timeoutMs: 30_000, allowFailure: true });
+      const created = await slipway('create', 'clihub', '--url', `http://${upstream.host}`, '--ttl', '1h');
+      assert.equal(created.code, 0, created.stderr);
+      assert.equal(created.stdout, `clihub is a pull-through cache of http://${upstream.host} (ttl 1h)\n`);
+      const shown = await slipway('show', '-n', 'clihub', '--json');
+      assert.deepEqual(JSON.parse(shown.stdout), { url: `http://${upstream.host}`, credentialsId: null, insecure: false, ttl: '1h', mirrorOf: null });
+      // (No --mirror-of here: the mirror-mode test below expects the only mirror.)
+      const changed = await slipway('set', '-n', 'clihub', '--url', `http://${upstream.host}`, '--ttl', '5m', '--insecure');
+      assert.equal(changed.code, 0, changed.stderr);
+      assert.match(changed.stdout, /ttl 5m, insecure\)/);
+      assert.equal((await slipway('set', '-n', 'clihub')).code, 2, 'no --url: a usage error');
+      const bad = await slipway('set', '-n', 'clihub', '--url', `http://${upstream.host}`, '--ttl', 'soon');
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /ttl/);
+      const notProxy = await slipway('show', '-n', 'nosuch');
+      assert.equal(notProxy.code, 1);
     });
 
     test('skopeo pulls through: first from the upstream, then from the cache with the upstream stopped', { timeout: 120_000 }, async () => {

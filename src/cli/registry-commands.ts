@@ -12,7 +12,7 @@ import type { RegistryView } from './client.js';
 import { UsageError } from './errors.js';
 import { readSecretFile, readStdinSecret } from './secrets.js';
 import { withSession } from './session-commands.js';
-import { registerRegistryPolicyCommands } from './registry-policy-commands.js';
+import { registerRegistryPolicyCommands, registerRegistryProxyCommands } from './registry-policy-commands.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -106,6 +106,7 @@ export function registerRegistryCommands(program: Command, env: Env): void {
     .addHelpText('after', '\nEvery subcommand uses the API key of `slipway login`, or SLIPWAY_SERVER and SLIPWAY_API_KEY (for CI).');
   // quota | immutable | retention: the namespace's own registry policy (cli/registry-policy-commands.ts).
   registerRegistryPolicyCommands(registry, env);
+  registerRegistryProxyCommands(registry, env);
 
   serverOptions(registry.command('add').description('add a registry and its login; prints the new id'))
     .requiredOption('--prefix <prefix>', 'images it applies to, e.g. registry.example.com/team')

@@ -1,12 +1,14 @@
 /**
  * @module cli/registry-policy-commands
- * `slipway registry quota|immutable|retention …`: a namespace's registry policy over the REST
- * API (the operations of registry/policy-api.ts, called with the typed client of
- * http/api-client.ts). Changing needs the owner role; showing, the reader role.
+ * `slipway registry quota|immutable|retention|proxy …`: a namespace's registry policy and its
+ * pull-through cache settings over the REST API (the operations of registry/policy-api.ts and
+ * auth/api.ts, called with the typed client of http/api-client.ts). Changing needs the owner
+ * role; showing, the reader role; `proxy create` makes a new namespace (its caller owns it).
  */
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { ApiCallError, ApiClient } from '../http/api-client.js';
+import { authOperations } from '../auth/api.js';
 import { policyOperations as ops, type RetentionRule } from '../registry/policy-api.js';
 import { CommandError, UsageError } from './errors.js';
 import { withSession, type Session } from './session-commands.js';
@@ -151,6 +153,69 @@ export function registerRegistryPolicyCommands(registry: Command, env: Env): voi
       print(flags, runs, runs.map((r) => `${r.startedAt}  ${r.id}  ${r.dryRun ? 'dry run' : 'applied'}  removed ${r.removed.length}, kept ${r.kept}  by ${r.startedBy ?? '-'}`).join('\n') + (runs.length ? '\n' : `no retention runs in ${flags.namespace}\n`));
     });
   });
+}
+
+interface ProxyFlags extends Flags {
+  url?: string;
+  credentialsId?: string;
+  insecure?: boolean;
+  ttl?: string;
+  mirrorOf?: string;
+}
+
+function proxyOptions(command: Command): Command {
+  return command
+    .option('--credentials-id <id>', 'an external registry of the namespace to log in with (default: the longest matching prefix)')
+    .option('--insecure', 'accept an upstream TLS certificate that does not verify')
+    .option('--ttl <duration>', 'how long a cached tag is served before it is re-checked upstream (default 24h)')
+    .option('--mirror-of <registry>', 'also serve the upstream\'s own paths without the namespace prefix, e.g. docker.io');
+}
+
+function proxyBody(flags: ProxyFlags) {
+  if (!flags.url) throw new UsageError('give --url <upstream registry>, e.g. https://registry-1.docker.io');
+  return {
+    url: flags.url,
+    ...(flags.credentialsId ? { credentialsId: flags.credentialsId } : {}),
+    ...(flags.insecure ? { insecure: true } : {}),
+    ...(flags.ttl ? { ttl: flags.ttl } : {}),
+    ...(flags.mirrorOf ? { mirrorOf: flags.mirrorOf } : {}),
+  };
+}
+
+const proxyText = (namespace: string, view: { url: string; credentialsId: string | null; insecure: boolean; ttl: string; mirrorOf: string | null }) =>
+  `${namespace} is a pull-through cache of ${view.url} (ttl ${view.ttl}${view.credentialsId ? `, credentials ${view.credentialsId}` : ''}${view.insecure ? ', insecure' : ''}${view.mirrorOf ? `, mirror of ${view.mirrorOf}` : ''})\n`;
+
+/** `slipway registry proxy create|show|set`: pull-through cache namespaces (docs/registry-proxy.md). */
+export function registerRegistryProxyCommands(registry: Command, env: Env): void {
+  const proxy = registry.command('proxy').description('namespaces that cache an upstream registry (pull-through)');
+  proxyOptions(proxy.command('create').description('create a namespace that is a pull-through cache of --url'))
+    .argument('<namespace>', 'the new namespace, e.g. hub')
+    .option('--server <url>', 'Slipway server (default: SLIPWAY_SERVER, else the server of the last `slipway login`)')
+    .option('--url <url>', 'the upstream registry, e.g. https://registry-1.docker.io')
+    .option('--json', 'print JSON')
+    .action(async (namespace: string, flags: ProxyFlags) => {
+      const body = proxyBody(flags);
+      await withClient({ ...flags, namespace }, env, async (client) => {
+        await client.call(authOperations.createNamespace, { body: { name: namespace, proxy: body } });
+        const view = await client.call(authOperations.getNamespaceProxy, { params: { ns: namespace } });
+        print(flags, view, proxyText(namespace, view));
+      });
+    });
+  withServer(proxy.command('show').description('the upstream settings of a proxy namespace')).action(async (flags: Flags) => {
+    await withClient(flags, env, async (client) => {
+      const view = await client.call(authOperations.getNamespaceProxy, { params: { ns: flags.namespace } });
+      print(flags, view, proxyText(flags.namespace, view));
+    });
+  });
+  proxyOptions(withServer(proxy.command('set').description('make the namespace a proxy of --url, or change its settings')))
+    .option('--url <url>', 'the upstream registry')
+    .action(async (flags: ProxyFlags) => {
+      const body = proxyBody(flags);
+      await withClient(flags, env, async (client) => {
+        const view = await client.call(authOperations.setNamespaceProxy, { params: { ns: flags.namespace }, body });
+        print(flags, view, proxyText(flags.namespace, view));
+      });
+    });
 }
 
 async function readStdin(): Promise<string> {
