@@ -27,6 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpuSeconds, freePort } from './host.js';
+import { expect, nextUrl, pieces, request as send, sha256, type RequestOptions, type Response } from './blob-http.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
@@ -40,6 +41,8 @@ const deadlineMs = 6 * 60_000;
 const repo = 'bench/app';
 const manifestType = 'application/vnd.oci.image.manifest.v1+json';
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+/** One request on this bench's keep-alive agent. */
+const request = (method: string, url: string, options: Omit<RequestOptions, 'agent'> = {}): Promise<Response> => send(method, url, { ...options, agent });
 
 interface Registry {
   name: string;
@@ -155,56 +158,7 @@ async function startDistribution(dir: string): Promise<Registry> {
   return { name: 'Distribution', base, child };
 }
 
-// ---------------------------------------------------------------- HTTP client
-
-interface Response {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Buffer;
-  bytes: number;
-}
-
-/** One request; `body` is written in pieces with backpressure; `discard` counts but drops the response body. */
-function request(method: string, url: string, options: { headers?: Record<string, string | number>; body?: Buffer[]; discard?: boolean } = {}): Promise<Response> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers: options.headers, agent }, (res) => {
-      const chunks: Buffer[] = [];
-      let bytes = 0;
-      res.on('data', (chunk: Buffer) => {
-        bytes += chunk.length;
-        if (!options.discard) chunks.push(chunk);
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), bytes }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    const pieces = options.body ?? [];
-    let i = 0;
-    const pump = (): void => {
-      while (i < pieces.length) if (!req.write(pieces[i++])) return void req.once('drain', pump);
-      req.end();
-    };
-    pump();
-  });
-}
-
-function expect(response: Response, status: number, what: string): Response {
-  if (response.status !== status) throw new Error(`${what}: HTTP ${response.status} ${response.body.toString().slice(0, 300)}`);
-  return response;
-}
-
-function nextUrl(base: string, response: Response, digest?: string): string {
-  const url = new URL(String(response.headers.location), base);
-  if (digest) url.searchParams.set('digest', digest);
-  return url.toString();
-}
-
-/** 1 MiB views of `data[start, end)`, so the client never copies the blob. */
-function pieces(data: Buffer, start = 0, end = data.length): Buffer[] {
-  const out: Buffer[] = [];
-  for (let at = start; at < end; at += 1024 * 1024) out.push(data.subarray(at, Math.min(at + 1024 * 1024, end)));
-  return out;
-}
+// ---------------------------------------------------------------- HTTP client (bench/blob-http.ts)
 
 /** The registry's credentials (if any) added to `headers`. */
 function withAuth(r: Registry, headers: Record<string, string | number> = {}): Record<string, string | number> {
@@ -233,10 +187,6 @@ async function pushChunked(r: Registry, data: Buffer, digest: string): Promise<v
 
 async function pull(r: Registry, digest: string): Promise<number> {
   return expect(await request('GET', `${r.base}/v2/${repo}/blobs/${digest}`, { headers: withAuth(r), discard: true }), 200, 'GET blob').bytes;
-}
-
-function sha256(data: Buffer): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
 
 // ---------------------------------------------------------------- load generators

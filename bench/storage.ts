@@ -16,7 +16,7 @@
  *                              [--repeat 1] [--cpu-prof] [--results bench/results-storage.md]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomFillSync } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -24,6 +24,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { cpuSeconds, freePort } from './host.js';
+import { expect, nextUrl, pieces, request as send, sha256, type RequestOptions, type Response } from './blob-http.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { values: flags } = parseArgs({
@@ -45,6 +46,8 @@ const repeat = Number(flags.repeat);
 const repo = 'bench/storage';
 const manifestType = 'application/vnd.oci.image.manifest.v1+json';
 const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
+/** One request on this bench's keep-alive agent. */
+const request = (method: string, url: string, options: Omit<RequestOptions, 'agent'> = {}): Promise<Response> => send(method, url, { ...options, agent });
 
 interface Peer {
   name: string;
@@ -120,58 +123,7 @@ async function stop(peer: Peer): Promise<void> {
   await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
 }
 
-// ---------------------------------------------------------------- HTTP client
-
-interface Response {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Buffer;
-  bytes: number;
-}
-
-function request(method: string, url: string, options: { headers?: Record<string, string | number>; body?: Buffer[]; discard?: boolean } = {}): Promise<Response> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers: options.headers, agent }, (res) => {
-      const chunks: Buffer[] = [];
-      let bytes = 0;
-      res.on('data', (chunk: Buffer) => {
-        bytes += chunk.length;
-        if (!options.discard) chunks.push(chunk);
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), bytes }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    const pieces = options.body ?? [];
-    let index = 0;
-    const pump = (): void => {
-      while (index < pieces.length) if (!req.write(pieces[index++])) return void req.once('drain', pump);
-      req.end();
-    };
-    pump();
-  });
-}
-
-function expect(response: Response, status: number, what: string): Response {
-  if (response.status !== status) throw new Error(`${what}: HTTP ${response.status} ${response.body.toString().slice(0, 300)}`);
-  return response;
-}
-
-function nextUrl(base: string, response: Response, digest?: string): string {
-  const url = new URL(String(response.headers.location), base);
-  if (digest) url.searchParams.set('digest', digest);
-  return url.toString();
-}
-
-function pieces(data: Buffer, start = 0, end = data.length): Buffer[] {
-  const out: Buffer[] = [];
-  for (let at = start; at < end; at += 1024 * 1024) out.push(data.subarray(at, Math.min(at + 1024 * 1024, end)));
-  return out;
-}
-
-function sha256(data: Buffer): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
-}
+// ---------------------------------------------------------------- HTTP client (bench/blob-http.ts)
 
 async function pushMonolithic(peer: Peer, data: Buffer): Promise<void> {
   expect(await request('POST', `${peer.base}/v2/${repo}/blobs/uploads/?digest=${sha256(data)}`, {
