@@ -21,14 +21,14 @@ function collect(store: LogStore, id: string): Promise<{ lines: string[]; ended:
   return store.follow(id, { line: (text) => lines.push(text), end: () => resolveEnd() }).then((stop) => ({ lines, ended, stop }));
 }
 
-async function waitFor(check: () => boolean, timeoutMs = 10_000): Promise<void> {
+async function waitFor(check: () => boolean, timeoutMs = 30_000): Promise<void> {
   for (const started = Date.now(); !check(); await new Promise((resolve) => setTimeout(resolve, 50))) {
     if (Date.now() - started > timeoutMs) throw new Error('timed out waiting');
   }
 }
 
 export function logStoreSuite(name: string, open: () => Promise<LogStoresUnderTest>): void {
-  describe(`LogStore conformance (${name})`, { timeout: 60_000 }, () => {
+  describe(`LogStore conformance (${name})`, { timeout: 180_000 }, () => {
     let under: LogStoresUnderTest;
     before(async () => { under = await open(); });
     after(async () => under?.close());
