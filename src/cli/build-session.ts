@@ -43,6 +43,33 @@ export function interruptible(): { signal: AbortSignal; interrupted(): boolean; 
   };
 }
 
+/**
+ * Runs `work` with Ctrl-C wired to its signal. Interrupted: stops `progress` with a note, runs
+ * `cleanup` and exits 130; any other failure stops `progress` and is rethrown; `cleanup` runs
+ * in every case.
+ */
+export async function runInterruptible(
+  progress: Progress,
+  work: (interrupt: { signal: AbortSignal; interrupted(): boolean }) => Promise<void>,
+  cleanup: () => Promise<void> = async () => undefined,
+): Promise<void> {
+  const interrupt = interruptible();
+  try {
+    await work(interrupt);
+  } catch (error) {
+    if (interrupt.interrupted()) {
+      progress.stop('slipway: interrupted');
+      await cleanup();
+      process.exit(130);
+    }
+    progress.stop();
+    throw error;
+  } finally {
+    interrupt.dispose();
+    await cleanup();
+  }
+}
+
 function stateText(status: string, id: string): string {
   switch (status) {
     case 'queued': return `build ${id} queued, waiting for a worker`;

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { create as createTar } from 'tar';
 import { nsPath, type BuildView, type ComponentRef } from './build-client.js';
 import { formatBytes, Progress } from './build-progress.js';
-import { followBuild, interruptible, isDirectory, report, settleSubmitted, withApi, type Env, type ServerFlags } from './build-session.js';
+import { followBuild, isDirectory, report, runInterruptible, settleSubmitted, withApi, type Env, type ServerFlags } from './build-session.js';
 import { CommandError, UsageError } from './errors.js';
 
 const maxDockerfileBytes = 1024 * 1024;
@@ -69,9 +69,8 @@ export async function buildCommand(dirArg: string | undefined, flags: BuildFlags
 
   await withApi(flags, env, async (api) => {
     const progress = new Progress();
-    const interrupt = interruptible();
     const work = await mkdtemp(path.join(tmpdir(), 'slipway-context-'));
-    try {
+    await runInterruptible(progress, async (interrupt) => {
       progress.start(`packing ${dir}`);
       const archive = path.join(work, 'context.tar.gz');
       await createTar({ gzip: true, cwd: dir, portable: true, file: archive }, ['.']);
@@ -93,18 +92,7 @@ export async function buildCommand(dirArg: string | undefined, flags: BuildFlags
         await rm(work, { recursive: true, force: true });
       }
       await settleSubmitted(api, flags, build, progress, interrupt.signal);
-    } catch (error) {
-      if (interrupt.interrupted()) {
-        progress.stop('slipway: interrupted');
-        await rm(work, { recursive: true, force: true });
-        process.exit(130);
-      }
-      progress.stop();
-      throw error;
-    } finally {
-      interrupt.dispose();
-      await rm(work, { recursive: true, force: true });
-    }
+    }, () => rm(work, { recursive: true, force: true }));
   });
 }
 
@@ -132,21 +120,11 @@ export interface ComponentGetFlags extends ServerFlags {
 export async function componentBuildCommand(flags: ComponentBuildFlags, env: Env): Promise<void> {
   await withApi(flags, env, async (api) => {
     const progress = new Progress();
-    const interrupt = interruptible();
-    try {
+    await runInterruptible(progress, async (interrupt) => {
       progress.start(`submitting ${flags.component} ${flags.tag} (${flags.architecture})`);
       const build = await api.submitComponent(flags.namespace, { url: flags.url, component: flags.component, tag: flags.tag, architecture: flags.architecture }, interrupt.signal);
       await settleSubmitted(api, flags, build, progress, interrupt.signal);
-    } catch (error) {
-      if (interrupt.interrupted()) {
-        progress.stop('slipway: interrupted');
-        process.exit(130);
-      }
-      progress.stop();
-      throw error;
-    } finally {
-      interrupt.dispose();
-    }
+    });
   });
 }
 
@@ -163,8 +141,7 @@ export async function componentGetCommand(flags: ComponentGetFlags, env: Env): P
       return `${nsPath(flags.namespace)}/components?${params.toString()}`;
     };
     const progress = new Progress();
-    const interrupt = interruptible();
-    try {
+    await runInterruptible(progress, async (interrupt) => {
       // First the reference, without waiting: a missing component is built now, and followed here.
       let answer = await api.jsonWithStatus<ComponentRef | BuildView>('GET', query('ref'), { signal: interrupt.signal });
       if (answer.status === 202) {
@@ -186,15 +163,6 @@ export async function componentGetCommand(flags: ComponentGetFlags, env: Env): P
       const { bytes, digest } = await api.download(query('tar'), output === '-' ? '-' : path.resolve(output), { signal: interrupt.signal });
       progress.stop();
       if (output !== '-') process.stdout.write(`${output} (${formatBytes(bytes)}, ${digest})\n`);
-    } catch (error) {
-      if (interrupt.interrupted()) {
-        progress.stop('slipway: interrupted');
-        process.exit(130);
-      }
-      progress.stop();
-      throw error;
-    } finally {
-      interrupt.dispose();
-    }
+    });
   });
 }
