@@ -7,10 +7,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { ApiCallError, ApiClient } from '../http/api-client.js';
+import type { ApiClient } from './client.js';
 import { authOperations } from '../auth/api.js';
 import { policyOperations as ops, type RetentionRule } from '../registry/policy-api.js';
-import { CommandError, UsageError } from './errors.js';
+import { UsageError } from './errors.js';
 import { withSession, type Session } from './session-commands.js';
 
 type Env = Record<string, string | undefined>;
@@ -42,21 +42,9 @@ const human = (bytes: number) => {
   return `${bytes} B`;
 };
 
-/** The typed client with the session's credentials; API errors become command errors (exit 1). */
+/** The session's client (typed calls, the CLI's error messages: exit 1 on an API error). */
 async function withClient<T>(flags: Flags, env: Env, fn: (client: ApiClient) => Promise<T>): Promise<T> {
-  return withSession(flags, env, async (session: Session) => {
-    const authorization = session.client.authorization();
-    const client = new ApiClient({
-      baseUrl: session.url,
-      fetch: (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), ...(authorization ? { authorization } : {}) } }),
-    });
-    try {
-      return await fn(client);
-    } catch (error) {
-      if (error instanceof ApiCallError) throw new CommandError(error.serverMessage ?? error.message);
-      throw error;
-    }
-  });
+  return withSession(flags, env, (session: Session) => fn(session.client));
 }
 
 const print = (flags: Flags, value: unknown, text: string) => process.stdout.write(flags.json ? `${JSON.stringify(value)}\n` : text);
