@@ -152,33 +152,23 @@ export function followSse(path: string, options: FollowOptions): () => void {
         if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
         state('open');
         delay = 500;
-        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = '';
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value;
-          let cut: number;
-          while ((cut = buffer.indexOf('\n\n')) >= 0) {
-            const frame = buffer.slice(0, cut);
-            buffer = buffer.slice(cut + 2);
-            const event: SseEvent = { event: 'message', data: '' };
-            const data: string[] = [];
-            for (const line of frame.split('\n')) {
-              if (line.startsWith(':')) continue;
-              const colon = line.indexOf(':');
-              const field = colon < 0 ? line : line.slice(0, colon);
-              const text = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-              if (field === 'id') event.id = text;
-              else if (field === 'event') event.event = text;
-              else if (field === 'data') data.push(text);
-            }
-            if (data.length === 0 && !event.id) continue;
-            event.data = data.join('\n');
-            if (event.id) lastId = event.id;
-            if (event.event === 'end') ended = true;
-            options.onEvent(event);
+        for await (const frame of splitStream(response.body, '\n\n')) {
+          const event: SseEvent = { event: 'message', data: '' };
+          const data: string[] = [];
+          for (const line of frame.split('\n')) {
+            if (line.startsWith(':')) continue;
+            const colon = line.indexOf(':');
+            const field = colon < 0 ? line : line.slice(0, colon);
+            const text = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+            if (field === 'id') event.id = text;
+            else if (field === 'event') event.event = text;
+            else if (field === 'data') data.push(text);
           }
+          if (data.length === 0 && !event.id) continue;
+          event.data = data.join('\n');
+          if (event.id) lastId = event.id;
+          if (event.event === 'end') ended = true;
+          options.onEvent(event);
         }
       } catch (error) {
         if (stopped || (error as Error).name === 'AbortError') return;
@@ -194,6 +184,22 @@ export function followSse(path: string, options: FollowOptions): () => void {
   return () => { stopped = true; controller.abort(); };
 }
 
+/** The body's text cut at each `separator`; what follows the last one waits for the next read. */
+async function* splitStream(body: NonNullable<Response['body']>, separator: string): AsyncGenerator<string> {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let cut: number;
+    while ((cut = buffer.indexOf(separator)) >= 0) {
+      yield buffer.slice(0, cut);
+      buffer = buffer.slice(cut + separator.length);
+    }
+  }
+}
+
 /** Reads newline-delimited JSON (function logs with follow). Returns stop(). */
 export function followNdjson(path: string, onLine: (value: unknown) => void, onState?: (state: StreamState) => void): () => void {
   const controller = new AbortController();
@@ -203,18 +209,9 @@ export function followNdjson(path: string, onLine: (value: unknown) => void, onS
       const response = await fetch(path, { headers: authHeaders(), signal: controller.signal });
       if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
       onState?.('open');
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = '';
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        let cut: number;
-        while ((cut = buffer.indexOf('\n')) >= 0) {
-          const line = buffer.slice(0, cut).trim();
-          buffer = buffer.slice(cut + 1);
-          if (line) { try { onLine(JSON.parse(line)); } catch { onLine(line); } }
-        }
+      for await (const raw of splitStream(response.body, '\n')) {
+        const line = raw.trim();
+        if (line) { try { onLine(JSON.parse(line)); } catch { onLine(line); } }
       }
       onState?.('ended');
     } catch (error) {
