@@ -100,6 +100,11 @@ for (const dialect of dialects) {
       const byDigest = await registry('DELETE', `/v2/team/app/manifests/${pushedA}`);
       assert.equal(byDigest.status, 403);
       assert.match((await envelope(byDigest)).message, /cannot be deleted/);
+      // The dashboard's delete (the /api catalog) is refused the same way, as FORBIDDEN.
+      const viaApi = await api.delete('/api/v1/namespaces/team/repositories/team/app?tag=v1');
+      assert.equal(viaApi.status, 403, viaApi.text);
+      assert.equal(viaApi.body.code, 'FORBIDDEN');
+      assert.match(viaApi.body.message, /immutable/);
       assert.equal(await tagDigest('team/app', 'v1'), pushedA);
 
       // A tag no rule matches moves and goes as always.

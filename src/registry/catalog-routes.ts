@@ -105,7 +105,9 @@ export async function catalogRoutes(app: FastifyInstance, options: CatalogRoutes
     try {
       await manifests.delete(name, tag);
     } catch (error) {
-      if (error instanceof RegistryError) throw new SlipwayError(error.code === 'UNSUPPORTED' ? 'CONFLICT' : 'NOT_FOUND', error.message);
+      // Registry codes in /api words: deletes switched off → CONFLICT, a policy refusal (an
+      // immutable tag) → FORBIDDEN, an unknown tag or repository → NOT_FOUND.
+      if (error instanceof RegistryError) throw new SlipwayError(error.code === 'UNSUPPORTED' ? 'CONFLICT' : error.code === 'DENIED' ? 'FORBIDDEN' : 'NOT_FOUND', error.message);
       throw error;
     }
     return reply.code(204).send();
