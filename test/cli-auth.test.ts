@@ -284,7 +284,7 @@ for (const dialect of dialects) {
         const config = loadConfig({
           flags: {
             listen: '127.0.0.1:0', dataDir, database: database.url, log: { level: 'warn', requests: false },
-            auth: { enabled: true, adminPassword }, registry: { gc: { interval: 0 } }, ...(vault ? { vault } : {}),
+            auth: { enabled: true, adminPassword }, registry: { gc: { interval: 0 } }, functions: { enabled: false }, ...(vault ? { vault } : {}),
           },
         });
         const server = await startServer(config, { logger: pino({ level: 'silent' }) });

@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { watchDataFolder } from './leak-guard.js';
 
 export interface DialectUnderTest {
   name: 'sqlite' | 'postgres';
@@ -50,5 +51,6 @@ async function createPostgresDatabase(baseUrl: string): Promise<{ url: string; d
 
 export async function tempDir(prefix = 'slipway-test-'): Promise<{ path: string; remove(): Promise<void> }> {
   const dir = await mkdtemp(path.join(tmpdir(), prefix));
+  watchDataFolder(dir);
   return { path: dir, remove: () => rm(dir, { recursive: true, force: true }) };
 }
