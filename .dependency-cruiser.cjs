@@ -5,6 +5,8 @@
  * imports are erased by tsc and so are not checked.
  * Paths match both src/ and dist/src/ so fixtures in test/ can use either.
  */
+const { builtinModules } = require('node:module');
+
 const root = '^(dist/)?src/';
 
 /** part → the parts it may import (besides itself). Leaves first, the composition root last. */
@@ -50,8 +52,32 @@ const partRules = Object.entries(allowed).map(([part, may]) => ({
   },
 }));
 
+/**
+ * Every part's api.ts runs in the browser too (the dashboard bundles the operation lists, and
+ * the CLI takes them): what it reaches may not be a node builtin, an npm package other than the
+ * browser-safe ones below, or a server module (a part's store, service or routes; db, exec, git,
+ * logs, storage, metrics; the http server kit; builds' entry, which re-exports buildah code).
+ */
+const browserSafePackages = ['zod', 'picomatch'];
+const serverOnly = [
+  `^(node:)?(${builtinModules.filter((m) => !m.startsWith('_')).join('|')})(/|$)`,
+  `node_modules/(?!(${browserSafePackages.join('|')})/)`,
+  `${root}(db|exec|git|logs|storage|metrics)/`,
+  `${root}main\\.[jt]s$`,
+  `${root}http/(?!(api-contract|api-client|error-catalog)\\.[jt]s$)`,
+  `${root}[^/]+/(routes|service|store|[^/]*-routes|[^/]*-service|[^/]*-store)\\.[jt]s$`,
+  `${root}builds/index\\.[jt]s$`,
+];
+
 module.exports = {
   forbidden: [
+    {
+      name: 'api-browser-safe',
+      comment: 'a part\'s api.ts (and all it imports) must load in a browser: no node builtin, no server module, npm only ' + browserSafePackages.join(', '),
+      severity: 'error',
+      from: { path: `${root}[^/]+/api\\.[jt]s$` },
+      to: { reachable: true, path: serverOnly },
+    },
     { name: 'no-circular', severity: 'error', comment: 'no import cycles in src', from: { path: root }, to: { circular: true } },
     {
       name: 'http-server-mounts-routes-only',
@@ -70,8 +96,8 @@ module.exports = {
     ...partRules,
   ],
   options: {
+    // npm packages are leaves (not followed) but kept, so api-browser-safe sees them.
     doNotFollow: { path: 'node_modules' },
-    exclude: { path: 'node_modules' },
     moduleSystems: ['es6'],
   },
 };

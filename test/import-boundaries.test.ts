@@ -54,6 +54,29 @@ test('the lint fails on a cross-part import, a deep import and a cycle', { timeo
   }
 });
 
+test('the lint fails when a part\'s api.ts reaches a node builtin or a server module', { timeout: 120_000 }, async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'slipway-lint-'));
+  try {
+    const file = async (name: string, text: string) => {
+      await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+      await writeFile(path.join(dir, name), text);
+    };
+    await file('package.json', '{"type":"module"}');
+    // Through a schema module that reads a file (the dashboard bundles api.ts).
+    await file('src/vault/api.js', "import { limits } from './limits.js';\nexport const vaultOperations = limits;\n");
+    await file('src/vault/limits.js', "import { readFileSync } from 'node:fs';\nexport const limits = readFileSync;\n");
+    // A schema taken from the part's service.
+    await file('src/events/api.js', "import { schema } from './service.js';\nexport const eventOperations = schema;\n");
+    await file('src/events/service.js', 'export const schema = 1;\n');
+    const result = await cruise(dir, 'src');
+    assert.notEqual(result.code, 0, result.out);
+    assert.match(result.out, /api-browser-safe: src\/vault\/api\.js → (node:)?fs/);
+    assert.match(result.out, /api-browser-safe: src\/events\/api\.js → src\/events\/service\.js/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('the compiled src passes the lint', { timeout: 120_000 }, async () => {
   const result = await cruise(repo, 'dist/src');
   assert.equal(result.code, 0, result.out);

@@ -2,12 +2,12 @@
  * @module artifacts/api
  * The artefact-version and automation-rule operations of `/api/v1` (Humanitec's shapes),
  * documented by http/openapi.ts and typed by http/api-client.ts. Bodies of versions and
- * rules are validated by the service with the schemas of service.ts / automation-rules.ts.
+ * rules are validated by the service with the schemas of version-schema.ts / automation-rules.ts.
  */
 import { z } from 'zod';
 import { defineOperations } from '../http/api-contract.js';
 import { automationRuleInputSchema, automationRulePatchSchema, ruleActionSchema, ruleMatchSchema } from './automation-rules.js';
-import { artefactVersionInputSchema } from './service.js';
+import { artefactVersionInputSchema } from './version-schema.js';
 
 const time = z.string().describe('RFC 3339 UTC');
 const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');

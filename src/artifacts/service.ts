@@ -34,8 +34,10 @@ import {
   automationRuleInputSchema, automationRulePatchSchema, expandArtefactPlaceholders, needsFunctions, needsFunctionsIssue, ruleMatches,
   type AutomationRuleView, type RuleAction, type RuleMatch,
 } from './automation-rules.js';
+import { artefactVersionInputSchema, type ArtefactVersionInput } from './version-schema.js';
 
 export { ArtefactInputError } from './score.js';
+export { artefactVersionInputSchema, type ArtefactVersionInput } from './version-schema.js';
 export {
   automationRuleInputSchema, automationRulePatchSchema, expandArtefactPlaceholders, ruleMatches,
   type AutomationRuleInput, type AutomationRulePatch, type AutomationRuleView, type RuleAction, type RuleMatch,
@@ -60,10 +62,6 @@ type AutomationRuleTable = Selectable<AutomationRuleColumns>;
 
 // ---- artefact versions ----
 
-const refPattern = /^refs\//;
-const commitPattern = /^[0-9a-f]{5,40}$/;
-const digestPattern = /^sha256:[0-9a-f]{64}$/;
-
 /**
  * A container artefact's name: `[host[:port]/]path` with the path in the OCI name grammar, and
  * no tag or digest (those go into `version` and `digest`).
@@ -80,21 +78,6 @@ export function containerNameProblem(name: string): string | null {
   return null;
 }
 
-const textField = (max: number) => z.string().max(max).regex(/^[^\s\p{Cc}]*$/u, 'no spaces or control characters');
-
-export const artefactVersionInputSchema = z.object({
-  type: z.enum(['container', 'workload']),
-  name: textField(512).min(1, 'name is required'),
-  version: textField(256).optional(),
-  ref: z.string().max(512).optional()
-    .refine((ref) => !ref || refPattern.test(ref), 'a git ref starts with refs/, e.g. refs/heads/main or refs/tags/v1'),
-  commit: z.string().regex(commitPattern, 'commit is 5–40 lowercase hex digits').optional(),
-  digest: z.string().regex(digestPattern, 'digest is sha256: and 64 lowercase hex digits').optional(),
-  image: z.string().min(1).max(1024).optional(),
-  spec: z.unknown().optional(),
-}).strict();
-
-export type ArtefactVersionInput = z.input<typeof artefactVersionInputSchema>;
 
 export type ArtefactSource = 'registry' | 'pipeline' | 'api';
 

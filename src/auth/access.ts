@@ -10,9 +10,9 @@ import type { Database } from '../db/db.js';
 import type { AccessAction } from './scope.js';
 import { decoyHash, hashPassword, verifyPassword } from './passwords.js';
 import { proofOf } from './verified-logins.js';
+import { keyScopes, roles, type KeyScope, type Role } from './roles.js';
 
-export type Role = 'owner' | 'contributor' | 'reader';
-export const roles: readonly Role[] = ['owner', 'contributor', 'reader'];
+export { keyScopes, roles, type KeyScope, type Role } from './roles.js';
 
 /** What each role may do in its namespace's repositories. */
 const roleActions: Record<Role, AccessAction[]> = {
@@ -20,11 +20,6 @@ const roleActions: Record<Role, AccessAction[]> = {
   contributor: ['pull', 'push'],
   reader: ['pull'],
 };
-
-/** Scopes an API key may be limited to; `*` is everything its owner may do. */
-/** `metrics`: may read GET /metrics (only keys of server admins; see auth/api-guard). */
-export const keyScopes = ['*', 'pull', 'push', 'delete', 'api', 'metrics'] as const;
-export type KeyScope = (typeof keyScopes)[number];
 
 export interface Principal {
   id: string;

@@ -6,8 +6,8 @@
  */
 import { z } from 'zod';
 import { defineOperations } from '../http/api-contract.js';
-import { keyScopes, roles } from './access.js';
-import { proxySettingsInput, proxySettingsView } from '../registry/proxy-settings.js';
+import { keyScopes, roles } from './roles.js';
+import { proxySettingsInput, proxySettingsView } from '../registry/proxy-settings-schema.js';
 
 const time = z.string().describe('RFC 3339 UTC');
 const principalKind = z.enum(['user', 'service']);

@@ -8,7 +8,7 @@
  */
 import { authOperations } from '../auth/api.js';
 import { credentialOperations } from '../credentials/api.js';
-import { ApiCallError, ApiClient as TypedClient, authorizationHeader, type ApiInput, type ApiResult } from '../http/api-client.js';
+import { ApiCallError, ApiClient as TypedClient, authorizationHeader, type ApiBody, type ApiInput, type ApiResult } from '../http/api-client.js';
 import type { Operation } from '../http/api-contract.js';
 import { CommandError } from './errors.js';
 
@@ -43,7 +43,7 @@ export class ApiRequestError extends CommandError {
 export type Me = ApiResult<typeof authOperations.getMe>;
 export type CreatedKey = ApiResult<typeof authOperations.createKey>;
 export type RegistryView = ApiResult<typeof credentialOperations.listRegistries>[number];
-export type RegistryCreateInput = ApiInput<typeof credentialOperations.createRegistry>['body'];
+export type RegistryCreateInput = ApiBody<typeof credentialOperations.createRegistry>;
 export type RegistryLogin = ApiResult<typeof credentialOperations.getRegistryLogin>;
 
 const defaultTimeoutMs = 30_000;
@@ -61,7 +61,7 @@ export class ApiClient {
     return this.call(authOperations.getMe);
   }
 
-  createKey(input: ApiInput<typeof authOperations.createKey>['body']): Promise<CreatedKey> {
+  createKey(input: ApiBody<typeof authOperations.createKey>): Promise<CreatedKey> {
     return this.call(authOperations.createKey, { body: input });
   }
 

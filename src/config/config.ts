@@ -9,22 +9,15 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { durationPattern, parseDuration } from './duration.js';
+
+export { parseDuration } from './duration.js';
 
 const listenPattern = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
-
-const durationPattern = /^(\d+)(ms|s|m|h|d)$/;
 
 /** A duration such as `30s`, `15m`, `24h`; a bare number is seconds. Parsed to milliseconds. */
 const duration = z.union([z.number().nonnegative(), z.string().regex(durationPattern, 'a duration such as 30s, 15m or 24h')])
   .transform((value) => parseDuration(value));
-
-export function parseDuration(value: number | string): number {
-  if (typeof value === 'number') return value * 1000;
-  const match = durationPattern.exec(value);
-  if (!match) throw new Error(`not a duration: ${value}`);
-  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-  return Number(match[1]) * units[match[2]!]!;
-}
 
 /**
  * The drivers each seam can be built with. `src/main.ts` picks the factory of the configured

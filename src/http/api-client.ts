@@ -17,11 +17,20 @@ type AnswerOf<A> = A extends null ? undefined : A extends RawAnswer ? string : A
 /** What a successful call resolves with: the union of the operation's answers. */
 export type ApiResult<O extends Operation> = AnswerOf<O['answers'][keyof O['answers']]>;
 
-/** Path parameters (named as in the path), query and JSON body of one call. */
+/** The JSON body an operation takes (its schema's input). */
+export type ApiBody<O extends Operation> = O['body'] extends z.ZodType ? z.input<O['body']> : unknown;
+
+/** A body sent as it is instead of JSON, where the operation takes one (a YAML pipeline definition). */
+export interface TextBody {
+  contentType: string;
+  text: string;
+}
+
+/** Path parameters (named as in the path), query and JSON body (or its text form) of one call. */
 export type ApiInput<O extends Operation> =
   & (PathParams<O['path']> extends Record<string, string> ? { params: PathParams<O['path']> } : { params?: undefined })
   & (O['query'] extends z.ZodType ? { query?: z.input<O['query']> } : { query?: undefined })
-  & (O['body'] extends z.ZodType ? { body: z.input<O['body']> } : { body?: unknown });
+  & (O['body'] extends z.ZodType ? { body: ApiBody<O>; raw?: undefined } | { raw: TextBody; body?: undefined } : { body?: unknown; raw?: TextBody });
 
 /** A non-2xx answer, or no answer: the server's `{code, message, detail}` when it sent one. */
 export class ApiCallError extends Error {
@@ -112,26 +121,29 @@ export class ApiClient {
 
   /** Calls one operation; resolves with its parsed answer, or throws ApiCallError. */
   async call<O extends Operation>(operation: O, input?: ApiInput<O>): Promise<ApiResult<O>> {
-    const { params, query, body } = (input ?? {}) as { params?: Record<string, string>; query?: Record<string, unknown>; body?: unknown };
-    return await this.send(operation.method, `${fillPath(operation.path, params)}${queryString(query)}`, body) as ApiResult<O>;
+    const { params, query, body, raw } = (input ?? {}) as { params?: Record<string, string>; query?: Record<string, unknown>; body?: unknown; raw?: TextBody };
+    return await this.send(operation.method, `${fillPath(operation.path, params)}${queryString(query)}`, body, { raw }) as ApiResult<O>;
   }
 
   /**
-   * One request to a path of this server (with its query), a JSON body when given: the parsed
-   * JSON answer, its text when it is not JSON, undefined when empty; or throws ApiCallError.
+   * One request to a path of this server (with its query), a JSON body when given (or `raw`, sent
+   * as it is): the parsed JSON answer, its text when it is not JSON, undefined when empty; or
+   * throws ApiCallError.
    */
-  async send(method: string, path: string, body?: unknown): Promise<unknown> {
+  async send(method: string, path: string, body?: unknown, options: { raw?: TextBody } = {}): Promise<unknown> {
     const url = `${this.baseUrl}${path}`;
     const headers: Record<string, string> = { accept: 'application/json' };
     const authorization = this.authorization();
     if (authorization) headers.authorization = authorization;
-    if (body !== undefined) headers['content-type'] = 'application/json';
+    const payload = options.raw ? options.raw.text : body === undefined ? undefined : JSON.stringify(body);
+    if (options.raw) headers['content-type'] = options.raw.contentType;
+    else if (body !== undefined) headers['content-type'] = 'application/json';
     let response: Response;
     try {
       response = await this.fetcher(url, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: payload,
         // Credentials are never sent on to wherever a redirect points.
         redirect: 'manual',
         signal: AbortSignal.timeout(this.timeoutMs),

@@ -14,7 +14,8 @@ import type { LogFollower } from '../logs/log-store.js';
 import {
   activeRunStatuses, finalRunStatuses, runView, type RunState, type RunStatus, type RunView, type StageState,
 } from './runs.js';
-import { flattenStages, parsePipelineInput, primarySource, resolveParameters, type PipelineInput, type PipelineWarning } from './spec.js';
+import { flattenStages, primarySource, resolveParameters, type PipelineInput } from './spec.js';
+import { parsePipelineInput, type PipelineWarning } from './definition-parse.js';
 import { matchesPaths } from './path-filter.js';
 import { verifyAndParse, WebhookError } from './webhooks.js';
 import type { GitCredentials } from '../git/remote.js';

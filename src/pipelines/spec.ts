@@ -10,12 +10,12 @@
  * `approval` [MANUAL_APPROVAL]. `${name}` placeholders (parameters, exported variables) are
  * filled in artifact locations, build-spec values and stage settings when the stage runs.
  *
- * Unknown keys are left out with a warning (see parsePipelineInput), as in build specs;
- * `strict: true` refuses them, here and in the build specs of the pipeline's build stages.
+ * Unknown keys are left out with a warning (parsePipelineInput, definition-parse.ts), as in
+ * build specs; `strict: true` refuses them, here and in the build specs of the build stages.
+ * No node or server imports here: pipelines/api.ts takes these schemas into the browser.
  */
 import { z } from 'zod';
 import { functionNamePattern } from '../functions/spec.js';
-import { dropKeys, splitUnknownKeys } from '../builds/index.js';
 import { validateGlobs } from './path-filter.js';
 
 export const pipelineNamePattern = functionNamePattern;
@@ -191,36 +191,6 @@ export const pipelineInputSchema = z.strictObject({
 
 export type PipelineInput = z.output<typeof pipelineInputSchema>;
 
-/** A key of the definition that was left out. */
-export interface PipelineWarning {
-  /** Dotted, like the error messages: `stages.0.image`. */
-  path: string;
-  key: string;
-  message: string;
-}
-
-/** The definition, or the problems (`path: message`) that refuse it. */
-export type PipelineParseResult = { ok: true; spec: PipelineInput; warnings: PipelineWarning[] } | { ok: false; errors: string[] };
-
-const issueText = (issue: { path: PropertyKey[]; message: string }) => `${issue.path.map(String).join('.') || '(pipeline)'}: ${issue.message}`;
-
-/** Validates a definition: unknown keys are warnings and left out, errors with `strict: true`. */
-export function parsePipelineInput(input: unknown): PipelineParseResult {
-  const first = pipelineInputSchema.safeParse(input);
-  if (first.success) return { ok: true, spec: first.data, warnings: [] };
-  const strict = input !== null && typeof input === 'object' && (input as { strict?: unknown }).strict === true;
-  const { unknown, others } = splitUnknownKeys(first.error.issues);
-  if (strict || others.length > 0 || unknown.length === 0) return { ok: false, errors: (strict ? first.error.issues : others).map(issueText) };
-  const copy = structuredClone(input);
-  dropKeys(copy, unknown);
-  const second = pipelineInputSchema.safeParse(copy);
-  if (!second.success) return { ok: false, errors: second.error.issues.map(issueText) };
-  const warnings = unknown.map(({ parent, key }) => {
-    const at = parent.map(String).join('.');
-    return { path: at === '' ? key : `${at}.${key}`, key, message: `unknown key ${JSON.stringify(key)}${at === '' ? '' : ` in ${at}`} (ignored)` };
-  });
-  return { ok: true, spec: second.data, warnings };
-}
 export type StageEntry = PipelineInput['stages'][number];
 
 /** Stages with their group: entries run in order, stages of one `parallel` entry share a group. */

@@ -1,26 +1,17 @@
 /**
  * @module registry/proxy-settings
  * Which namespaces are pull-through caches of an upstream registry, and of which one: the
- * `proxy` object of `POST /api/v1/namespaces` (schema here, so the API and the registry agree),
- * stored in `registry_proxies`. Lookups per request are memoised briefly: a change made on
+ * `proxy` object of `POST /api/v1/namespaces` (schema in proxy-settings-schema.ts, so the API and
+ * the registry agree), stored in `registry_proxies`. Lookups per request are memoised briefly: a change made on
  * another replica is seen within `memoMs`.
  */
-import { z } from 'zod';
+import type { z } from 'zod';
 import { parseDuration } from '../config/config.js';
 import type { Database } from '../db/db.js';
+import type { proxySettingsInput, proxySettingsView } from './proxy-settings-schema.js';
 
-export const proxySettingsInput = z.strictObject({
-  url: z.url({ protocol: /^https?$/ }).describe('The upstream registry, e.g. https://registry-1.docker.io'),
-  credentialsId: z.string().min(1).optional().describe('An external registry of the namespace; default: the longest matching prefix, if any'),
-  insecure: z.boolean().default(false).describe('Accept an upstream TLS certificate that does not verify'),
-  ttl: z.string().regex(/^\d+(ms|s|m|h|d)$/, 'a duration such as 30s, 15m or 24h').default('24h').describe('How long a cached tag is served before it is re-checked upstream'),
-  mirrorOf: z.string().min(1).optional().describe('e.g. docker.io: also serve the upstream\'s own repository paths without the namespace prefix'),
-});
-export type ProxySettingsInput = z.input<typeof proxySettingsInput>;
-
-export const proxySettingsView = z.object({
-  url: z.string(), credentialsId: z.string().nullable(), insecure: z.boolean(), ttl: z.string(), mirrorOf: z.string().nullable(),
-});
+// The API's shapes live in proxy-settings-schema.ts (browser-safe, for auth/api.ts).
+export { proxySettingsInput, proxySettingsView, type ProxySettingsInput } from './proxy-settings-schema.js';
 
 export interface ProxySettings {
   namespace: string;

@@ -72,9 +72,8 @@ export interface RequestOptions {
 }
 
 /**
- * JSON calls for the parts whose operation lists are not published yet.
- * TODO: take from <part>/api.ts (pipelines, functions, builds, registry, events, credentials,
- * vault, artifacts) and move each caller onto `call(c => c.call(ops.x, …))`.
+ * A plain JSON call; left for the sign-in and sign-out calls (the session they make or end is
+ * handled here). Everything else goes through `call(c => c.call(ops.x, …))`.
  */
 export async function request<T = unknown>(method: string, path: string, body?: unknown, options: RequestOptions = {}): Promise<T> {
   const headers: Record<string, string> = { accept: 'application/json', ...authHeaders(), ...options.headers };

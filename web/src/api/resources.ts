@@ -1,23 +1,19 @@
 /**
  * The dashboard's calls, with the shapes the parts publish in src/<part>/api.ts (the same
- * schemas the OpenAPI document shows), so the pages read what the server answers. Calls go
- * through `call` (the shared typed client) where the operation list is browser-safe;
- * pipelines/api.ts and artifacts/api.ts pull node-only modules in (pipelines/spec.ts →
- * builds/index.ts, artifacts/service.ts), so their types come by `import type` and their
- * calls stay on `request`.
- * TODO: move pipelines and artefacts onto `call` once their schemas live in browser-safe modules.
+ * schemas the OpenAPI document shows), so the pages read what the server answers. Every call
+ * goes through `call` (the shared typed client): each api.ts is browser-safe (no node or
+ * server imports; checked by the api-browser-safe rule of .dependency-cruiser.cjs).
  */
 import type { z } from 'zod';
-import type { ApiResult } from '@shared/http/api-client.js';
 import { buildOperations, type buildView } from '@shared/builds/api.js';
 import { credentialOperations, type registryView } from '@shared/credentials/api.js';
 import { eventOperations, type deliveryView, type domainEvent, type webhookView } from '@shared/events/api.js';
 import { functionOperations, type functionKey, type functionMetrics, type functionView, type instanceView, type revisionView } from '@shared/functions/api.js';
 import { catalogOperations, type repositoryDetail, type repositorySummary, type tagEntry } from '@shared/registry/api.js';
 import { vaultOperations, type secretInfo } from '@shared/vault/api.js';
-import type { artefactVersionView, artifactOperations } from '@shared/artifacts/api.js';
-import type { pipelineOperations, pipelineView, runView, stageState } from '@shared/pipelines/api.js';
-import { call, request } from './http.js';
+import { artifactOperations, type artefactVersionView } from '@shared/artifacts/api.js';
+import { pipelineOperations, type pipelineView, type runView, type stageState } from '@shared/pipelines/api.js';
+import { call } from './http.js';
 
 const ns = (namespace: string) => `/api/v1/namespaces/${encodeURIComponent(namespace)}`;
 const seg = encodeURIComponent;
@@ -34,6 +30,7 @@ export type PipelineView = z.output<typeof pipelineView>;
 export type StageState = z.output<typeof stageState>;
 export type RunView = z.output<typeof runView>;
 type PipelineOps = typeof pipelineOperations;
+type RunStatus = RunView['status'];
 
 export type FunctionView = z.output<typeof functionView>;
 export type Revision = z.output<typeof revisionView>;
@@ -57,17 +54,18 @@ export const api = {
   repository: (n: string, repo: string) => call((c) => c.call(catalogOperations.getRepository, { params: { ns: n, '*': repo } })),
   deleteTag: (n: string, repo: string, tag: string) => call((c) => c.call(catalogOperations.deleteRepositoryTag, { params: { ns: n, '*': repo }, query: { tag } })),
 
-  pipelines: (n: string) => request<ApiResult<PipelineOps['listPipelines']>>('GET', `${ns(n)}/pipelines`).then((a) => a.pipelines),
-  pipeline: (n: string, name: string) => request<ApiResult<PipelineOps['getPipeline']>>('GET', `${ns(n)}/pipelines/${seg(name)}`),
-  // YAML as it is: the typed client sends JSON bodies only.
-  replacePipelineYaml: (n: string, name: string, yaml: string) => request<ApiResult<PipelineOps['replacePipeline']>>('PUT', `${ns(n)}/pipelines/${seg(name)}`, yaml, { raw: true, headers: { 'content-type': 'application/yaml' } }),
-  deletePipeline: (n: string, name: string) => request<ApiResult<PipelineOps['deletePipeline']>>('DELETE', `${ns(n)}/pipelines/${seg(name)}`),
-  runs: (n: string, name: string, status?: string) => request<ApiResult<PipelineOps['listRuns']>>('GET', `${ns(n)}/pipelines/${seg(name)}/runs?limit=50${status ? `&status=${seg(status)}` : ''}`).then((a) => a.runs),
-  run: (n: string, name: string, number: string | number) => request<ApiResult<PipelineOps['getRun']>>('GET', `${ns(n)}/pipelines/${seg(name)}/runs/${number}`),
-  startRun: (n: string, name: string, body: z.input<PipelineOps['startRun']['body']>) => request<ApiResult<PipelineOps['startRun']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs`, body),
-  cancelRun: (n: string, name: string, number: number) => request<ApiResult<PipelineOps['cancelRun']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/cancel`),
-  rerun: (n: string, name: string, number: number, body: z.input<PipelineOps['rerun']['body']>) => request<ApiResult<PipelineOps['rerun']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/rerun`, body),
-  decide: (n: string, name: string, number: number, stage: string, decision: 'approve' | 'reject', comment?: string) => request<ApiResult<PipelineOps['approveStage']>>('POST', `${ns(n)}/pipelines/${seg(name)}/runs/${number}/stages/${seg(stage)}/${decision}`, comment ? { comment } : {}),
+  pipelines: (n: string) => call((c) => c.call(pipelineOperations.listPipelines, { params: { ns: n } })).then((a) => a.pipelines),
+  pipeline: (n: string, name: string) => call((c) => c.call(pipelineOperations.getPipeline, { params: { ns: n, name } })),
+  // YAML as it is (the route takes JSON or YAML).
+  replacePipelineYaml: (n: string, name: string, yaml: string) => call((c) => c.call(pipelineOperations.replacePipeline, { params: { ns: n, name }, raw: { contentType: 'application/yaml', text: yaml } })),
+  deletePipeline: (n: string, name: string) => call((c) => c.call(pipelineOperations.deletePipeline, { params: { ns: n, name } })),
+  runs: (n: string, name: string, status?: string) => call((c) => c.call(pipelineOperations.listRuns, { params: { ns: n, name }, query: { limit: 50, status: status as RunStatus | undefined } })).then((a) => a.runs),
+  run: (n: string, name: string, number: string | number) => call((c) => c.call(pipelineOperations.getRun, { params: { ns: n, name, number: String(number) } })),
+  startRun: (n: string, name: string, body: z.input<PipelineOps['startRun']['body']>) => call((c) => c.call(pipelineOperations.startRun, { params: { ns: n, name }, body })),
+  cancelRun: (n: string, name: string, number: number) => call((c) => c.call(pipelineOperations.cancelRun, { params: { ns: n, name, number: String(number) } })),
+  rerun: (n: string, name: string, number: number, body: z.input<PipelineOps['rerun']['body']>) => call((c) => c.call(pipelineOperations.rerun, { params: { ns: n, name, number: String(number) }, body })),
+  decide: (n: string, name: string, number: number, stage: string, decision: 'approve' | 'reject', comment?: string) =>
+    call((c) => c.call(decision === 'approve' ? pipelineOperations.approveStage : pipelineOperations.rejectStage, { params: { ns: n, name, number: String(number), stage }, body: comment ? { comment } : {} })),
   runLogPath: (n: string, name: string, number: number | string) => `${ns(n)}/pipelines/${seg(name)}/runs/${number}/logs?follow=true`,
 
   functions: (n: string) => call((c) => c.call(functionOperations.listFunctions, { params: { ns: n } })).then((a) => a.functions),
@@ -88,7 +86,7 @@ export const api = {
   build: (n: string, id: string) => call((c) => c.call(buildOperations.getBuild, { params: { ns: n, id } })),
   buildLogPath: (n: string, id: string) => `${ns(n)}/builds/${seg(id)}/logs?follow=true`,
 
-  artefacts: (n: string) => request<ApiResult<typeof artifactOperations.listArtefactVersions>>('GET', `${ns(n)}/artefact-versions?limit=100`).then((a) => a.artefactVersions),
+  artefacts: (n: string) => call((c) => c.call(artifactOperations.listArtefactVersions, { params: { ns: n }, query: { limit: 100 } })).then((a) => a.artefactVersions),
   registries: (n: string) => call((c) => c.call(credentialOperations.listRegistries, { params: { ns: n } })),
   secrets: (n: string) => call((c) => c.call(vaultOperations.listSecrets, { params: { ns: n } })),
 };
