@@ -47,7 +47,7 @@ export type ExternalRegistry = z.output<typeof registryView>;
 export type SecretInfo = z.output<typeof secretInfo>;
 
 export const api = {
-  events: (n: string, limit = 30) => call((c) => c.call(eventOperations.listEvents, { params: { ns: n }, query: { limit } })).then((a) => a.events),
+  events: (n: string, limit = 30, type?: string) => call((c) => c.call(eventOperations.listEvents, { params: { ns: n }, query: { limit, type } })).then((a) => a.events),
   eventStreamPath: (n: string) => `${ns(n)}/events/stream`,
   webhooks: (n: string) => call((c) => c.call(eventOperations.listWebhooks, { params: { ns: n } })).then((a) => a.webhooks),
   deliveries: (n: string, id: string) => call((c) => c.call(eventOperations.listDeliveries, { params: { ns: n, id }, query: { limit: 20 } })).then((a) => a.deliveries),
