@@ -74,6 +74,7 @@ export const api = {
   function: (n: string, name: string) => call((c) => c.call(functionOperations.getFunction, { params: { ns: n, name } })),
   deleteFunction: (n: string, name: string) => call((c) => c.call(functionOperations.deleteFunction, { params: { ns: n, name } })),
   revisions: (n: string, name: string) => call((c) => c.call(functionOperations.listRevisions, { params: { ns: n, name } })).then((a) => a.revisions),
+  revisionsWithDigest: (n: string, digest: string) => call((c) => c.call(functionOperations.listRevisionsByDigest, { params: { ns: n }, query: { digest } })).then((a) => a.revisions),
   rollback: (n: string, name: string, revision: number) => call((c) => c.call(functionOperations.rollbackFunction, { params: { ns: n, name }, body: { revision } })),
   instances: (n: string, name: string) => call((c) => c.call(functionOperations.listInstances, { params: { ns: n, name } })).then((a) => a.instances),
   metrics: (n: string, name: string) => call((c) => c.call(functionOperations.functionMetrics, { params: { ns: n, name } })),

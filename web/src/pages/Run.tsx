@@ -11,7 +11,7 @@ import { api, type RunView, type StageState } from '../api/resources.js';
 import { useLogStream } from '../live.js';
 import { mergeFetched, mergeStage, runStreamAction } from '../run-live.js';
 import { atLeast, useRole } from '../session.js';
-import { ConnectionBanner, duration, ErrorBox, shortDigest, Status, Time } from '../ui.js';
+import { ConnectionBanner, duration, ErrorBox, shortDigest, Status, Time, useLoad } from '../ui.js';
 
 const finalStatuses = new Set(['succeeded', 'failed', 'cancelled']);
 
@@ -123,14 +123,25 @@ export default function Run() {
       </div>
       {(run.artifacts ?? []).length > 0 && <>
         <h2>Delivered artefacts</h2>
-        <ul>{(run.artifacts as Array<{ artifact: string; location: string; digest: string }>).map((a) => {
-          const repo = a.location.replace(/^[^/]+\//, '').replace(/[:@].*$/, '');
-          return <li key={a.artifact + a.digest}>{a.artifact}: <Link to={`/ns/${encodeURIComponent(ns)}/repo/${repo}`}>{a.location}</Link> <code>{shortDigest(a.digest)}</code></li>;
-        })}</ul>
+        <ul>{run.artifacts.map((a) => <Delivered key={a.artifact + a.digest} ns={ns} artefact={a} />)}</ul>
       </>}
       <h2>Log {shown ? `— ${shown}` : ''}</h2>
       <ConnectionBanner state={streamState === 'lost' ? 'lost' : log.state} />
       <pre className="log" data-testid="run-log">{(stageLines.length ? stageLines : log.lines).join('\n')}</pre>
     </section>
+  );
+}
+
+/** A delivered artefact: its repository, digest, and the function revisions running that digest. */
+function Delivered({ ns, artefact }: { ns: string; artefact: RunView['artifacts'][number] }) {
+  const repo = artefact.location.replace(/^[^/]+\//, '').replace(/[:@].*$/, '');
+  const revisions = useLoad(() => (artefact.type === 'DOCKER_IMAGE' ? api.revisionsWithDigest(ns, artefact.digest) : Promise.resolve([])), [ns, artefact.digest]);
+  return (
+    <li data-testid={`artefact-${artefact.artifact}`}>
+      {artefact.artifact}: <Link to={`/ns/${encodeURIComponent(ns)}/repo/${repo}`}>{artefact.location}</Link> <code title={artefact.digest}>{shortDigest(artefact.digest)}</code>
+      {(revisions.data ?? []).map((r) => (
+        <span key={`${r.function}-${r.number}`}> → <Link to={`/ns/${encodeURIComponent(ns)}/functions/${encodeURIComponent(r.function)}?revision=${r.number}#revisions`}>{r.function} revision {r.number}</Link>{r.active ? ' (live)' : ''}</span>
+      ))}
+    </li>
   );
 }
