@@ -139,18 +139,33 @@ describe('web dashboard', { timeout: 240_000 }, () => {
     const p = await page();
     await signIn(p, 'admin', adminPassword);
     await p.getByRole('heading', { name: 'Namespaces' }).waitFor();
+    // The page follows the event stream: it asks for the run when it opens, on run.* events and
+    // on a (re)connect of the stream, never on a timer.
+    const runGets: number[] = [];
+    p.on('request', (r) => { if (r.method() === 'GET' && new URL(r.url()).pathname === `/api/v1/namespaces/team/pipelines/release/runs/${number}`) runGets.push(Date.now()); });
     await p.goto(`/ns/team/pipelines/release/runs/${number}`);
     const pause = p.locator('[data-stage="pause"]');
     await pause.waitFor();
     // Loaded while the wait stage is still going; it finishes on the page with no reload.
     await p.locator('[data-stage="pause"][data-status="succeeded"]').waitFor({ timeout: 20_000 });
     await p.locator('[data-stage="gate"][data-status="waiting"]').waitFor({ timeout: 20_000 });
+    await p.getByRole('heading', { name: /Run #\d+ waiting/ }).waitFor({ timeout: 20_000 });
+    const quietFrom = runGets.length;
+    await p.waitForTimeout(4000);
+    assert.equal(runGets.length, quietFrom, 'no run fetches while nothing happens (no polling)');
+    assert.ok(runGets.length <= 5, `a handful of run fetches, not a poll: ${runGets.length}`);
     await p.getByLabel('Comment').fill('looks good');
     await screenshot(p, 'run-waiting');
     await p.getByRole('button', { name: 'Approve gate' }).click();
     await p.locator('[data-stage="gate"][data-status="succeeded"]').waitFor({ timeout: 20_000 });
     await p.getByRole('heading', { name: /Run #\d+ succeeded/ }).waitFor({ timeout: 20_000 });
     await screenshot(p, 'run-succeeded');
+    // What moved the stages: one stage.* event per change, with the run and the stage.
+    const stageEvents = (await admin.get('/api/v1/namespaces/team/events?type=stage.*')).body.events as Array<{ type: string; subject: string; data: { run: { number: number; id: string }; stage: { name: string; status: string; approval?: { comment?: string } } } }>;
+    const mine = stageEvents.filter((e) => e.data.run.number === number);
+    assert.deepEqual(mine.map((e) => `${e.type} ${e.data.stage.name}`), ['stage.started pause', 'stage.succeeded pause', 'stage.started gate', 'stage.waiting gate', 'stage.approved gate', 'stage.succeeded gate']);
+    assert.equal(mine[0]!.subject, `release#${number}`);
+    assert.equal(mine[4]!.data.stage.approval?.comment, 'looks good');
 
     await p.getByRole('button', { name: 'Re-run', exact: true }).click();
     await p.waitForURL(new RegExp(`/runs/${number + 1}$`));

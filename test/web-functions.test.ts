@@ -24,6 +24,7 @@ describe('web dashboard: function page', { timeout: 300_000 }, () => {
   let work: { path: string; remove(): Promise<void> };
   let prefix: string;
   let page: Page | undefined;
+  let imageDigest: string;
 
   before(async () => {
     await requireCommands({ runc: 'runc', ip: 'iproute2' });
@@ -34,6 +35,7 @@ describe('web dashboard: function page', { timeout: 300_000 }, () => {
     admin = createApiClient(ts.url, { basic: { user: 'admin', password: adminPassword } });
     assert.equal((await admin.post('/api/v1/namespaces', { name: 'fns' })).status, 201);
     const image = await pushNodeImage(ts, 'fns/web', '1', await nodeLayer(work.path), { Cmd: ['node', '-e', server] }, { authorization: basicAuth('admin', adminPassword) });
+    imageDigest = image.digest;
     const created = await admin.post('/api/v1/namespaces/fns/functions?wait=true', { name: 'web', type: 'http', image: image.reference, env: { VERSION: 'v1' } });
     assert.equal(created.status, 201, created.text);
     const changed = await admin.patch('/api/v1/namespaces/fns/functions/web?wait=true', { env: { VERSION: 'v2' } });
@@ -97,5 +99,24 @@ describe('web dashboard: function page', { timeout: 300_000 }, () => {
     const key = (await p.locator('.notice .secret').innerText()).trim();
     const keyed = await fetch(`${ts.url}/fn/fns/web/`, { headers: { authorization: `Bearer ${key}` } });
     assert.equal(keyed.status, 200, await keyed.text());
+  });
+
+  test('the revisions that run an image digest (what a run\'s delivered artefact links to)', { timeout: 60_000 }, async () => {
+    const found = await admin.get(`/api/v1/namespaces/fns/function-revisions?digest=${imageDigest}`);
+    assert.equal(found.status, 200, found.text);
+    const revisions = found.body.revisions as Array<{ function: string; number: number; imageDigest: string; active: boolean }>;
+    assert.deepEqual(revisions.map((r) => [r.function, r.number]).sort(), [['web', 1], ['web', 2]]);
+    assert.ok(revisions.every((r) => r.imageDigest === imageDigest));
+    assert.equal(revisions.filter((r) => r.active).length, 1, 'the live one is marked');
+    assert.deepEqual((await admin.get(`/api/v1/namespaces/fns/function-revisions?digest=sha256:${'0'.repeat(64)}`)).body.revisions, []);
+    assert.equal((await admin.get('/api/v1/namespaces/fns/function-revisions?digest=latest')).status, 400);
+    assert.equal((await admin.get('/api/v1/namespaces/fns/function-revisions')).status, 400);
+    assert.equal((await admin.post('/api/v1/namespaces', { name: 'other' })).status, 201);
+    assert.deepEqual((await admin.get(`/api/v1/namespaces/other/function-revisions?digest=${imageDigest}`)).body.revisions, [], 'only the namespace\'s functions');
+
+    // The link's target: the function page with that revision marked in its revisions view.
+    const p = page ?? await newPage(browser, ts.url);
+    await p.goto('/ns/fns/functions/web?revision=1#revisions');
+    await p.getByTestId('marked-revision').filter({ hasText: '1' }).waitFor();
   });
 });

@@ -15,6 +15,7 @@ export const functionKeyBody = z.object({ name: z.string().min(1).max(64) }).str
 // Documentation of query strings the routes read themselves.
 const waitQuery = z.object({ wait: z.enum(['true', '1', 'yes']).optional().describe('Answer once the deploy has ended') });
 const logsQuery = z.object({ tail: z.coerce.number().int().min(0).max(100_000).optional(), follow: z.enum(['true', '1', 'yes']).optional() });
+export const digestQuery = z.object({ digest: z.string().regex(/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/, 'an image digest such as sha256:…').describe('An image digest: `sha256:…`') });
 const invokeQuery = z.object({ mode: z.enum(['sync', 'async']).default('sync') });
 
 export const functionView = z.object({
@@ -30,6 +31,7 @@ export const revisionView = z.object({
   number: z.number(), image: z.string(), imageDigest: z.string().nullable(), status: z.enum(['deploying', 'ready', 'failed', 'retired']),
   reason: z.string().optional(), output: z.array(z.string()).optional(), active: z.boolean(), createdAt: time, readyAt: time.optional(),
 });
+export const digestRevisionView = revisionView.extend({ function: z.string().describe('The function the revision belongs to') });
 export const invocationView = z.object({
   id: z.string(), function: z.string(), revision: z.number().nullable(), status: z.enum(['queued', 'running', 'succeeded', 'failed']),
   attempts: z.number(), createdAt: time, finishedAt: time.optional(),
@@ -53,6 +55,10 @@ export const functionOperations = defineOperations({
   updateFunction: { method: 'PATCH', path: `${fns}/:name`, summary: 'Change a function (a new revision when its config changes)', access: 'contributor', query: waitQuery, body: functionPatchSchema, answers: { 200: functionView } },
   deleteFunction: { method: 'DELETE', path: `${fns}/:name`, summary: 'Delete a function', access: 'contributor', answers: { 204: null } },
   listRevisions: { method: 'GET', path: `${fns}/:name/revisions`, summary: 'A function\'s revisions', access: 'reader', answers: { 200: z.object({ revisions: z.array(revisionView) }) } },
+  listRevisionsByDigest: {
+    method: 'GET', path: '/api/v1/namespaces/:ns/function-revisions', summary: 'Revisions of the namespace\'s functions that run an image digest, newest first (what a delivered artefact became)',
+    access: 'reader', query: digestQuery, answers: { 200: z.object({ revisions: z.array(digestRevisionView) }) },
+  },
   rollbackFunction: { method: 'POST', path: `${fns}/:name/rollback`, summary: 'Make an earlier revision active again', access: 'contributor', body: rollbackBody, answers: { 200: functionView } },
   functionMetrics: { method: 'GET', path: `${fns}/:name/metrics`, summary: 'Counters and latency of a function (this server)', access: 'reader', answers: { 200: functionMetrics } },
   listInstances: { method: 'GET', path: `${fns}/:name/instances`, summary: 'A function\'s running instances (this server)', access: 'reader', answers: { 200: z.object({ instances: z.array(instanceView) }) } },

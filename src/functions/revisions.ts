@@ -30,6 +30,15 @@ export class Revisions {
     return revisions.map((r) => revisionView(r, row.active_revision));
   }
 
+  /** Revisions of the namespace's functions that run the image `digest` (newest first): what an artefact became. */
+  async withDigest(namespace: string, digest: string, limit = 100): Promise<Array<RevisionView & { function: string }>> {
+    const rows = await this.db.kysely.selectFrom('function_revisions').innerJoin('functions', 'functions.id', 'function_revisions.function_id')
+      .selectAll('function_revisions').select(['functions.name as function_name', 'functions.active_revision'])
+      .where('functions.namespace', '=', namespace).where('function_revisions.image_digest', '=', digest)
+      .orderBy('function_revisions.created_at', 'desc').limit(limit).execute();
+    return rows.map(({ function_name, active_revision, ...r }) => ({ function: function_name, ...revisionView(r, active_revision) }));
+  }
+
   /** Makes an earlier (or any) revision the active one again, after its start checks pass. */
   async rollback(namespace: string, name: string, number: number, wait: boolean): Promise<FunctionView> {
     const row = await findFunction(this.db, namespace, name);

@@ -17,7 +17,7 @@ import { parseBody } from '../http/validation.js';
 import { requestIdOf } from '../http/request-id.js';
 import type { FunctionService, InvokeResult } from './service.js';
 import { functionInputSchema, functionPatchSchema } from './spec.js';
-import { functionKeyBody, rollbackBody } from './api.js';
+import { digestQuery, functionKeyBody, rollbackBody } from './api.js';
 
 export interface FunctionRoutesOptions {
   functions: FunctionService;
@@ -186,6 +186,14 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
   app.get('/api/v1/namespaces/:ns/functions/:name/revisions', async (request) => {
     await member(request, 'reader');
     return { revisions: await functions.revisions(params(request).ns, params(request).name) };
+  });
+
+  app.get('/api/v1/namespaces/:ns/function-revisions', async (request) => {
+    await member(request, 'reader');
+    const query = digestQuery.safeParse(request.query);
+    if (!query.success) throw new ApiError('BAD_REQUEST', `digest: ${query.error.issues[0]?.message ?? 'required'}`);
+    const { digest } = query.data;
+    return { revisions: await functions.revisionsWithDigest(params(request).ns, digest) };
   });
 
   app.post('/api/v1/namespaces/:ns/functions/:name/rollback', async (request) => {

@@ -162,6 +162,11 @@ export class FunctionService {
     return this.revisionsOf.list(namespace, name);
   }
 
+  /** Revisions of the namespace's functions running the image `digest`. */
+  revisionsWithDigest(namespace: string, digest: string): Promise<Array<RevisionView & { function: string }>> {
+    return this.revisionsOf.withDigest(namespace, digest);
+  }
+
   /** Makes an earlier (or any) revision the active one again, after its start checks pass. */
   rollback(namespace: string, name: string, number: number, wait: boolean): Promise<FunctionView> {
     return this.revisionsOf.rollback(namespace, name, number, wait);

@@ -44,6 +44,20 @@ export const runView = z.object({
   phases: z.record(z.string(), z.number()), error: z.string().nullable(), rerunOf: z.string().nullable(),
   createdAt: time, startedAt: time.nullable(), finishedAt: time.nullable(), durationMs: z.number().nullable(),
 });
+/**
+ * `data` of the `stage.*` events (events part): `stage.started`, `stage.waiting` (an approval
+ * or a long wait), `stage.succeeded|failed`, and `stage.approved|rejected` when someone decides.
+ * Run-level changes stay `run.*` with the whole run; these carry one stage, so a view can
+ * follow a run without asking for it again.
+ */
+export const stageEventData = z.object({
+  run: z.object({ id: z.string(), pipeline: z.string(), number: z.number() }),
+  stage: z.object({
+    name: z.string(), type: z.string(), group: z.number(), status: stageState.shape.status,
+    startedAt: time.optional(), finishedAt: time.optional(), durationMs: z.number().optional(), message: z.string().optional(),
+    approval: z.object({ decision: z.enum(['approved', 'rejected']), by: z.string().nullable(), comment: z.string().optional(), at: time }).optional(),
+  }),
+});
 export const webhookOutcome = z.object({ status: z.enum(['started', 'duplicate', 'ignored', 'pong']), reason: z.string().optional(), run: runView.optional() });
 
 const pipelines = '/api/v1/namespaces/:ns/pipelines';

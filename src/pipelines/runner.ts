@@ -253,6 +253,7 @@ export class PipelineRunner {
       Object.assign(st, { status: 'running', startedAt: new Date().toISOString(), finishedAt: undefined, durationMs: undefined, message: undefined });
     }
     await ctx.save();
+    if (st.status === 'running') await this.publishStage(ctx, 'started', st);
     const log = (line: string) => ctx.log(`[${st.name}] ${line}`);
     if (resumed) log('stage runs again from its start (the server stopped while it ran)');
     const started = Date.parse(st.startedAt ?? new Date().toISOString());
@@ -274,6 +275,7 @@ export class PipelineRunner {
         this.deps.observer?.stageFinished?.(stage.type, outcome, (Date.now() - started) / 1000);
       }
       await ctx.save();
+      await this.publishStage(ctx, outcome === 'suspend' ? 'waiting' : outcome, st);
       return outcome;
     } catch (error) {
       if (error instanceof StageFailed || error instanceof BuildSpecError) {
@@ -282,10 +284,15 @@ export class PipelineRunner {
         this.deps.observer?.stageFinished?.(stage.type, 'failed', (Date.now() - started) / 1000);
         if (error instanceof BuildSpecError) for (const issue of error.issues) log(`  ${issue.path}${issue.line ? ` (line ${issue.line})` : ''}: ${issue.message}`);
         await ctx.save();
+        await this.publishStage(ctx, 'failed', st);
         return 'failed';
       }
       throw error;
     }
+  }
+
+  private publishStage(ctx: RunContext, kind: 'started' | 'waiting' | 'succeeded' | 'failed', st: StageState): Promise<void> {
+    return this.deps.service.publishStage(ctx.namespace, kind, { id: ctx.runId, pipeline: ctx.pipelineName, number: ctx.number }, st);
   }
 
   /** Git credentials of a source (its password from the namespace's secrets). */

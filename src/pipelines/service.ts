@@ -21,6 +21,8 @@ import { verifyAndParse, WebhookError } from './webhooks.js';
 import type { GitCredentials } from '../git/remote.js';
 import { sourceCredentials } from './source-credentials.js';
 import picomatch from 'picomatch';
+import type { z } from 'zod';
+import type { stageEventData } from './api.js';
 import { PipelineInputError, PipelineNotFoundError, PipelineConflictError } from './errors.js';
 import type { PipelineServiceDeps, PipelineView, TriggerRequest } from './service-types.js';
 import { filterAndStart, type WebhookOutcome } from './webhook-intake.js';
@@ -354,7 +356,7 @@ export class PipelineService {
   /** Decides a waiting approval stage; the run goes on (or fails) in the background. */
   async decide(namespace: string, name: string, number: number, stageName: string, decision: 'approved' | 'rejected', actor: string | null, comment?: string): Promise<RunView> {
     const run = await this.run(namespace, name, number);
-    await this.db.write(async (trx) => {
+    const decided = await this.db.write(async (trx) => {
       const fresh = await trx.selectFrom('pipeline_runs').selectAll().where('id', '=', run.id).executeTakeFirstOrThrow();
       const state = JSON.parse(fresh.state) as RunState;
       const stage = state.stages.find((s) => s.name === stageName);
@@ -364,7 +366,9 @@ export class PipelineService {
       stage.approval = { decision, by: actor, comment, at: new Date().toISOString() };
       await trx.updateTable('pipeline_runs').set({ state: JSON.stringify(state), status: 'queued' }).where('id', '=', run.id).execute();
       await this.deps.queue.enqueue('pipeline-runs', { runId: run.id }, { id: `${run.id}-${randomBytes(4).toString('hex')}`, timeoutMs: 0, maxAttempts: 3, trx });
+      return stage;
     });
+    await this.publishStage(namespace, decision, run, decided);
     return this.run(namespace, name, number);
   }
 
@@ -410,6 +414,17 @@ export class PipelineService {
     if (!this.deps.publish) return;
     await this.deps.publish(namespace, type, { run: { id: run.id, pipeline: run.pipeline, number: run.number, status: run.status, commit: run.commit, ref: run.ref, trigger: run.trigger, error: run.error, artifacts: run.artifacts, stages: run.stages.map((s) => ({ name: s.name, type: s.type, status: s.status, message: s.message })) } }, `${run.pipeline}#${run.number}`)
       .catch((error) => this.deps.logger?.warn({ err: error }, 'publishing a run event failed'));
+  }
+
+  /** A `stage.<kind>` event (pipelines/api.ts `stageEventData`): one stage of a run changed. */
+  async publishStage(namespace: string, kind: 'started' | 'waiting' | 'succeeded' | 'failed' | 'approved' | 'rejected', run: { id: string; pipeline: string; number: number }, stage: StageState): Promise<void> {
+    if (!this.deps.publish) return;
+    const data: z.input<typeof stageEventData> = {
+      run: { id: run.id, pipeline: run.pipeline, number: run.number },
+      stage: { name: stage.name, type: stage.type, group: stage.group, status: stage.status, startedAt: stage.startedAt, finishedAt: stage.finishedAt, durationMs: stage.durationMs, message: stage.message, approval: stage.approval },
+    };
+    await this.deps.publish(namespace, `stage.${kind}`, data, `${run.pipeline}#${run.number}`)
+      .catch((error) => this.deps.logger?.warn({ err: error }, 'publishing a stage event failed'));
   }
 
   /** The run's jobs still queued or running. */

@@ -44,7 +44,7 @@ export type ExternalRegistry = z.output<typeof registryView>;
 export type SecretInfo = z.output<typeof secretInfo>;
 
 export const api = {
-  events: (n: string, limit = 30) => call((c) => c.call(eventOperations.listEvents, { params: { ns: n }, query: { limit } })).then((a) => a.events),
+  events: (n: string, limit = 30, type?: string) => call((c) => c.call(eventOperations.listEvents, { params: { ns: n }, query: { limit, type } })).then((a) => a.events),
   eventStreamPath: (n: string) => `${ns(n)}/events/stream`,
   webhooks: (n: string) => call((c) => c.call(eventOperations.listWebhooks, { params: { ns: n } })).then((a) => a.webhooks),
   deliveries: (n: string, id: string) => call((c) => c.call(eventOperations.listDeliveries, { params: { ns: n, id }, query: { limit: 20 } })).then((a) => a.deliveries),
@@ -72,6 +72,7 @@ export const api = {
   function: (n: string, name: string) => call((c) => c.call(functionOperations.getFunction, { params: { ns: n, name } })),
   deleteFunction: (n: string, name: string) => call((c) => c.call(functionOperations.deleteFunction, { params: { ns: n, name } })),
   revisions: (n: string, name: string) => call((c) => c.call(functionOperations.listRevisions, { params: { ns: n, name } })).then((a) => a.revisions),
+  revisionsWithDigest: (n: string, digest: string) => call((c) => c.call(functionOperations.listRevisionsByDigest, { params: { ns: n }, query: { digest } })).then((a) => a.revisions),
   rollback: (n: string, name: string, revision: number) => call((c) => c.call(functionOperations.rollbackFunction, { params: { ns: n, name }, body: { revision } })),
   instances: (n: string, name: string) => call((c) => c.call(functionOperations.listInstances, { params: { ns: n, name } })).then((a) => a.instances),
   metrics: (n: string, name: string) => call((c) => c.call(functionOperations.functionMetrics, { params: { ns: n, name } })),

@@ -4,12 +4,13 @@
  * revisions with a diff of two and a rollback button.
  */
 import { useEffect, useMemo, useState, type FormEvent } from 'react';
-import { Link, useNavigate, useParams } from 'react-router-dom';
+import { Link, useLocation, useNavigate, useParams, useSearchParams } from 'react-router-dom';
 import { errorText, fieldErrors, followNdjson, rawFetch, type StreamState } from '../api/http.js';
 import { api, type Revision } from '../api/resources.js';
 import { atLeast, useRole } from '../session.js';
 import { ConnectionBanner, ErrorBox, Show, shortDigest, Status, Table, Time, useLoad } from '../ui.js';
 import { MetricsCharts, type Sample } from './metrics-charts.js';
+import { revisionDiff } from '../revision-diff.js';
 
 export default function FunctionPage() {
   const { ns = '', name = '' } = useParams();
@@ -20,6 +21,11 @@ export default function FunctionPage() {
   const [instances, setInstances] = useState<Array<Record<string, unknown>>>([]);
   const [samples, setSamples] = useState<Sample[]>([]);
   const [error, setError] = useState<unknown>(undefined);
+  // `?revision=N#revisions` (a run's delivered artefact links here): that revision marked, in view.
+  const [search] = useSearchParams();
+  const marked = Number(search.get('revision')) || null;
+  const { hash } = useLocation();
+  useEffect(() => { if (hash === '#revisions' && revisions.data) document.getElementById('revisions')?.scrollIntoView(); }, [hash, revisions.data]);
 
   // Instances and metrics change all the time: poll them (and the function's own status).
   useEffect(() => {
@@ -70,27 +76,23 @@ export default function FunctionPage() {
       {canWrite && fn.data && <Invoke ns={ns} name={name} type={fn.data.type} />}
       <h2>Metrics</h2>
       <MetricsCharts samples={samples} />
-      <h2>Revisions</h2>
-      <Show loaded={revisions}>{(rows) => <Revisions rows={rows} canWrite={canWrite} rollback={rollback} />}</Show>
+      <h2 id="revisions">Revisions</h2>
+      <Show loaded={revisions}>{(rows) => <Revisions rows={rows} canWrite={canWrite} rollback={rollback} marked={marked} />}</Show>
       <h2>Logs</h2>
       <Logs ns={ns} name={name} />
     </section>
   );
 }
 
-function Revisions({ rows, canWrite, rollback }: { rows: Revision[]; canWrite: boolean; rollback: (n: number) => void }) {
+function Revisions({ rows, canWrite, rollback, marked }: { rows: Revision[]; canWrite: boolean; rollback: (n: number) => void; marked: number | null }) {
   const [a, setA] = useState<number | null>(null);
   const [b, setB] = useState<number | null>(null);
   const left = rows.find((r) => r.number === a);
   const right = rows.find((r) => r.number === b);
-  const diff = useMemo(() => {
-    if (!left || !right) return [];
-    const keys = ([...new Set([...Object.keys(left), ...Object.keys(right)])] as Array<keyof typeof left>).filter((k) => !['number', 'active', 'createdAt', 'readyAt', 'output'].includes(k));
-    return keys.filter((k) => JSON.stringify(left[k]) !== JSON.stringify(right[k])).map((k) => ({ key: k, a: JSON.stringify(left[k]), b: JSON.stringify(right[k]) }));
-  }, [left, right]);
+  const diff = useMemo(() => (left && right ? revisionDiff(left, right) : []), [left, right]);
   return <>
     <Table rows={rows} rowKey={(r) => String(r.number)} columns={[
-      ['Revision', (r) => <>{r.number}{r.active ? <span className="tag">live</span> : null}</>],
+      ['Revision', (r) => <>{r.number === marked ? <mark data-testid="marked-revision">{r.number}</mark> : r.number}{r.active ? <span className="tag">live</span> : null}</>],
       ['Status', (r) => <Status value={r.status} />],
       ['Image', (r) => <code>{r.image}</code>],
       ['Digest', (r) => <code>{shortDigest(r.imageDigest)}</code>],

@@ -1,16 +1,17 @@
 /**
  * A run: the stage graph (parallel groups side by side) kept live, each stage's log streamed,
  * and the buttons the API offers (cancel, approve/reject with a comment, re-run from a stage).
- * Run-level changes arrive on the namespace event stream; stage changes between them are
- * picked up by a light poll while the run is active.
+ * It follows the namespace event stream: `stage.*` events move one stage, `run.*` events fetch
+ * the run again, and so does every (re)connect of the stream (what passed while it was down).
  */
-import { useEffect, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { Link, useNavigate, useParams } from 'react-router-dom';
-import { followSse } from '../api/http.js';
+import { followSse, type StreamState } from '../api/http.js';
 import { api, type RunView, type StageState } from '../api/resources.js';
 import { useLogStream } from '../live.js';
+import { mergeFetched, mergeStage, runStreamAction } from '../run-live.js';
 import { atLeast, useRole } from '../session.js';
-import { ConnectionBanner, duration, ErrorBox, shortDigest, Status, Time } from '../ui.js';
+import { ConnectionBanner, duration, ErrorBox, shortDigest, Status, Time, useLoad } from '../ui.js';
 
 const finalStatuses = new Set(['succeeded', 'failed', 'cancelled']);
 
@@ -26,27 +27,38 @@ export default function Run() {
   const [tick, setTick] = useState(0);
   const base = `/ns/${encodeURIComponent(ns)}/pipelines/${encodeURIComponent(name)}`;
 
+  // Only the newest fetch is applied: an older answer arriving late would step the run back.
+  const fetches = useRef(0);
   useEffect(() => {
-    let live = true;
-    api.run(ns, name, number).then((r) => { if (live) { setRun(r); setError(undefined); } }, (e) => { if (live) setError(e); });
-    return () => { live = false; };
+    const mine = ++fetches.current;
+    api.run(ns, name, number).then((r) => { if (fetches.current === mine) { setRun((old) => mergeFetched(old, r)); setError(undefined); } }, (e) => { if (fetches.current === mine) setError(e); });
   }, [ns, name, number, tick]);
 
   const active = run ? !finalStatuses.has(run.status) : true;
+  const [streamState, setStreamState] = useState<StreamState>('connecting');
   useEffect(() => {
-    if (!active) return;
-    const timer = setInterval(() => setTick((t) => t + 1), 1500);
-    return () => clearInterval(timer);
-  }, [active]);
-
-  useEffect(() => followSse(`/api/v1/namespaces/${encodeURIComponent(ns)}/events/stream?type=run.*`, {
-    onEvent: (frame) => {
-      try {
-        const data = (JSON.parse(frame.data) as { data?: { run?: { pipeline?: string; number?: number } } }).data?.run;
-        if (data?.pipeline === name && String(data.number) === number) setTick((t) => t + 1);
-      } catch { /* not an event */ }
-    },
-  }), [ns, name, number]);
+    let stop = () => {};
+    let live = true;
+    let opened = 0;
+    const types = 'run.*,stage.*';
+    // Resume after the newest stored event (the stream replays what follows it), then fetch the
+    // run once more: together nothing that happens from here on is missed.
+    void api.events(ns, 1, types).catch(() => []).then((newest) => {
+      if (!live) return;
+      setTick((t) => t + 1);
+      stop = followSse(`${api.eventStreamPath(ns)}?type=${encodeURIComponent(types)}`, {
+        lastEventId: newest.at(-1)?.id,
+        onEvent: (frame) => {
+          const action = runStreamAction(frame.data, name, number);
+          if (action.kind === 'stage') setRun((old) => (old ? mergeStage(old, action.data) : old));
+          else if (action.kind === 'refetch') setTick((t) => t + 1);
+        },
+        // The stream replays what it missed; a reconnect also fetches the run, to be safe.
+        onState: (state) => { setStreamState(state); if (state === 'open' && opened++ > 0) setTick((t) => t + 1); },
+      });
+    });
+    return () => { live = false; stop(); };
+  }, [ns, name, number]);
 
   // A waiting run's log stream ends; it starts again when the run moves on.
   const log = useLogStream(run ? api.runLogPath(ns, name, number) : null, run?.status === 'waiting' ? 'waiting' : 'moving');
@@ -55,7 +67,7 @@ export default function Run() {
     setActionError(undefined);
     try {
       const next = await action();
-      if (go && next.number !== run?.number) navigate(`${base}/runs/${next.number}`); else setTick((t) => t + 1);
+      if (go && next.number !== run?.number) navigate(`${base}/runs/${next.number}`); else setRun((old) => mergeFetched(old, next));
     } catch (e) { setActionError(e); }
   };
 
@@ -111,14 +123,25 @@ export default function Run() {
       </div>
       {(run.artifacts ?? []).length > 0 && <>
         <h2>Delivered artefacts</h2>
-        <ul>{(run.artifacts as Array<{ artifact: string; location: string; digest: string }>).map((a) => {
-          const repo = a.location.replace(/^[^/]+\//, '').replace(/[:@].*$/, '');
-          return <li key={a.artifact + a.digest}>{a.artifact}: <Link to={`/ns/${encodeURIComponent(ns)}/repo/${repo}`}>{a.location}</Link> <code>{shortDigest(a.digest)}</code></li>;
-        })}</ul>
+        <ul>{run.artifacts.map((a) => <Delivered key={a.artifact + a.digest} ns={ns} artefact={a} />)}</ul>
       </>}
       <h2>Log {shown ? `— ${shown}` : ''}</h2>
-      <ConnectionBanner state={log.state} />
+      <ConnectionBanner state={streamState === 'lost' ? 'lost' : log.state} />
       <pre className="log" data-testid="run-log">{(stageLines.length ? stageLines : log.lines).join('\n')}</pre>
     </section>
+  );
+}
+
+/** A delivered artefact: its repository, digest, and the function revisions running that digest. */
+function Delivered({ ns, artefact }: { ns: string; artefact: RunView['artifacts'][number] }) {
+  const repo = artefact.location.replace(/^[^/]+\//, '').replace(/[:@].*$/, '');
+  const revisions = useLoad(() => (artefact.type === 'DOCKER_IMAGE' ? api.revisionsWithDigest(ns, artefact.digest) : Promise.resolve([])), [ns, artefact.digest]);
+  return (
+    <li data-testid={`artefact-${artefact.artifact}`}>
+      {artefact.artifact}: <Link to={`/ns/${encodeURIComponent(ns)}/repo/${repo}`}>{artefact.location}</Link> <code title={artefact.digest}>{shortDigest(artefact.digest)}</code>
+      {(revisions.data ?? []).map((r) => (
+        <span key={`${r.function}-${r.number}`}> → <Link to={`/ns/${encodeURIComponent(ns)}/functions/${encodeURIComponent(r.function)}?revision=${r.number}#revisions`}>{r.function} revision {r.number}</Link>{r.active ? ' (live)' : ''}</span>
+      ))}
+    </li>
   );
 }
