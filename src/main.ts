@@ -38,6 +38,7 @@ import { collectGarbage, scheduleGarbageCollection, type GcReport } from './regi
 import { fsck, type FsckReport } from './registry/fsck.js';
 import { ManifestService } from './registry/manifest-service.js';
 import { ProxySettingsStore } from './registry/proxy-settings.js';
+import { ContentReader } from './registry/content-reader.js';
 import { PullThrough, type UpstreamLogins } from './registry/pull-through.js';
 import { UploadService } from './registry/upload-service.js';
 import { RegistryPolicies } from './registry/policy-service.js';
@@ -82,6 +83,10 @@ export interface Registry {
   pulls: PullTimes;
   /** Which namespaces are pull-through caches of an upstream registry. */
   proxies: ProxySettingsStore;
+  /** Serves those namespaces from their upstream; auth's logins are attached by startServer. */
+  pullThrough: PullThrough;
+  /** In-process reads of manifests and blobs, through pull-through like a `/v2` GET. */
+  reads: ContentReader;
   gc(now?: number): Promise<GcReport>;
   fsck(): Promise<FsckReport>;
   close(): Promise<void>;
@@ -105,12 +110,15 @@ export async function openRegistry(config: Config, options: RegistryOptions = {}
   const policies = new RegistryPolicies(db);
   const pulls = new PullTimes(db);
   const retention = new Retention(db, policies, pulls);
-  const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry, admission: policies, onBytesReceived: options.metrics && ((bytes) => options.metrics!.registryBytesReceived.inc(bytes)) });
-  const manifests = new ManifestService({ db, deleteEnabled, maxManifestBytes, tagGuard: policies });
-  const gcOptions = { db, store, uploads, gracePeriodMs: gc.gracePeriod, logger, onRun: options.metrics && ((report: GcReport | undefined) => options.metrics!.gcFinished(report)) };
   const proxies = new ProxySettingsStore(db);
+  const uploads = new UploadService({ db, store, blobs, expiryMs: uploadExpiry, admission: policies, writeGuard: proxies, onBytesReceived: options.metrics && ((bytes) => options.metrics!.registryBytesReceived.inc(bytes)) });
+  const manifests = new ManifestService({ db, deleteEnabled, maxManifestBytes, tagGuard: policies, writeGuard: proxies });
+  const gcOptions = { db, store, uploads, gracePeriodMs: gc.gracePeriod, logger, onRun: options.metrics && ((report: GcReport | undefined) => options.metrics!.gcFinished(report)) };
+  // One read path for /v2 and in-process readers (functions): pull-through namespaces fetch on first use.
+  const pullThrough = new PullThrough({ db, store, settings: proxies, manifests, blobs, maxManifestBytes, logger });
+  const reads = new ContentReader({ manifests, blobs, store, pullThrough });
   return {
-    db, store, blobs, uploads, manifests, policies, retention, pulls, proxies,
+    db, store, blobs, uploads, manifests, policies, retention, pulls, proxies, pullThrough, reads,
     gc: (now) => collectGarbage(gcOptions, now),
     fsck: () => fsck(db, store),
     close: async () => {
@@ -221,7 +229,7 @@ async function openBuilds(config: Config, registry: Registry, auth: AuthParts | 
   const service = new BuildService({
     db: registry.db, queue: jobs, driver: configuredBuildDriver(config),
     logs: openLogStore(config, registry, 'builds'),
-    registry: { uploads: registry.uploads, manifests: registry.manifests },
+    registry: { uploads: registry.uploads, manifests: registry.manifests, reads: registry.reads },
     config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries, secrets: auth?.secrets,
     onBuildFinished: (outcome, runSeconds, waitSeconds) => metrics.buildFinished(outcome, runSeconds, waitSeconds),
   });
@@ -256,7 +264,7 @@ async function openFunctions(config: Config, registry: Registry, auth: AuthParts
   const queue = new JobQueue(registry.db);
   const service = new FunctionService({
     db: registry.db,
-    registry: { manifests: registry.manifests, blobs: registry.blobs, store: registry.store },
+    registry: { manifests: registry.manifests, blobs: registry.blobs, store: registry.store, reads: registry.reads },
     registryHost, insecureRegistries: config.builds.insecureRegistries,
     driver, proxy,
     logs: new FunctionLogs(config.logs.driver === 'blobstore' ? new ObjectLogBackend(logObjects(registry)) : path.join(config.dataDir, 'logs', 'functions')),
@@ -410,11 +418,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const logins: UpstreamLogins | undefined = registries && {
       forUpstream: (namespace, credentialsId, image) => credentialsId ? registries.loginById(namespace, credentialsId) : registries.loginForImage(namespace, image),
     };
-    const pullThrough = new PullThrough({
-      db: registry.db, store: registry.store, settings: registry.proxies, manifests: registry.manifests, blobs: registry.blobs,
-      logins, maxManifestBytes: config.registry.maxManifestBytes, logger,
-      namespaceExists: auth && ((namespace) => auth!.access.namespaceExists(namespace)),
-    });
+    const pullThrough = registry.pullThrough;
+    pullThrough.useAuth({ logins, namespaceExists: auth && ((namespace) => auth!.access.namespaceExists(namespace)) });
     app = await buildServer({
       logger,
       logRequests: config.log.requests,

@@ -6,15 +6,15 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { dialects, startTestServer, tempDir, type TestServer } from './helpers/harness.js';
-import { cleanEnv, killAllChildren, killTree, requireCommands, run, slipwayBin, spawnTracked, type RunOptions } from './helpers/commands.js';
+import { cleanEnv, killAllChildren, requireCommands, run, slipwayBin, type RunOptions } from './helpers/commands.js';
+import { Distribution, freePort } from './helpers/distribution.js';
 import { writeOciLayout, type LayoutImage } from './helpers/oci-layout.js';
 import { ociManifestType, sha256 } from './helpers/oci.js';
 
@@ -23,53 +23,6 @@ const creds = `admin:${adminPassword}`;
 const basic = `Basic ${Buffer.from(creds).toString('base64')}`;
 const manifestAccept = [ociManifestType, 'application/vnd.docker.distribution.manifest.v2+json', 'application/vnd.oci.image.index.v1+json'].join(', ');
 const sh = (command: string, args: string[], options: RunOptions = {}) => run(command, args, { timeoutMs: 120_000, ...options });
-
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-/** CNCF Distribution with a config of our own (Debian's turns on htpasswd), filesystem storage. */
-class Distribution {
-  child?: ChildProcess;
-  constructor(readonly dir: string, readonly port: number) {
-    writeFileSync(path.join(dir, 'config.yml'), [
-      'version: 0.1',
-      'log: {level: error, accesslog: {disabled: true}}',
-      `storage: {filesystem: {rootdirectory: ${JSON.stringify(path.join(dir, 'data'))}}, delete: {enabled: true}}`,
-      `http: {addr: "127.0.0.1:${port}"}`,
-      '',
-    ].join('\n'));
-  }
-
-  get host(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    this.child = spawnTracked('/usr/bin/docker-registry', ['serve', path.join(this.dir, 'config.yml')], { stdio: 'ignore' });
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      try {
-        if ((await fetch(`http://${this.host}/v2/`)).ok) return;
-      } catch {
-        // not listening yet
-      }
-      if (Date.now() > deadline) throw new Error('docker-registry did not start within 15 s');
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-
-  async stop(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    killTree(child);
-    await once(child, 'exit');
-  }
-}
 
 async function sampleLayout(dir: string, tag: string): Promise<LayoutImage> {
   return writeOciLayout(dir, { tag, files: [{ path: 'hello.txt', content: `hello ${randomBytes(6).toString('hex')}\n` }, { path: 'data.bin', content: randomBytes(64 * 1024) }] });

@@ -19,6 +19,8 @@ import type { Database } from '../db/db.js';
 import type { JobQueueApi } from '../db/job-queue.js';
 import type { JobStatus, Tables } from '../db/schema.js';
 import type { Kysely } from 'kysely';
+import type { ContentReader } from '../registry/content-reader.js';
+import { RegistryError } from '../registry/errors.js';
 import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
 import type { BuildDriver } from './build-driver.js';
@@ -89,7 +91,8 @@ export interface BuildServiceDeps {
   queue: BuildQueue;
   driver: BuildDriver;
   logs: LogStore;
-  registry: { uploads: UploadService; manifests: ManifestService };
+  /** `reads`: the registry's read path with pull-through, so `FROM <proxy ns>/…` resolves here (fetched on first use). */
+  registry: { uploads: UploadService; manifests: ManifestService; reads?: Pick<ContentReader, 'manifest'> };
   config: Config['builds'];
   /** Folder for build contexts and work trees (`<dataDir>/builds`). */
   workDir: string;
@@ -146,6 +149,7 @@ export class BuildService {
       if (error instanceof NamingError) throw new BuildInputError(error.message);
       throw error;
     }
+    await this.pushable(repository);
     const imageName = `${this.deps.registryHost()}/${repository}:${input.tag ?? 'latest'}`;
     return this.record(namespace, id, 'image', {
       component: input.component, branch: input.branch, tag: input.tag ?? 'latest', architecture: input.architecture,
@@ -168,6 +172,7 @@ export class BuildService {
       if (error instanceof NamingError) throw new BuildInputError(error.message);
       throw error;
     }
+    await this.pushable(repository);
     // Check and insert under one lock on the component's key: parallel requests (on this or
     // another replica) for a missing component start one build, and the rest wait for it.
     const { db } = this.deps;
@@ -187,6 +192,16 @@ export class BuildService {
     });
     if (existing) return this.get(namespace, existing);
     return this.enqueue(namespace, id);
+  }
+
+  /** A build whose push the registry would refuse (a pull-through namespace) is refused before it is queued. */
+  private async pushable(repository: string): Promise<void> {
+    try {
+      await this.deps.registry.manifests.assertWritable(repository);
+    } catch (error) {
+      if (error instanceof RegistryError && error.code === 'DENIED') throw new SlipwayError('FORBIDDEN', error.message, error.detail);
+      throw error;
+    }
   }
 
   private async record(namespace: string, id: string, kind: BuildKind, fields: BuildRowFields, requester: Requester): Promise<BuildView> {
@@ -463,7 +478,9 @@ export class BuildService {
   /** Whether `repository:reference` is in Slipway's own registry (FROM resolves here first). */
   private async existsHere(repository: string, reference: string): Promise<boolean> {
     try {
-      await this.deps.registry.manifests.info(repository, reference);
+      const { reads, manifests } = this.deps.registry;
+      if (reads) await reads.manifest(repository, reference);
+      else await manifests.info(repository, reference);
       return true;
     } catch {
       return false;

@@ -9,7 +9,7 @@ import type { ExternalRegistries } from '../credentials/service.js';
 import { RegistryError } from '../registry/errors.js';
 import { FunctionInputError } from './errors.js';
 import { parseImageRef } from './image-store.js';
-import { localImageSource, type OwnRegistry } from './local-source.js';
+import { contentReader, localImageSource, type OwnRegistry } from './local-source.js';
 import type { ImageRequest } from './runtime-driver.js';
 
 export interface ImageLocatorDeps {
@@ -37,7 +37,11 @@ export class ImageLocator {
     return { own: false, ref: image };
   }
 
-  /** Clear errors before anything is saved: a malformed reference or an unknown own image. */
+  /**
+   * Clear errors before anything is saved: a malformed reference or an unknown own image. An
+   * image of a pull-through namespace is fetched from its upstream here (first use), so an
+   * upstream that is down or lacks it is named now, not at the first start.
+   */
   async check(image: string): Promise<void> {
     const where = this.locate(image);
     if (!where.own) {
@@ -46,8 +50,9 @@ export class ImageLocator {
     }
     if (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)+$/.test(where.repository)) throw new FunctionInputError(`image "${image}": "${where.repository}" is not a repository name`);
     try {
-      await this.deps.registry.manifests.info(where.repository, where.reference);
+      await contentReader(this.deps.registry).manifest(where.repository, where.reference);
     } catch (error) {
+      if (error instanceof RegistryError && (error.code.startsWith('UPSTREAM_') || error.code === 'DENIED')) throw new FunctionInputError(`image "${image}": ${error.message} (${error.code})`);
       if (error instanceof RegistryError) throw new FunctionInputError(`image "${image}" is not in this registry (${error.code})`);
       throw error;
     }

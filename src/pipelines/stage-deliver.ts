@@ -29,6 +29,8 @@ export async function deliverStage(tools: StageTools, ctx: RunContext, stage: Ex
     if (!target) throw new StageFailed(`location ${location}: not a repository:tag (e.g. team/app:1.0)`);
     const destination = `${target.host}/${target.repository}:${target.tag}`;
     if (target.own && target.repository.split('/')[0] !== ctx.namespace) throw new StageFailed(`location ${location}: a pipeline of "${ctx.namespace}" delivers only to repositories of its namespace (${ctx.namespace}/…)`);
+    // A pull-through namespace takes no pushes: refused before the push starts (the push would be too).
+    if (target.own) await tools.deps.registry.manifests.assertWritable(target.repository).catch((error: Error) => { throw new StageFailed(`location ${location}: ${error.message}`); });
     let digest: string;
     const key = `${target.repository}:${target.tag}`;
     if (target.own) tools.pushing.add(key);

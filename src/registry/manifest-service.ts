@@ -21,6 +21,13 @@ export interface ManifestServiceOptions {
   maxManifestBytes: number;
   /** Namespace rules on tags (immutable tags: registry/policy-service.ts), checked in the writing transaction. */
   tagGuard?: TagGuard;
+  /** Refuses pushes into pull-through namespaces (registry/proxy-settings.ts): every push path, in process too. */
+  writeGuard?: WriteGuard;
+}
+
+/** Throws (DENIED) when nothing may be pushed into `repository`. */
+export interface WriteGuard {
+  refuseWrite(repository: string): Promise<void>;
 }
 
 /** Throws (DENIED) inside the transaction that would move or remove a tag the namespace protects. */
@@ -90,6 +97,14 @@ export class ManifestService {
   }
 
   /**
+   * DENIED when `repository` takes no pushes (a pull-through namespace). For callers that push
+   * later (builds, pipeline deliveries) to refuse before any work is done; `put` checks again.
+   */
+  async assertWritable(repository: string): Promise<void> {
+    await this.options.writeGuard?.refuseWrite(repository);
+  }
+
+  /**
    * `pullThrough`: a manifest cached from an upstream (registry/pull-through.ts); its blobs and
    * child manifests arrive later, when a client asks for them, so they are not required here,
    * and it is not announced as a push.
@@ -98,6 +113,7 @@ export class ManifestService {
     if (body.length > this.options.maxManifestBytes) {
       throw new RegistryError('MANIFEST_INVALID', `manifest is ${body.length} bytes, over the ${this.options.maxManifestBytes}-byte limit`, undefined, 413);
     }
+    if (!options.pullThrough) await this.assertWritable(repository);
     const parsed = parseManifest(body, contentType);
     let algorithm: DigestAlgorithm = 'sha256';
     if (isDigest(reference)) {

@@ -9,6 +9,7 @@ import type { z } from 'zod';
 import { parseDuration } from '../config/config.js';
 import type { Database } from '../db/db.js';
 import type { proxySettingsInput, proxySettingsView } from './proxy-settings-schema.js';
+import { RegistryError } from './errors.js';
 
 // The API's shapes live in proxy-settings-schema.ts (browser-safe, for auth/api.ts).
 export { proxySettingsInput, proxySettingsView, type ProxySettingsInput } from './proxy-settings-schema.js';
@@ -43,6 +44,16 @@ export class ProxySettingsStore {
   /** The proxy settings that apply to a repository (by its first path component), or null. */
   forRepository(repository: string): Promise<ProxySettings | null> {
     return this.get(repository.split('/')[0]!);
+  }
+
+  /**
+   * DENIED for a write into a proxy namespace. The one check behind every push path: the `/v2`
+   * routes, and the upload and manifest services that builds and pipelines push through in
+   * process. Deletes stay allowed (they evict cached content).
+   */
+  async refuseWrite(repository: string): Promise<void> {
+    const settings = await this.forRepository(repository);
+    if (settings) throw new RegistryError('DENIED', `namespace ${settings.namespace} is a pull-through cache of ${settings.url}; pushing into it is not allowed`, { namespace: settings.namespace, upstream: settings.url });
   }
 
   /** Proxy namespaces with `mirrorOf` set. */

@@ -13,7 +13,10 @@
  *   after it was last confirmed; then a HEAD upstream confirms it (or the new manifest is
  *   fetched). When the upstream is unreachable, answers 5xx or fails verification, the cached
  *   copy is served; with nothing cached the pull fails with UPSTREAM_UNAVAILABLE.
- * - Writes (manifest PUT, uploads) into a proxy namespace are refused with DENIED.
+ * - Concurrent first pulls of one manifest or blob in one process share one upstream fetch (the
+ *   blob's later askers wait for it to be stored, then read the store); replicas fetch apart.
+ * - Writes (manifest PUT, uploads) into a proxy namespace are refused with DENIED
+ *   (registry/proxy-settings.ts; the upload and manifest services check it on every push path).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
@@ -51,10 +54,28 @@ const dockerHubHosts = new Set(['docker.io', 'index.docker.io', 'registry-1.dock
 
 export class PullThrough {
   private readonly clients = new Map<string, { key: string; client: UpstreamClient }>();
+  /** Upstream fetches in flight in this process, by `repository@reference` (see `manifest`, `blob`). */
+  private readonly manifestFlights = new Map<string, Promise<ManifestInfo>>();
+  private readonly blobFlights = new Map<string, Promise<void>>();
   /** Namespace existence for mirror mode, memoised briefly (every GET/HEAD asks once mirrors exist). */
   private readonly namespaces = new Map<string, { at: number; exists: boolean }>();
 
-  constructor(private readonly options: PullThroughOptions) {}
+  private readonly options: PullThroughOptions;
+
+  constructor(options: PullThroughOptions) {
+    this.options = { ...options };
+  }
+
+  /**
+   * Auth's parts, once the composition root has opened auth (after the registry, whose reads
+   * and writes other parts are built with): upstream logins from the namespace's external
+   * registries, and which namespaces exist (for mirror mode).
+   */
+  useAuth(parts: Pick<PullThroughOptions, 'logins' | 'namespaceExists'>): void {
+    this.options.logins = parts.logins;
+    this.options.namespaceExists = parts.namespaceExists;
+    this.clients.clear();
+  }
 
   /**
    * Mirror mode: the proxy repository that an unprefixed upstream path stands for, or null.
@@ -82,10 +103,9 @@ export class PullThrough {
     return exists;
   }
 
-  /** DENIED for a write into a proxy namespace (deletes stay allowed: they evict cached content). */
-  async refuseWrite(repository: string): Promise<void> {
-    const settings = await this.options.settings.forRepository(repository);
-    if (settings) throw new RegistryError('DENIED', `namespace ${settings.namespace} is a pull-through cache of ${settings.url}; pushing into it is not allowed`, { namespace: settings.namespace, upstream: settings.url });
+  /** DENIED for a write into a proxy namespace (registry/proxy-settings.ts). */
+  refuseWrite(repository: string): Promise<void> {
+    return this.options.settings.refuseWrite(repository);
   }
 
   /** The manifest to serve, cached first where needed; null when the repository is not in a proxy namespace. */
@@ -96,6 +116,18 @@ export class PullThrough {
     const byDigest = isDigest(reference);
     if (local && byDigest) return local;
     if (local && !(await this.due(repository, reference, target.settings.ttlMs))) return local;
+    // Single flight per manifest within this process: concurrent first pulls (or re-checks) of one
+    // tag share one upstream exchange. (Replicas each make their own.)
+    const key = `${repository}@${reference}`;
+    const flying = this.manifestFlights.get(key);
+    if (flying) return flying;
+    const flight = this.refresh(repository, reference, target, local).finally(() => this.manifestFlights.delete(key));
+    this.manifestFlights.set(key, flight);
+    return flight;
+  }
+
+  /** Fetches (or, with a cached copy, re-checks) a manifest upstream; see `manifest`. */
+  private async refresh(repository: string, reference: string, target: Target, local: ManifestInfo | null): Promise<ManifestInfo> {
     try {
       if (local) {
         const head = await target.client.manifest(target.path, reference, 'HEAD');
@@ -130,26 +162,53 @@ export class PullThrough {
     if (!target || (await this.options.blobs.stat(repository, digest))) return null;
     const check = checkDigest(digest);
     if (!check.ok) throw new RegistryError('DIGEST_INVALID', `invalid digest ${digest}`, { digest });
-    let response;
+    const key = `${repository}@${digest}`;
+    if (method !== 'HEAD') {
+      // Single flight per blob within this process: a GET while another one is caching the blob
+      // waits for it and is then served from the store (if that fetch failed, it tries itself).
+      const flying = this.blobFlights.get(key);
+      if (flying) {
+        await flying.catch(() => undefined);
+        return this.blob(repository, digest, method);
+      }
+    }
+    let settle: (error?: unknown) => void = () => undefined;
+    if (method !== 'HEAD') {
+      const flight = new Promise<void>((resolve, reject) => {
+        settle = (error) => {
+          if (this.blobFlights.get(key) === flight) this.blobFlights.delete(key);
+          if (error === undefined) resolve();
+          else reject(error);
+        };
+      });
+      flight.catch(() => undefined);
+      this.blobFlights.set(key, flight);
+    }
     try {
-      response = await target.client.blob(target.path, digest, method === 'HEAD' ? 'HEAD' : 'GET');
+      let response;
+      try {
+        response = await target.client.blob(target.path, digest, method === 'HEAD' ? 'HEAD' : 'GET');
+      } catch (error) {
+        if (error instanceof UpstreamUnreachableError) throw unavailable(target.settings, error);
+        throw error;
+      }
+      if (response.status !== 200) {
+        response.body.resume();
+        if (response.status === 404) throw new RegistryError('BLOB_UNKNOWN', `upstream ${target.settings.url} has no blob ${digest} in ${target.path}`, { digest });
+        if (response.status === 429) throw unavailable(target.settings, new Error('upstream answered 429 (rate limited)'));
+        throw upstreamRefused(target.settings, response.status);
+      }
+      const declared = response.headers['content-length'];
+      const size = declared === undefined ? undefined : Number(declared);
+      if (method === 'HEAD') {
+        response.body.resume();
+        return { size };
+      }
+      return { size, body: this.cacheWhileStreaming(repository, digest, check.algorithm, response.body, settle) };
     } catch (error) {
-      if (error instanceof UpstreamUnreachableError) throw unavailable(target.settings, error);
+      settle(error);
       throw error;
     }
-    if (response.status !== 200) {
-      response.body.resume();
-      if (response.status === 404) throw new RegistryError('BLOB_UNKNOWN', `upstream ${target.settings.url} has no blob ${digest} in ${target.path}`, { digest });
-      if (response.status === 429) throw unavailable(target.settings, new Error('upstream answered 429 (rate limited)'));
-      throw upstreamRefused(target.settings, response.status);
-    }
-    const declared = response.headers['content-length'];
-    const size = declared === undefined ? undefined : Number(declared);
-    if (method === 'HEAD') {
-      response.body.resume();
-      return { size };
-    }
-    return { size, body: this.cacheWhileStreaming(repository, digest, check.algorithm, response.body) };
   }
 
   private async fetchManifest(repository: string, target: Target, reference: string): Promise<ManifestInfo> {
@@ -174,7 +233,7 @@ export class PullThrough {
   }
 
   /** Tees the upstream body to the client and an upload session; see the module comment. */
-  private cacheWhileStreaming(repository: string, digest: string, algorithm: DigestAlgorithm, source: Readable): Readable {
+  private cacheWhileStreaming(repository: string, digest: string, algorithm: DigestAlgorithm, source: Readable, settle: (error?: unknown) => void): Readable {
     const { store, blobs, logger } = this.options;
     const client = new PassThrough();
     let clientGone = false;
@@ -200,11 +259,13 @@ export class PullThrough {
         if (actual !== digest) throw new RegistryError('UPSTREAM_DIGEST_MISMATCH', `upstream blob ${digest} hashed to ${actual}; refused, nothing stored`, { expected: digest, actual });
         await blobs.adopt(repository, digest, size, () => store.uploads.commit(id, digest), () => store.uploads.abort(id));
         created = false;
+        settle();
         if (!clientGone) client.end(held);
       } catch (error) {
         source.destroy();
         if (created) await store.uploads.abort(id).catch(() => undefined);
         logger?.warn({ repository, digest, err: error }, 'pull-through: blob not cached');
+        settle(error);
         client.destroy(error as Error);
       }
     })();

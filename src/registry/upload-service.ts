@@ -24,6 +24,8 @@ export interface UploadServiceOptions {
   expiryMs: number;
   /** Namespace quotas (registry/policy-service.ts); a refusal removes the session. */
   admission?: UploadAdmission;
+  /** Refuses pushes into pull-through namespaces (registry/proxy-settings.ts), in process too. */
+  writeGuard?: { refuseWrite(repository: string): Promise<void> };
   /** Metrics (main.ts): bytes a write added to a session. */
   onBytesReceived?: (bytes: number) => void;
 }
@@ -61,6 +63,7 @@ export class UploadService {
   constructor(private readonly options: UploadServiceOptions) {}
 
   async start(repository: string, algorithm: DigestAlgorithm = 'sha256'): Promise<string> {
+    await this.options.writeGuard?.refuseWrite(repository);
     await this.options.admission?.admitRepository(repository);
     const id = randomBytes(16).toString('hex');
     const now = Date.now();
