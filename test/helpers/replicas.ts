@@ -51,9 +51,10 @@ export async function waitForPort(port: number, timeoutMs: number): Promise<void
 
 /**
  * `slipway serve` with its own data folder; shared: db, bucket, master key. `extra` adds to (or
- * overrides) the config's top-level sections.
+ * overrides) the config's top-level sections, `env` to its environment (e.g.
+ * `SLIPWAY_FUNCTIONS_ENABLED`, off by default in tests).
  */
-export async function startReplica(name: string, root: string, shared: ReplicaShared, extra: Record<string, unknown> = {}): Promise<Replica> {
+export async function startReplica(name: string, root: string, shared: ReplicaShared, extra: Record<string, unknown> = {}, extraEnv: Record<string, string> = {}): Promise<Replica> {
   const dataDir = path.join(root, name);
   await mkdir(dataDir, { recursive: true });
   const s3 = shared.s3.config('replicas/');
@@ -66,7 +67,7 @@ export async function startReplica(name: string, root: string, shared: ReplicaSh
   }));
   const env = cleanEnv({
     SLIPWAY_AUTH_ENABLED: 'true', SLIPWAY_ADMIN_PASSWORD: adminPassword, SLIPWAY_MASTER_KEY: shared.masterKey,
-    SLIPWAY_S3_ACCESS_KEY_ID: s3.accessKeyId!, SLIPWAY_S3_SECRET_ACCESS_KEY: s3.secretAccessKey!,
+    SLIPWAY_S3_ACCESS_KEY_ID: s3.accessKeyId!, SLIPWAY_S3_SECRET_ACCESS_KEY: s3.secretAccessKey!, ...extraEnv,
   });
   const child = spawnTracked(process.execPath, [slipwayBin, 'serve', '--config', configFile], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const chunks: Buffer[] = [];
