@@ -13,7 +13,6 @@
  * Needs PostgreSQL (SLIPWAY_TEST_POSTGRES_URL), nginx and skopeo.
  */
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile, readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -21,129 +20,17 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import pg from 'pg';
-import { cleanEnv, killAllChildren, killTree, repoRoot, run, slipwayBin, spawnTracked } from './helpers/commands.js';
+import { cleanEnv, killAllChildren, killTree, repoRoot, run, slipwayBin } from './helpers/commands.js';
+import { adminPassword, basic, startNginx, startReplica, stopReplica, type Replica } from './helpers/replicas.js';
 import { dialects, tempDir } from './helpers/dialects.js';
-import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
+import { startS3Server } from './helpers/s3-server.js';
 import { makeLayer, goArch, layoutBlobPath } from './helpers/oci-layout.js';
 import { call, show, sleep, type Fetched } from './helpers/registry-client.js';
 import { ociConfigType, ociIndexType, ociLayerType, ociManifestType, sha256 } from './helpers/oci.js';
 
 const postgres = dialects.find((dialect) => dialect.name === 'postgres');
-const adminPassword = 'replicas-admin-pw-1234';
-const basic = `Basic ${Buffer.from(`admin:${adminPassword}`).toString('base64')}`;
 
 after(() => killAllChildren());
-
-interface Replica {
-  name: string;
-  child: ChildProcess;
-  url: string;
-  dataDir: string;
-  output(): string;
-  exited: Promise<unknown>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
-
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => { socket.destroy(); resolve(true); });
-      socket.on('error', () => resolve(false));
-    });
-    if (open) return;
-    if (Date.now() > deadline) throw new Error(`nothing listened on ${port} within ${timeoutMs} ms`);
-    await sleep(50);
-  }
-}
-
-/** `slipway serve` with its own data folder; shared: db, bucket, master key. */
-async function startReplica(name: string, root: string, shared: { database: string; s3: TestS3Server; masterKey: string }): Promise<Replica> {
-  const dataDir = path.join(root, name);
-  await mkdir(dataDir, { recursive: true });
-  const s3 = shared.s3.config('replicas/');
-  const configFile = path.join(root, `${name}.yaml`);
-  await writeFile(configFile, JSON.stringify({
-    listen: '127.0.0.1:0', dataDir, database: shared.database,
-    log: { level: 'info', requests: true },
-    storage: { driver: 's3', s3: { endpoint: s3.endpoint, bucket: s3.bucket, region: s3.region, forcePathStyle: true, prefix: s3.prefix } },
-  }));
-  const env = cleanEnv({
-    SLIPWAY_AUTH_ENABLED: 'true', SLIPWAY_ADMIN_PASSWORD: adminPassword, SLIPWAY_MASTER_KEY: shared.masterKey,
-    SLIPWAY_S3_ACCESS_KEY_ID: s3.accessKeyId!, SLIPWAY_S3_SECRET_ACCESS_KEY: s3.secretAccessKey!,
-  });
-  const child = spawnTracked(process.execPath, [slipwayBin, 'serve', '--config', configFile], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const chunks: Buffer[] = [];
-  const output = () => Buffer.concat(chunks).toString('utf8');
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => { killTree(child); reject(new Error(`${name} did not start within 30 s:\n${output()}`)); }, 30_000);
-    child.stdout!.on('data', (chunk: Buffer) => {
-      chunks.push(chunk);
-      const match = /Slipway listening on (http:\/\/[^\s]+)/.exec(output());
-      if (match) { clearTimeout(timer); resolve(match[1]!); }
-    });
-    child.stderr!.on('data', (chunk: Buffer) => chunks.push(chunk));
-    void exited.then(() => { clearTimeout(timer); reject(new Error(`${name} exited before listening:\n${output()}`)); });
-  });
-  return { name, child, url, dataDir, output, exited };
-}
-
-/** nginx in the foreground from a temp prefix: round robin over the replicas, bodies streamed. */
-async function startNginx(root: string, upstreams: string[]): Promise<{ url: string; stop(): Promise<void> }> {
-  const prefix = path.join(root, 'nginx');
-  await mkdir(path.join(prefix, 'logs'), { recursive: true });
-  const port = await freePort();
-  await writeFile(path.join(prefix, 'nginx.conf'), `
-worker_processes 1;
-error_log ${prefix}/logs/error.log warn;
-pid ${prefix}/nginx.pid;
-events { worker_connections 256; }
-http {
-  access_log ${prefix}/logs/access.log;
-  client_body_temp_path ${prefix}/body;
-  proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fastcgi;
-  uwsgi_temp_path ${prefix}/uwsgi;
-  scgi_temp_path ${prefix}/scgi;
-  upstream slipway { ${upstreams.map((u) => `server ${u} max_fails=1 fail_timeout=30s;`).join(' ')} }
-  server {
-    listen 127.0.0.1:${port};
-    client_max_body_size 0;
-    location / {
-      proxy_pass http://slipway;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_request_buffering off;
-      proxy_buffering off;
-      proxy_read_timeout 60s;
-    }
-  }
-}
-`);
-  const child = spawnTracked('nginx', ['-p', prefix, '-c', path.join(prefix, 'nginx.conf'), '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  await waitForPort(port, 10_000);
-  return {
-    url: `http://127.0.0.1:${port}`,
-    async stop() {
-      killTree(child, 'SIGTERM');
-      await Promise.race([exited, sleep(5000)]);
-      killTree(child);
-    },
-  };
-}
 
 async function token(base: string, scope: string): Promise<string> {
   const response = await call(`${base}/auth/token?service=slipway&scope=${encodeURIComponent(scope)}`, { headers: { authorization: basic } });
@@ -414,11 +301,7 @@ describe('two replicas behind nginx on PostgreSQL and S3', { timeout: 420_000, s
       receiver?.closeAllConnections();
       receiver?.close();
       await nginx?.stop();
-      for (const replica of replicas) {
-        killTree(replica.child, 'SIGTERM');
-        await Promise.race([replica.exited, sleep(10_000)]);
-        killTree(replica.child);
-      }
+      for (const replica of replicas) await stopReplica(replica);
       await s3.close();
       await database.drop();
       await work.remove();

@@ -6,6 +6,11 @@
  * start marks the revision failed with the reason and the instance's own output, and traffic
  * stays where it was. Deploys of one function run one after the other; a revision overtaken by
  * a newer one before its turn is retired unstarted.
+ *
+ * With several replicas the deploy runs on the one that was asked; its activation commit sends
+ * `activated` on `revisionsChannel`, and every other replica `follow`s: it brings the db's
+ * active revision up locally (no start checks: they passed; nothing written; no event) and
+ * drains its own old pool.
  */
 import type { FunctionObserver } from './invoker.js';
 import type { Logger } from 'pino';
@@ -32,6 +37,9 @@ export interface DeployEvent {
   image?: string;
   activeRevision: number | null;
 }
+
+/** Activations and deletes, `<namespace>/<name>`, for the other replicas' pools (see replica-sync.ts). */
+export const revisionsChannel = 'slipway_function_revisions';
 
 export interface DeployerDeps {
   db: Database;
@@ -73,7 +81,8 @@ export class Deployer {
 
   /**
    * Brings every function back after a start: active revisions get their minimum instances
-   * (without start checks: they passed them before), interrupted deploys run again.
+   * (without start checks: they passed them before; nothing is written, as another replica may
+   * have moved on meanwhile), interrupted deploys run again.
    */
   async restore(): Promise<Live[]> {
     const rows = await this.db.kysely.selectFrom('functions').selectAll().execute();
@@ -84,7 +93,7 @@ export class Deployer {
         .where('function_id', '=', row.id).where('status', '=', 'deploying').orderBy('number').execute();
       if (row.active_revision !== null) {
         const active = row.active_revision;
-        live.chain = live.chain.then(() => this.activate(live, active, { check: false })).catch((error: Error) => {
+        live.chain = live.chain.then(() => this.activate(live, active, { check: false, record: false })).catch((error: Error) => {
           this.deps.logger?.warn({ function: `${row.namespace}/${row.name}`, err: error }, 'could not restore function');
         });
       }
@@ -109,6 +118,29 @@ export class Deployer {
     live.pools.clear();
   }
 
+  /**
+   * Brings this replica in line with the db after another replica activated a revision or
+   * deleted the function (queued after this function's own deploys): the active revision's
+   * pool comes up here without start checks and without writing, the old one drains. Resolves
+   * with the function's state here, undefined when it is gone.
+   */
+  follow(live: Live): Promise<Live | undefined> {
+    const run = live.chain.then(async () => {
+      if (live.deleted || this.closed) return undefined;
+      const row = await this.db.kysely.selectFrom('functions').select(['id', 'active_revision']).where('id', '=', live.id).executeTakeFirst();
+      if (!row) {
+        await this.retire(live);
+        return undefined;
+      }
+      if (row.active_revision !== null && live.active?.number !== row.active_revision) {
+        await this.activate(live, row.active_revision, { check: false, record: false });
+      }
+      return live;
+    });
+    live.chain = run.catch(() => undefined);
+    return run;
+  }
+
   /** Queues a deploy of revision `number` after the function's earlier ones; resolves when it is done either way. */
   enqueue(live: Live, number: number, rollback: boolean): Promise<unknown> {
     const run = live.chain.then(() => this.deploy(live, number, rollback));
@@ -129,7 +161,7 @@ export class Deployer {
     await this.db.write((trx) => trx.updateTable('function_revisions').set({ status: 'deploying', reason: null, output: null })
       .where('function_id', '=', live.id).where('number', '=', number).execute());
     try {
-      await this.activate(live, number, { check: true });
+      await this.activate(live, number, { check: true, record: true });
     } catch (error) {
       const output = error instanceof StartError ? error.output : [];
       const reason = (error as Error).message;
@@ -141,14 +173,16 @@ export class Deployer {
 
   /**
    * Builds the revision's pool; with `check`, one instance must pass its start checks first.
-   * Then the revision becomes the active one and the previous pool drains.
+   * Then the revision becomes the active one and the previous pool drains. With `record` the
+   * activation is written (and announced to the other replicas, on commit) and emitted; without
+   * it only this replica's pools change.
    */
-  private async activate(live: Live, number: number, options: { check: boolean }): Promise<void> {
+  private async activate(live: Live, number: number, options: { check: boolean; record: boolean }): Promise<void> {
     const revision = await this.db.kysely.selectFrom('function_revisions').selectAll().where('function_id', '=', live.id).where('number', '=', number).executeTakeFirstOrThrow();
     const config = JSON.parse(revision.config) as StoredConfig;
     const request = this.deps.images.request(live.namespace, revision.image, revision.image_digest);
     const image = await this.deps.driver.pull(request);
-    if (!revision.image_digest) {
+    if (!revision.image_digest && options.record) {
       await this.db.write((trx) => trx.updateTable('function_revisions').set({ image_digest: image.digest }).where('function_id', '=', live.id).where('number', '=', number).execute());
     }
     const template = await this.template(live, number, config, { ...request, digest: image.digest });
@@ -179,8 +213,15 @@ export class Deployer {
     }
     const previous = live.active;
     live.active = { number, pool, config, digest: image.digest };
-    this.deps.facts.forget(live.namespace, live.name);
     pool.open();
+    if (!options.record) {
+      if (previous && previous.pool !== pool) {
+        live.pools.delete(previous.number);
+        void previous.pool.close();
+      }
+      return;
+    }
+    this.deps.facts.forget(live.namespace, live.name);
     const now = Date.now();
     await this.db.write(async (trx) => {
       await trx.updateTable('function_revisions').set({ status: 'ready', reason: null, output: null, ready_at: now }).where('function_id', '=', live.id).where('number', '=', number).execute();
@@ -188,6 +229,7 @@ export class Deployer {
         await trx.updateTable('function_revisions').set({ status: 'retired' }).where('function_id', '=', live.id).where('number', '=', previous.number).where('status', '=', 'ready').execute();
       }
       await trx.updateTable('functions').set({ active_revision: number, updated_at: now }).where('id', '=', live.id).execute();
+      await this.db.notifications.publishIn(trx, revisionsChannel, `${live.namespace}/${live.name}`);
     });
     this.deps.log.write(live, number, 'control', 'system', `revision ${number} is active (${image.digest})`);
     this.emit({ namespace: live.namespace, name: live.name, revision: number, status: 'succeeded', digest: image.digest, image: revision.image, activeRevision: number });

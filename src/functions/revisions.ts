@@ -62,15 +62,21 @@ export class Revisions {
     }
   }
 
-  /** A new revision with the same settings at `digest`, unless the latest already runs it. */
+  /**
+   * A new revision with the same settings at `digest`, unless the latest already runs it (or
+   * is still deploying). Idempotent across replicas: the check and the insert run under one
+   * lock per function, so two replicas catching up the same tag push roll it once.
+   */
   async rollToDigest(row: FunctionTable, digest: string): Promise<void> {
-    const latest = await this.db.kysely.selectFrom('function_revisions').select(['image_digest', 'status'])
-      .where('function_id', '=', row.id).where('number', '=', row.latest_revision).executeTakeFirst();
-    if (latest?.image_digest === digest || latest?.status === 'deploying') return;
     let number = 0;
     await this.db.write(async (trx) => {
+      number = 0;
+      await this.db.lockKey(trx, `functions:roll:${row.id}`);
       const fresh = await trx.selectFrom('functions').select(['latest_revision', 'config']).where('id', '=', row.id).executeTakeFirst();
       if (!fresh) return;
+      const latest = await trx.selectFrom('function_revisions').select(['image_digest', 'status'])
+        .where('function_id', '=', row.id).where('number', '=', fresh.latest_revision).executeTakeFirst();
+      if (latest?.image_digest === digest || latest?.status === 'deploying') return;
       number = fresh.latest_revision + 1;
       await trx.insertInto('function_revisions').values(revisionRow(row.id, number, JSON.parse(fresh.config) as StoredConfig, digest, Date.now())).execute();
       await trx.updateTable('functions').set({ latest_revision: number, updated_at: Date.now() }).where('id', '=', row.id).execute();

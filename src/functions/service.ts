@@ -7,6 +7,7 @@
  *   revisions.ts        revision list, rollback, waiting for a deploy, rolling to a new digest
  *   deployer.ts         revision → pool of instances (through the RuntimeDriver), start checks
  *   tag-follower.ts     pushes of a function's tag roll it to a new revision
+ *   replica-sync.ts     what other replicas activated or deleted reaches this replica's pools
  *   invoker.ts          requests on the active revision, gateway envelope, metrics
  *   gateway-facts.ts    what the gateway must know before a request (cached)
  *   invocations.ts      asynchronous invocations (durable jobs)
@@ -33,6 +34,7 @@ import { findFunction } from './records.js';
 import type { OwnRegistry } from './local-source.js';
 import type { FunctionLogs } from './logs.js';
 import type { ForwardResult, InstanceProxy } from './proxy.js';
+import { ReplicaSync } from './replica-sync.js';
 import { Revisions } from './revisions.js';
 import type { RuntimeDriver } from './runtime-driver.js';
 import type { FunctionInput, FunctionMetrics, FunctionPatch, FunctionView, InvocationView, LogLine, RevisionView } from './spec.js';
@@ -64,6 +66,8 @@ export interface FunctionServiceDeps {
   maxAsyncBodyBytes?: number;
   /** Metrics callbacks (main.ts). */
   observer?: FunctionObserver;
+  /** How often each function's active revision is compared with the db's (other replicas' deploys); default 5 s. */
+  syncPollMs?: number;
 }
 
 export class FunctionService {
@@ -79,6 +83,7 @@ export class FunctionService {
   private readonly async: AsyncInvocations;
   private readonly keys: FunctionKeys;
   private readonly live: LiveFunctions;
+  private readonly sync: ReplicaSync;
 
   constructor(private readonly deps: FunctionServiceDeps) {
     this.maxBodyBytes = deps.maxBodyBytes ?? 6 * 1024 * 1024;
@@ -95,6 +100,7 @@ export class FunctionService {
     this.revisionsOf = new Revisions({ db, live, deployer: this.deployer, logger });
     this.tags = new TagFollower({ db, registry: deps.registry, images: this.images, revisions: this.revisionsOf, logger });
     this.live = live;
+    this.sync = new ReplicaSync({ db, live, deployer: this.deployer, logger, pollMs: deps.syncPollMs });
     this.invoker = new Invoker({ observer: deps.observer, live, proxy: deps.proxy, view: (namespace, name) => this.specs.view(namespace, name), maxBodyBytes: this.maxBodyBytes });
     this.async = new AsyncInvocations({ db, invoker: this.invoker, queue: deps.invocations?.queue, attempts: deps.invocations?.attempts, observer: deps.observer });
     this.keys = new FunctionKeys(db);
@@ -108,6 +114,7 @@ export class FunctionService {
   async start(): Promise<void> {
     await this.deps.driver.recover();
     this.tags.start();
+    this.sync.start();
     for (const live of await this.deployer.restore()) {
       void live.chain.then(() => this.tags.catchUp(live)).catch((error: Error) => this.deps.logger?.warn({ err: error }, 'following a tag after the restart failed'));
     }
@@ -115,6 +122,7 @@ export class FunctionService {
 
   async close(): Promise<void> {
     this.tags.close();
+    this.sync.close();
     await this.deployer.close();
     await this.deps.logs.close();
   }
@@ -139,8 +147,10 @@ export class FunctionService {
     return this.specs.upsert(namespace, name, settings, options);
   }
 
-  remove(namespace: string, name: string): Promise<void> {
-    return this.specs.remove(namespace, name);
+  /** Deletes the function; every replica stops its instances. */
+  async remove(namespace: string, name: string): Promise<void> {
+    await this.specs.remove(namespace, name);
+    await this.sync.announce(namespace, name);
   }
 
   list(namespace: string): Promise<FunctionView[]> {
@@ -193,7 +203,10 @@ export class FunctionService {
    * Runs one request on the active revision. HTTP functions (with `req`/`res`) are streamed
    * and answered by the proxy; event functions get `POST /invoke` and the answer is returned.
    */
-  invoke(namespace: string, name: string, request: InvokeRequest): Promise<InvokeResult | ForwardResult> {
+  async invoke(namespace: string, name: string, request: InvokeRequest): Promise<InvokeResult | ForwardResult> {
+    const live = this.live.get(namespace, name);
+    // Deployed through another replica and not followed here yet: look it up now.
+    if (!live || (!live.active && !live.firstDeploy)) await this.sync.ensure(namespace, name, 30_000);
     return this.invoker.invoke(namespace, name, request);
   }
 
