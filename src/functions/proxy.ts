@@ -4,12 +4,12 @@
  * (`http://<address>:<port>`) and streams the answer back, on Node's own `IncomingMessage` /
  * `ServerResponse` (the gateway hands over the raw objects).
  *
- * - One undici `Pool` per instance (keep-alive, no pipelining), created on first use and
- *   dropped by `forget`, so warm requests reuse a connection. Requests go through
- *   `Pool.dispatch` with the exchange itself as the handler: the answer's chunks are written
- *   straight into the `ServerResponse`, with no intermediate stream or promise per chunk.
+ * - Raw keep-alive connections per instance (`InstanceConnections`, no pipelining), opened on
+ *   first use and dropped by `forget`. The request head is written as one prepared string
+ *   (with a small buffered body, one write); the answer is read by a minimal HTTP/1.1 answer
+ *   parser and its body slices are written straight into the `ServerResponse`.
  * - Both bodies are streamed with backpressure, never buffered (except in collect mode, where
- *   the answer is the result).
+ *   the answer is the result). A caller's body of unknown length is sent chunked.
  * - Headers travel as flat raw arrays (`rawHeaders` in, `writeHead(status, array)` out): one
  *   pass filters hop-by-hop headers (and those named in `Connection`) and adds `host` and
  *   `x-forwarded-*`; nothing is parsed into objects on the hot path.
@@ -18,10 +18,8 @@
  *   connection is destroyed so the client sees a truncated answer, not a wrong one.
  */
 import type http from 'node:http';
-import type { Readable } from 'node:stream';
-import { Pool, type Dispatcher } from 'undici';
 import { answerHeaders, bodilessByDefault, dropNamedInConnection, headerObject, lowerCaseNames, recomputed } from './proxy-headers.js';
-import { BodyRelay } from './proxy-body.js';
+import { InstanceConnections, type ConnectionUser, type InstanceConnection } from './instance-connection.js';
 
 export interface ProxyTarget { address: string; port: number }
 
@@ -70,47 +68,55 @@ export interface ForwardResult {
   error?: string;
 }
 
-/** Methods safe to send again when a pooled connection was found closed. */
+/** Methods safe to send again when a kept-alive connection was found closed. */
 const idempotent = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 const emptyBody = Buffer.alloc(0);
 
-function uncorkAnswer(res: http.ServerResponse): void {
-  res.uncork();
-}
+/** A buffered body up to this size leaves in the same write as the request head. */
+const joinedBodyBytes = 64 * 1024;
+/** What a request target or an added header must not contain (it would break the request head). */
+const invalidTarget = /[^\x21-\x7e\x80-\xff]/;
+const invalidValue = /[^\t\x20-\x7e\x80-\xff]/;
+const invalidName = /[^!#$%&'*+\-.^_`|~0-9A-Za-z]/;
 
-/** Socket errors of undici named the way Node's client names them (the messages callers match). */
 function upstreamDetail(error: NodeJS.ErrnoException): string {
-  if (error.code === 'UND_ERR_SOCKET') return `socket hang up: ${error.message} (ECONNRESET)`;
   return error.code !== undefined && !error.message.includes(error.code) ? `${error.message} (${error.code})` : error.message;
 }
 
-/** One request through the proxy; settles its promise exactly once. Also the undici dispatch handler. */
-class Exchange implements Dispatcher.DispatchHandlers {
+/** One request through the proxy; settles its promise exactly once. Also the user of its instance connection. */
+class Exchange implements ConnectionUser {
   private requestBytes = 0;
   private responseBytes = 0;
   private settled = false;
-  /** Set when the gateway aborts the instance request (undici then reports the abort as an error). */
+  /** Set when the gateway ends the instance request itself (its connection's failure is then expected). */
   private ending = false;
   private timer: NodeJS.Timeout | undefined;
-  /** Aborts the instance request (given by undici once the request is on a connection). */
-  private abortUpstream: ((error?: Error) => void) | undefined;
   /** The instance's answer status, once its headers arrived. */
   private status = 0;
-  /** Resumes a paused instance answer (given by undici with the headers). */
-  private resumeUpstream: (() => void) | undefined;
   /** Collect mode: the answer so far. */
   private chunks: Buffer[] | undefined;
   private answerRaw: string[] | undefined;
   /** The listener streaming the caller's body, removed when the exchange fails early. */
   private onRequestData: ((chunk: Buffer) => void) | undefined;
-  /** Whether the request was sent again after a pooled connection turned out closed. */
+  /** Resumes reading the instance's answer once the client took what was written. */
+  private onClientDrain: (() => void) | undefined;
+  /** Whether the request was sent again after a connection turned out closed. */
   private retried = false;
   /** Whether the answer goes into the result instead of `res`. */
   private readonly collect: boolean;
-  private pool!: Pool;
+  private connections: InstanceConnections | undefined;
+  /** The connection carrying this request, while it does. */
+  private connection: InstanceConnection | undefined;
+  private waitingForConnection = false;
   private method = 'GET';
-  private headers: string[] = [];
+  /** The request line and headers, ready to write. */
+  private head = '';
+  private chunkedBody = false;
+  /** Whether the whole request was handed to the connection. */
+  private requestEnded = false;
+  /** Whether `res` is corked until the current read from the instance was passed on. */
+  private corked = false;
   private mode: 'none' | 'buffer' | 'stream' = 'none';
 
   constructor(
@@ -122,7 +128,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
     this.collect = options.collect === true || res === null;
   }
 
-  start(pool: Pool, target: ProxyTarget): void {
+  start(connections: InstanceConnections, target: ProxyTarget): void {
     const { req, options } = this;
     const extra = lowerCaseNames(options.extraHeaders);
     const headers: string[] = [];
@@ -160,8 +166,9 @@ class Exchange implements Dispatcher.DispatchHandlers {
     } else if (req !== null && (chunked || declared > 0)) {
       if (declared > options.maxBodyBytes) return this.tooLarge();
       this.mode = 'stream';
-      // Without a length undici sends the stream chunked.
-      if (!chunked) headers.push('content-length', String(declared));
+      // A body of unknown length is framed chunked by the proxy itself.
+      if (chunked) this.chunkedBody = true;
+      headers.push(chunked ? 'transfer-encoding' : 'content-length', chunked ? 'chunked' : String(declared));
     } else if (!bodilessByDefault.has(method.toUpperCase())) {
       headers.push('content-length', '0');
     }
@@ -176,115 +183,164 @@ class Exchange implements Dispatcher.DispatchHandlers {
       if (host !== undefined && (extra === undefined || !Object.hasOwn(extra, 'x-forwarded-host'))) headers.push('x-forwarded-host', host);
     }
     if (extra !== undefined) {
-      for (const name in extra) headers.push(name, extra[name]!);
+      for (const name in extra) {
+        const value = extra[name]!;
+        if (invalidName.test(name) || name === '' || invalidValue.test(value)) return this.unsendable(`invalid header ${JSON.stringify(name)}`);
+        headers.push(name, value);
+      }
+    }
+    if (options.path.charCodeAt(0) !== 47 /* / */ || invalidTarget.test(options.path) || invalidName.test(method)) {
+      return this.unsendable(`invalid request target ${JSON.stringify(options.path.slice(0, 80))}`);
     }
 
-    this.pool = pool;
+    // The caller's headers were checked by Node's parser; they pass as received (latin1).
+    let head = `${method} ${options.path} HTTP/1.1\r\n`;
+    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
+    this.head = `${head}\r\n`;
+    this.connections = connections;
     this.method = method;
-    this.headers = headers;
     this.timer = setTimeout(() => this.expire(), Math.min(Math.max(options.timeoutMs, 1), 2_147_483_647));
     if (this.res !== null) this.res.on('close', () => this.onClientClose());
-    this.send();
+    this.send(false);
   }
 
-  /** Hands the instance request to the pool (which sends it on a free connection). */
-  private send(): void {
-    let body: Buffer | Readable | null = null;
-    if (this.mode === 'buffer') {
-      body = this.options.body!;
-      this.requestBytes = body.length;
-    } else if (this.mode === 'stream') {
-      body = this.streamBody(this.req!);
+  /** Asks for a connection (a new one for a retry); the request goes out in `onConnection`. */
+  private send(fresh: boolean): void {
+    this.waitingForConnection = true;
+    this.connections!.lease(this, fresh);
+  }
+
+  // ---- the connection's events ----
+
+  onConnection(connection: InstanceConnection): void {
+    this.waitingForConnection = false;
+    if (this.settled || this.ending) {
+      connection.destroy();
+      return;
     }
-    this.pool.dispatch({
-      path: this.options.path, method: this.method as Dispatcher.HttpMethod, headers: this.headers, body,
-      headersTimeout: 0, bodyTimeout: 0, upgrade: null,
-    }, this);
+    this.connection = connection;
+    connection.begin(this, this.method === 'HEAD' || this.method === 'head');
+    if (this.mode === 'none') {
+      connection.write(this.head);
+    } else if (this.mode === 'buffer') {
+      const body = this.options.body!;
+      this.requestBytes = body.length;
+      if (body.length <= joinedBodyBytes) {
+        // Head and body in one write (one syscall, one packet for the usual small event).
+        const joined = Buffer.allocUnsafe(this.head.length + body.length);
+        joined.write(this.head, 0, 'latin1');
+        body.copy(joined, this.head.length);
+        connection.write(joined);
+      } else {
+        connection.cork();
+        connection.write(this.head);
+        connection.write(body);
+        connection.uncork();
+      }
+    } else {
+      connection.write(this.head);
+      this.streamBody(this.req!);
+      return;
+    }
+    this.requestEnded = true;
+    connection.requestWritten();
   }
 
-  /** The caller's body as a relay stream, counted against the limit. */
-  private streamBody(req: http.IncomingMessage): Readable {
+  /** Streams the caller's body to the instance, counted against the limit, with backpressure. */
+  private streamBody(req: http.IncomingMessage): void {
     const limit = this.options.maxBodyBytes;
-    const relay = new BodyRelay(req);
     this.onRequestData = (chunk: Buffer) => {
-      if (this.settled) return;
+      if (this.settled || chunk.length === 0) return;
       this.requestBytes += chunk.length;
       if (this.requestBytes > limit) {
         this.fail(413, 'too-large', 'PAYLOAD_TOO_LARGE', `request body over ${limit} bytes`);
         return;
       }
-      if (!relay.push(chunk)) req.pause();
+      const connection = this.connection;
+      if (connection === undefined) return;
+      let flowing: boolean;
+      if (this.chunkedBody) {
+        connection.cork();
+        connection.write(`${chunk.length.toString(16)}\r\n`);
+        connection.write(chunk);
+        flowing = connection.write('\r\n');
+        connection.uncork();
+      } else {
+        flowing = connection.write(chunk);
+      }
+      if (!flowing) req.pause();
     };
     req.on('data', this.onRequestData);
     req.on('end', () => {
-      if (!this.settled) relay.finish();
+      const connection = this.connection;
+      if (this.settled || connection === undefined) return;
+      if (this.chunkedBody) connection.write('0\r\n\r\n');
+      this.requestEnded = true;
+      connection.requestWritten();
     });
-    return relay;
   }
 
-  // ---- undici's handler interface ----
-
-  onConnect(abort: (error?: Error) => void): void {
-    if (this.settled || this.ending) abort(new Error('the exchange is over'));
-    else this.abortUpstream = abort;
+  onDrain(): void {
+    if (!this.settled && this.mode === 'stream') this.req!.resume();
   }
 
-  onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
-    if (this.settled) return false;
-    if (status < 200) return true; // informational: the final answer follows
+  onAnswerHead(status: number, raw: string[]): void {
+    if (this.settled) return;
     this.status = status;
-    this.resumeUpstream = resume;
-    const flat = new Array<string>(raw.length);
-    for (let i = 0; i < raw.length; i++) flat[i] = raw[i]!.toString('latin1');
-
     if (this.collect) {
       this.chunks = [];
-      this.answerRaw = flat;
-      return true;
+      this.answerRaw = raw;
+      return;
     }
     const res = this.res!;
     if (res.headersSent || res.destroyed) {
       // Someone else answered (or the client is gone): nothing sensible to pass on.
       this.abort();
       this.finish(res.destroyed ? 499 : res.statusCode, res.destroyed ? 'client-aborted' : 'upstream-error', 'the answer had already started');
-      return false;
+      return;
     }
     try {
-      res.writeHead(status, answerHeaders(flat));
-      // Headers, body and end usually arrive in one read from the instance: hold the
-      // socket's writes until this tick's parsing is done, so they leave in one writev
-      // instead of two or three syscalls (the largest cost of a proxied request here).
-      res.cork();
-      process.nextTick(uncorkAnswer, res);
+      res.writeHead(status, answerHeaders(raw));
     } catch (error) {
       // Headers Node will not send (the instance is not trusted to produce valid ones).
       this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the function's answer has invalid headers: ${(error as Error).message}`, (error as Error).message);
-      return false;
+      return;
     }
-    return true;
+    // Head, body and end usually arrive in one read from the instance: hold the client
+    // socket's writes until that read was passed on (onReadDone), so they leave in one writev.
+    res.cork();
+    this.corked = true;
   }
 
-  onData(chunk: Buffer): boolean {
-    if (this.settled) return false;
+  onAnswerBody(chunk: Buffer): void {
+    if (this.settled) return;
     this.responseBytes += chunk.length;
     if (this.chunks !== undefined) {
       const limit = this.options.maxResponseBytes ?? Infinity;
       if (this.responseBytes > limit) {
         this.abort();
         this.finish(502, 'too-large', `RESPONSE_TOO_LARGE: the function's answer is over ${limit} bytes`);
-        return false;
+        return;
       }
       this.chunks.push(chunk);
-      return true;
+      return;
     }
     const res = this.res!;
-    if (res.write(chunk)) return true;
-    res.once('drain', this.resumeUpstream!);
-    return false;
+    if (res.write(chunk)) return;
+    const connection = this.connection;
+    if (connection === undefined) return;
+    connection.pause();
+    this.onClientDrain ??= () => this.connection?.resume();
+    res.once('drain', this.onClientDrain);
   }
 
-  onComplete(): void {
+  onAnswerEnd(): void {
     if (this.settled) return;
+    const connection = this.connection;
+    this.connection = undefined;
+    // An answer before the whole request was sent: the half-sent request is given up (its
+    // connection cannot carry another); a complete one goes back to the pool by itself.
+    if (!this.requestEnded) connection?.destroy();
     if (this.chunks !== undefined) {
       const { chunks } = this;
       const body = chunks.length === 1 ? chunks[0]! : chunks.length === 0 ? emptyBody : Buffer.concat(chunks, this.responseBytes);
@@ -295,28 +351,26 @@ class Exchange implements Dispatcher.DispatchHandlers {
     this.finish(this.status, 'ok');
   }
 
-  onError(error: NodeJS.ErrnoException): void {
+  onReadDone(): void {
+    if (this.corked) {
+      this.corked = false;
+      this.res!.uncork();
+    }
+  }
+
+  onConnectionError(error: NodeJS.ErrnoException, answered: boolean): void {
+    this.connection = undefined;
     if (this.settled || this.ending) return;
     if (this.status !== 0) {
       this.onAnswerError(this.status, error);
       return;
     }
-    if (error.code === 'UND_ERR_INVALID_ARG') {
-      // Invalid header values or path: the caller's request cannot be expressed upstream.
-      this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the request could not be sent to the function: ${error.message}`, error.message);
-      return;
-    }
-    // A pooled connection the instance closed as it went idle (a race no pool avoids): a
+    // A kept-alive connection the instance closed as it went idle (a race no pool avoids): a
     // request without body that cannot have done anything is sent once more on a new one.
-    if (!this.retried && this.mode === 'none' && (error.code === 'UND_ERR_SOCKET' || error.code === 'ECONNRESET')
+    if (!this.retried && !answered && this.mode === 'none' && (error.code === 'ECONNRESET' || error.code === 'EPIPE')
       && idempotent.has(this.method.toUpperCase())) {
       this.retried = true;
-      this.abortUpstream = undefined;
-      // Once undici is done with the failed connection, so the retry goes out on the same
-      // client (a fresh connection) rather than a second client of the pool.
-      setImmediate(() => {
-        if (!this.settled && !this.ending) this.send();
-      });
+      this.send(true);
       return;
     }
     const detail = upstreamDetail(error);
@@ -325,12 +379,16 @@ class Exchange implements Dispatcher.DispatchHandlers {
 
   // ---- failures ----
 
-  /** Ends the instance request (undici closes its connection). */
+  /** Ends the instance request (its connection is closed). */
   private abort(): void {
     this.ending = true;
-    const abort = this.abortUpstream;
-    this.abortUpstream = undefined;
-    abort?.(new Error('the gateway ended the exchange'));
+    if (this.waitingForConnection) {
+      this.waitingForConnection = false;
+      this.connections?.cancel(this);
+    }
+    const connection = this.connection;
+    this.connection = undefined;
+    connection?.destroy();
   }
 
   /** The instance's answer broke off after its headers arrived. */
@@ -360,6 +418,11 @@ class Exchange implements Dispatcher.DispatchHandlers {
   /** Content-Length (or the given body) over the limit: answered before contacting the instance. */
   private tooLarge(): void {
     this.fail(413, 'too-large', 'PAYLOAD_TOO_LARGE', `request body over ${this.options.maxBodyBytes} bytes`);
+  }
+
+  /** A request that cannot be written as HTTP/1.1 (invalid target or added header). */
+  private unsendable(why: string): void {
+    this.fail(502, 'upstream-error', 'FUNCTION_FAILED', `the request could not be sent to the function: ${why}`, why);
   }
 
   /**
@@ -401,8 +464,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
     const { req } = this;
     if (req !== null && !req.complete && this.options.body === undefined) {
       // The rest of the caller's body is not wanted any more (an early answer or a failure):
-      // drain it so the caller's connection is not stuck. An instance request still being
-      // written is not finished: undici closes its connection once the answer is complete.
+      // drain it so the caller's connection is not stuck.
       if (this.onRequestData !== undefined) req.removeListener('data', this.onRequestData);
       req.resume();
     }
@@ -411,12 +473,12 @@ class Exchange implements Dispatcher.DispatchHandlers {
 }
 
 export class InstanceProxy {
-  private readonly pools = new Map<string, Pool>();
+  private readonly pools = new Map<string, InstanceConnections>();
   private readonly maxSockets: number;
   private readonly keepAliveMs: number;
 
   /**
-   * @param options.maxSocketsPerInstance connections per instance at once (more requests wait in the pool); default 256
+   * @param options.maxSocketsPerInstance connections per instance at once (more requests wait for one); default 256
    * @param options.keepAliveMs how long an idle connection is kept; default 4 s, under Node's 5 s server keep-alive
    *   (an instance announcing a shorter `Keep-Alive: timeout` is honoured)
    */
@@ -432,36 +494,32 @@ export class InstanceProxy {
    * they are in `outcome`.
    */
   forward(req: http.IncomingMessage | null, res: http.ServerResponse | null, target: ProxyTarget, options: ForwardOptions): Promise<ForwardResult> {
-    const pool = this.pool(target);
-    return new Promise<ForwardResult>((resolve) => new Exchange(req, res, options, resolve).start(pool, target));
+    const connections = this.connections(target);
+    return new Promise<ForwardResult>((resolve) => new Exchange(req, res, options, resolve).start(connections, target));
   }
 
-  /** Drops pooled keep-alive connections to one instance (it stopped). */
+  /** Drops the keep-alive connections to one instance (it stopped). */
   forget(target: ProxyTarget): void {
     const key = `${target.address}:${target.port}`;
-    const pool = this.pools.get(key);
-    if (pool === undefined) return;
+    const connections = this.pools.get(key);
+    if (connections === undefined) return;
     this.pools.delete(key);
-    pool.destroy().catch(() => undefined);
+    connections.close();
   }
 
-  /** Drops every pooled connection. */
+  /** Drops every connection. */
   close(): void {
-    for (const pool of this.pools.values()) pool.destroy().catch(() => undefined);
+    for (const connections of this.pools.values()) connections.close();
     this.pools.clear();
   }
 
-  private pool(target: ProxyTarget): Pool {
+  private connections(target: ProxyTarget): InstanceConnections {
     const key = `${target.address}:${target.port}`;
-    let pool = this.pools.get(key);
-    if (pool === undefined) {
-      pool = new Pool(target.address.includes(':') ? `http://[${target.address}]:${target.port}` : `http://${key}`, {
-        connections: this.maxSockets, pipelining: 1,
-        keepAliveTimeout: this.keepAliveMs, keepAliveMaxTimeout: this.keepAliveMs,
-        headersTimeout: 0, bodyTimeout: 0,
-      });
-      this.pools.set(key, pool);
+    let connections = this.pools.get(key);
+    if (connections === undefined) {
+      connections = new InstanceConnections(target.address, target.port, this.maxSockets, this.keepAliveMs);
+      this.pools.set(key, connections);
     }
-    return pool;
+    return connections;
   }
 }
