@@ -5,6 +5,7 @@
  * and (through the one typed client) answers of real calls matching their documented schemas.
  */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import type { z } from 'zod';
 import { startTestServer, type TestServer } from './helpers/harness.js';
@@ -16,6 +17,7 @@ import { apiRoutesOf } from '../src/http/openapi.js';
 const adminPassword = 'admin-secret-Pa55word';
 type Doc = {
   openapi: string;
+  info: { title: string; version: string; 'x-api-version'?: string };
   paths: Record<string, Record<string, { operationId?: string; 'x-access'?: string; security?: unknown[]; responses?: Record<string, { content?: unknown; description?: string }> }>>;
   components: { schemas: Record<string, { properties?: Record<string, { enum?: string[] }>; required?: string[] }>; securitySchemes: Record<string, { type: string; scheme: string }> };
 };
@@ -43,6 +45,10 @@ describe('OpenAPI document of /api/v1', { timeout: 120_000 }, () => {
     const text = await response.text();
     doc = JSON.parse(text) as Doc;
     assert.equal(doc.openapi, '3.1.0');
+    // info.version is Slipway's own; the contract's generation (the /api/v1 of the paths) beside it.
+    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    assert.equal(doc.info.version, pkg.version);
+    assert.equal(doc.info['x-api-version'], 'v1');
     assert.ok(!text.includes(adminPassword));
     // Only the REST API: not /v2, /fn, /auth/token or the health endpoints.
     for (const path of Object.keys(doc.paths)) assert.ok(path.startsWith('/api/v1/'), path);
@@ -165,5 +171,26 @@ describe('OpenAPI document of /api/v1', { timeout: 120_000 }, () => {
     await check('deleteSession', ops.deleteSession, undefined, bearer);
     await assert.rejects(bearer.call(ops.getMe), (error: unknown) => error instanceof ApiCallError && error.status === 401 && error.code === 'UNAUTHORIZED');
     assert.ok(checked.length >= 45, checked.join(', '));
+  });
+
+  test('query strings are checked with their documented schemas: a 400 naming the parameter', async () => {
+    const refused = async (path: string, parameter: string) => {
+      const error = await admin.send('GET', path).then(() => undefined, (e: unknown) => e);
+      assert.ok(error instanceof ApiCallError, `${path}: answered 2xx`);
+      assert.equal(error.status, 400, `${path}: ${error.message}`);
+      assert.equal(error.code, 'BAD_REQUEST', path);
+      assert.match(error.serverMessage ?? '', new RegExp(`^${parameter}: `), path);
+    };
+    const ns = '/api/v1/namespaces/docs';
+    await refused(`${ns}/events?limit=many`, 'limit');
+    await refused(`${ns}/events?limit=0`, 'limit');
+    await refused(`${ns}/builds?limit=1.5`, 'limit');
+    await refused(`${ns}/builds?status=exploded`, 'status');
+    await refused(`${ns}/builds?kind=vm`, 'kind');
+    await refused(`${ns}/functions/none/logs?tail=-1`, 'tail');
+    await refused(`${ns}/functions/none/logs?follow=maybe`, 'follow');
+    // Good values still pass.
+    assert.ok(Array.isArray(await admin.send('GET', `${ns}/builds?limit=5&status=failed&kind=image`)));
+    assert.ok(((await admin.send('GET', `${ns}/events?limit=5`)) as { events: unknown[] }).events);
   });
 });

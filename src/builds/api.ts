@@ -34,8 +34,9 @@ export const buildSettingsBody = z.strictObject({ imageNameTemplate: z.string().
 const waitQuery = z.object({ wait: z.enum(['true', '1', 'yes', 'false']).optional().describe('Answer when the build has ended (200, or 422 when it failed)') });
 export const listBuildsQuery = z.object({
   kind: z.enum(['image', 'component']).optional(), component: z.string().optional(),
-  status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']).optional(), limit: z.coerce.number().int().optional(),
-});
+  status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
+  limit: z.coerce.number().int().min(1).optional().describe('At most 500 (default 50)'),
+}).describe('Parsed by builds/routes.ts (buildListFilter)');
 const logsQuery = z.object({ follow: z.enum(['true', '1']).optional().describe('Server-Sent Events (also with `Accept: text/event-stream`)') });
 
 export const buildView = z.object({

@@ -8,12 +8,17 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
-import type { FunctionView, LogLine, RevisionView } from '../functions/spec.js';
+import { functionOperations } from '../functions/api.js';
+import type { LogLine } from '../functions/spec.js';
+import { fillPath, type ApiBody, type ApiResult } from '../http/api-client.js';
 import { ApiRequestError, responseError } from './client.js';
 import { CommandError, UsageError } from './errors.js';
 import { withSession } from './session-commands.js';
 
 type Env = Record<string, string | undefined>;
+type FunctionView = ApiResult<typeof functionOperations.getFunction>;
+/** What `deploy` sends: the create body without the name (also a valid change). */
+type DeployBody = Omit<ApiBody<typeof functionOperations.createFunction>, 'name'>;
 
 interface ServerFlags {
   server?: string;
@@ -74,7 +79,7 @@ function words(value: string | undefined): string[] | undefined {
 }
 
 /** The API body of `deploy` from flags; secrets read from the environment by name. */
-export function deployBody(flags: DeployFlags, env: Env): Record<string, unknown> {
+export function deployBody(flags: DeployFlags, env: Env): DeployBody {
   const secretEnv: Record<string, string> = {};
   for (const name of flags.secretEnv) {
     const value = env[name];
@@ -82,7 +87,7 @@ export function deployBody(flags: DeployFlags, env: Env): Record<string, unknown
     secretEnv[name] = value;
   }
   if (flags.public && flags.private) throw new UsageError('give --public or --private, not both');
-  const body: Record<string, unknown> = {
+  const body: DeployBody = {
     image: flags.image,
     type: flags.type,
     command: words(flags.command),
@@ -102,7 +107,7 @@ export function deployBody(flags: DeployFlags, env: Env): Record<string, unknown
   if (flags.env.length) body.env = pairs(flags.env, '--env');
   if (flags.secretEnv.length) body.secretEnv = secretEnv;
   if (flags.tag.length) body.logTags = pairs(flags.tag, '--tag');
-  for (const key of Object.keys(body)) if (body[key] === undefined) delete body[key];
+  for (const key of Object.keys(body) as Array<keyof DeployBody>) if (body[key] === undefined) delete body[key];
   return body;
 }
 
@@ -129,8 +134,6 @@ function serverOptions(command: Command): Command {
     .option('--server <url>', 'Slipway server (default: SLIPWAY_SERVER, else the server of the last `slipway login`)')
     .requiredOption('-n, --namespace <namespace>', 'the namespace of the function');
 }
-
-const base = (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/functions`;
 
 export function registerFunctionCommands(program: Command, env: Env): void {
   const fn = program.command('fn').alias('function')
@@ -163,13 +166,13 @@ export function registerFunctionCommands(program: Command, env: Env): void {
     .action(async (name: string, flags: DeployFlags) => {
       const body = deployBody(flags, env);
       await withSession(flags, env, async ({ client }) => {
-        const wait = flags.wait ? '?wait=true' : '';
+        const query = flags.wait ? { wait: 'true' as const } : {};
         let view: FunctionView;
         try {
-          view = await client.request<FunctionView>('POST', `${base(flags.namespace)}${wait}`, { name, ...body });
+          view = await client.call(functionOperations.createFunction, { params: { ns: flags.namespace }, query, body: { name, ...body } });
         } catch (error) {
           if (!(error instanceof ApiRequestError && error.status === 409)) throw error;
-          view = await client.request<FunctionView>('PATCH', `${base(flags.namespace)}/${encodeURIComponent(name)}${wait}`, body);
+          view = await client.call(functionOperations.updateFunction, { params: { ns: flags.namespace, name }, query, body });
         }
         process.stdout.write(flags.json ? `${JSON.stringify(view)}\n` : describe(view));
         if (view.status === 'failed' || (flags.wait && view.statusReason && view.latestRevision !== view.activeRevision)) {
@@ -182,7 +185,7 @@ export function registerFunctionCommands(program: Command, env: Env): void {
     .option('--json', 'print JSON')
     .action(async (flags: ServerFlags) => {
       await withSession(flags, env, async ({ client }) => {
-        const { functions } = await client.request<{ functions: FunctionView[] }>('GET', base(flags.namespace));
+        const { functions } = await client.call(functionOperations.listFunctions, { params: { ns: flags.namespace } });
         if (flags.json) process.stdout.write(`${JSON.stringify(functions)}\n`);
         else if (functions.length === 0) process.stdout.write(`no functions in namespace "${flags.namespace}"\n`);
         else process.stdout.write(table(['NAME', 'TYPE', 'STATUS', 'REVISION', 'INSTANCES', 'IMAGE'], functions.map((f) => [f.name, f.type, f.status, String(f.activeRevision ?? '-'), String(f.instances), f.image])));
@@ -194,7 +197,7 @@ export function registerFunctionCommands(program: Command, env: Env): void {
     .option('--json', 'print JSON')
     .action(async (name: string, flags: ServerFlags) => {
       await withSession(flags, env, async ({ client }) => {
-        const view = await client.request<FunctionView>('GET', `${base(flags.namespace)}/${encodeURIComponent(name)}`);
+        const view = await client.call(functionOperations.getFunction, { params: { ns: flags.namespace, name } });
         process.stdout.write(flags.json ? `${JSON.stringify(view)}\n` : describe(view));
       });
     });
@@ -203,7 +206,7 @@ export function registerFunctionCommands(program: Command, env: Env): void {
     .argument('<name>')
     .action(async (name: string, flags: ServerFlags) => {
       await withSession(flags, env, async ({ client }) => {
-        await client.request('DELETE', `${base(flags.namespace)}/${encodeURIComponent(name)}`);
+        await client.call(functionOperations.deleteFunction, { params: { ns: flags.namespace, name } });
         process.stdout.write(`Deleted ${name}\n`);
       });
     });
@@ -213,7 +216,7 @@ export function registerFunctionCommands(program: Command, env: Env): void {
     .option('--json', 'print JSON')
     .action(async (name: string, flags: ServerFlags) => {
       await withSession(flags, env, async ({ client }) => {
-        const { revisions } = await client.request<{ revisions: RevisionView[] }>('GET', `${base(flags.namespace)}/${encodeURIComponent(name)}/revisions`);
+        const { revisions } = await client.call(functionOperations.listRevisions, { params: { ns: flags.namespace, name } });
         if (flags.json) process.stdout.write(`${JSON.stringify(revisions)}\n`);
         else process.stdout.write(table(['REVISION', 'STATUS', 'ACTIVE', 'DIGEST', 'REASON'], revisions.map((r) => [String(r.number), r.status, r.active ? '*' : '', (r.imageDigest ?? '-').slice(0, 19), r.reason ?? ''])));
       });
@@ -225,7 +228,7 @@ export function registerFunctionCommands(program: Command, env: Env): void {
     .action(async (name: string, revision: string, flags: ServerFlags) => {
       const number = integer(revision, 'REVISION')!;
       await withSession(flags, env, async ({ client }) => {
-        const view = await client.request<FunctionView>('POST', `${base(flags.namespace)}/${encodeURIComponent(name)}/rollback`, { revision: number });
+        const view = await client.call(functionOperations.rollbackFunction, { params: { ns: flags.namespace, name }, body: { revision: number } });
         process.stdout.write(`${name} now runs revision ${view.activeRevision}\n`);
       });
     });
@@ -240,7 +243,7 @@ export function registerFunctionCommands(program: Command, env: Env): void {
       else if (flags.data.startsWith('@')) data = await readFile(flags.data.slice(1));
       else data = Buffer.from(flags.data);
       await withSession(flags, env, async ({ client, url }) => {
-        const target = `${url}${base(flags.namespace)}/${encodeURIComponent(name)}/invocations${flags.async ? '?mode=async' : ''}`;
+        const target = `${url}${fillPath(functionOperations.invokeFunction.path, { ns: flags.namespace, name })}${flags.async ? '?mode=async' : ''}`;
         const authorization = client.authorization();
         const response = await fetch(target, { method: 'POST', body: new Uint8Array(data), headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) } });
         const text = Buffer.from(await response.arrayBuffer());
@@ -263,7 +266,7 @@ export function registerFunctionCommands(program: Command, env: Env): void {
     .action(async (name: string, flags: ServerFlags & { follow?: boolean; tail: string }) => {
       const tail = integer(flags.tail, '--tail');
       await withSession(flags, env, async ({ client, url }) => {
-        const target = `${url}${base(flags.namespace)}/${encodeURIComponent(name)}/logs?tail=${tail}${flags.follow ? '&follow=true' : ''}`;
+        const target = `${url}${fillPath(functionOperations.functionLogs.path, { ns: flags.namespace, name })}?tail=${tail}${flags.follow ? '&follow=true' : ''}`;
         const authorization = client.authorization();
         const response = await fetch(target, { headers: authorization ? { authorization } : {} });
         if (!response.ok) throw responseError('GET', target, response, await response.text());
@@ -291,7 +294,7 @@ export function registerFunctionCommands(program: Command, env: Env): void {
     .argument('<name>')
     .action(async (name: string, flags: ServerFlags) => {
       await withSession(flags, env, async ({ client }) => {
-        const metrics = await client.request<Record<string, unknown>>('GET', `${base(flags.namespace)}/${encodeURIComponent(name)}/metrics`);
+        const metrics = await client.call(functionOperations.functionMetrics, { params: { ns: flags.namespace, name } });
         process.stdout.write(`${JSON.stringify(metrics, null, 2)}\n`);
       });
     });
@@ -302,7 +305,7 @@ export function registerFunctionCommands(program: Command, env: Env): void {
     .requiredOption('--key-name <label>', 'what the key is for')
     .action(async (name: string, flags: ServerFlags & { keyName: string }) => {
       await withSession(flags, env, async ({ client }) => {
-        const created = await client.request<{ id: string; key: string }>('POST', `${base(flags.namespace)}/${encodeURIComponent(name)}/keys`, { name: flags.keyName });
+        const created = await client.call(functionOperations.createFunctionKey, { params: { ns: flags.namespace, name }, body: { name: flags.keyName } });
         process.stdout.write(`${created.key}\n`);
       });
     });
@@ -311,7 +314,7 @@ export function registerFunctionCommands(program: Command, env: Env): void {
     .argument('<id>', 'key id')
     .action(async (name: string, id: string, flags: ServerFlags) => {
       await withSession(flags, env, async ({ client }) => {
-        await client.request('DELETE', `${base(flags.namespace)}/${encodeURIComponent(name)}/keys/${encodeURIComponent(id)}`);
+        await client.call(functionOperations.deleteFunctionKey, { params: { ns: flags.namespace, name, id } });
         process.stdout.write(`Revoked ${id}\n`);
       });
     });

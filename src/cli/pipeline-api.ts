@@ -1,11 +1,12 @@
 /**
  * @module cli/pipeline-api
- * Talking to the pipelines API: its paths, API errors as the server's message, and following a
- * run's log (Server-Sent Events, with its status polled beside) until the run ends.
+ * Talking to the pipelines API: a run (getRun), its paths, API errors as the server's message,
+ * and following a run's log (Server-Sent Events, with its status polled beside) until it ends.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { pipelineOperations } from '../pipelines/api.js';
 import type { RunView } from '../pipelines/runs.js';
-import { ApiRequestError, responseError } from './client.js';
+import { ApiRequestError, responseError, type ApiClient } from './client.js';
 import { CommandError } from './errors.js';
 import { runSummary } from './pipeline-output.js';
 import { withSession, type Session } from './session-commands.js';
@@ -17,7 +18,14 @@ export const finalStatuses = new Set(['succeeded', 'failed', 'cancelled']);
 export const pipelinesPath = (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/pipelines`;
 export const pipelinePath = (ns: string, name: string) => `${pipelinesPath(ns)}/${encodeURIComponent(name)}`;
 export const runPath = (ns: string, name: string, number: number) => `${pipelinePath(ns, name)}/runs/${number}`;
-export const artefactsPath = (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/artefact-versions`;
+
+/**
+ * One run (getRun). The API documents a stage's common fields; the per-type ones the output
+ * shows (steps, outputs, delivered, …) are the server's RunView, which the answer is.
+ */
+export async function getRun(client: ApiClient, ns: string, name: string, number: number): Promise<RunView> {
+  return await client.call(pipelineOperations.getRun, { params: { ns, name, number: String(number) } }) as RunView;
+}
 
 /** An API error as the server's message alone (the method and URL add nothing for a user). */
 function plain(error: unknown): unknown {
@@ -64,7 +72,7 @@ export async function followRun(session: Session, ns: string, name: string, numb
         if (stopPolling) return;
         let run: RunView;
         try {
-          run = await client.request<RunView>('GET', runPath(ns, name, number));
+          run = await getRun(client, ns, name, number);
         } catch {
           continue;
         }
@@ -142,7 +150,7 @@ export async function followRun(session: Session, ns: string, name: string, numb
       controller.abort();
       await poller;
     }
-    const run = finalSeen ?? await client.request<RunView>('GET', runPath(ns, name, number));
+    const run = finalSeen ?? await getRun(client, ns, name, number);
     if (finalStatuses.has(run.status)) return run;
     if (run.status === 'waiting' && !hinted) {
       // The server ends the stream while a run waits: the hint comes from here then.

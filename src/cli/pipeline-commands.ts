@@ -13,13 +13,13 @@
  */
 import { Option, type Command } from 'commander';
 import { stringify as toYaml } from 'yaml';
-import type { ArtefactVersionView } from '../artifacts/service.js';
-import type { PipelineView } from '../pipelines/service.js';
+import { artifactOperations } from '../artifacts/api.js';
+import { fillPath, type ApiBody } from '../http/api-client.js';
 import { pipelineOperations } from '../pipelines/api.js';
 import type { RunView } from '../pipelines/runs.js';
 import { ApiRequestError, responseError } from './client.js';
 import { CommandError, UsageError } from './errors.js';
-import { api, artefactsPath, finalStatuses, followAndReport, pipelinePath, pipelinesPath, runPath, type Env } from './pipeline-api.js';
+import { api, finalStatuses, followAndReport, getRun, pipelinePath, type Env } from './pipeline-api.js';
 import { parseParameters, readDocument, runNumber } from './pipeline-files.js';
 import { countStages, describeRun, describeTrigger, duration, short, table } from './pipeline-output.js';
 
@@ -59,7 +59,7 @@ export function registerPipelineCommands(program: Command, env: Env): void {
         let exists = false;
         if (typeof name === 'string' && name !== '') {
           try {
-            await client.request('GET', pipelinePath(flags.namespace, name));
+            await client.call(pipelineOperations.getPipeline, { params: { ns: flags.namespace, name } });
             exists = true;
           } catch (error) {
             if (!(error instanceof ApiRequestError && error.status === 404)) throw error;
@@ -69,15 +69,17 @@ export function registerPipelineCommands(program: Command, env: Env): void {
         const warn = (view: { warnings?: Array<{ message: string; path: string }> }) => {
           for (const warning of view.warnings ?? []) process.stderr.write(`Warning: ${warning.message}\n`);
         };
+        // The file as it is: the server validates it (unknown keys are warnings, see above).
+        const definition = document as ApiBody<typeof pipelineOperations.createPipeline>;
         if (exists) {
-          const view = await client.request<PipelineView & { warnings?: Array<{ message: string; path: string }> }>('PUT', pipelinePath(flags.namespace, name as string), document);
+          const view = await client.call(pipelineOperations.replacePipeline, { params: { ns: flags.namespace, name: name as string }, body: definition });
           warn(view);
           if (flags.json) return void process.stdout.write(`${JSON.stringify(view)}\n`);
           process.stdout.write(`Updated pipeline ${view.name} in ${view.namespace}\n`);
           process.stdout.write(`Webhook URL:    ${url}${view.webhook.path}\n`);
           return;
         }
-        const view = await client.request<PipelineView & { webhook: { path: string; secret?: string }; warnings?: Array<{ message: string; path: string }> }>('POST', pipelinesPath(flags.namespace), document);
+        const view = await client.call(pipelineOperations.createPipeline, { params: { ns: flags.namespace }, body: definition });
         warn(view);
         if (flags.json) return void process.stdout.write(`${JSON.stringify(view)}\n`);
         process.stdout.write(`Created pipeline ${view.name} in ${view.namespace}\n`);
@@ -150,16 +152,16 @@ export function registerPipelineCommands(program: Command, env: Env): void {
       if (flags.branch !== undefined && flags.branch.trim() === '') throw new UsageError('--branch: empty');
       await api(flags, env, async (session) => {
         const { client } = session;
-        const body: Record<string, unknown> = { parameters };
+        const body: ApiBody<typeof pipelineOperations.startRun> = { parameters };
         if (flags.branch) body.branch = flags.branch;
         if (flags.commit) body.commit = flags.commit;
         let run: RunView;
         try {
-          run = await client.request<RunView>('POST', `${pipelinePath(flags.namespace, name)}/runs`, body);
+          run = await client.call(pipelineOperations.startRun, { params: { ns: flags.namespace, name }, body }) as RunView;
         } catch (error) {
           // A parameter problem: name the parameters the pipeline has.
           if (error instanceof ApiRequestError && error.status === 400 && /parameter/.test(error.serverMessage ?? '')) {
-            const declared = await client.request<PipelineView>('GET', pipelinePath(flags.namespace, name)).then((p) => p.spec.parameters, () => undefined);
+            const declared = await client.call(pipelineOperations.getPipeline, { params: { ns: flags.namespace, name } }).then((p) => p.spec.parameters, () => undefined);
             if (declared) {
               const list = declared.length ? declared.map((p) => (p.defaultValue !== undefined ? `${p.name} (default "${p.defaultValue}")` : `${p.name} (required)`)).join(', ') : 'none';
               throw new CommandError(`${error.serverMessage}\nparameters of ${name}: ${list}`);
@@ -186,8 +188,8 @@ export function registerPipelineCommands(program: Command, env: Env): void {
     .action(async (name: string, flags: ServerFlags & { limit: string; status?: string }) => {
       if (!/^\d+$/.test(flags.limit) || Number(flags.limit) < 1) throw new UsageError(`--limit takes a positive whole number, got "${flags.limit}"`);
       await api(flags, env, async ({ client }) => {
-        const query = `?limit=${Number(flags.limit)}${flags.status ? `&status=${flags.status}` : ''}`;
-        const { runs } = await client.request<{ runs: RunView[] }>('GET', `${pipelinePath(flags.namespace, name)}/runs${query}`);
+        const query = { limit: Number(flags.limit), status: flags.status as RunView['status'] | undefined };
+        const { runs } = await client.call(pipelineOperations.listRuns, { params: { ns: flags.namespace, name }, query });
         if (flags.json) return void process.stdout.write(`${JSON.stringify(runs)}\n`);
         if (runs.length === 0) return void process.stdout.write(`No runs of ${name}\n`);
         process.stdout.write(table(['RUN', 'STATUS', 'TRIGGER', 'COMMIT', 'CREATED', 'DURATION', 'ERROR'], runs.map((r) => [
@@ -203,7 +205,7 @@ export function registerPipelineCommands(program: Command, env: Env): void {
     .action(async (name: string, numberArg: string, flags: ServerFlags) => {
       const number = runNumber(numberArg);
       await api(flags, env, async ({ client }) => {
-        const run = await client.request<RunView>('GET', runPath(flags.namespace, name, number));
+        const run = await getRun(client, flags.namespace, name, number);
         process.stdout.write(flags.json ? `${JSON.stringify(run)}\n` : describeRun(run));
       });
     });
@@ -216,7 +218,7 @@ export function registerPipelineCommands(program: Command, env: Env): void {
       const number = runNumber(numberArg);
       await api(flags, env, async (session) => {
         if (flags.follow) return followAndReport(session, flags.namespace, name, number, false);
-        const target = `${session.url}${runPath(flags.namespace, name, number)}/logs`;
+        const target = `${session.url}${fillPath(pipelineOperations.runLogs.path, { ns: flags.namespace, name, number: String(number) })}`;
         const authorization = session.client.authorization();
         let response: Response;
         try {
@@ -236,9 +238,9 @@ export function registerPipelineCommands(program: Command, env: Env): void {
     .action(async (name: string, numberArg: string, flags: ServerFlags) => {
       const number = runNumber(numberArg);
       await api(flags, env, async ({ client }) => {
-        const before = await client.request<RunView>('GET', runPath(flags.namespace, name, number));
+        const before = await getRun(client, flags.namespace, name, number);
         if (finalStatuses.has(before.status)) return void process.stdout.write(`Run ${number} of ${name} had already ${before.status}\n`);
-        const run = await client.request<RunView>('POST', `${runPath(flags.namespace, name, number)}/cancel`);
+        const run = await client.call(pipelineOperations.cancelRun, { params: { ns: flags.namespace, name, number: String(number) } });
         if (run.status === 'cancelled') process.stdout.write(`Cancelled run ${number} of ${name}\n`);
         else if (finalStatuses.has(run.status)) process.stdout.write(`Run ${number} of ${name} had already ${run.status}\n`);
         else process.stdout.write(`Cancelling run ${number} of ${name} (it stops its current stage)\n`);
@@ -254,7 +256,7 @@ export function registerPipelineCommands(program: Command, env: Env): void {
     .action(async (name: string, numberArg: string, flags: ServerFlags & { fromStage?: string; follow?: boolean }) => {
       const number = runNumber(numberArg);
       await api(flags, env, async (session) => {
-        const run = await session.client.request<RunView>('POST', `${runPath(flags.namespace, name, number)}/rerun`, flags.fromStage ? { fromStage: flags.fromStage } : {});
+        const run = await session.client.call(pipelineOperations.rerun, { params: { ns: flags.namespace, name, number: String(number) }, body: flags.fromStage ? { fromStage: flags.fromStage } : {} }) as RunView;
         if (!flags.follow) {
           if (flags.json) return void process.stdout.write(`${JSON.stringify(run)}\n`);
           return void process.stdout.write(`Run ${run.number} of ${name} re-runs run ${number}: ${run.status}\n`);
@@ -273,7 +275,8 @@ export function registerPipelineCommands(program: Command, env: Env): void {
       .action(async (name: string, numberArg: string, stage: string, flags: ServerFlags & { comment?: string }) => {
         const number = runNumber(numberArg);
         await api(flags, env, async ({ client }) => {
-          await client.request<RunView>('POST', `${runPath(flags.namespace, name, number)}/stages/${encodeURIComponent(stage)}/${decision}`, flags.comment !== undefined ? { comment: flags.comment } : {});
+          const operation = decision === 'approve' ? pipelineOperations.approveStage : pipelineOperations.rejectStage;
+          await client.call(operation, { params: { ns: flags.namespace, name, number: String(number), stage }, body: flags.comment !== undefined ? { comment: flags.comment } : {} });
           process.stdout.write(`${decision === 'approve' ? 'Approved' : 'Rejected'} stage "${stage}" of run ${number} of ${name}${decision === 'approve' ? '; the run goes on' : '; the run fails'}\n`);
         });
       });
@@ -301,11 +304,12 @@ export function registerPipelineCommands(program: Command, env: Env): void {
       if (flags.type === 'workload' && flags.spec === undefined) throw new UsageError('--type workload needs --spec <score.yaml>');
       if (flags.type === 'workload' && flags.digest !== undefined) throw new UsageError('--digest is for --type container');
       if (flags.ref !== undefined && !flags.ref.startsWith('refs/')) throw new UsageError(`--ref takes a full git ref (refs/heads/${flags.ref} or refs/tags/${flags.ref}), got "${flags.ref}"`);
-      const body: Record<string, unknown> = { type: flags.type, name: flags.name };
+      const body: ApiBody<typeof artifactOperations.createArtefactVersion> = { type: flags.type, name: flags.name };
       for (const key of ['version', 'ref', 'commit', 'digest', 'image'] as const) if (flags[key] !== undefined) body[key] = flags[key];
       if (flags.spec !== undefined) body.spec = await readDocument(flags.spec);
       await api(flags, env, async ({ client }) => {
-        const view = await client.request<ArtefactVersionView | undefined>('POST', `${artefactsPath(flags.namespace)}${flags.dryRun ? '?dry_run=true' : ''}`, body);
+        const query = flags.dryRun ? { dry_run: 'true' as const } : {};
+        const view = await client.call(artifactOperations.createArtefactVersion, { params: { ns: flags.namespace }, query, body });
         if (flags.dryRun || !view) return void process.stdout.write(`The artefact version is valid (not recorded: --dry-run)\n`);
         if (flags.json) return void process.stdout.write(`${JSON.stringify(view)}\n`);
         process.stdout.write(`Recorded ${view.type} ${view.name}${view.version ? `:${view.version}` : ''} as ${view.id}\n`);
@@ -323,12 +327,12 @@ export function registerPipelineCommands(program: Command, env: Env): void {
     .option('--json', 'print JSON')
     .action(async (flags: ServerFlags & { name?: string; type?: string; ref?: string; archived?: boolean; limit: string }) => {
       if (!/^\d+$/.test(flags.limit) || Number(flags.limit) < 1 || Number(flags.limit) > 1000) throw new UsageError(`--limit takes a whole number from 1 to 1000, got "${flags.limit}"`);
-      const query = new URLSearchParams({ limit: String(Number(flags.limit)), archived: flags.archived ? 'true' : 'false' });
-      if (flags.name) query.set('name', flags.name);
-      if (flags.type) query.set('type', flags.type);
-      if (flags.ref) query.set('reference', flags.ref);
+      const query = {
+        limit: Number(flags.limit), archived: flags.archived ? 'true' as const : 'false' as const,
+        name: flags.name || undefined, type: (flags.type || undefined) as 'container' | 'workload' | undefined, reference: flags.ref || undefined,
+      };
       await api(flags, env, async ({ client }) => {
-        const { artefactVersions } = await client.request<{ artefactVersions: ArtefactVersionView[] }>('GET', `${artefactsPath(flags.namespace)}?${query.toString()}`);
+        const { artefactVersions } = await client.call(artifactOperations.listArtefactVersions, { params: { ns: flags.namespace }, query });
         if (flags.json) return void process.stdout.write(`${JSON.stringify(artefactVersions)}\n`);
         if (artefactVersions.length === 0) return void process.stdout.write('No artefact versions\n');
         process.stdout.write(table(['ID', 'TYPE', 'NAME', 'VERSION', 'DIGEST', 'COMMIT', 'SOURCE', 'CREATED'], artefactVersions.map((v) => [

@@ -3,7 +3,8 @@
  * How `slipway pipeline` prints things: tables, durations, triggers, a run's stage summary and
  * `pipeline show`'s full description of a run.
  */
-import type { PipelineView } from '../pipelines/service.js';
+import type { ApiResult } from '../http/api-client.js';
+import type { pipelineOperations } from '../pipelines/api.js';
 import type { RunView, StageState, StepState } from '../pipelines/runs.js';
 import { formatElapsed } from './build-progress.js';
 
@@ -99,6 +100,6 @@ export function describeRun(run: RunView): string {
   return lines.join('\n') + '\n';
 }
 
-export function countStages(p: PipelineView): number {
+export function countStages(p: ApiResult<typeof pipelineOperations.getPipeline>): number {
   return p.spec.stages.reduce((n, entry) => n + ('parallel' in entry ? entry.parallel.length : 1), 0);
 }

@@ -36,7 +36,8 @@ export const patchWebhookBody = z.object({
   active: z.boolean().optional(),
 }).strict().refine((patch) => Object.keys(patch).length > 0, { message: 'nothing to change' });
 
-// Documentation of the query strings; the routes parse them themselves (their own messages).
+// The query strings, parsed by the routes with these (http/validation's parseQuery); `after`
+// and the `type` patterns are checked further by the routes.
 export const deliveriesQuery = z.object({ limit: z.coerce.number().int().min(1).max(500).optional(), status: z.enum(['pending', 'succeeded', 'failed']).optional() });
 export const eventsQuery = z.object({
   after: z.string().optional().describe('An event id: only events after it'),

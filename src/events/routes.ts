@@ -39,11 +39,11 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError } from '../http/errors.js';
-import { parseBody } from '../http/validation.js';
+import { parseBody, parseQuery } from '../http/validation.js';
 import type { EventBus } from './bus.js';
 import { LiveStreams } from './live-stream.js';
 import { patternProblem } from './patterns.js';
-import { createWebhookBody, patchWebhookBody } from './api.js';
+import { createWebhookBody, deliveriesQuery, eventsQuery, patchWebhookBody, streamQuery } from './api.js';
 
 export interface EventRoutesOptions {
   bus: EventBus;
@@ -66,13 +66,6 @@ function typesOf(value: unknown): string[] | undefined {
   return list.length > 0 ? list : undefined;
 }
 
-function intOf(value: unknown, field: string, min: number, max: number): number | undefined {
-  if (value === undefined || value === '') return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) throw new ApiError('BAD_REQUEST', `${field}: must be an integer from ${min} to ${max}`);
-  return n;
-}
-
 function cursorOf(value: unknown, field: string): string | undefined {
   if (value === undefined || value === '') return undefined;
   if (typeof value !== 'string' || !/^[A-Za-z0-9_-]{1,100}$/.test(value)) throw new ApiError('BAD_REQUEST', `${field}: not an event id`);
@@ -86,7 +79,6 @@ export async function eventRoutes(app: FastifyInstance, options: EventRoutesOpti
 
   type Params = { ns: string; id: string; deliveryId: string };
   const params = (request: FastifyRequest) => request.params as Params;
-  const query = (request: FastifyRequest) => request.query as Record<string, unknown>;
 
   const live = new LiveStreams(bus, { heartbeatMs, pollMs });
   // Streams never end by themselves: a closing server ends them, so close() can finish.
@@ -133,12 +125,8 @@ export async function eventRoutes(app: FastifyInstance, options: EventRoutesOpti
 
   app.get(`${base}/webhooks/:id/deliveries`, async (request) => {
     await member(request, 'reader');
-    const q = query(request);
-    const status = q.status;
-    if (status !== undefined && status !== 'pending' && status !== 'succeeded' && status !== 'failed') {
-      throw new ApiError('BAD_REQUEST', 'status: must be pending, succeeded or failed');
-    }
-    return { deliveries: await bus.webhooks.deliveries(params(request).ns, params(request).id, { limit: intOf(q.limit, 'limit', 1, 500), status }) };
+    const { limit, status } = parseQuery(deliveriesQuery, request);
+    return { deliveries: await bus.webhooks.deliveries(params(request).ns, params(request).id, { limit, status }) };
   });
 
   app.get(`${base}/webhooks/:id/deliveries/:deliveryId`, async (request) => {
@@ -162,17 +150,15 @@ export async function eventRoutes(app: FastifyInstance, options: EventRoutesOpti
 
   app.get(`${base}/events`, async (request) => {
     await member(request, 'reader');
-    const q = query(request);
-    const events = await bus.list(params(request).ns, {
-      after: cursorOf(q.after, 'after'), types: typesOf(q.type), limit: intOf(q.limit, 'limit', 1, 1000),
-    });
+    const q = parseQuery(eventsQuery, request);
+    const events = await bus.list(params(request).ns, { after: cursorOf(q.after, 'after'), types: typesOf(q.type), limit: q.limit });
     return { events };
   });
 
   app.get(`${base}/events/stream`, async (request, reply) => {
     await member(request, 'reader');
     const ns = params(request).ns;
-    const q = query(request);
+    const q = parseQuery(streamQuery, request);
     const types = typesOf(q.type);
     const lastEventId = request.headers['last-event-id'];
     const resumeFrom = cursorOf(typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : q.after, typeof lastEventId === 'string' && lastEventId !== '' ? 'Last-Event-ID' : 'after');

@@ -14,8 +14,12 @@ export const rollbackBody = z.object({ revision: z.number().int().min(1) }).stri
 export const functionKeyBody = z.object({ name: z.string().min(1).max(64) }).strict();
 // Documentation of query strings the routes read themselves.
 const waitQuery = z.object({ wait: z.enum(['true', '1', 'yes']).optional().describe('Answer once the deploy has ended') });
-const logsQuery = z.object({ tail: z.coerce.number().int().min(0).max(100_000).optional(), follow: z.enum(['true', '1', 'yes']).optional() });
 export const digestQuery = z.object({ digest: z.string().regex(/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/, 'an image digest such as sha256:…').describe('An image digest: `sha256:…`') });
+/** Parsed by the logs route (functions/routes.ts). */
+export const functionLogsQuery = z.object({
+  tail: z.coerce.number().int().min(0).max(100_000).optional().describe('Lines from the end to start with (default 1000)'),
+  follow: z.enum(['true', '1', 'yes', 'false', '0', 'no']).optional().describe('Keep the answer open for new lines'),
+});
 const invokeQuery = z.object({ mode: z.enum(['sync', 'async']).default('sync') });
 
 export const functionView = z.object({
@@ -66,7 +70,7 @@ export const functionOperations = defineOperations({
   listFunctionKeys: { method: 'GET', path: `${fns}/:name/keys`, summary: 'A function\'s invocation keys (no secrets)', access: 'contributor', answers: { 200: z.object({ keys: z.array(functionKey) }) } },
   deleteFunctionKey: { method: 'DELETE', path: `${fns}/:name/keys/:id`, summary: 'Delete an invocation key', access: 'contributor', answers: { 204: null } },
   functionLogs: {
-    method: 'GET', path: `${fns}/:name/logs`, summary: 'A function\'s log lines as NDJSON (`follow`: kept open)', access: 'reader', query: logsQuery,
+    method: 'GET', path: `${fns}/:name/logs`, summary: 'A function\'s log lines as NDJSON (`follow`: kept open)', access: 'reader', query: functionLogsQuery,
     answers: { 200: { raw: 'application/x-ndjson', description: 'One `{time, function, revision, instance, stream, line, tags}` per line' } },
   },
   invokeFunction: {

@@ -13,11 +13,11 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import type { Principal } from '../auth/access.js';
 import type { ApiGuard } from '../auth/api-guard.js';
 import { ApiError, SlipwayError, toApiError } from '../http/errors.js';
-import { parseBody } from '../http/validation.js';
+import { parseBody, parseQuery } from '../http/validation.js';
 import { requestIdOf } from '../http/request-id.js';
 import type { FunctionService, InvokeResult } from './service.js';
 import { functionInputSchema, functionPatchSchema } from './spec.js';
-import { digestQuery, functionKeyBody, rollbackBody } from './api.js';
+import { digestQuery, functionKeyBody, functionLogsQuery, rollbackBody } from './api.js';
 
 export interface FunctionRoutesOptions {
   functions: FunctionService;
@@ -235,11 +235,11 @@ export async function functionRoutes(app: FastifyInstance, options: FunctionRout
 
   app.get('/api/v1/namespaces/:ns/functions/:name/logs', async (request, reply) => {
     await member(request, 'reader');
-    const query = request.query as { tail?: string; follow?: string };
-    const tail = query.tail !== undefined ? Math.max(0, Math.min(100_000, Number(query.tail) || 0)) : 1000;
+    const query = parseQuery(functionLogsQuery, request);
+    const tail = query.tail ?? 1000;
     const { ns, name } = params(request);
     const lines = await functions.logsOf(ns, name, tail);
-    const follow = ['true', '1', 'yes'].includes(String(query.follow ?? ''));
+    const follow = ['true', '1', 'yes'].includes(query.follow ?? '');
     if (!follow) {
       return reply.type('application/x-ndjson').send(lines.map((l) => JSON.stringify(l) + '\n').join(''));
     }

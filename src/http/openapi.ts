@@ -8,6 +8,7 @@
  * Those schemas are documentation only: validation stays in the routes (zod, with the
  * messages they had), so this server's validator and serializer compilers do nothing.
  */
+import { readFileSync } from 'node:fs';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance, FastifySchema, RouteOptions } from 'fastify';
@@ -125,7 +126,27 @@ export function apiRoutesOf(app: FastifyInstance): ReadonlyArray<{ method: strin
 export interface OpenApiOptions {
   /** Every part's operations, by operation id. */
   operations: Record<string, Operation>;
-  version: string;
+  /** `info.version`; default Slipway's own (package.json). */
+  version?: string;
+}
+
+/** The contract's generation, as in the `/api/v1` paths (`x-api-version` of the document). */
+export const apiVersion = 'v1';
+
+/**
+ * Slipway's version from package.json (the nearest one above this module: dist/src/http in a
+ * build). `info.version` is the version of the document, which changes with the product.
+ */
+export function productVersion(): string {
+  for (let up = '../'; up.length <= 5 * 3; up += '../') {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(`${up}package.json`, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'slipway' && pkg.version) return pkg.version;
+    } catch {
+      // Not here: one folder up.
+    }
+  }
+  return '0.0.0';
 }
 
 /**
@@ -155,14 +176,17 @@ export async function registerOpenApi(app: FastifyInstance, options: OpenApiOpti
     }
   });
 
+  // `x-api-version`: an extension the InfoObject type does not list (hence the variable).
+  const info = {
+    title: 'Slipway API',
+    version: options.version ?? productVersion(),
+    'x-api-version': apiVersion,
+    description: 'The REST API of Slipway. Every error is `{code, message, detail?}` (components.schemas.Error) with the status of its code.',
+  };
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
-      info: {
-        title: 'Slipway API',
-        version: options.version,
-        description: 'The REST API of Slipway. Every error is `{code, message, detail?}` (components.schemas.Error) with the status of its code.',
-      },
+      info,
       components: { securitySchemes: securitySchemes as never },
     },
     // Components are named by the `$id` given to app.addSchema (`Error`), not `def-0`.

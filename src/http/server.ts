@@ -110,7 +110,7 @@ export async function buildServer(deps: ServerDependencies): Promise<FastifyInst
   });
 
   // Before any route: the document is collected from the routes as they are registered.
-  await registerOpenApi(app, { operations: apiOperations, version: 'v1' });
+  await registerOpenApi(app, { operations: apiOperations });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {

@@ -12,3 +12,13 @@ export function parseBody<T extends z.ZodType>(schema: T, request: FastifyReques
   if (!parsed.success) throw new ApiError('BAD_REQUEST', parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
   return parsed.data;
 }
+
+/**
+ * A query string checked with its operation's documented schema (`<part>/api.ts`): the parsed
+ * value, or a 400 naming each bad parameter (`limit: …`), the same shape as a bad body.
+ */
+export function parseQuery<T extends z.ZodType>(schema: T, request: FastifyRequest): z.output<T> {
+  const parsed = schema.safeParse(request.query ?? {});
+  if (!parsed.success) throw new ApiError('BAD_REQUEST', parsed.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; '));
+  return parsed.data;
+}

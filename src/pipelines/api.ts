@@ -25,10 +25,12 @@ export const pipelineView = z.object({
   lastRun: z.object({ number: z.number(), status: runStatus, createdAt: time }).nullable(),
   createdBy: z.string().nullable(), createdAt: time, updatedAt: time,
 });
+const warnings = z.array(z.object({ path: z.string(), key: z.string(), message: z.string() })).describe('Unknown keys left out of the definition');
 export const createdPipeline = pipelineView.extend({
   webhook: z.object({ path: z.string(), secretSet: z.boolean(), secret: z.string().nullable().optional().describe('Shown once') }),
-  warnings: z.array(z.object({ path: z.string(), key: z.string(), message: z.string() })).describe('Unknown keys left out of the definition'),
+  warnings,
 });
+export const replacedPipeline = pipelineView.extend({ warnings });
 export const delivered = z.object({ artifact: z.string(), type: z.enum(['BINARY', 'DOCKER_IMAGE']), location: z.string(), digest: z.string(), reference: z.string() });
 /** A stage of a run; the fields beside these depend on the stage's type (build, deliver, deploy, …). */
 export const stageState = z.looseObject({
@@ -67,7 +69,7 @@ export const pipelineOperations = defineOperations({
   createPipeline: { method: 'POST', path: pipelines, summary: 'Create a pipeline (its webhook secret is shown once)', description: yamlBody, access: 'contributor', body: pipelineInputSchema, answers: { 201: createdPipeline } },
   listPipelines: { method: 'GET', path: pipelines, summary: 'Pipelines of a namespace', access: 'reader', answers: { 200: z.object({ pipelines: z.array(pipelineView) }) } },
   getPipeline: { method: 'GET', path: `${pipelines}/:name`, summary: 'One pipeline', access: 'reader', answers: { 200: pipelineView } },
-  replacePipeline: { method: 'PUT', path: `${pipelines}/:name`, summary: 'Replace a pipeline\'s definition', description: yamlBody, access: 'contributor', body: pipelineInputSchema, answers: { 200: pipelineView } },
+  replacePipeline: { method: 'PUT', path: `${pipelines}/:name`, summary: 'Replace a pipeline\'s definition', description: yamlBody, access: 'contributor', body: pipelineInputSchema, answers: { 200: replacedPipeline } },
   deletePipeline: { method: 'DELETE', path: `${pipelines}/:name`, summary: 'Delete a pipeline', access: 'contributor', answers: { 204: null } },
   rotateWebhookSecret: { method: 'POST', path: `${pipelines}/:name/webhook-secret`, summary: 'A new push-webhook secret (shown once)', access: 'contributor', answers: { 200: z.object({ secret: z.string() }) } },
   listWebhookDeliveries: {
