@@ -479,6 +479,20 @@ export const migrations: Migration[] = [
         .execute();
     },
   },
+  {
+    version: 13,
+    name: 'registry quota reservations and usage',
+    async up(db) {
+      // The bytes a running upload holds against its namespace's maxBytes (registry/policy-service.ts).
+      await db.schema.alterTable('uploads').addColumn('reserved_bytes', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+      // A namespace's distinct blob bytes, kept up to date by the link writes; absent: summed on demand.
+      await db.schema.createTable('registry_usage')
+        .addColumn('namespace', 'text', (c) => c.primaryKey())
+        .addColumn('bytes', 'bigint', (c) => c.notNull())
+        .addColumn('blobs', 'bigint', (c) => c.notNull())
+        .execute();
+    },
+  },
 ];
 
 /** Applies every migration newer than the recorded version; safe to call on every start. */

@@ -65,6 +65,8 @@ export interface UploadTable {
   algorithm: string;
   /** Bytes acknowledged to the client so far. */
   size: ColumnType<number, number | undefined, number>;
+  /** Bytes this upload holds against its namespace's maxBytes while it runs (quota admission). */
+  reserved_bytes: ColumnType<number, number | undefined, number>;
   created_at: number;
   updated_at: number;
 }
@@ -229,6 +231,13 @@ export interface RegistryProxyTagTable {
   repository: string;
   tag: string;
   checked_at: number;
+}
+
+/** A namespace's distinct blob bytes, maintained by every link write; a missing row is summed again on demand. */
+export interface RegistryUsageTable {
+  namespace: string;
+  bytes: number;
+  blobs: number;
 }
 
 export interface NamespaceSecretTable {
@@ -480,6 +489,7 @@ export interface Tables {
   namespace_secrets: NamespaceSecretTable;
   registry_proxies: RegistryProxyTable;
   registry_proxy_tags: RegistryProxyTagTable;
+  registry_usage: RegistryUsageTable;
   functions: FunctionTable;
   function_revisions: FunctionRevisionTable;
   function_keys: FunctionKeyTable;

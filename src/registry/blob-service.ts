@@ -15,6 +15,8 @@ import { BlobNotFoundError, type BlobStore, type ByteRange } from '../storage/bl
 import { RegistryError } from './errors.js';
 import { ensureRepository } from './repositories.js';
 import { ByteLru } from './byte-lru.js';
+import { heldInNamespace, linked, lockUsage, unlinked } from './namespace-usage.js';
+import { namespaceOf } from '../auth/access.js';
 import type { ReaderBody } from './send-blob.js';
 
 export interface BlobServiceOptions {
@@ -128,13 +130,15 @@ export class BlobService {
    * file → link it to the repository. A crash between steps leaves an unlinked row that GC
    * removes, never a link without content.
    */
-  async adopt(repository: string, digest: string, size: number, publish: () => Promise<void>, discard: () => Promise<void>): Promise<void> {
+  async adopt(repository: string, digest: string, size: number, publish: () => Promise<void>, discard: () => Promise<void>, inLinkTransaction?: (trx: Kysely<Tables>) => Promise<void>): Promise<void> {
     await this.claim(digest, size);
     if (await this.store.stat(digest)) await discard();
     else await publish();
     await this.db.write(async (trx) => {
+      await lockUsage(this.db, trx, repository);
       await ensureRepository(trx, repository);
       await linkBlob(trx, repository, digest);
+      await inLinkTransaction?.(trx);
     });
   }
 
@@ -168,6 +172,7 @@ export class BlobService {
   /** Cross-repository mount: links a blob readable in `from` into `repository`. False when it cannot. */
   async mount(repository: string, from: string, digest: string): Promise<boolean> {
     return this.db.write(async (trx) => {
+      await lockUsage(this.db, trx, repository);
       const now = Date.now();
       const source = await trx.updateTable('repository_blobs').set({ touched_at: now })
         .where('repository', '=', from).where('digest', '=', digest).executeTakeFirst();
@@ -183,14 +188,22 @@ export class BlobService {
   /** Unlinks a blob from a repository; the content itself goes when GC finds it unreferenced. */
   async delete(repository: string, digest: string): Promise<void> {
     if (!this.options.deleteEnabled) throw new RegistryError('UNSUPPORTED', 'deletes are disabled on this registry');
-    const result = await this.db.write((trx) => trx.deleteFrom('repository_blobs').where('repository', '=', repository).where('digest', '=', digest).executeTakeFirst());
-    if (Number(result.numDeletedRows) === 0) throw new RegistryError('BLOB_UNKNOWN', undefined, { digest });
+    const deleted = await this.db.write(async (trx) => {
+      await lockUsage(this.db, trx, repository);
+      const result = await trx.deleteFrom('repository_blobs').where('repository', '=', repository).where('digest', '=', digest).executeTakeFirst();
+      if (Number(result.numDeletedRows) > 0) await unlinked(trx, repository, digest);
+      return Number(result.numDeletedRows);
+    });
+    if (deleted === 0) throw new RegistryError('BLOB_UNKNOWN', undefined, { digest });
   }
 }
 
+/** Links `digest` into `repository`; the caller holds the namespace's usage lock (registry/namespace-usage.ts). */
 export async function linkBlob(trx: Kysely<Tables>, repository: string, digest: string): Promise<void> {
   const now = Date.now();
+  const wasHeld = await heldInNamespace(trx, namespaceOf(repository), digest);
   await trx.insertInto('repository_blobs').values({ repository, digest, touched_at: now })
     .onConflict((c) => c.columns(['repository', 'digest']).doUpdateSet({ touched_at: now }))
     .execute();
+  await linked(trx, repository, digest, wasHeld);
 }

@@ -10,6 +10,7 @@
  * transaction, so a concurrent push either sees the content kept or sees it gone and is told
  * so (MANIFEST_BLOB_UNKNOWN) — never a 201 over lost content.
  */
+import { lockUsage, unlinked } from './namespace-usage.js';
 import type { Logger } from 'pino';
 import type { Database } from '../db/db.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -138,12 +139,16 @@ async function collectLinks(db: Database, repository: string, cutoff: number): P
     .execute();
   let deleted = 0;
   for (const { digest } of candidates) {
-    const result = await db.write((trx) => trx.deleteFrom('repository_blobs')
-      .where('repository', '=', repository).where('digest', '=', digest).where('touched_at', '<', cutoff)
-      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('manifest_references').select('target_digest')
-        .where('manifest_references.repository', '=', repository).where('manifest_references.target_digest', '=', digest))))
-      .executeTakeFirst());
-    deleted += Number(result.numDeletedRows);
+    deleted += await db.write(async (trx) => {
+      await lockUsage(db, trx, repository);
+      const result = await trx.deleteFrom('repository_blobs')
+        .where('repository', '=', repository).where('digest', '=', digest).where('touched_at', '<', cutoff)
+        .where(({ not, exists, selectFrom }) => not(exists(selectFrom('manifest_references').select('target_digest')
+          .where('manifest_references.repository', '=', repository).where('manifest_references.target_digest', '=', digest))))
+        .executeTakeFirst();
+      if (Number(result.numDeletedRows) > 0) await unlinked(trx, repository, digest);
+      return Number(result.numDeletedRows);
+    });
   }
   return deleted;
 }

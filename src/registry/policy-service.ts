@@ -19,6 +19,7 @@ import type { Database } from '../db/db.js';
 import type { Tables } from '../db/schema.js';
 import { RegistryError } from './errors.js';
 import { isDigest } from './grammar.js';
+import { heldInNamespace, lockUsage, maintainedUsage, namespacePrefix, sumUsage } from './namespace-usage.js';
 import type { RetentionRule } from './policy-api.js';
 
 export interface RegistryQuota {
@@ -48,11 +49,6 @@ export function globMatcher(glob: string): (name: string) => boolean {
   return picomatch(glob, { dot: true, nobrace: false });
 }
 
-/** The repositories of a namespace share the prefix `<ns>/` (matched with `substr`, on both dialects: no LIKE escapes). */
-function inNamespace(namespace: string) {
-  const prefix = `${namespace}/`;
-  return { prefix, length: prefix.length };
-}
 
 export class RegistryPolicies {
   constructor(private readonly db: Database) {}
@@ -93,18 +89,18 @@ export class RegistryPolicies {
     });
   }
 
+  /** The exact usage (the API's answer), summed from the links; quota checks read the maintained row instead. */
   async usage(namespace: string, trx: Kysely<Tables> = this.db.kysely): Promise<RegistryUsage> {
-    const { prefix, length } = inNamespace(namespace);
-    const blobs = await trx.selectFrom('blobs as b')
-      .select((eb) => [eb.fn.coalesce(eb.fn.sum<number>('b.size'), eb.lit(0)).as('bytes'), eb.fn.countAll<number>().as('count')])
-      .where(({ exists, selectFrom }) => exists(selectFrom('repository_blobs as l').select('l.digest')
-        .whereRef('l.digest', '=', 'b.digest')
-        .where((eb) => eb(eb.fn('substr', ['l.repository', eb.lit(1), eb.lit(length)]), '=', prefix))))
-      .executeTakeFirstOrThrow();
+    const { bytes, blobs } = await sumUsage(trx, namespace);
+    return { bytes, blobs, repositories: await this.repositoryCount(trx, namespace) };
+  }
+
+  private async repositoryCount(trx: Kysely<Tables>, namespace: string): Promise<number> {
+    const { prefix, length } = namespacePrefix(namespace);
     const repositories = await trx.selectFrom('repositories').select((eb) => eb.fn.countAll<number>().as('count'))
       .where((eb) => eb(eb.fn('substr', ['name', eb.lit(1), eb.lit(length)]), '=', prefix))
       .executeTakeFirstOrThrow();
-    return { bytes: Number(blobs.bytes), blobs: Number(blobs.count), repositories: Number(repositories.count) };
+    return Number(repositories.count);
   }
 
   /** Refuses a tag move (PUT of another digest) under an immutable-tag rule; a same-digest re-push passes. */
@@ -139,7 +135,7 @@ export class RegistryPolicies {
     if (quota.maxRepositories === null) return;
     const exists = await this.db.kysely.selectFrom('repositories').select('name').where('name', '=', repository).executeTakeFirst();
     if (exists) return;
-    const { repositories } = await this.usage(namespace);
+    const repositories = await this.repositoryCount(this.db.kysely, namespace);
     if (repositories >= quota.maxRepositories) {
       throw denied(`quota maxRepositories of namespace "${namespace}" is ${quota.maxRepositories} and reached: cannot create repository ${repository}`, { quota: 'maxRepositories', limit: quota.maxRepositories, used: repositories });
     }
@@ -153,23 +149,36 @@ export class RegistryPolicies {
   }
 
   /**
-   * Refuses a blob of `size` bytes that would take the namespace past maxBytes. With `digest`
-   * (known at commit), a blob the namespace holds already costs nothing.
+   * Refuses a blob of `size` bytes that would take the namespace past maxBytes, counting the
+   * bytes other uploads in progress have reserved. With `digest` (known at commit), a blob the
+   * namespace holds already costs nothing. With `uploadId`, an admitted upload reserves `size`
+   * (its total so far, replacing what it held) until it is committed or removed. Runs under the
+   * namespace's usage lock (registry/namespace-usage.ts), so concurrent admissions are serialised
+   * and cannot together overshoot the quota.
    */
-  async admitBytes(repository: string, size: number, digest?: string): Promise<void> {
+  async admitBytes(repository: string, size: number, digest?: string, uploadId?: string): Promise<void> {
     const namespace = namespaceOf(repository);
     const { quota } = await this.get(namespace);
     if (quota.maxBytes === null) return;
-    if (digest !== undefined) {
-      const { prefix, length } = inNamespace(namespace);
-      const held = await this.db.kysely.selectFrom('repository_blobs as l').select('l.digest').where('l.digest', '=', digest)
-        .where((eb) => eb(eb.fn('substr', ['l.repository', eb.lit(1), eb.lit(length)]), '=', prefix)).executeTakeFirst();
-      if (held) return;
-    }
-    const { bytes } = await this.usage(namespace);
-    if (bytes + size > quota.maxBytes) {
-      throw denied(`quota maxBytes of namespace "${namespace}" is ${quota.maxBytes} bytes; ${bytes} are used and this blob needs ${size} more`, { quota: 'maxBytes', limit: quota.maxBytes, used: bytes, requested: size });
-    }
+    const maxBytes = quota.maxBytes;
+    await this.db.write(async (trx) => {
+      await lockUsage(this.db, trx, repository);
+      const reserve = async (bytes: number) => {
+        if (uploadId !== undefined) await trx.updateTable('uploads').set({ reserved_bytes: bytes }).where('id', '=', uploadId).execute();
+      };
+      if (digest !== undefined && (await heldInNamespace(trx, namespace, digest))) return reserve(0);
+      const { bytes } = await maintainedUsage(trx, namespace);
+      const { prefix, length } = namespacePrefix(namespace);
+      let others = trx.selectFrom('uploads').select((eb) => eb.fn.coalesce(eb.fn.sum<number>('reserved_bytes'), eb.lit(0)).as('bytes'))
+        .where((eb) => eb(eb.fn('substr', ['repository', eb.lit(1), eb.lit(length)]), '=', prefix));
+      if (uploadId !== undefined) others = others.where('id', '!=', uploadId);
+      const reserved = Number((await others.executeTakeFirstOrThrow()).bytes);
+      if (bytes + reserved + size > maxBytes) {
+        const held = reserved > 0 ? `, ${reserved} are reserved by uploads in progress,` : '';
+        throw denied(`quota maxBytes of namespace "${namespace}" is ${maxBytes} bytes; ${bytes} are used${held} and this blob needs ${size} more`, { quota: 'maxBytes', limit: maxBytes, used: bytes, reserved, requested: size });
+      }
+      await reserve(size);
+    });
   }
 }
 

@@ -33,8 +33,11 @@ export interface UploadServiceOptions {
 /** Throws (DENIED) when a namespace may not take a new repository, or `size` more bytes of a blob. */
 export interface UploadAdmission {
   admitRepository(repository: string): Promise<void>;
-  /** `digest`, when known: a blob the namespace holds already costs nothing. */
-  admitBytes(repository: string, size: number, digest?: string): Promise<void>;
+  /**
+   * `digest`, when known: a blob the namespace holds already costs nothing. `uploadId`: the
+   * admitted bytes stay reserved for that upload until its row is deleted (commit or removal).
+   */
+  admitBytes(repository: string, size: number, digest?: string, uploadId?: string): Promise<void>;
 }
 
 /** `Content-Range: <start>-<end>` of a PATCH (inclusive). */
@@ -102,10 +105,12 @@ export class UploadService {
         await this.remove(id);
         throw new RegistryError('DIGEST_INVALID', `provided digest ${digest} does not match the uploaded content (${actual})`, { digest });
       }
-      await this.admitted(id, () => this.options.admission?.admitBytes(repository, size, actual));
+      await this.admitted(id, () => this.options.admission?.admitBytes(repository, size, actual, id));
+      // The session row (and with it the quota reservation) goes in the transaction that links the blob.
       await this.options.blobs.adopt(repository, actual, size,
         () => this.options.store.uploads.commit(id, actual),
-        () => this.options.store.uploads.abort(id));
+        () => this.options.store.uploads.abort(id),
+        async (trx) => { await trx.deleteFrom('uploads').where('id', '=', id).execute(); });
       await this.forget(id);
       return actual;
     });
@@ -191,7 +196,7 @@ export class UploadService {
     if (this.options.admission && contentLength !== undefined && contentLength > 0) {
       // Refused before a byte is stored when the length is known (the digest is only a claim
       // here; the commit checks the real one).
-      await this.admitted(id, () => this.options.admission!.admitBytes(session.repository, current + contentLength, claimedDigest))
+      await this.admitted(id, () => this.options.admission!.admitBytes(session.repository, current + contentLength, claimedDigest, id))
         .catch((error: unknown) => { body.resume(); throw error; });
     }
     let state = this.hashes.get(id);
