@@ -480,7 +480,7 @@ export const migrations: Migration[] = [
     },
   },
   {
-    version: 13,
+    version: 12,
     name: 'registry quota reservations and usage',
     async up(db) {
       // The bytes a running upload holds against its namespace's maxBytes (registry/policy-service.ts).
