@@ -204,7 +204,10 @@ async function main(): Promise<void> {
           await profile.post('Profiler.enable');
           await profile.post('Profiler.start');
         }
+        const usageBefore = process.cpuUsage();
         const wrkGateway = await measured(gateway, slipwayCpu);
+        const usage = process.cpuUsage(usageBefore);
+        const gatewayRequests = wrkGateway.rps * seconds;
         if (profile) {
           const { profile: taken } = await profile.post('Profiler.stop');
           writeFileSync(process.env.BENCH_PROFILE!, JSON.stringify(taken));
@@ -216,7 +219,7 @@ async function main(): Promise<void> {
         const pacedGateway = await paced(gateway, 1000, 5);
         const pacedNginx = await paced(`${nginxOne.url}/`, 1000, 5);
         log(`wrk: gateway ${wrkGateway.rps.toFixed(0)} rps, nginx ${wrkNginx.rps.toFixed(0)} rps (${cores} workers: ${wrkNginxAll.rps.toFixed(0)}), direct ${wrkDirect.rps.toFixed(0)} rps`);
-        log(`cpu/request: gateway ${wrkGateway.cpuUs.toFixed(1)} µs, nginx ${wrkNginx.cpuUs.toFixed(1)} µs`);
+        log(`cpu/request: gateway ${wrkGateway.cpuUs.toFixed(1)} µs (user ${(usage.user / gatewayRequests).toFixed(1)}, system ${(usage.system / gatewayRequests).toFixed(1)}), nginx ${wrkNginx.cpuUs.toFixed(1)} µs`);
         table.push(
           `| throughput, 32 conns (req/s) | gateway ${f(wrkGateway.rps)} | nginx (1 worker) ${f(wrkNginx.rps)} | ${(wrkGateway.rps / wrkNginx.rps).toFixed(2)}× | ≥ 0.80× |`,
           `| ↳ other peers (req/s) | — | nginx (${cores} workers) ${f(wrkNginxAll.rps)}; direct to the instance ${f(wrkDirect.rps)} | gateway/direct ${(wrkGateway.rps / wrkDirect.rps).toFixed(2)}× | — |`,

@@ -220,6 +220,32 @@ describe('instance connections (raw keep-alive HTTP/1.1)', () => {
     assert.equal(connections - before, 2, 'not kept past the instance\'s timeout less a second');
   });
 
+  test('a big answer to a slow client (backpressure), then the next request on the same kept connection', timeout, async () => {
+    const big = 'x'.repeat(4 * 1024 * 1024);
+    await reset((socket, head) => {
+      const body = head.startsWith('GET /big ') ? big : 'small';
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    });
+    const before = connections;
+    // A client reading slowly keeps the gateway's writes backed up to the answer's last chunk.
+    const bigLength = await new Promise<number>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: frontPort, path: '/big', agent: false }, (res) => {
+        let length = 0;
+        res.on('data', (c: Buffer) => {
+          length += c.length;
+          res.pause();
+          setTimeout(() => res.resume(), 2);
+        });
+        res.on('end', () => resolve(length));
+      }).on('error', reject);
+    });
+    assert.equal(bigLength, big.length);
+    const started = Date.now();
+    assert.equal((await get(frontPort, '/small')).body, 'small');
+    assert.ok(Date.now() - started < 2_000, 'answered at once, not after the timeout');
+    assert.equal(connections - before, 1, 'the same kept connection');
+  });
+
   test('garbage instead of an answer is a 502 FUNCTION_FAILED in JSON', timeout, async () => {
     await reset((socket) => socket.write('SSH-2.0-OpenSSH_9.2\r\n\r\n'));
     const got = await get(frontPort, '/garbage');

@@ -79,6 +79,8 @@ export class InstanceConnection implements AnswerEvents {
     this.answered = false;
     this.requests++;
     this.parser.expect(bodiless);
+    // The previous user may have paused it for backpressure on its last chunk and finished.
+    if (this.socket.isPaused()) this.socket.resume();
   }
 
   /** Writes request bytes (latin1 for strings); false when the caller should wait for `onDrain`. */
