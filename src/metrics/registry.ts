@@ -9,6 +9,12 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
+interface FunctionChildren {
+  byCode: Map<number, { inc(): void }>;
+  duration: { observe(value: number): void };
+  coldStarts: { inc(): void };
+}
+
 /** Buckets per kind of duration: requests are fast, builds and stages are slow. */
 const buckets = {
   request: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
@@ -119,10 +125,32 @@ export class SlipwayMetrics {
   }
 
   invoked(namespace: string, name: string, code: number, seconds: number, cold: boolean): void {
-    const labels = { namespace, function: name };
-    this.invocations.inc({ ...labels, code: String(code) });
-    this.invocationDuration.observe(labels, seconds);
-    if (cold) this.coldStarts.inc(labels);
+    const children = this.functionChildren(namespace, name);
+    let counter = children.byCode.get(code);
+    if (!counter) {
+      counter = this.invocations.labels(namespace, name, String(code));
+      children.byCode.set(code, counter);
+    }
+    counter.inc();
+    children.duration.observe(seconds);
+    if (cold) children.coldStarts.inc();
+  }
+
+  // The gateway calls invoked() on every request: label children are looked up once per function
+  // (prom-client would hash a fresh label object each time). Only existing functions get here.
+  private readonly byFunction = new Map<string, FunctionChildren>();
+  private functionChildren(namespace: string, name: string): FunctionChildren {
+    const key = `${namespace}/${name}`;
+    let children = this.byFunction.get(key);
+    if (!children) {
+      children = {
+        byCode: new Map(),
+        duration: this.invocationDuration.labels(namespace, name),
+        coldStarts: this.coldStarts.labels(namespace, name),
+      };
+      this.byFunction.set(key, children);
+    }
+    return children;
   }
 
   /** The functions part's observer (functions/invoker FunctionObserver). */
