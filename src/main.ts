@@ -346,7 +346,7 @@ async function openDelivery(config: Config, registry: Registry, auth: AuthParts 
   const runner = new PipelineRunner({
     db: registry.db, service: pipelines, queue: jobs, executor, stepPaths, logs: runLogs,
     workDir, config: config.pipelines, registryHost, insecureRegistries: config.builds.insecureRegistries,
-    registry: { uploads: registry.uploads, manifests: registry.manifests },
+    registry: { uploads: registry.uploads, manifests: registry.manifests, reads: registry.reads },
     access: auth?.access, secrets: auth?.secrets, registries: auth?.registries, functions: fnService, logger,
     recordArtefact: (namespace, input, actor) => artefacts.record(namespace, input, { source: 'pipeline', actor }),
     observer: metrics.pipelineObserver(),

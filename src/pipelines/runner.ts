@@ -26,6 +26,7 @@ import type { ExternalRegistries } from '../credentials/service.js';
 import type { Database } from '../db/db.js';
 import type { JobQueueApi } from '../db/job-queue.js';
 import type { FunctionService } from '../functions/service.js';
+import type { ContentReader } from '../registry/content-reader.js';
 import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
 import type { NamespaceSecrets } from '../vault/secrets.js';
@@ -56,7 +57,8 @@ export interface PipelineRunnerDeps {
   config: Config['pipelines'];
   registryHost: () => string;
   insecureRegistries: string[];
-  registry: { uploads: UploadService; manifests: ManifestService };
+  /** `reads`: the registry's read path with pull-through, so `FROM <proxy ns>/…` fetches on first use. */
+  registry: { uploads: UploadService; manifests: ManifestService; reads?: Pick<ContentReader, 'manifest'> };
   access?: AccessService;
   secrets?: NamespaceSecrets;
   registries?: ExternalRegistries;
@@ -328,7 +330,9 @@ export class PipelineRunner {
 
   private async existsHere(repository: string, reference: string): Promise<boolean> {
     try {
-      await this.deps.registry.manifests.info(repository, reference);
+      const { reads, manifests } = this.deps.registry;
+      if (reads) await reads.manifest(repository, reference);
+      else await manifests.info(repository, reference);
       return true;
     } catch {
       return false;
