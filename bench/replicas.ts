@@ -336,7 +336,7 @@ async function main(): Promise<void> {
     s3.child.kill('SIGKILL');
     await dropDatabases();
   }
-  const bytes = blobBytes;
+  const bytes = blobBytes * parallel; // what one timed transfer row moved
   const lines = [
     '# Replicas benchmark: one Slipway replica vs two, behind nginx, on PostgreSQL and S3 (s3rver)',
     '',
