@@ -1,0 +1,363 @@
+/**
+ * @module bench/replicas
+ * One replica vs two behind nginx, side by side in one run: `slipway serve` processes on one
+ * PostgreSQL database (a fresh one per peer, made on the server `--database` names) and
+ * s3rver, with Debian's nginx in front (round robin, bodies streamed). The clients only ever
+ * talk to nginx, so the two peers differ only in the number of replicas behind it.
+ *
+ * Rows: blob push monolithic and chunked (the PATCHes spread over the replicas), blob pull,
+ * manifest PUT and manifest GET by digest (`--connections` concurrent node:http clients for
+ * `--seconds`). Each row reports MB/s or req/s per peer, the two/one ratio, and the CPU seconds
+ * of the Slipway replicas together (utime+stime from /proc).
+ *
+ *   node dist/bench/replicas.js --database postgres://… [--blob-mib 64] [--chunk-mib 8]
+ *                               [--seconds 5] [--connections 16] [--repeat 1]
+ *                               [--results bench/results-replicas.md]
+ * `--database` defaults to SLIPWAY_BENCH_POSTGRES_URL.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { cpuSeconds, freePort } from './host.js';
+import { expect, nextUrl, pieces, request as send, sha256, type RequestOptions, type Response } from './blob-http.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const { values: flags } = parseArgs({
+  options: {
+    database: { type: 'string', default: process.env.SLIPWAY_BENCH_POSTGRES_URL ?? '' },
+    'blob-mib': { type: 'string', default: '64' },
+    'chunk-mib': { type: 'string', default: '8' },
+    seconds: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '16' },
+    repeat: { type: 'string', default: '1' },
+    results: { type: 'string', default: path.join(repoRoot, 'bench', 'results-replicas.md') },
+  },
+});
+const blobBytes = Number(flags['blob-mib']) * 1024 * 1024;
+const chunkBytes = Number(flags['chunk-mib']) * 1024 * 1024;
+const seconds = Number(flags.seconds);
+const connections = Number(flags.connections);
+const repeat = Number(flags.repeat);
+const repo = 'bench/replicas';
+const manifestType = 'application/vnd.oci.image.manifest.v1+json';
+const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
+const request = (method: string, url: string, options: Omit<RequestOptions, 'agent'> = {}): Promise<Response> => send(method, url, { ...options, agent });
+
+interface Peer {
+  name: string;
+  /** nginx in front of the replicas. */
+  base: string;
+  replicas: ChildProcess[];
+  nginx: ChildProcess;
+  database: string;
+}
+
+// ---------------------------------------------------------------- processes and cleanup
+
+const children: ChildProcess[] = [];
+const tempDirs: string[] = [];
+const databases: string[] = [];
+
+function cleanup(): void {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.length = 0;
+}
+process.on('exit', cleanup);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { cleanup(); process.exit(130); });
+
+function tempDir(prefix: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+
+function startChild(command: string, args: string[], env?: NodeJS.ProcessEnv): ChildProcess {
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+  children.push(child);
+  let stderr = '';
+  child.stderr!.on('data', (data: Buffer) => { stderr = (stderr + data.toString()).slice(-4000); });
+  child.on('exit', (code, signal) => {
+    if (signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0) process.stderr.write(`bench: ${command} exited (${code ?? signal}): ${stderr}\n`);
+  });
+  return child;
+}
+
+async function waitFor(probe: () => Promise<boolean>, what: string): Promise<void> {
+  for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((resolve) => setTimeout(resolve, 100))) {
+    if (await probe().catch(() => false)) return;
+  }
+  throw new Error(`${what} did not become ready`);
+}
+
+/** A fresh database on the server of `--database`; dropped at the end. */
+async function createDatabase(): Promise<string> {
+  const name = `bench_replicas_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: flags.database });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  databases.push(name);
+  const url = new URL(flags.database);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+async function dropDatabases(): Promise<void> {
+  const admin = new pg.Client({ connectionString: flags.database });
+  await admin.connect();
+  try {
+    for (const name of databases.splice(0)) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
+  } finally {
+    await admin.end();
+  }
+}
+
+async function startS3rver(): Promise<{ endpoint: string; child: ChildProcess }> {
+  const port = await freePort();
+  const child = startChild(path.join(repoRoot, 'node_modules/.bin/s3rver'), ['-d', tempDir('bench-s3-'), '-a', '127.0.0.1', '-p', String(port), '--silent', '--configure-bucket', 'bench']);
+  const endpoint = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await request('GET', `${endpoint}/`)).status > 0, 's3rver');
+  return { endpoint, child };
+}
+
+async function startReplica(dir: string, database: string, s3: string): Promise<{ child: ChildProcess; host: string }> {
+  const port = await freePort();
+  const config = path.join(dir, 'slipway.yaml');
+  const partSize = Math.max(5 * 1024 * 1024, chunkBytes);
+  writeFileSync(config, `log: {level: warn, requests: false}\nregistry: {gc: {interval: 0}}\nauth: {enabled: false}\nfunctions: {enabled: false}\n`
+    + `database: "${database}"\nstorage: {driver: s3, s3: {endpoint: "${s3}", bucket: bench, forcePathStyle: true, accessKeyId: S3RVER, secretAccessKey: S3RVER, partSize: ${partSize}}}\n`);
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('SLIPWAY_')));
+  const child = startChild(process.execPath, [path.join(repoRoot, 'bin/slipway.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--config', config], env);
+  await waitFor(async () => (await request('GET', `http://127.0.0.1:${port}/v2/`)).status === 200, `replica on ${port}`);
+  return { child, host: `127.0.0.1:${port}` };
+}
+
+/** nginx in the foreground: round robin over `upstreams`, keep-alive to them, bodies streamed. */
+async function startNginx(upstreams: string[]): Promise<{ child: ChildProcess; base: string }> {
+  const prefix = tempDir('bench-nginx-');
+  mkdirSync(path.join(prefix, 'logs'));
+  const port = await freePort();
+  writeFileSync(path.join(prefix, 'nginx.conf'), `
+worker_processes 1;
+error_log ${prefix}/logs/error.log warn;
+pid ${prefix}/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/body;
+  proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fastcgi;
+  uwsgi_temp_path ${prefix}/uwsgi;
+  scgi_temp_path ${prefix}/scgi;
+  upstream slipway { ${upstreams.map((u) => `server ${u};`).join(' ')} keepalive 64; }
+  server {
+    listen 127.0.0.1:${port};
+    client_max_body_size 0;
+    location / {
+      proxy_pass http://slipway;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_request_buffering off;
+      proxy_buffering off;
+    }
+  }
+}
+`);
+  const child = startChild('nginx', ['-p', prefix, '-c', path.join(prefix, 'nginx.conf'), '-g', 'daemon off;']);
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await request('GET', `${base}/v2/`)).status === 200, 'nginx');
+  return { child, base };
+}
+
+async function startPeer(name: string, count: number, s3: string): Promise<Peer> {
+  const database = await createDatabase();
+  const replicas: Array<{ child: ChildProcess; host: string }> = [];
+  // One after the other: the first applies the migrations.
+  for (let i = 0; i < count; i++) replicas.push(await startReplica(tempDir(`bench-replica-${i}-`), database, s3));
+  const nginx = await startNginx(replicas.map((replica) => replica.host));
+  return { name, base: nginx.base, replicas: replicas.map((replica) => replica.child), nginx: nginx.child, database };
+}
+
+async function stop(peer: Peer): Promise<void> {
+  for (const child of [peer.nginx, ...peer.replicas]) {
+    if (child.exitCode !== null) continue;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
+  }
+}
+
+// ---------------------------------------------------------------- the client (bench/blob-http.ts)
+
+async function pushMonolithic(peer: Peer, data: Buffer): Promise<void> {
+  expect(await request('POST', `${peer.base}/v2/${repo}/blobs/uploads/?digest=${sha256(data)}`, {
+    headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': data.length }, body: pieces(data),
+  }), 201, 'monolithic push');
+}
+
+async function pushChunked(peer: Peer, data: Buffer): Promise<void> {
+  let response = expect(await request('POST', `${peer.base}/v2/${repo}/blobs/uploads/`, { headers: { 'Content-Length': 0 } }), 202, 'POST upload');
+  for (let start = 0; start < data.length; start += chunkBytes) {
+    const end = Math.min(start + chunkBytes, data.length);
+    response = expect(await request('PATCH', nextUrl(peer.base, response), {
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': end - start, 'Content-Range': `${start}-${end - 1}` },
+      body: pieces(data, start, end),
+    }), 202, 'PATCH chunk');
+  }
+  expect(await request('PUT', nextUrl(peer.base, response, sha256(data)), { headers: { 'Content-Length': 0 } }), 201, 'PUT upload');
+}
+
+// ---------------------------------------------------------------- rows
+
+interface Cell {
+  value: number;
+  /** CPU seconds of all the peer's replicas during the row (per request for req/s rows). */
+  cpu: number;
+}
+
+function measureCpu(peer: Peer): () => number {
+  const total = () => peer.replicas.reduce((sum, child) => sum + cpuSeconds(child.pid!), 0);
+  const before = total();
+  return () => total() - before;
+}
+
+/** Median of `repeat` timed transfers of `connections` parallel clients each, in MB/s. */
+async function throughput(peer: Peer, bytes: number, once: (client: number) => Promise<void>): Promise<Cell> {
+  const runs: Cell[] = [];
+  for (let index = 0; index < repeat; index++) {
+    const cpu = measureCpu(peer);
+    const started = process.hrtime.bigint();
+    // Parallel clients: one replica serves one stream at a time as well as two do.
+    const parallel = Math.min(connections, 4);
+    await Promise.all(Array.from({ length: parallel }, (_, client) => once(client)));
+    const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+    runs.push({ value: (bytes * parallel) / 1e6 / elapsed, cpu: cpu() });
+  }
+  runs.sort((a, b) => a.value - b.value);
+  return runs[Math.floor(runs.length / 2)]!;
+}
+
+async function rate(peer: Peer, once: (index: number) => Promise<void>): Promise<Cell> {
+  let count = 0;
+  const cpu = measureCpu(peer);
+  const started = Date.now();
+  const until = started + seconds * 1000;
+  await Promise.all(Array.from({ length: connections }, async () => {
+    while (Date.now() < until) await once(count++);
+  }));
+  const elapsed = (Date.now() - started) / 1000;
+  return { value: count / elapsed, cpu: cpu() / count };
+}
+
+function manifest(config: { digest: string; size: number }, layer: { digest: string; size: number }, index: number): Buffer {
+  return Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: manifestType,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer }],
+    annotations: { 'bench.index': String(index) },
+  }));
+}
+
+interface Row { label: string; unit: 'MB/s' | 'req/s'; cells: Map<string, Cell> }
+
+async function benchPeer(peer: Peer, blobs: Buffer[], rows: Row[]): Promise<void> {
+  const row = (label: string, unit: Row['unit']) => {
+    let found = rows.find((r) => r.label === label);
+    if (!found) rows.push(found = { label, unit, cells: new Map() });
+    return found;
+  };
+  const mib = `${flags['blob-mib']} MiB × ${blobs.length} clients`;
+  // A fresh blob per push: content-addressed stores skip a blob they already hold.
+  const fresh = (client: number) => { blobs[client]!.writeUInt32BE(Math.floor(Math.random() * 2 ** 32), 0); return blobs[client]!; };
+  row(`blob push, monolithic ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, blobBytes, (client) => pushMonolithic(peer, fresh(client))));
+  row(`blob push, chunked (${flags['chunk-mib']} MiB PATCHes) ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, blobBytes, (client) => pushChunked(peer, fresh(client))));
+  const digests = blobs.map((blob) => sha256(blob));
+  row(`blob pull ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, blobBytes, async (client) => {
+    const pulled = expect(await request('GET', `${peer.base}/v2/${repo}/blobs/${digests[client]}`, { discard: true }), 200, 'GET blob');
+    if (pulled.bytes !== blobBytes) throw new Error('short pull');
+  }));
+  const config = Buffer.from('{"architecture":"amd64","os":"linux"}');
+  const layer = Buffer.alloc(4096, 7);
+  await pushMonolithic(peer, config);
+  await pushMonolithic(peer, layer);
+  const refs = { config: { digest: sha256(config), size: config.length }, layer: { digest: sha256(layer), size: layer.length } };
+  row(`manifest PUT (${connections} clients)`, 'req/s').cells.set(peer.name, await rate(peer, async (index) => {
+    const body = manifest(refs.config, refs.layer, index);
+    expect(await request('PUT', `${peer.base}/v2/${repo}/manifests/t${index % 50}`, { headers: { 'Content-Type': manifestType, 'Content-Length': body.length }, body: [body] }), 201, 'manifest PUT');
+  }));
+  const body = manifest(refs.config, refs.layer, -1);
+  expect(await request('PUT', `${peer.base}/v2/${repo}/manifests/${sha256(body)}`, { headers: { 'Content-Type': manifestType, 'Content-Length': body.length }, body: [body] }), 201, 'manifest PUT');
+  row(`manifest GET by digest (${connections} clients)`, 'req/s').cells.set(peer.name, await rate(peer, async () => {
+    expect(await request('GET', `${peer.base}/v2/${repo}/manifests/${sha256(body)}`, { headers: { Accept: manifestType }, discard: true }), 200, 'manifest GET');
+  }));
+}
+
+// ---------------------------------------------------------------- main
+
+function format(cell: Cell | undefined, unit: Row['unit']): string {
+  if (!cell) return '—';
+  return `${cell.value.toFixed(0)} ${unit}`;
+}
+
+function cpuText(cell: Cell | undefined, unit: Row['unit'], bytes: number): string {
+  if (!cell) return '—';
+  return unit === 'MB/s' ? `${(cell.cpu * (1024 ** 3 / bytes)).toFixed(2)} s/GiB` : `${(cell.cpu * 1e6).toFixed(0)} µs/req`;
+}
+
+async function main(): Promise<void> {
+  if (!flags.database) throw new Error('--database postgres://… (or SLIPWAY_BENCH_POSTGRES_URL) is required: replicas share PostgreSQL');
+  const parallel = Math.min(connections, 4);
+  const blobs = Array.from({ length: parallel }, () => randomFillSync(Buffer.allocUnsafe(blobBytes)));
+  const rows: Row[] = [];
+  const s3 = await startS3rver();
+  try {
+    // One peer at a time, each on a fresh database, the same s3rver (repositories are apart by digest anyway).
+    for (const [name, count] of [['one replica', 1], ['two replicas', 2]] as const) {
+      process.stderr.write(`bench: ${name}\n`);
+      const peer = await startPeer(name, count, s3.endpoint);
+      try {
+        await benchPeer(peer, blobs, rows);
+      } finally {
+        await stop(peer);
+      }
+    }
+  } finally {
+    s3.child.kill('SIGKILL');
+    await dropDatabases();
+  }
+  const bytes = blobBytes * parallel; // what one timed transfer row moved
+  const lines = [
+    '# Replicas benchmark: one Slipway replica vs two, behind nginx, on PostgreSQL and S3 (s3rver)',
+    '',
+    `${new Date().toISOString()} · ${os.cpus().length} cores · node ${process.version} · blob ${flags['blob-mib']} MiB, chunks ${flags['chunk-mib']} MiB, ${parallel} parallel transfers, ${repeat} run(s) (median) · request rows ${seconds} s, ${connections} clients · MB = 10^6 bytes · CPU = utime+stime of all replicas`,
+    '',
+    '| row | one replica | two replicas | two/one | CPU one | CPU two |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const row of rows) {
+    const one = row.cells.get('one replica');
+    const two = row.cells.get('two replicas');
+    const ratio = one && two ? `${(two.value / one.value).toFixed(2)}×` : '—';
+    lines.push(`| ${row.label} | ${format(one, row.unit)} | ${format(two, row.unit)} | ${ratio} | ${cpuText(one, row.unit, bytes)} | ${cpuText(two, row.unit, bytes)} |`);
+  }
+  const text = `${lines.join('\n')}\n`;
+  process.stdout.write(text);
+  writeFileSync(flags.results, text);
+}
+
+main().then(() => { cleanup(); process.exit(0); }, (error) => {
+  process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
+  cleanup();
+  process.exit(1);
+});
