@@ -10,6 +10,7 @@ import path from 'node:path';
 import { cleanEnv, killTree, repoRoot, slipwayBin, spawnTracked } from './commands.js';
 import type { TestS3Server } from './s3-server.js';
 import { sleep } from './registry-client.js';
+import { watchDataFolder } from './leak-guard.js';
 
 export const adminPassword = 'replicas-admin-pw-1234';
 export const basic = `Basic ${Buffer.from(`admin:${adminPassword}`).toString('base64')}`;
@@ -57,6 +58,7 @@ export async function waitForPort(port: number, timeoutMs: number): Promise<void
 export async function startReplica(name: string, root: string, shared: ReplicaShared, extra: Record<string, unknown> = {}, extraEnv: Record<string, string> = {}): Promise<Replica> {
   const dataDir = path.join(root, name);
   await mkdir(dataDir, { recursive: true });
+  watchDataFolder(dataDir);
   const s3 = shared.s3.config('replicas/');
   const configFile = path.join(root, `${name}.yaml`);
   await writeFile(configFile, JSON.stringify({
