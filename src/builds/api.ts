@@ -35,6 +35,8 @@ const waitQuery = z.object({ wait: z.enum(['true', '1', 'yes', 'false']).optiona
 export const listBuildsQuery = z.object({
   kind: z.enum(['image', 'component']).optional(), component: z.string().optional(),
   status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']).optional(), limit: z.coerce.number().int().optional(),
+  repository: z.string().optional().describe('Only builds whose result goes to this repository (`team/app-main-image`)'),
+  source: z.enum(['git', 'upload']).optional().describe('Only builds of a git source, or of an uploaded context'),
 });
 const logsQuery = z.object({ follow: z.enum(['true', '1']).optional().describe('Server-Sent Events (also with `Accept: text/event-stream`)') });
 

@@ -201,7 +201,11 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
   app.get('/api/v1/namespaces/:ns/builds', async (request) => {
     await caller(request, 'reader');
     const query = request.query as Record<string, string | undefined>;
-    return builds.list(ns(request), { kind: query.kind as 'image' | undefined, component: query.component, status: query.status as 'queued' | undefined, limit: query.limit ? Number(query.limit) : undefined });
+    if (query.source !== undefined && query.source !== 'git' && query.source !== 'upload') throw new BuildInputError('query: source is git or upload');
+    return builds.list(ns(request), {
+      kind: query.kind as 'image' | undefined, component: query.component, status: query.status as 'queued' | undefined, limit: query.limit ? Number(query.limit) : undefined,
+      repository: query.repository || undefined, source: query.source as 'git' | undefined,
+    });
   });
 
   app.get('/api/v1/namespaces/:ns/builds/:id', async (request) => {
