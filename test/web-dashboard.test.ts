@@ -179,6 +179,46 @@ describe('web dashboard', { timeout: 240_000 }, () => {
     await p.getByTestId('events').getByText('run.succeeded').first().waitFor({ timeout: 20_000 });
   });
 
+  test('run page: a rejection with its comment; a running run whose log stream drops, reconnects without duplicates, then is cancelled', { timeout: 90_000 }, async () => {
+    assert.equal((await admin.post('/api/v1/namespaces/team/pipelines', { name: 'gated', stages: [{ name: 'gate', type: 'approval' }, { name: 'after', type: 'wait', duration: '1s' }] })).status, 201);
+    assert.equal((await admin.post('/api/v1/namespaces/team/pipelines', { name: 'slow', stages: [{ name: 'nap', type: 'wait', duration: '25s' }] })).status, 201);
+    const gated = (await admin.post('/api/v1/namespaces/team/pipelines/gated/runs', {})).body.number as number;
+    const slow = (await admin.post('/api/v1/namespaces/team/pipelines/slow/runs', {})).body.number as number;
+
+    const p = await page();
+    await signIn(p, 'admin', adminPassword);
+    await p.getByRole('heading', { name: 'Namespaces' }).waitFor();
+    await p.goto(`/ns/team/pipelines/gated/runs/${gated}`);
+    await p.locator('[data-stage="gate"][data-status="waiting"]').waitFor({ timeout: 20_000 });
+    await p.getByLabel('Comment').fill('not this week');
+    await p.getByRole('button', { name: 'Reject gate' }).click();
+    await p.getByRole('heading', { name: /Run #\d+ failed/ }).waitFor({ timeout: 20_000 });
+    await p.locator('[data-stage="gate"][data-status="failed"]').getByText('rejected by admin: not this week').waitFor();
+    await p.locator('[data-stage="after"][data-status="skipped"]').waitFor();
+    await screenshot(p, 'run-rejected');
+
+    await p.goto(`/ns/team/pipelines/slow/runs/${slow}`);
+    await p.locator('[data-stage="nap"][data-status="running"]').waitFor({ timeout: 20_000 });
+    const log = p.getByTestId('run-log');
+    await log.getByText('[nap] waiting').waitFor({ timeout: 20_000 });
+    // The streams drop (the server closes every connection) and stay refused for a moment.
+    await p.route('**/runs/*/logs*', (route) => route.abort('connectionreset'));
+    ts.server.app.server.closeAllConnections();
+    await p.getByText('Connection lost — reconnecting…').waitFor({ timeout: 20_000 });
+    await p.unroute('**/runs/*/logs*');
+    await p.getByText('Connection lost — reconnecting…').waitFor({ state: 'detached', timeout: 20_000 });
+    await log.getByText('[nap] waiting').waitFor({ timeout: 20_000 });
+    await p.getByRole('button', { name: 'Cancel run' }).click();
+    await p.getByRole('heading', { name: /Run #\d+ cancelled/ }).waitFor({ timeout: 20_000 });
+    await p.locator('[data-stage="nap"][data-status="cancelled"]').waitFor({ timeout: 20_000 });
+    // The log goes on after the reconnect, each line once.
+    await log.getByText('run cancelled').waitFor({ timeout: 20_000 });
+    const lines = (await log.innerText()).split('\n').filter(Boolean);
+    assert.equal(new Set(lines).size, lines.length, `no line twice:\n${lines.join('\n')}`);
+    assert.equal(lines.filter((l) => l.includes('[nap] waiting')).length, 1);
+    await screenshot(p, 'run-cancelled');
+  });
+
   test('a push through the webhook starts a run; its page shows the commit and the live stage', { timeout: 90_000 }, async () => {
     const repo = await makeRepository(work.path);
     const created = await admin.post('/api/v1/namespaces/team/pipelines', {
