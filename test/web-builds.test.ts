@@ -65,4 +65,48 @@ describe('web dashboard: builds', { timeout: 300_000 }, () => {
     await p.goto('/ns/team/builds');
     await p.getByRole('row').filter({ hasText: build.id.slice(0, 12) }).locator('.status-succeeded').waitFor();
   });
+
+  test('builds tab filters: status, kind, source and repository, on the server and in the URL', { timeout: 180_000 }, async () => {
+    const auth = { authorization: basicAuth('admin', adminPassword) };
+    const form = new FormData();
+    for (const [key, value] of Object.entries({ component: 'broken', branch: 'main', architecture: 'linux/amd64', tag: 'v1' })) form.set(key, value);
+    // No shell in scratch: the RUN fails.
+    form.set('dockerfile', new Blob(['FROM scratch\nRUN false\n']), 'Dockerfile');
+    const failed = await (await fetch(`${ts.url}/api/v1/namespaces/team/images?wait=true`, { method: 'POST', body: form, headers: auth })).json() as { id: string; status: string };
+    assert.equal(failed.status, 'failed', JSON.stringify(failed));
+    const list = async (query: string) => {
+      const response = await fetch(`${ts.url}/api/v1/namespaces/team/builds${query}`, { headers: auth });
+      return { status: response.status, ids: response.ok ? ((await response.json()) as Array<{ id: string; component: string }>).map((b) => b.component) : [] };
+    };
+    assert.deepEqual((await list('?status=failed')).ids, ['broken']);
+    assert.deepEqual((await list('?repository=team/site-main-image')).ids, ['site']);
+    assert.deepEqual((await list('?repository=team/site')).ids, [], 'a whole repository name, not a prefix');
+    assert.deepEqual((await list('?source=upload')).ids.sort(), ['broken', 'site']);
+    assert.deepEqual((await list('?source=git')).ids, []);
+    assert.equal((await list('?source=ftp')).status, 400);
+
+    const p = page ?? await newPage(browser, ts.url);
+    await p.goto('/ns/team/builds?status=failed');
+    const rows = p.locator('.tab-body tbody tr');
+    await rows.filter({ hasText: failed.id.slice(0, 12) }).waitFor();
+    assert.equal(await rows.count(), 1, 'only the failed build');
+    assert.equal(await p.getByLabel('Status').inputValue(), 'failed');
+    await p.getByLabel('Status').selectOption('');
+    await p.waitForURL((url) => !url.search.includes('status'));
+    await rows.nth(1).waitFor();
+    assert.equal(await rows.count(), 2);
+    await p.getByLabel('Repository').fill('team/site-main-image');
+    await p.getByRole('button', { name: 'Filter' }).click();
+    await p.waitForURL(/\?repository=team%2Fsite-main-image$/);
+    await rows.filter({ hasNotText: failed.id.slice(0, 12) }).first().waitFor();
+    await p.waitForFunction(() => document.querySelectorAll('.tab-body tbody tr').length === 1);
+    // The shared link opens the same filtered list.
+    await p.reload();
+    await p.getByRole('row').filter({ hasText: 'site-main-image' }).waitFor();
+    assert.equal(await p.getByLabel('Repository').inputValue(), 'team/site-main-image');
+    assert.equal(await rows.count(), 1);
+    await screenshot(p, 'builds-filtered');
+    await p.getByRole('button', { name: 'Clear filters' }).click();
+    await p.waitForFunction(() => document.querySelectorAll('.tab-body tbody tr').length === 2);
+  });
 });

@@ -11,7 +11,8 @@ import { createHmac, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { createApiClient, type ApiClient } from './helpers/api-client.js';
+import { basicAuth, createApiClient, type ApiClient } from './helpers/api-client.js';
+import { ociIndexType, ociManifestType, pushBlob, pushImage, putManifest, sha256 } from './helpers/oci.js';
 import { ensureWebBuilt, launchBrowser, newPage, screenshot, signIn } from './helpers/browser.js';
 import { requireCommands, run } from './helpers/commands.js';
 import { startTestServer, tempDir, type TestServer } from './helpers/harness.js';
@@ -177,6 +178,87 @@ describe('web dashboard', { timeout: 240_000 }, () => {
     // The home feed shows the runs' events.
     await p.goto('/');
     await p.getByTestId('events').getByText('run.succeeded').first().waitFor({ timeout: 20_000 });
+  });
+
+  test('run page: a rejection with its comment; a running run whose log stream drops, reconnects without duplicates, then is cancelled', { timeout: 90_000 }, async () => {
+    assert.equal((await admin.post('/api/v1/namespaces/team/pipelines', { name: 'gated', stages: [{ name: 'gate', type: 'approval' }, { name: 'after', type: 'wait', duration: '1s' }] })).status, 201);
+    assert.equal((await admin.post('/api/v1/namespaces/team/pipelines', { name: 'slow', stages: [{ name: 'nap', type: 'wait', duration: '25s' }] })).status, 201);
+    const gated = (await admin.post('/api/v1/namespaces/team/pipelines/gated/runs', {})).body.number as number;
+    const slow = (await admin.post('/api/v1/namespaces/team/pipelines/slow/runs', {})).body.number as number;
+
+    const p = await page();
+    await signIn(p, 'admin', adminPassword);
+    await p.getByRole('heading', { name: 'Namespaces' }).waitFor();
+    await p.goto(`/ns/team/pipelines/gated/runs/${gated}`);
+    await p.locator('[data-stage="gate"][data-status="waiting"]').waitFor({ timeout: 20_000 });
+    await p.getByLabel('Comment').fill('not this week');
+    await p.getByRole('button', { name: 'Reject gate' }).click();
+    await p.getByRole('heading', { name: /Run #\d+ failed/ }).waitFor({ timeout: 20_000 });
+    await p.locator('[data-stage="gate"][data-status="failed"]').getByText('rejected by admin: not this week').waitFor();
+    await p.locator('[data-stage="after"][data-status="skipped"]').waitFor();
+    await screenshot(p, 'run-rejected');
+
+    await p.goto(`/ns/team/pipelines/slow/runs/${slow}`);
+    await p.locator('[data-stage="nap"][data-status="running"]').waitFor({ timeout: 20_000 });
+    const log = p.getByTestId('run-log');
+    await log.getByText('[nap] waiting').waitFor({ timeout: 20_000 });
+    // The streams drop (the server closes every connection) and stay refused for a moment.
+    await p.route('**/runs/*/logs*', (route) => route.abort('connectionreset'));
+    ts.server.app.server.closeAllConnections();
+    await p.getByText('Connection lost — reconnecting…').waitFor({ timeout: 20_000 });
+    await p.unroute('**/runs/*/logs*');
+    await p.getByText('Connection lost — reconnecting…').waitFor({ state: 'detached', timeout: 20_000 });
+    await log.getByText('[nap] waiting').waitFor({ timeout: 20_000 });
+    await p.getByRole('button', { name: 'Cancel run' }).click();
+    await p.getByRole('heading', { name: /Run #\d+ cancelled/ }).waitFor({ timeout: 20_000 });
+    await p.locator('[data-stage="nap"][data-status="cancelled"]').waitFor({ timeout: 20_000 });
+    // The log goes on after the reconnect, each line once.
+    await log.getByText('run cancelled').waitFor({ timeout: 20_000 });
+    const lines = (await log.innerText()).split('\n').filter(Boolean);
+    assert.equal(new Set(lines).size, lines.length, `no line twice:\n${lines.join('\n')}`);
+    assert.equal(lines.filter((l) => l.includes('[nap] waiting')).length, 1);
+    await screenshot(p, 'run-cancelled');
+  });
+
+  test('repository page: the platforms of an index and its referrers', { timeout: 60_000 }, async () => {
+    const auth = { authorization: basicAuth('admin', adminPassword) };
+    const amd = await pushImage(ts.url, 'team/multi', 'amd64-only', 1, 256, auth);
+    const arm = await pushImage(ts.url, 'team/multi', 'arm64-only', 1, 256, auth);
+    const indexBody = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: ociIndexType,
+      manifests: [
+        { mediaType: ociManifestType, digest: amd.manifest.digest, size: amd.manifest.body.length, platform: { os: 'linux', architecture: 'amd64' } },
+        { mediaType: ociManifestType, digest: arm.manifest.digest, size: arm.manifest.body.length, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
+      ],
+    }));
+    const index = { body: indexBody, digest: sha256(indexBody), mediaType: ociIndexType };
+    assert.equal((await putManifest(ts.url, 'team/multi', 'v2', index, auth)).status, 201);
+    // A referrer: an OCI artifact whose subject is the index (an SBOM, say).
+    const empty = Buffer.from('{}');
+    assert.equal((await pushBlob(ts.url, 'team/multi', empty, sha256(empty), auth)).status, 201);
+    const sbom = Buffer.from('{"sbom":true}');
+    assert.equal((await pushBlob(ts.url, 'team/multi', sbom, sha256(sbom), auth)).status, 201);
+    const artifactBody = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: ociManifestType, artifactType: 'application/vnd.example.sbom+json',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256(empty), size: 2 },
+      layers: [{ mediaType: 'application/vnd.example.sbom+json', digest: sha256(sbom), size: sbom.length }],
+      subject: { mediaType: ociIndexType, digest: index.digest, size: indexBody.length },
+    }));
+    const artifact = { body: artifactBody, digest: sha256(artifactBody), mediaType: ociManifestType };
+    assert.equal((await putManifest(ts.url, 'team/multi', artifact.digest, artifact, auth)).status, 201);
+
+    const p = await page();
+    await signIn(p, 'admin', adminPassword);
+    await p.getByRole('heading', { name: 'Namespaces' }).waitFor();
+    await p.goto('/ns/team/repo/team/multi');
+    const row = p.getByRole('row').filter({ hasText: 'v2' });
+    await row.waitFor();
+    const text = await row.innerText();
+    assert.match(text, /linux\/amd64/);
+    assert.match(text, /linux\/arm64\/v8/);
+    assert.match(text, new RegExp(`application/vnd.example.sbom\\+json ${artifact.digest.slice(0, 19)}`));
+    assert.match(await p.getByRole('row').filter({ hasText: 'amd64-only' }).innerText(), /—/, 'a single image has no referrers');
+    await screenshot(p, 'repository-index');
   });
 
   test('a push through the webhook starts a run; its page shows the commit and the live stage', { timeout: 90_000 }, async () => {

@@ -36,6 +36,8 @@ export const listBuildsQuery = z.object({
   kind: z.enum(['image', 'component']).optional(), component: z.string().optional(),
   status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
   limit: z.coerce.number().int().min(1).optional().describe('At most 500 (default 50)'),
+  repository: z.string().optional().describe('Only builds whose result goes to this repository (`team/app-main-image`)'),
+  source: z.enum(['git', 'upload']).optional().describe('Only builds of a git source, or of an uploaded context'),
 }).describe('Parsed by builds/routes.ts (buildListFilter)');
 const logsQuery = z.object({ follow: z.enum(['true', '1']).optional().describe('Server-Sent Events (also with `Accept: text/event-stream`)') });
 

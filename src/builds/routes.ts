@@ -38,8 +38,8 @@ const uploadedDockerfile = '.slipway.Dockerfile';
  * naming the parameter. New filters go into the schema and here.
  */
 export function buildListFilter(request: FastifyRequest): Parameters<BuildService['list']>[1] {
-  const { kind, component, status, limit } = parseQuery(listBuildsQuery, request);
-  return { kind, component, status, limit };
+  const { kind, component, status, limit, repository, source } = parseQuery(listBuildsQuery, request);
+  return { kind, component, status, limit, repository: repository || undefined, source };
 }
 
 export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOptions): Promise<void> {

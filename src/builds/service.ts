@@ -18,7 +18,7 @@ import type { NamespaceSecrets } from '../vault/secrets.js';
 import type { Database } from '../db/db.js';
 import type { JobQueueApi } from '../db/job-queue.js';
 import type { JobStatus, Tables } from '../db/schema.js';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { ContentReader } from '../registry/content-reader.js';
 import { RegistryError } from '../registry/errors.js';
 import type { ManifestService } from '../registry/manifest-service.js';
@@ -230,11 +230,14 @@ export class BuildService {
     return view(row);
   }
 
-  async list(namespace: string, filter: { kind?: BuildKind; component?: string; status?: JobStatus; limit?: number } = {}): Promise<BuildView[]> {
+  async list(namespace: string, filter: { kind?: BuildKind; component?: string; status?: JobStatus; limit?: number; repository?: string; source?: 'git' | 'upload' } = {}): Promise<BuildView[]> {
     let query = this.deps.db.kysely.selectFrom('builds').selectAll().where('namespace', '=', namespace);
     if (filter.kind) query = query.where('kind', '=', filter.kind);
     if (filter.component) query = query.where('component', '=', filter.component);
     if (filter.status) query = query.where('status', '=', filter.status);
+    // image_name is `host/<repository>:<tag>`; the source JSON starts with its type.
+    if (filter.repository) query = query.where(sql<boolean>`image_name like ${`%/${likeEscape(filter.repository)}:%`} escape '!'`);
+    if (filter.source) query = query.where('source', 'like', `{"type":"${filter.source}"%`);
     const rows = await query.orderBy('created_at', 'desc').limit(Math.min(filter.limit ?? 50, 500)).execute();
     return rows.map(view);
   }
@@ -540,4 +543,9 @@ function view(row: { id: string; namespace: string; kind: BuildKind; status: Job
     startedAt: row.started_at ? new Date(row.started_at).toISOString() : null,
     finishedAt: row.finished_at ? new Date(row.finished_at).toISOString() : null,
   };
+}
+
+/** `%`, `_` and the escape character itself taken literally in a LIKE pattern (`escape '!'`). */
+function likeEscape(text: string): string {
+  return text.replace(/[!%_]/g, (c) => `!${c}`);
 }

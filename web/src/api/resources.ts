@@ -5,7 +5,7 @@
  * server imports; checked by the api-browser-safe rule of .dependency-cruiser.cjs).
  */
 import type { z } from 'zod';
-import { buildOperations, type buildView } from '@shared/builds/api.js';
+import { buildOperations, type buildView, type listBuildsQuery } from '@shared/builds/api.js';
 import { credentialOperations, type registryView } from '@shared/credentials/api.js';
 import { eventOperations, type deliveryView, type domainEvent, type webhookView } from '@shared/events/api.js';
 import { functionOperations, type functionKey, type functionMetrics, type functionView, type instanceView, type revisionView } from '@shared/functions/api.js';
@@ -39,6 +39,7 @@ export type FunctionInstance = z.output<typeof instanceView>;
 export type FunctionKey = z.output<typeof functionKey>;
 
 export type BuildView = z.output<typeof buildView>;
+type BuildQuery = z.input<typeof listBuildsQuery>;
 export type ArtefactVersion = z.output<typeof artefactVersionView>;
 export type ExternalRegistry = z.output<typeof registryView>;
 export type SecretInfo = z.output<typeof secretInfo>;
@@ -83,7 +84,13 @@ export const api = {
   invocationPath: (n: string, name: string) => `${ns(n)}/functions/${seg(name)}/invocations`,
   gatewayPath: (n: string, name: string) => `/fn/${seg(n)}/${seg(name)}`,
 
-  builds: (n: string) => call((c) => c.call(buildOperations.listBuilds, { params: { ns: n }, query: { limit: 50 } })),
+  builds: (n: string, filters: { status?: string; repository?: string; source?: string; kind?: string } = {}) => call((c) => c.call(buildOperations.listBuilds, {
+    params: { ns: n },
+    query: {
+      limit: 50, status: (filters.status || undefined) as BuildQuery['status'], kind: (filters.kind || undefined) as BuildQuery['kind'],
+      source: (filters.source || undefined) as BuildQuery['source'], repository: filters.repository || undefined,
+    },
+  })),
   build: (n: string, id: string) => call((c) => c.call(buildOperations.getBuild, { params: { ns: n, id } })),
   buildLogPath: (n: string, id: string) => `${ns(n)}/builds/${seg(id)}/logs?follow=true`,
 

@@ -1,6 +1,6 @@
 /** A namespace: one tab per kind of resource, each tab its own URL (`/ns/:ns/:tab`). */
 import { useState } from 'react';
-import { Link, NavLink, useParams } from 'react-router-dom';
+import { Link, NavLink, useParams, useSearchParams } from 'react-router-dom';
 import { authOperations } from '@shared/auth/api.js';
 import { call } from '../api/http.js';
 import { api, type Webhook } from '../api/resources.js';
@@ -70,10 +70,27 @@ function Pipelines({ ns }: { ns: string }) {
   )}</Show>;
 }
 
+const buildStatuses = ['', 'queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+
+/** Builds, filtered on the server by what the URL's query says (`?status=failed&repository=team/app`), so a link shares the view. */
 export function Builds({ ns }: { ns: string }) {
-  const list = useLoad(() => api.builds(ns), [ns]);
-  return <Show loaded={list}>{(rows) => (
-    <Table rows={rows} rowKey={(b) => b.id} empty="No builds yet." columns={[
+  const [search, setSearch] = useSearchParams();
+  const filters = { status: search.get('status') ?? '', repository: search.get('repository') ?? '', source: search.get('source') ?? '', kind: search.get('kind') ?? '' };
+  const list = useLoad(() => api.builds(ns, filters), [ns, filters.status, filters.repository, filters.source, filters.kind]);
+  const [repository, setRepository] = useState(filters.repository);
+  const filter = (key: keyof typeof filters, value: string) => { const next = new URLSearchParams(search); if (value) next.set(key, value); else next.delete(key); setSearch(next); };
+  const any = Object.values(filters).some(Boolean);
+  return <>
+    <form className="inline-form" aria-label="Build filters" onSubmit={(e) => { e.preventDefault(); filter('repository', repository.trim()); }}>
+      <label>Status<select value={filters.status} onChange={(e) => filter('status', e.target.value)}>{buildStatuses.map((s) => <option key={s} value={s}>{s || 'any'}</option>)}</select></label>
+      <label>Kind<select value={filters.kind} onChange={(e) => filter('kind', e.target.value)}>{['', 'image', 'component'].map((s) => <option key={s} value={s}>{s || 'any'}</option>)}</select></label>
+      <label>Source<select value={filters.source} onChange={(e) => filter('source', e.target.value)}>{['', 'git', 'upload'].map((s) => <option key={s} value={s}>{s || 'any'}</option>)}</select></label>
+      <label>Repository<input value={repository} placeholder={`${ns}/app-main-image`} onChange={(e) => setRepository(e.target.value)} onBlur={() => { if (repository.trim() !== filters.repository) filter('repository', repository.trim()); }} /></label>
+      <button type="submit" className="small">Filter</button>
+      {any && <button type="button" className="small" onClick={() => { setRepository(''); setSearch(new URLSearchParams()); }}>Clear filters</button>}
+    </form>
+    <Show loaded={list}>{(rows) => (
+    <Table rows={rows} rowKey={(b) => b.id} empty={any ? 'No builds match.' : 'No builds yet.'} columns={[
       ['Build', (b) => <Link to={`/ns/${encodeURIComponent(ns)}/builds/${encodeURIComponent(b.id)}`}>{b.id.slice(0, 12)}</Link>],
       ['Kind', (b) => b.kind],
       ['Image', (b) => String(b.imageName ?? b.component ?? '')],
@@ -81,7 +98,8 @@ export function Builds({ ns }: { ns: string }) {
       ['Started', (b) => <Time value={b.startedAt ?? b.createdAt} />],
       ['Duration', (b) => (b.startedAt && b.finishedAt ? duration(Date.parse(b.finishedAt) - Date.parse(b.startedAt)) : '—')],
     ]} />
-  )}</Show>;
+  )}</Show>
+  </>;
 }
 
 function Functions({ ns }: { ns: string }) {
