@@ -67,3 +67,38 @@ export function pieces(data: Buffer, start = 0, end = data.length): Buffer[] {
 export function sha256(data: Buffer): string {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
+
+/** A bench's `request` (usually bound to its keep-alive agent). */
+export type Send = (method: string, url: string, options?: Omit<RequestOptions, 'agent'>) => Promise<Response>;
+
+/** One POST with `?digest=` and the whole blob. */
+export async function pushMonolithic(send: Send, base: string, repository: string, data: Buffer): Promise<void> {
+  expect(await send('POST', `${base}/v2/${repository}/blobs/uploads/?digest=${sha256(data)}`, {
+    headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': data.length }, body: pieces(data),
+  }), 201, 'monolithic push');
+}
+
+/** POST, a PATCH per `chunkBytes`, the closing PUT. */
+export async function pushChunked(send: Send, base: string, repository: string, data: Buffer, chunkBytes: number): Promise<void> {
+  let response = expect(await send('POST', `${base}/v2/${repository}/blobs/uploads/`, { headers: { 'Content-Length': 0 } }), 202, 'POST upload');
+  for (let start = 0; start < data.length; start += chunkBytes) {
+    const end = Math.min(start + chunkBytes, data.length);
+    response = expect(await send('PATCH', nextUrl(base, response), {
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': end - start, 'Content-Range': `${start}-${end - 1}` },
+      body: pieces(data, start, end),
+    }), 202, 'PATCH chunk');
+  }
+  expect(await send('PUT', nextUrl(base, response, sha256(data)), { headers: { 'Content-Length': 0 } }), 201, 'PUT upload');
+}
+
+export const imageManifestType = 'application/vnd.oci.image.manifest.v1+json';
+
+/** A one-layer OCI image manifest, made distinct by `index`. */
+export function imageManifest(config: { digest: string; size: number }, layer: { digest: string; size: number }, index: number): Buffer {
+  return Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: imageManifestType,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer }],
+    annotations: { 'bench.index': String(index) },
+  }));
+}

@@ -15,9 +15,9 @@
  *                               [--results bench/results-replicas.md]
  * `--database` defaults to SLIPWAY_BENCH_POSTGRES_URL.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,7 +25,8 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { cpuSeconds, freePort } from './host.js';
-import { expect, nextUrl, pieces, request as send, sha256, type RequestOptions, type Response } from './blob-http.js';
+import { expect, imageManifest, imageManifestType, pushChunked as pushInChunks, pushMonolithic as pushWhole, request as send, sha256, type RequestOptions, type Response } from './blob-http.js';
+import { startChild, startS3rver as startS3rverChild, stopChild, tempDir, waitFor } from './bench-processes.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { values: flags } = parseArgs({
@@ -45,9 +46,10 @@ const seconds = Number(flags.seconds);
 const connections = Number(flags.connections);
 const repeat = Number(flags.repeat);
 const repo = 'bench/replicas';
-const manifestType = 'application/vnd.oci.image.manifest.v1+json';
+const manifestType = imageManifestType;
 const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
 const request = (method: string, url: string, options: Omit<RequestOptions, 'agent'> = {}): Promise<Response> => send(method, url, { ...options, agent });
+const startS3rver = () => startS3rverChild(async (endpoint) => (await request('GET', `${endpoint}/`)).status > 0);
 
 interface Peer {
   name: string;
@@ -60,41 +62,7 @@ interface Peer {
 
 // ---------------------------------------------------------------- processes and cleanup
 
-const children: ChildProcess[] = [];
-const tempDirs: string[] = [];
 const databases: string[] = [];
-
-function cleanup(): void {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-  tempDirs.length = 0;
-}
-process.on('exit', cleanup);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { cleanup(); process.exit(130); });
-
-function tempDir(prefix: string): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
-  tempDirs.push(dir);
-  return dir;
-}
-
-function startChild(command: string, args: string[], env?: NodeJS.ProcessEnv): ChildProcess {
-  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
-  children.push(child);
-  let stderr = '';
-  child.stderr!.on('data', (data: Buffer) => { stderr = (stderr + data.toString()).slice(-4000); });
-  child.on('exit', (code, signal) => {
-    if (signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0) process.stderr.write(`bench: ${command} exited (${code ?? signal}): ${stderr}\n`);
-  });
-  return child;
-}
-
-async function waitFor(probe: () => Promise<boolean>, what: string): Promise<void> {
-  for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((resolve) => setTimeout(resolve, 100))) {
-    if (await probe().catch(() => false)) return;
-  }
-  throw new Error(`${what} did not become ready`);
-}
 
 /** A fresh database on the server of `--database`; dropped at the end. */
 async function createDatabase(): Promise<string> {
@@ -122,13 +90,6 @@ async function dropDatabases(): Promise<void> {
   }
 }
 
-async function startS3rver(): Promise<{ endpoint: string; child: ChildProcess }> {
-  const port = await freePort();
-  const child = startChild(path.join(repoRoot, 'node_modules/.bin/s3rver'), ['-d', tempDir('bench-s3-'), '-a', '127.0.0.1', '-p', String(port), '--silent', '--configure-bucket', 'bench']);
-  const endpoint = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await request('GET', `${endpoint}/`)).status > 0, 's3rver');
-  return { endpoint, child };
-}
 
 async function startReplica(dir: string, database: string, s3: string): Promise<{ child: ChildProcess; host: string }> {
   const port = await freePort();
@@ -138,7 +99,7 @@ async function startReplica(dir: string, database: string, s3: string): Promise<
     + `database: "${database}"\nstorage: {driver: s3, s3: {endpoint: "${s3}", bucket: bench, forcePathStyle: true, accessKeyId: S3RVER, secretAccessKey: S3RVER, partSize: ${partSize}}}\n`);
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('SLIPWAY_')));
   const child = startChild(process.execPath, [path.join(repoRoot, 'bin/slipway.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--config', config], env);
-  await waitFor(async () => (await request('GET', `http://127.0.0.1:${port}/v2/`)).status === 200, `replica on ${port}`);
+  await waitFor(async () => (await request('GET', `http://127.0.0.1:${port}/v2/`)).status === 200, `replica on ${port}`, 60_000);
   return { child, host: `127.0.0.1:${port}` };
 }
 
@@ -176,7 +137,7 @@ http {
 `);
   const child = startChild('nginx', ['-p', prefix, '-c', path.join(prefix, 'nginx.conf'), '-g', 'daemon off;']);
   const base = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await request('GET', `${base}/v2/`)).status === 200, 'nginx');
+  await waitFor(async () => (await request('GET', `${base}/v2/`)).status === 200, 'nginx', 60_000);
   return { child, base };
 }
 
@@ -190,33 +151,13 @@ async function startPeer(name: string, count: number, s3: string): Promise<Peer>
 }
 
 async function stop(peer: Peer): Promise<void> {
-  for (const child of [peer.nginx, ...peer.replicas]) {
-    if (child.exitCode !== null) continue;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
-  }
+  for (const child of [peer.nginx, ...peer.replicas]) await stopChild(child);
 }
 
 // ---------------------------------------------------------------- the client (bench/blob-http.ts)
 
-async function pushMonolithic(peer: Peer, data: Buffer): Promise<void> {
-  expect(await request('POST', `${peer.base}/v2/${repo}/blobs/uploads/?digest=${sha256(data)}`, {
-    headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': data.length }, body: pieces(data),
-  }), 201, 'monolithic push');
-}
-
-async function pushChunked(peer: Peer, data: Buffer): Promise<void> {
-  let response = expect(await request('POST', `${peer.base}/v2/${repo}/blobs/uploads/`, { headers: { 'Content-Length': 0 } }), 202, 'POST upload');
-  for (let start = 0; start < data.length; start += chunkBytes) {
-    const end = Math.min(start + chunkBytes, data.length);
-    response = expect(await request('PATCH', nextUrl(peer.base, response), {
-      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': end - start, 'Content-Range': `${start}-${end - 1}` },
-      body: pieces(data, start, end),
-    }), 202, 'PATCH chunk');
-  }
-  expect(await request('PUT', nextUrl(peer.base, response, sha256(data)), { headers: { 'Content-Length': 0 } }), 201, 'PUT upload');
-}
+const pushMonolithic = (peer: Peer, data: Buffer) => pushWhole(request, peer.base, repo, data);
+const pushChunked = (peer: Peer, data: Buffer) => pushInChunks(request, peer.base, repo, data, chunkBytes);
 
 // ---------------------------------------------------------------- rows
 
@@ -260,14 +201,7 @@ async function rate(peer: Peer, once: (index: number) => Promise<void>): Promise
   return { value: count / elapsed, cpu: cpu() / count };
 }
 
-function manifest(config: { digest: string; size: number }, layer: { digest: string; size: number }, index: number): Buffer {
-  return Buffer.from(JSON.stringify({
-    schemaVersion: 2, mediaType: manifestType,
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer }],
-    annotations: { 'bench.index': String(index) },
-  }));
-}
+const manifest = imageManifest;
 
 interface Row { label: string; unit: 'MB/s' | 'req/s'; cells: Map<string, Cell> }
 
@@ -356,8 +290,8 @@ async function main(): Promise<void> {
   writeFileSync(flags.results, text);
 }
 
-main().then(() => { cleanup(); process.exit(0); }, (error) => {
+// process.exit runs bench-processes' exit hook: children killed, temp folders removed.
+main().then(() => process.exit(0), (error) => {
   process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
-  cleanup();
   process.exit(1);
 });

@@ -15,16 +15,17 @@
  *   node dist/bench/storage.js [--blob-mib 64] [--chunk-mib 8] [--seconds 5] [--connections 16]
  *                              [--repeat 1] [--cpu-prof] [--results bench/results-storage.md]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { cpuSeconds, freePort } from './host.js';
-import { expect, nextUrl, pieces, request as send, sha256, type RequestOptions, type Response } from './blob-http.js';
+import { expect, imageManifest, imageManifestType, pushChunked as pushInChunks, pushMonolithic as pushWhole, request as send, sha256, type RequestOptions, type Response } from './blob-http.js';
+import { startChild, startS3rver as startS3rverChild, stopChild, tempDir, waitFor } from './bench-processes.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { values: flags } = parseArgs({
@@ -44,10 +45,11 @@ const seconds = Number(flags.seconds);
 const connections = Number(flags.connections);
 const repeat = Number(flags.repeat);
 const repo = 'bench/storage';
-const manifestType = 'application/vnd.oci.image.manifest.v1+json';
+const manifestType = imageManifestType;
 const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
 /** One request on this bench's keep-alive agent. */
 const request = (method: string, url: string, options: Omit<RequestOptions, 'agent'> = {}): Promise<Response> => send(method, url, { ...options, agent });
+const startS3rver = () => startS3rverChild(async (endpoint) => (await request('GET', `${endpoint}/`)).status > 0);
 
 interface Peer {
   name: string;
@@ -59,48 +61,6 @@ interface Peer {
 
 // ---------------------------------------------------------------- processes and cleanup
 
-const children: ChildProcess[] = [];
-const tempDirs: string[] = [];
-
-function cleanup(): void {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-  tempDirs.length = 0;
-}
-process.on('exit', cleanup);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { cleanup(); process.exit(130); });
-
-function tempDir(prefix: string): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
-  tempDirs.push(dir);
-  return dir;
-}
-
-function startChild(command: string, args: string[]): ChildProcess {
-  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  children.push(child);
-  let stderr = '';
-  child.stderr!.on('data', (data: Buffer) => { stderr = (stderr + data.toString()).slice(-4000); });
-  child.on('exit', (code, signal) => {
-    if (signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0) process.stderr.write(`bench: ${command} exited (${code ?? signal}): ${stderr}\n`);
-  });
-  return child;
-}
-
-async function waitFor(probe: () => Promise<boolean>, what: string): Promise<void> {
-  for (const until = Date.now() + 30_000; Date.now() < until; await new Promise((resolve) => setTimeout(resolve, 100))) {
-    if (await probe().catch(() => false)) return;
-  }
-  throw new Error(`${what} did not become ready`);
-}
-
-async function startS3rver(): Promise<{ endpoint: string; child: ChildProcess }> {
-  const port = await freePort();
-  const child = startChild(path.join(repoRoot, 'node_modules/.bin/s3rver'), ['-d', tempDir('bench-s3-'), '-a', '127.0.0.1', '-p', String(port), '--silent', '--configure-bucket', 'bench']);
-  const endpoint = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await request('GET', `${endpoint}/`)).status > 0, 's3rver');
-  return { endpoint, child };
-}
 
 async function startSlipway(name: string, storage: string, s3?: ChildProcess): Promise<Peer> {
   const dir = tempDir('bench-storage-');
@@ -115,33 +75,14 @@ async function startSlipway(name: string, storage: string, s3?: ChildProcess): P
   return { name, base, child, s3, profileDir };
 }
 
-/** SIGTERM (so a --cpu-prof profile is written), then wait for the exit. */
 async function stop(peer: Peer): Promise<void> {
-  if (peer.child.exitCode !== null) return;
-  const exited = new Promise((resolve) => peer.child.once('exit', resolve));
-  peer.child.kill('SIGTERM');
-  await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
+  await stopChild(peer.child);
 }
 
 // ---------------------------------------------------------------- HTTP client (bench/blob-http.ts)
 
-async function pushMonolithic(peer: Peer, data: Buffer): Promise<void> {
-  expect(await request('POST', `${peer.base}/v2/${repo}/blobs/uploads/?digest=${sha256(data)}`, {
-    headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': data.length }, body: pieces(data),
-  }), 201, 'monolithic push');
-}
-
-async function pushChunked(peer: Peer, data: Buffer): Promise<void> {
-  let response = expect(await request('POST', `${peer.base}/v2/${repo}/blobs/uploads/`, { headers: { 'Content-Length': 0 } }), 202, 'POST upload');
-  for (let start = 0; start < data.length; start += chunkBytes) {
-    const end = Math.min(start + chunkBytes, data.length);
-    response = expect(await request('PATCH', nextUrl(peer.base, response), {
-      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': end - start, 'Content-Range': `${start}-${end - 1}` },
-      body: pieces(data, start, end),
-    }), 202, 'PATCH chunk');
-  }
-  expect(await request('PUT', nextUrl(peer.base, response, sha256(data)), { headers: { 'Content-Length': 0 } }), 201, 'PUT upload');
-}
+const pushMonolithic = (peer: Peer, data: Buffer) => pushWhole(request, peer.base, repo, data);
+const pushChunked = (peer: Peer, data: Buffer) => pushInChunks(request, peer.base, repo, data, chunkBytes);
 
 /** GET, following one redirect (to the object store) as registry clients do. */
 async function pull(peer: Peer, digest: string): Promise<number> {
@@ -193,14 +134,7 @@ async function rate(peer: Peer, once: (index: number) => Promise<void>): Promise
   return { value: count / elapsed, cpu: used.cpu / count, s3Cpu: used.s3Cpu === undefined ? undefined : used.s3Cpu / count };
 }
 
-function manifest(config: { digest: string; size: number }, layer: { digest: string; size: number }, index: number): Buffer {
-  return Buffer.from(JSON.stringify({
-    schemaVersion: 2, mediaType: manifestType,
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer }],
-    annotations: { 'bench.index': String(index) },
-  }));
-}
+const manifest = imageManifest;
 
 interface Row {
   label: string;
@@ -328,8 +262,8 @@ async function main(): Promise<void> {
   writeFileSync(flags.results, text);
 }
 
-main().then(() => { cleanup(); process.exit(0); }, (error) => {
+// process.exit runs bench-processes' exit hook: children killed, temp folders removed.
+main().then(() => process.exit(0), (error) => {
   process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
-  cleanup();
   process.exit(1);
 });
