@@ -137,12 +137,20 @@ describe('functions on two replicas behind nginx', { timeout: 400_000, skip: pos
       assert.equal((await call(`${a.url}/fn/fns/echo/`)).status, 404);
       process.stdout.write(`# replica functions figures: ${JSON.stringify(figures)}\n`);
     } finally {
-      await nginx?.stop();
-      for (const replica of replicas) await stopReplica(replica);
-      for (const replica of replicas) await assertNoLeftovers(replica.dataDir, await instancePrefix(replica.dataDir));
-      await s3.close();
-      await database.drop();
-      await work.remove();
+      try {
+        await nginx?.stop();
+        // Function replicas drain their instances on SIGTERM: give them time before a SIGKILL
+        // (which would leave their spare network namespaces behind).
+        for (const replica of replicas) await stopReplica(replica, 45_000);
+        for (const replica of replicas) {
+          assert.notEqual(replica.child.signalCode, 'SIGKILL', `${replica.name} stopped on SIGTERM`);
+          await assertNoLeftovers(replica.dataDir, await instancePrefix(replica.dataDir));
+        }
+      } finally {
+        await s3.close();
+        await database.drop();
+        await work.remove();
+      }
     }
   });
 });

@@ -30,6 +30,8 @@ export async function startS3Server(bucket = 'slipway'): Promise<TestS3Server> {
       new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('s3rver did not start in time')), startTimeoutMs); }),
     ]);
     const endpoint = `http://127.0.0.1:${address.port}`;
+    // A test that fails before close() must not keep its process (and so the whole run) alive.
+    server.httpServer?.unref();
     return {
       endpoint,
       bucket,
