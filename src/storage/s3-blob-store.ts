@@ -251,22 +251,6 @@ class S3UploadStore implements UploadStore {
     return this.store.client.send(new PutObjectCommand({ Bucket: this.store.bucket, Key: key, Body: body, ContentLength: body.length }));
   }
 
-  /**
-   * Overwrites a part that holds acknowledged bytes. Real S3 never stores a PUT cut short, but
-   * some S3-compatible servers do (s3rver keeps the bytes it got when the client dies mid-body):
-   * an in-place rewrite killed half-way would lose bytes the client was told were stored. So the
-   * new content goes to a staging key first (its name is no offset, so `parts` never reads it),
-   * is checked complete, and is then copied over server-side.
-   */
-  private async replace(key: string, body: Buffer): Promise<void> {
-    const staged = `${key}.staged`;
-    await this.put(staged, body);
-    const stat = await this.store.head(staged);
-    if (!stat || stat.size !== body.length) throw new Error(`S3 stored ${stat?.size ?? 'nothing'} of ${body.length} bytes at ${staged}`);
-    await this.store.client.send(new CopyObjectCommand({ Bucket: this.store.bucket, Key: key, CopySource: copySource(this.store.bucket, staged) }));
-    await this.store.client.send(new DeleteObjectCommand({ Bucket: this.store.bucket, Key: staged }));
-  }
-
   private async download(key: string): Promise<Buffer> {
     const chunks: Buffer[] = [];
     for await (const chunk of await this.store.getObject(key)) chunks.push(chunk as Buffer);
@@ -292,10 +276,6 @@ class S3UploadStore implements UploadStore {
     // One part upload in flight while the next is received; in order, so the stored parts are
     // always a prefix of what was sent (a crash leaves no gap, only bytes to truncate).
     let inFlight: Promise<unknown> = Promise.resolve();
-    // The first write lands on the existing tail when it holds acknowledged bytes.
-    const write = (offset: number, body: Buffer) => offset === last.offset && last.size > 0
-      ? this.replace(this.partKey(id, offset), body)
-      : this.put(this.partKey(id, offset), body);
     try {
       for await (const chunk of source) {
         observe?.(chunk);
@@ -305,7 +285,7 @@ class S3UploadStore implements UploadStore {
         while (bufferedBytes >= partSize) {
           const all = Buffer.concat(buffered, bufferedBytes);
           await inFlight;
-          inFlight = write(partOffset, all.subarray(0, partSize));
+          inFlight = this.put(this.partKey(id, partOffset), all.subarray(0, partSize));
           inFlight.catch(() => undefined); // observed when awaited; never unhandled meanwhile
           partOffset += partSize;
           buffered = bufferedBytes > partSize ? [all.subarray(partSize)] : [];
@@ -313,7 +293,7 @@ class S3UploadStore implements UploadStore {
         }
       }
       await inFlight;
-      if (received > 0 && bufferedBytes > 0) await write(partOffset, Buffer.concat(buffered, bufferedBytes));
+      if (received > 0 && bufferedBytes > 0) await this.put(this.partKey(id, partOffset), Buffer.concat(buffered, bufferedBytes));
     } finally {
       await inFlight.catch(() => undefined);
     }
@@ -329,7 +309,7 @@ class S3UploadStore implements UploadStore {
     }
     if (all.length === 0) throw new UploadNotFoundError(id);
     const crossing = all.find((part) => part.offset < size && part.offset + part.size > size);
-    if (crossing) await this.replace(crossing.key, (await this.download(crossing.key)).subarray(0, size - crossing.offset));
+    if (crossing) await this.put(crossing.key, (await this.download(crossing.key)).subarray(0, size - crossing.offset));
     const beyond = all.filter((part) => part.offset >= size && part.offset > 0);
     await this.deleteKeys(beyond.map((part) => part.key));
     const first = all.find((part) => part.offset === 0);
