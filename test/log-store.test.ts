@@ -16,7 +16,7 @@ import { tempDir } from './helpers/harness.js';
 import { openS3BlobStoreUnderTest } from './helpers/s3-server.js';
 import { logStoreSuite } from './suites/log-store.js';
 
-const fast = { flushIntervalMs: 100, pollMs: 100, heartbeatMs: 300 };
+const fast = { flushIntervalMs: 100, pollMs: 100, heartbeatMs: 1000 };
 
 logStoreSuite('fs', async () => {
   const dir = await tempDir('slipway-logs-');
