@@ -9,14 +9,15 @@
  *   ├── objects/                      named objects (ObjectArea), e.g. objects/logs/builds/<id>/<chunk>
  *   └── uploads/
  *       └── <upload id>/
- *           ├── 0000000000000000        bytes 0 … partSize-1 of the session (sealed)
- *           ├── 0000000008388608        the next part (sealed), …
- *           └── 0000000016777216        the open tail, < partSize, rewritten by each append
+ *           ├── 0000000000000000-0000000008388608   bytes 0 … partSize-1 (sealed)
+ *           ├── 0000000008388608-0000000008388608   the next part (sealed), …
+ *           └── 0000000016777216-0000000000001234   the open tail, < partSize
  *
- * A session's whole state is these objects, named by their start offset: any process (another
- * replica, after a restart) resumes it by listing them, nothing lives in one process's memory.
- * Appends buffer into `partSize` objects so small registry chunks never make parts below S3's
- * 5 MiB multipart minimum; only the tail object is ever rewritten. `commit` builds the blob
+ * A session's whole state is these objects, named by start offset and length: any process
+ * (another replica, after a restart) resumes it by listing them, nothing lives in one
+ * process's memory. Appends buffer into `partSize` objects so small registry chunks never make
+ * parts below S3's 5 MiB multipart minimum; only the tail is ever replaced, by a longer one
+ * under its own name, the old one deleted once the new one is stored. `commit` builds the blob
  * under its digest key in one step that S3 makes visible atomically (CopyObject of a single
  * part, or a multipart upload completed from the parts), so no partial object is ever
  * readable under a digest. With `redirect`, blob GETs may be answered with a presigned URL of
@@ -204,7 +205,24 @@ interface Part {
   offset: number;
   size: number;
   modifiedAt: number;
+  /** Holds the length its name declares (older unsized names count as complete). */
+  complete: boolean;
 }
+
+/** A session's objects: every one stored, and the chain of complete parts from offset 0. */
+interface SessionParts {
+  objects: Part[];
+  chain: Part[];
+}
+
+/**
+ * `<offset>-<size>`, both zero-padded; a bare `<offset>` is the older layout (size unknown).
+ * A part names its own length because a writer that dies mid-PUT can leave a short object on
+ * S3-compatible servers that write in place (s3rver does): such an object is not part of the
+ * session, and since a rewritten tail goes under a new name, the acknowledged one it replaces
+ * survives until the new one is complete.
+ */
+const partNamePattern = /^(\d+)(?:-(\d+))?$/;
 
 class S3UploadStore implements UploadStore {
   /** Cleared when the server answers UploadPartCopy with NotImplemented (e.g. s3rver). */
@@ -217,32 +235,36 @@ class S3UploadStore implements UploadStore {
     return `${this.store.options.prefix}uploads/${id}/`;
   }
 
-  private partKey(id: string, offset: number): string {
-    return `${this.sessionPrefix(id)}${String(offset).padStart(offsetDigits, '0')}`;
+  private partKey(id: string, offset: number, size: number): string {
+    return `${this.sessionPrefix(id)}${String(offset).padStart(offsetDigits, '0')}-${String(size).padStart(offsetDigits, '0')}`;
   }
 
-  /** The session's parts from offset 0 without gaps (anything past a gap is debris); null when absent. */
-  private async parts(id: string): Promise<Part[] | null> {
+  /**
+   * Every object of the session, and the chain from offset 0 through complete parts, taking
+   * the longest part at each offset (a rewritten tail whose predecessor is not yet deleted).
+   * Null when the session has no complete part at offset 0 (absent).
+   */
+  private async sessionParts(id: string): Promise<SessionParts | null> {
     const prefix = this.sessionPrefix(id);
-    const found: Part[] = [];
+    const objects: Part[] = [];
+    const longest = new Map<number, Part>();
     for await (const object of this.store.listObjects(prefix)) {
-      const name = object.key.slice(prefix.length);
-      if (/^\d+$/.test(name)) found.push({ key: object.key, offset: Number(name), size: object.size, modifiedAt: object.modifiedAt });
+      const match = partNamePattern.exec(object.key.slice(prefix.length));
+      if (!match) continue;
+      const complete = match[2] === undefined || Number(match[2]) === object.size;
+      const part = { key: object.key, offset: Number(match[1]), size: object.size, modifiedAt: object.modifiedAt, complete };
+      objects.push(part);
+      if (!complete) continue; // cut short
+      const known = longest.get(part.offset);
+      if (!known || part.size > known.size) longest.set(part.offset, part);
     }
-    if (found.length === 0) return null;
-    found.sort((a, b) => a.offset - b.offset);
-    const contiguous: Part[] = [];
-    let end = 0;
-    for (const part of found) {
-      if (part.offset !== end) break;
-      contiguous.push(part);
-      end += part.size;
-    }
-    return contiguous;
+    const chain: Part[] = [];
+    for (let part = longest.get(0); part; part = part.size > 0 ? longest.get(part.offset + part.size) : undefined) chain.push(part);
+    return chain.length > 0 ? { objects, chain } : null;
   }
 
-  private async requireParts(id: string): Promise<Part[]> {
-    const parts = await this.parts(id);
+  private async requireParts(id: string): Promise<SessionParts> {
+    const parts = await this.sessionParts(id);
     if (!parts) throw new UploadNotFoundError(id);
     return parts;
   }
@@ -259,20 +281,27 @@ class S3UploadStore implements UploadStore {
 
   /** A session is its objects; an empty part at offset 0 marks a new one. */
   async create(id: string): Promise<void> {
-    await this.put(this.partKey(id, 0), Buffer.alloc(0));
+    await this.put(this.partKey(id, 0, 0), Buffer.alloc(0));
   }
 
   async append(id: string, source: AsyncIterable<Buffer>, offset: number, observe?: (chunk: Buffer) => void): Promise<number> {
-    const parts = await this.requireParts(id);
-    const last = parts.at(-1)!;
+    const { objects, chain } = await this.requireParts(id);
+    const last = chain.at(-1)!;
     const size = last.offset + last.size;
     if (size !== offset) throw new UploadOffsetError(id, offset, size);
     const { partSize } = this.store.options;
-    // A tail below partSize is rewritten with the new bytes in front of it.
-    let partOffset = last.size < partSize ? last.offset : size;
-    let buffered: Buffer[] = partOffset === last.offset && last.size > 0 ? [await this.download(last.key)] : [];
-    let bufferedBytes = partOffset === last.offset ? last.size : 0;
+    // A tail below partSize is rewritten (under a new name) with the new bytes in front of it.
+    const rewritesTail = last.size < partSize;
+    let partOffset = rewritesTail ? last.offset : size;
+    let buffered: Buffer[] = rewritesTail && last.size > 0 ? [await this.download(last.key)] : [];
+    let bufferedBytes = rewritesTail ? last.size : 0;
     let received = 0;
+    const written = new Set<string>();
+    const putPart = (body: Buffer): Promise<unknown> => {
+      const key = this.partKey(id, partOffset, body.length);
+      written.add(key);
+      return this.put(key, body);
+    };
     // One part upload in flight while the next is received; in order, so the stored parts are
     // always a prefix of what was sent (a crash leaves no gap, only bytes to truncate).
     let inFlight: Promise<unknown> = Promise.resolve();
@@ -285,7 +314,7 @@ class S3UploadStore implements UploadStore {
         while (bufferedBytes >= partSize) {
           const all = Buffer.concat(buffered, bufferedBytes);
           await inFlight;
-          inFlight = this.put(this.partKey(id, partOffset), all.subarray(0, partSize));
+          inFlight = putPart(all.subarray(0, partSize));
           inFlight.catch(() => undefined); // observed when awaited; never unhandled meanwhile
           partOffset += partSize;
           buffered = bufferedBytes > partSize ? [all.subarray(partSize)] : [];
@@ -293,44 +322,58 @@ class S3UploadStore implements UploadStore {
         }
       }
       await inFlight;
-      if (received > 0 && bufferedBytes > 0) await this.put(this.partKey(id, partOffset), Buffer.concat(buffered, bufferedBytes));
+      if (received > 0 && bufferedBytes > 0) await putPart(Buffer.concat(buffered, bufferedBytes));
     } finally {
       await inFlight.catch(() => undefined);
+    }
+    if (rewritesTail && received > 0) {
+      // The replaced tail (and anything a dead writer left at its offset) only now.
+      await this.deleteKeys(objects.filter((part) => part.offset === last.offset && !written.has(part.key)).map((part) => part.key));
     }
     return size + received;
   }
 
+  /**
+   * Keeps the chain up to `size`, the part crossing it replaced by a shorter one (written before
+   * anything is deleted), and deletes every other object of the session.
+   */
   async truncate(id: string, size: number): Promise<void> {
-    const prefix = this.sessionPrefix(id);
-    const all: Part[] = [];
-    for await (const object of this.store.listObjects(prefix)) {
-      const name = object.key.slice(prefix.length);
-      if (/^\d+$/.test(name)) all.push({ key: object.key, offset: Number(name), size: object.size, modifiedAt: object.modifiedAt });
+    const { objects, chain } = await this.requireParts(id);
+    const keep = new Set<string>();
+    for (const part of chain) {
+      if (part.offset + part.size <= size) {
+        keep.add(part.key);
+        if (part.offset + part.size === size) break;
+        continue;
+      }
+      const length = size - part.offset;
+      const exact = objects.find((other) => other.complete && other.offset === part.offset && other.size === length);
+      if (exact) keep.add(exact.key);
+      else {
+        const key = this.partKey(id, part.offset, length);
+        await this.put(key, (await this.download(part.key)).subarray(0, length));
+        keep.add(key);
+      }
+      break;
     }
-    if (all.length === 0) throw new UploadNotFoundError(id);
-    const crossing = all.find((part) => part.offset < size && part.offset + part.size > size);
-    if (crossing) await this.put(crossing.key, (await this.download(crossing.key)).subarray(0, size - crossing.offset));
-    const beyond = all.filter((part) => part.offset >= size && part.offset > 0);
-    await this.deleteKeys(beyond.map((part) => part.key));
-    const first = all.find((part) => part.offset === 0);
-    if (size === 0 && first && first.size > 0) await this.put(first.key, Buffer.alloc(0));
+    await this.deleteKeys(objects.filter((part) => !keep.has(part.key)).map((part) => part.key));
   }
 
   async size(id: string): Promise<number | null> {
     let parts;
     try {
-      parts = await this.parts(id);
+      parts = await this.sessionParts(id);
     } catch (error) {
       if (error instanceof UploadNotFoundError) return null;
       throw error;
     }
     if (!parts) return null;
-    const last = parts.at(-1)!;
+    const last = parts.chain.at(-1)!;
     return last.offset + last.size;
   }
 
   async read(id: string): Promise<Readable> {
-    const parts = await this.requireParts(id);
+    const parts = (await this.requireParts(id)).chain;
     const store = this.store;
     return Readable.from((async function* () {
       for (const part of parts) {
@@ -341,7 +384,7 @@ class S3UploadStore implements UploadStore {
   }
 
   async commit(id: string, digest: string): Promise<void> {
-    const parts = (await this.requireParts(id)).filter((part) => part.size > 0);
+    const parts = (await this.requireParts(id)).chain.filter((part) => part.size > 0);
     const key = this.store.blobKey(digest);
     // Content-addressed: a blob already there holds these very bytes.
     if (!(await this.store.head(key))) {
