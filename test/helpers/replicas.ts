@@ -5,12 +5,12 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { cleanEnv, killTree, repoRoot, slipwayBin, spawnTracked } from './commands.js';
 import type { TestS3Server } from './s3-server.js';
 import { sleep } from './registry-client.js';
 import { watchDataFolder } from './leak-guard.js';
+import { startNginxProxy, type NginxProxy } from './nginx-proxy.js';
 
 export const adminPassword = 'replicas-admin-pw-1234';
 export const basic = `Basic ${Buffer.from(`admin:${adminPassword}`).toString('base64')}`;
@@ -26,29 +26,7 @@ export interface Replica {
   exited: Promise<unknown>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
-
-export async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => { socket.destroy(); resolve(true); });
-      socket.on('error', () => resolve(false));
-    });
-    if (open) return;
-    if (Date.now() > deadline) throw new Error(`nothing listened on ${port} within ${timeoutMs} ms`);
-    await sleep(50);
-  }
-}
+export { freePort } from './nginx-proxy.js';
 
 /**
  * `slipway serve` with its own data folder; shared: db, bucket, master key. `extra` adds to (or
@@ -88,52 +66,17 @@ export async function startReplica(name: string, root: string, shared: ReplicaSh
   return { name, child, url, dataDir, output, exited };
 }
 
-export interface Nginx { url: string; stop(): Promise<void> }
+export type Nginx = NginxProxy;
 
-/** nginx in the foreground from a temp prefix: round robin over the replicas, bodies streamed. */
-export async function startNginx(root: string, upstreams: string[]): Promise<Nginx> {
-  const prefix = path.join(root, 'nginx');
-  await mkdir(path.join(prefix, 'logs'), { recursive: true });
-  const port = await freePort();
-  await writeFile(path.join(prefix, 'nginx.conf'), `
-worker_processes 1;
-error_log ${prefix}/logs/error.log warn;
-pid ${prefix}/nginx.pid;
-events { worker_connections 256; }
-http {
-  access_log ${prefix}/logs/access.log;
-  client_body_temp_path ${prefix}/body;
-  proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fastcgi;
-  uwsgi_temp_path ${prefix}/uwsgi;
-  scgi_temp_path ${prefix}/scgi;
-  upstream slipway { ${upstreams.map((u) => `server ${u} max_fails=1 fail_timeout=30s;`).join(' ')} }
-  server {
-    listen 127.0.0.1:${port};
-    client_max_body_size 0;
-    location / {
-      proxy_pass http://slipway;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_request_buffering off;
-      proxy_buffering off;
-      proxy_read_timeout 60s;
-    }
-  }
-}
-`);
-  const child = spawnTracked('nginx', ['-p', prefix, '-c', path.join(prefix, 'nginx.conf'), '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  await waitForPort(port, 10_000);
-  return {
-    url: `http://127.0.0.1:${port}`,
-    async stop() {
-      killTree(child, 'SIGTERM');
-      await Promise.race([exited, sleep(5000)]);
-      killTree(child);
-    },
-  };
+/**
+ * nginx in front of the replicas: round robin, bodies streamed both ways (blobs of any size),
+ * a replica that fails once skipped for 30 s (the kill -9 test), its log in `<root>/…/logs`.
+ */
+export function startNginx(root: string, upstreams: string[]): Promise<Nginx> {
+  return startNginxProxy({
+    upstreams, parentDir: root, workerConnections: 256, streamBodies: true, clientMaxBodySize: '0',
+    readTimeout: '60s', failover: { maxFails: 1, failTimeout: '30s' }, accessLog: true,
+  });
 }
 
 /** Stops a replica: SIGTERM, then SIGKILL after `graceMs`. */
