@@ -10,14 +10,19 @@
  * `--seconds`). Each row reports MB/s or req/s per peer, the two/one ratio, and the CPU seconds
  * of the Slipway replicas together (utime+stime from /proc).
  *
+ * Access control is on, as users run it, and every request carries credentials the way clients
+ * send them: each row once per `--auth` mode — `basic` (the admin's password on every request,
+ * as curl or a CI script does) and `bearer` (docker/skopeo: the 401's challenge names the token
+ * realm, one token fetched there with Basic, sent until shortly before it expires).
+ *
  *   node dist/bench/replicas.js --database postgres://… [--blob-mib 64] [--chunk-mib 8]
  *                               [--seconds 5] [--connections 16] [--repeat 1]
- *                               [--results bench/results-replicas.md]
+ *                               [--auth basic,bearer] [--results bench/results-replicas.md]
  * `--database` defaults to SLIPWAY_BENCH_POSTGRES_URL.
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,8 +30,9 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { cpuSeconds, freePort } from './host.js';
-import { expect, imageManifest, imageManifestType, pushChunked as pushInChunks, pushMonolithic as pushWhole, request as send, sha256, type RequestOptions, type Response } from './blob-http.js';
+import { expect, imageManifest, imageManifestType, pushChunked as pushInChunks, pushMonolithic as pushWhole, request as send, sha256, type RequestOptions, type Response, type Send } from './blob-http.js';
 import { startChild, startS3rver as startS3rverChild, stopChild, tempDir, waitFor } from './bench-processes.js';
+import { startNginxProxy, type NginxProxy } from '../test/helpers/nginx-proxy.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { values: flags } = parseArgs({
@@ -37,6 +43,7 @@ const { values: flags } = parseArgs({
     seconds: { type: 'string', default: '5' },
     connections: { type: 'string', default: '16' },
     repeat: { type: 'string', default: '1' },
+    auth: { type: 'string', default: 'basic,bearer' },
     results: { type: 'string', default: path.join(repoRoot, 'bench', 'results-replicas.md') },
   },
 });
@@ -45,7 +52,11 @@ const chunkBytes = Number(flags['chunk-mib']) * 1024 * 1024;
 const seconds = Number(flags.seconds);
 const connections = Number(flags.connections);
 const repeat = Number(flags.repeat);
+const credentialModes = flags.auth.split(',').map((mode) => mode.trim());
+for (const mode of credentialModes) if (mode !== 'basic' && mode !== 'bearer') throw new Error(`--auth takes basic and/or bearer, not ${mode}`);
 const repo = 'bench/replicas';
+const adminPassword = 'bench-admin-password';
+const basic = `Basic ${Buffer.from(`admin:${adminPassword}`).toString('base64')}`;
 const manifestType = imageManifestType;
 const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
 const request = (method: string, url: string, options: Omit<RequestOptions, 'agent'> = {}): Promise<Response> => send(method, url, { ...options, agent });
@@ -56,7 +67,7 @@ interface Peer {
   /** nginx in front of the replicas. */
   base: string;
   replicas: ChildProcess[];
-  nginx: ChildProcess;
+  nginx: NginxProxy;
   database: string;
 }
 
@@ -91,73 +102,90 @@ async function dropDatabases(): Promise<void> {
 }
 
 
-async function startReplica(dir: string, database: string, s3: string): Promise<{ child: ChildProcess; host: string }> {
+/** A replica of a peer: its own data folder; database, bucket and vault master key shared. */
+async function startReplica(dir: string, database: string, s3: string, masterKey: string): Promise<{ child: ChildProcess; host: string }> {
   const port = await freePort();
   const config = path.join(dir, 'slipway.yaml');
   const partSize = Math.max(5 * 1024 * 1024, chunkBytes);
-  writeFileSync(config, `log: {level: warn, requests: false}\nregistry: {gc: {interval: 0}}\nauth: {enabled: false}\nfunctions: {enabled: false}\n`
-    + `database: "${database}"\nstorage: {driver: s3, s3: {endpoint: "${s3}", bucket: bench, forcePathStyle: true, accessKeyId: S3RVER, secretAccessKey: S3RVER, partSize: ${partSize}}}\n`);
+  writeFileSync(config, `log: {level: warn, requests: false}\nregistry: {gc: {interval: 0}}\nauth: {enabled: true, adminPassword: ${adminPassword}}\nfunctions: {enabled: false}\n`
+    + `vault: {masterKey: "${masterKey}"}\ndatabase: "${database}"\n`
+    + `storage: {driver: s3, s3: {endpoint: "${s3}", bucket: bench, forcePathStyle: true, accessKeyId: S3RVER, secretAccessKey: S3RVER, partSize: ${partSize}}}\n`);
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('SLIPWAY_')));
   const child = startChild(process.execPath, [path.join(repoRoot, 'bin/slipway.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--config', config], env);
-  await waitFor(async () => (await request('GET', `http://127.0.0.1:${port}/v2/`)).status === 200, `replica on ${port}`, 60_000);
+  await waitFor(async () => (await request('GET', `http://127.0.0.1:${port}/v2/`, { headers: { Authorization: basic } })).status === 200, `replica on ${port}`, 60_000);
   return { child, host: `127.0.0.1:${port}` };
 }
 
-/** nginx in the foreground: round robin over `upstreams`, keep-alive to them, bodies streamed. */
-async function startNginx(upstreams: string[]): Promise<{ child: ChildProcess; base: string }> {
-  const prefix = tempDir('bench-nginx-');
-  mkdirSync(path.join(prefix, 'logs'));
-  const port = await freePort();
-  writeFileSync(path.join(prefix, 'nginx.conf'), `
-worker_processes 1;
-error_log ${prefix}/logs/error.log warn;
-pid ${prefix}/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/body;
-  proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fastcgi;
-  uwsgi_temp_path ${prefix}/uwsgi;
-  scgi_temp_path ${prefix}/scgi;
-  upstream slipway { ${upstreams.map((u) => `server ${u};`).join(' ')} keepalive 64; }
-  server {
-    listen 127.0.0.1:${port};
-    client_max_body_size 0;
-    location / {
-      proxy_pass http://slipway;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_request_buffering off;
-      proxy_buffering off;
-    }
-  }
-}
-`);
-  const child = startChild('nginx', ['-p', prefix, '-c', path.join(prefix, 'nginx.conf'), '-g', 'daemon off;']);
-  const base = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await request('GET', `${base}/v2/`)).status === 200, 'nginx', 60_000);
-  return { child, base };
+/** nginx in front of the replicas: round robin, keep-alive to them, bodies streamed both ways. */
+async function startNginx(upstreams: string[]): Promise<NginxProxy> {
+  const nginx = await startNginxProxy({
+    upstreams, workerConnections: 1024, upstreamKeepalive: 64, streamBodies: true, clientMaxBodySize: '0',
+    parentDir: tempDir('bench-nginx-'), spawn: (command, args) => startChild(command, args),
+  });
+  await waitFor(async () => (await request('GET', `${nginx.url}/v2/`, { headers: { Authorization: basic } })).status === 200, 'nginx', 60_000);
+  return nginx;
 }
 
 async function startPeer(name: string, count: number, s3: string): Promise<Peer> {
   const database = await createDatabase();
+  const masterKey = randomBytes(32).toString('hex');
   const replicas: Array<{ child: ChildProcess; host: string }> = [];
   // One after the other: the first applies the migrations.
-  for (let i = 0; i < count; i++) replicas.push(await startReplica(tempDir(`bench-replica-${i}-`), database, s3));
+  for (let i = 0; i < count; i++) replicas.push(await startReplica(tempDir(`bench-replica-${i}-`), database, s3, masterKey));
   const nginx = await startNginx(replicas.map((replica) => replica.host));
-  return { name, base: nginx.base, replicas: replicas.map((replica) => replica.child), nginx: nginx.child, database };
+  return { name, base: nginx.url, replicas: replicas.map((replica) => replica.child), nginx, database };
 }
 
 async function stop(peer: Peer): Promise<void> {
-  for (const child of [peer.nginx, ...peer.replicas]) await stopChild(child);
+  await peer.nginx.stop();
+  for (const child of peer.replicas) await stopChild(child);
+}
+
+// ---------------------------------------------------------------- credentials
+
+/** `request` with an Authorization header on every request. */
+function authorized(authorization: () => Promise<string>): Send {
+  return async (method, url, options = {}) => request(method, url, { ...options, headers: { ...options.headers, Authorization: await authorization() } });
+}
+
+/**
+ * A registry token as docker and skopeo get one: an anonymous GET /v2/, the realm and service
+ * of its `WWW-Authenticate: Bearer` challenge, Basic credentials there; the token is reused
+ * until 30 s before it expires (one fetch in flight at a time).
+ */
+async function bearerToken(base: string): Promise<() => Promise<string>> {
+  const challenge = expect(await request('GET', `${base}/v2/`), 401, 'anonymous GET /v2/');
+  const header = String(challenge.headers['www-authenticate'] ?? '');
+  const params = Object.fromEntries([...header.matchAll(/(\w+)="([^"]*)"/g)].map((match) => [match[1]!, match[2]!]));
+  if (!header.startsWith('Bearer ') || !params.realm) throw new Error(`no Bearer challenge from ${base}/v2/: ${header}`);
+  const realm = new URL(params.realm);
+  if (params.service) realm.searchParams.set('service', params.service);
+  realm.searchParams.set('scope', `repository:${repo}:pull,push`);
+  let token: Promise<string> | undefined;
+  let renewAt = 0;
+  const fetchToken = async () => {
+    const issued = JSON.parse(expect(await request('GET', realm.toString(), { headers: { Authorization: basic } }), 200, 'token').body.toString('utf8')) as { token: string; expires_in: number };
+    renewAt = Date.now() + Math.max(issued.expires_in - 30, 1) * 1000;
+    return `Bearer ${issued.token}`;
+  };
+  return () => {
+    if (!token || Date.now() >= renewAt) {
+      renewAt = Infinity; // until this fetch answers
+      token = fetchToken();
+    }
+    return token;
+  };
+}
+
+async function credentials(mode: string, peer: Peer): Promise<Send> {
+  if (mode === 'basic') return authorized(async () => basic);
+  return authorized(await bearerToken(peer.base));
 }
 
 // ---------------------------------------------------------------- the client (bench/blob-http.ts)
 
-const pushMonolithic = (peer: Peer, data: Buffer) => pushWhole(request, peer.base, repo, data);
-const pushChunked = (peer: Peer, data: Buffer) => pushInChunks(request, peer.base, repo, data, chunkBytes);
+const pushMonolithic = (send: Send, peer: Peer, data: Buffer) => pushWhole(send, peer.base, repo, data);
+const pushChunked = (send: Send, peer: Peer, data: Buffer) => pushInChunks(send, peer.base, repo, data, chunkBytes);
 
 // ---------------------------------------------------------------- rows
 
@@ -205,8 +233,11 @@ const manifest = imageManifest;
 
 interface Row { label: string; unit: 'MB/s' | 'req/s'; cells: Map<string, Cell> }
 
-async function benchPeer(peer: Peer, blobs: Buffer[], rows: Row[]): Promise<void> {
+/** The rows against one peer, every request with `mode`'s credentials. */
+async function benchPeer(peer: Peer, mode: string, blobs: Buffer[], rows: Row[]): Promise<void> {
+  const call = await credentials(mode, peer);
   const row = (label: string, unit: Row['unit']) => {
+    label = `${mode === 'basic' ? 'Basic' : 'Bearer'} · ${label}`;
     let found = rows.find((r) => r.label === label);
     if (!found) rows.push(found = { label, unit, cells: new Map() });
     return found;
@@ -214,26 +245,26 @@ async function benchPeer(peer: Peer, blobs: Buffer[], rows: Row[]): Promise<void
   const mib = `${flags['blob-mib']} MiB × ${blobs.length} clients`;
   // A fresh blob per push: content-addressed stores skip a blob they already hold.
   const fresh = (client: number) => { blobs[client]!.writeUInt32BE(Math.floor(Math.random() * 2 ** 32), 0); return blobs[client]!; };
-  row(`blob push, monolithic ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, blobBytes, (client) => pushMonolithic(peer, fresh(client))));
-  row(`blob push, chunked (${flags['chunk-mib']} MiB PATCHes) ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, blobBytes, (client) => pushChunked(peer, fresh(client))));
+  row(`blob push, monolithic ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, blobBytes, (client) => pushMonolithic(call, peer, fresh(client))));
+  row(`blob push, chunked (${flags['chunk-mib']} MiB PATCHes) ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, blobBytes, (client) => pushChunked(call, peer, fresh(client))));
   const digests = blobs.map((blob) => sha256(blob));
   row(`blob pull ${mib}`, 'MB/s').cells.set(peer.name, await throughput(peer, blobBytes, async (client) => {
-    const pulled = expect(await request('GET', `${peer.base}/v2/${repo}/blobs/${digests[client]}`, { discard: true }), 200, 'GET blob');
+    const pulled = expect(await call('GET', `${peer.base}/v2/${repo}/blobs/${digests[client]}`, { discard: true }), 200, 'GET blob');
     if (pulled.bytes !== blobBytes) throw new Error('short pull');
   }));
   const config = Buffer.from('{"architecture":"amd64","os":"linux"}');
   const layer = Buffer.alloc(4096, 7);
-  await pushMonolithic(peer, config);
-  await pushMonolithic(peer, layer);
+  await pushMonolithic(call, peer, config);
+  await pushMonolithic(call, peer, layer);
   const refs = { config: { digest: sha256(config), size: config.length }, layer: { digest: sha256(layer), size: layer.length } };
   row(`manifest PUT (${connections} clients)`, 'req/s').cells.set(peer.name, await rate(peer, async (index) => {
     const body = manifest(refs.config, refs.layer, index);
-    expect(await request('PUT', `${peer.base}/v2/${repo}/manifests/t${index % 50}`, { headers: { 'Content-Type': manifestType, 'Content-Length': body.length }, body: [body] }), 201, 'manifest PUT');
+    expect(await call('PUT', `${peer.base}/v2/${repo}/manifests/t${index % 50}`, { headers: { 'Content-Type': manifestType, 'Content-Length': body.length }, body: [body] }), 201, 'manifest PUT');
   }));
   const body = manifest(refs.config, refs.layer, -1);
-  expect(await request('PUT', `${peer.base}/v2/${repo}/manifests/${sha256(body)}`, { headers: { 'Content-Type': manifestType, 'Content-Length': body.length }, body: [body] }), 201, 'manifest PUT');
+  expect(await call('PUT', `${peer.base}/v2/${repo}/manifests/${sha256(body)}`, { headers: { 'Content-Type': manifestType, 'Content-Length': body.length }, body: [body] }), 201, 'manifest PUT');
   row(`manifest GET by digest (${connections} clients)`, 'req/s').cells.set(peer.name, await rate(peer, async () => {
-    expect(await request('GET', `${peer.base}/v2/${repo}/manifests/${sha256(body)}`, { headers: { Accept: manifestType }, discard: true }), 200, 'manifest GET');
+    expect(await call('GET', `${peer.base}/v2/${repo}/manifests/${sha256(body)}`, { headers: { Accept: manifestType }, discard: true }), 200, 'manifest GET');
   }));
 }
 
@@ -261,7 +292,7 @@ async function main(): Promise<void> {
       process.stderr.write(`bench: ${name}\n`);
       const peer = await startPeer(name, count, s3.endpoint);
       try {
-        await benchPeer(peer, blobs, rows);
+        for (const mode of credentialModes) await benchPeer(peer, mode, blobs, rows);
       } finally {
         await stop(peer);
       }
@@ -274,7 +305,7 @@ async function main(): Promise<void> {
   const lines = [
     '# Replicas benchmark: one Slipway replica vs two, behind nginx, on PostgreSQL and S3 (s3rver)',
     '',
-    `${new Date().toISOString()} · ${os.cpus().length} cores · node ${process.version} · blob ${flags['blob-mib']} MiB, chunks ${flags['chunk-mib']} MiB, ${parallel} parallel transfers, ${repeat} run(s) (median) · request rows ${seconds} s, ${connections} clients · MB = 10^6 bytes · CPU = utime+stime of all replicas`,
+    `${new Date().toISOString()} · ${os.cpus().length} cores · node ${process.version} · blob ${flags['blob-mib']} MiB, chunks ${flags['chunk-mib']} MiB, ${parallel} parallel transfers, ${repeat} run(s) (median) · request rows ${seconds} s, ${connections} clients · access control on, credentials on every request: Basic = the admin's password, Bearer = a registry token from the realm of the 401 challenge · MB = 10^6 bytes · CPU = utime+stime of all replicas`,
     '',
     '| row | one replica | two replicas | two/one | CPU one | CPU two |',
     '|---|---|---|---|---|---|',
