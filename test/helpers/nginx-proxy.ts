@@ -62,7 +62,8 @@ export interface NginxProxy {
 }
 
 // A master killed -9 leaves its workers serving: on exit, whatever was not stopped is killed
-// by pid, workers included (known from the start, as they outlive a master killed first).
+// by pid, workers included (known from the start, as they outlive a master killed first), and
+// its prefix removed.
 const running = new Set<() => void>();
 process.on('exit', () => { for (const kill of running) kill(); });
 
@@ -135,7 +136,11 @@ export async function startNginxProxy(options: NginxProxyOptions): Promise<Nginx
     if (master !== undefined) for (const pid of childrenOf(master)) known.add(pid);
     return master === undefined || !live() ? [] : [master, ...childrenOf(master)];
   };
-  const killAll = () => { pids(); killPids([...known].filter((pid) => pid !== master || live())); };
+  const killAll = () => {
+    pids();
+    killPids([...known].filter((pid) => pid !== master || live()));
+    rmSync(prefix, { recursive: true, force: true });
+  };
   running.add(killAll);
 
   let stopped = false;
