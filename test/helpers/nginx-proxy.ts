@@ -43,6 +43,8 @@ export interface NginxProxyOptions {
   failover?: { maxFails: number; failTimeout: string };
   /** `proxy_set_header` lines; default `{ Host: '$http_host' }` (the client's host and port). */
   headers?: Record<string, string>;
+  /** Answer every request with 200 and this text instead of proxying (a floor to compare with; `upstreams` may be empty). */
+  answer?: string;
   /** Write logs/access.log in the prefix; default off (no logging cost). */
   accessLog?: boolean;
   spawn?: Spawner;
@@ -79,7 +81,7 @@ export function nginxConfig(prefix: string, port: number, options: NginxProxyOpt
   const servers = options.upstreams.map((upstream) => `server ${upstream}${failover};`);
   if (options.upstreamKeepalive) servers.push(`keepalive ${options.upstreamKeepalive};`);
   const headers = Object.entries(options.headers ?? { Host: '$http_host' }).map(([name, value]) => `proxy_set_header ${name} ${value};`);
-  const location = [
+  const location = options.answer !== undefined ? ['default_type text/plain;', `return 200 ${JSON.stringify(options.answer)};`] : [
     'proxy_pass http://upstreams;',
     // HTTP/1.1 without `Connection: close`: what upstream keep-alive needs.
     'proxy_http_version 1.1;',
@@ -102,7 +104,7 @@ http {
   fastcgi_temp_path ${prefix}/fastcgi;
   uwsgi_temp_path ${prefix}/uwsgi;
   scgi_temp_path ${prefix}/scgi;
-  upstream upstreams { ${servers.join(' ')} }
+  ${servers.length > 0 ? `upstream upstreams { ${servers.join(' ')} }` : ''}
   server {
     listen 127.0.0.1:${port};${options.clientMaxBodySize !== undefined ? `\n    client_max_body_size ${options.clientMaxBodySize};` : ''}
     location / {
