@@ -175,6 +175,37 @@ class S3ObjectArea implements ObjectArea {
     await this.store.client.send(new PutObjectCommand({ Bucket: this.store.bucket, Key: this.key(key), Body: body, ContentLength: body.length }));
   }
 
+  /**
+   * One PUT for bodies below `partSize`, else a multipart upload (parts of `partSize`, two in
+   * flight): S3 shows the object only when the upload completes, so a failed source leaves
+   * none (an aborted multipart upload's parts are never listed as objects).
+   */
+  async putStream(key: string, source: Readable): Promise<void> {
+    let sourceError: unknown;
+    source.once('error', (error) => { sourceError ??= error; });
+    const upload = new Upload({
+      client: this.store.client,
+      params: { Bucket: this.store.bucket, Key: this.key(key), Body: source },
+      partSize: this.store.options.partSize,
+      queueSize: 2,
+    });
+    try {
+      await upload.done();
+    } catch (error) {
+      // The source's own failure, not what aborting the multipart upload answered (servers without AbortMultipartUpload).
+      throw sourceError ?? error;
+    }
+  }
+
+  async getStream(key: string): Promise<Readable | null> {
+    try {
+      return await this.store.getObject(this.key(key));
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw error;
+    }
+  }
+
   async get(key: string): Promise<Buffer | null> {
     try {
       const chunks: Buffer[] = [];
