@@ -7,6 +7,7 @@
  *   │   ├── sha256/abcdef0123…          verified, immutable content, named by its digest
  *   │   └── sha512/…
  *   ├── objects/                      named objects (ObjectArea), e.g. objects/logs/builds/<id>/<chunk>
+ *   │                                 and objects/build-contexts/<build id>.tar (streamed: putStream)
  *   └── uploads/
  *       └── <upload id>/
  *           ├── 0000000000000000-0000000008388608   bytes 0 … partSize-1 (sealed)
