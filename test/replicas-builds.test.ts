@@ -219,7 +219,7 @@ steps:
         for await (const object of objectsView.objects.list('build-contexts/')) keys.push(object.key);
         return keys.sort();
       };
-      assert.deepEqual(await contextObjects(), [`build-contexts/${gitBuild.id}.dockerfile`, `build-contexts/${uploadBuild.id}.tar`]);
+      assert.deepEqual(await contextObjects(), [`build-contexts/${gitBuild.id}.dockerfile`, `build-contexts/${uploadBuild.id}.tar`].sort());
       const aContexts = await readdir(path.join(a.dataDir, 'builds', 'contexts')).catch(() => [] as string[]);
       assert.deepEqual(aContexts.filter((name) => name.startsWith(uploadBuild.id) || name.startsWith(gitBuild.id)), []);
       assert.equal((await waitForBuild(`${a.url}/api/v1/namespaces/team/builds/${uploadBuild.id}`, () => true, 1000)).status, 'queued', 'A\'s only worker is busy');
