@@ -25,6 +25,7 @@ import { buildDrivers } from './builds/drivers.js';
 import { FsLogStore, type LogStore } from './logs/log-store.js';
 import { ChunkedLogStore } from './logs/chunked-log-store.js';
 import { BuildService } from './builds/service.js';
+import { createLocalContextStore, createSharedContextStore, type BuildContextStore } from './builds/context-store.js';
 import { JobQueue } from './db/job-queue.js';
 import { JobWorker } from './db/job-worker.js';
 import { Lease } from './db/lease.js';
@@ -214,6 +215,15 @@ function logObjects(registry: Registry) {
   return objects;
 }
 
+/** Uploaded build contexts: the local folder (storage fs, one server), or shared through the object storage every replica reads (s3). */
+function openContextStore(config: Config, registry: Registry, workDir: string): BuildContextStore {
+  const options = { workDir, maxContextBytes: config.builds.maxContextBytes };
+  if (config.storage.driver !== 's3') return createLocalContextStore(options);
+  const objects = registry.store.objects;
+  if (!objects) throw new Error('storage.driver s3: the storage driver has no object area for build contexts');
+  return createSharedContextStore(options, objects);
+}
+
 /** Builds: the durable queue (recovered first: nothing stays "running" after a crash), buildah, logs. */
 /** The BuildDriver `builds.driver` selects, with its settings; builds and pipeline stages share it. */
 function configuredBuildDriver(config: Config) {
@@ -231,6 +241,7 @@ async function openBuilds(config: Config, registry: Registry, auth: AuthParts | 
     logs: openLogStore(config, registry, 'builds'),
     registry: { uploads: registry.uploads, manifests: registry.manifests, reads: registry.reads },
     config: config.builds, workDir, registryHost, access: auth?.access, registries: auth?.registries, secrets: auth?.secrets,
+    contexts: openContextStore(config, registry, workDir),
     onBuildFinished: (outcome, runSeconds, waitSeconds) => metrics.buildFinished(outcome, runSeconds, waitSeconds),
   });
   await service.reconcile();

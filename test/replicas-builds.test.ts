@@ -6,18 +6,29 @@
  *     replica's worker comes first, and its log is followed live from B to its end;
  *   - a pipeline run queued through B is claimed by either, and its live log, followed from both
  *     replicas while the step still prints, arrives line by line on each (the step prints its
- *     ancestors' pids, which name the replica that runs it).
+ *     ancestors' pids, which name the replica that runs it);
+ *   - image builds with uploaded inputs (a context tar.gz; a git build's own Dockerfile) received
+ *     by A are run by B: B is stopped while A's only build worker takes a build that hangs in its
+ *     clone (a git server that never answers), the uploads are then posted to A, and B, started
+ *     again, is the only free worker. B fetches the inputs from the bucket, builds and pushes;
+ *     afterwards no folder or object of them is left.
  * Needs PostgreSQL (SLIPWAY_TEST_POSTGRES_URL), buildah and git.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmod } from 'node:fs/promises';
+import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
+import { gunzipSync } from 'node:zlib';
+import { create as packTar, Parser } from 'tar';
+import { createS3BlobStore } from '../src/storage/s3-blob-store.js';
 import { killAllChildren } from './helpers/commands.js';
 import { dialects, tempDir } from './helpers/dialects.js';
 import { buildWork, type BuildWork } from './helpers/function-images.js';
 import { makeRepository } from './helpers/git-repository.js';
-import { call, show } from './helpers/registry-client.js';
+import { call, show, sleep } from './helpers/registry-client.js';
 import { basic, freePort, startNginx, startReplica, stopReplica, type Nginx, type Replica } from './helpers/replicas.js';
 import { startS3Server } from './helpers/s3-server.js';
 
@@ -52,14 +63,34 @@ async function followLog(url: string, timeoutMs: number): Promise<{ lines: Array
   throw new Error(`the log ended without an end event after ${lines.length} lines`);
 }
 
+/** Paths in a (gzipped) layer blob. */
+function layerPaths(gzipped: Buffer): string[] {
+  const paths: string[] = [];
+  const parser = new Parser({ onReadEntry: (entry) => { paths.push(entry.path); entry.resume(); } });
+  parser.end(gunzipSync(gzipped));
+  return paths;
+}
+
+/** Polls a build until `until` holds (or the time is up). */
+async function waitForBuild(url: string, until: (build: { status: string }) => boolean, timeoutMs: number): Promise<{ status: string; errorMessage?: string; digest?: string }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const fetched = await call(url, { headers: { authorization: basic } });
+    const build = JSON.parse(fetched.body.toString('utf8')) as { status: string };
+    if (until(build)) return build;
+    if (Date.now() > deadline) throw new Error(`build at ${url} is still ${build.status} after ${timeoutMs} ms`);
+    await sleep(200);
+  }
+}
+
 /** Which replica's process tree a set of log lines names (`ancestor <pid>` lines). */
 function runner(lines: Array<{ text: string }>, replicas: Replica[]): Replica | undefined {
   const pids = new Set(lines.flatMap((line) => /ancestor (\d+)/.exec(line.text)?.[1] ?? []).map(Number));
   return replicas.find((replica) => pids.has(replica.child.pid!));
 }
 
-describe('builds and pipeline runs on two replicas', { timeout: 400_000, skip: postgres ? false : 'needs SLIPWAY_TEST_POSTGRES_URL' }, () => {
-  test('queued through one replica, claimed by whichever, the live log followed from the other', { timeout: 380_000 }, async () => {
+describe('builds and pipeline runs on two replicas', { timeout: 640_000, skip: postgres ? false : 'needs SLIPWAY_TEST_POSTGRES_URL' }, () => {
+  test('queued through one replica, claimed by whichever, the live log followed from the other', { timeout: 620_000 }, async () => {
     const work = await tempDir('slipway-replicas-builds-');
     const database = await postgres!.create();
     const s3 = await startS3Server();
@@ -67,6 +98,9 @@ describe('builds and pipeline runs on two replicas', { timeout: 400_000, skip: p
     const replicas: Replica[] = [];
     const buildah: BuildWork[] = [];
     let nginx: Nginx | undefined;
+    let hangingGit: net.Server | undefined;
+    const held = new Set<net.Socket>();
+    const objectsView = createS3BlobStore(s3.config('replicas/'));
     const figures: Record<string, unknown> = {};
     try {
       buildah.push(await buildWork(), await buildWork());
@@ -75,11 +109,13 @@ describe('builds and pipeline runs on two replicas', { timeout: 400_000, skip: p
       const ports = [await freePort(), await freePort()];
       nginx = await startNginx(work.path, ports.map((port) => `127.0.0.1:${port}`));
       const registryHost = new URL(nginx.url).host;
-      replicas.push(...await Promise.all(['a', 'b'].map((name, i) => startReplica(name, work.path, shared, {
+      // One build at a time on each (the default, said here because the uploads part relies on it).
+      const settings = (i: number) => ({
         listen: `127.0.0.1:${ports[i]}`, log: { level: 'info' }, logs: { driver: 'blobstore' },
-        builds: { ...buildah[i]!.builds, registryHost, insecureRegistries: [registryHost] },
+        builds: { ...buildah[i]!.builds, registryHost, insecureRegistries: [registryHost], concurrency: 1 },
         pipelines: { concurrency: 1, shellUid, shellGid: shellUid },
-      }))));
+      });
+      replicas.push(...await Promise.all(['a', 'b'].map((name, i) => startReplica(name, work.path, shared, settings(i)))));
       const [a, b] = replicas as [Replica, Replica];
       assert.equal((await call(`${a.url}/api/v1/namespaces`, { method: 'POST', headers: json, body: JSON.stringify({ name: 'team' }) })).status, 201);
       const repo = await makeRepository(work.path);
@@ -147,10 +183,86 @@ steps:
         const timeline = runLog.lines.map((line) => `+${line.at - runLog.lines[0]!.at} ${line.text}`).join('\n');
         assert.ok(spread >= 2500, `${replicas[i]!.name} (the run is on ${ranOn.name}) got the ticks as they were printed (${spread} ms apart):\n${timeline}`);
       }
+      // ---- uploaded inputs received by A, built by B ----
+      await stopReplica(b);
+      // A git server that takes the connection and never answers: the clone waits (until cancelled).
+      hangingGit = net.createServer((socket) => { held.add(socket); socket.on('close', () => held.delete(socket)); });
+      await new Promise<void>((resolve) => hangingGit!.listen(0, '127.0.0.1', resolve));
+      const hangingUrl = `http://127.0.0.1:${(hangingGit.address() as net.AddressInfo).port}/blocker.git`;
+      const blockerForm = new FormData();
+      for (const [key, value] of Object.entries({ component: 'blocker', branch: 'main', architecture: 'linux/amd64', gitUrl: hangingUrl })) blockerForm.set(key, value);
+      const blocker = await (await fetch(`${a.url}/api/v1/namespaces/team/images`, { method: 'POST', body: blockerForm, headers: { authorization: basic } })).json() as { id: string };
+      await waitForBuild(`${a.url}/api/v1/namespaces/team/builds/${blocker.id}`, (one) => one.status === 'running', 60_000);
+
+      const contextDir = path.join(work.path, 'upload-context');
+      await mkdir(path.join(contextDir, 'docs'), { recursive: true });
+      await writeFile(path.join(contextDir, 'greeting.txt'), 'uploaded to A, built on B\n');
+      await writeFile(path.join(contextDir, 'docs', 'notes.md'), '# notes\n');
+      const contextTgz = Buffer.concat(await Readable.from(packTar({ cwd: contextDir, gzip: true, portable: true }, ['greeting.txt', 'docs'])).toArray() as Buffer[]);
+      const uploadForm = new FormData();
+      for (const [key, value] of Object.entries({ component: 'ctx', branch: 'main', architecture: 'linux/amd64', tag: 'v1' })) uploadForm.set(key, value);
+      uploadForm.set('dockerfile', new Blob(['FROM scratch\nCOPY greeting.txt /ctx/greeting.txt\nCOPY docs /ctx/docs\n']), 'Dockerfile');
+      uploadForm.set('context', new Blob([contextTgz]), 'context.tar.gz');
+      const uploaded = await fetch(`${a.url}/api/v1/namespaces/team/images`, { method: 'POST', body: uploadForm, headers: { authorization: basic } });
+      const uploadBuild = await uploaded.json() as { id: string; status: string };
+      assert.equal(uploaded.status, 202, JSON.stringify(uploadBuild));
+      // A git build whose Dockerfile is uploaded beside it (the repository's own one is different).
+      const gitForm = new FormData();
+      for (const [key, value] of Object.entries({ component: 'gitdf', branch: 'main', architecture: 'linux/amd64', tag: 'v1', gitUrl: repo.url })) gitForm.set(key, value);
+      gitForm.set('dockerfile', new Blob(['FROM scratch\nCOPY hello.txt /uploaded-dockerfile/hello.txt\n']), 'Dockerfile');
+      const gitQueued = await fetch(`${a.url}/api/v1/namespaces/team/images`, { method: 'POST', body: gitForm, headers: { authorization: basic } });
+      const gitBuild = await gitQueued.json() as { id: string; status: string };
+      assert.equal(gitQueued.status, 202, JSON.stringify(gitBuild));
+      // Durable in the bucket before the 202, and not kept on A (whose copy nobody would remove).
+      const contextObjects = async () => {
+        const keys: string[] = [];
+        for await (const object of objectsView.objects.list('build-contexts/')) keys.push(object.key);
+        return keys.sort();
+      };
+      assert.deepEqual(await contextObjects(), [`build-contexts/${gitBuild.id}.dockerfile`, `build-contexts/${uploadBuild.id}.tar`].sort());
+      const aContexts = await readdir(path.join(a.dataDir, 'builds', 'contexts')).catch(() => [] as string[]);
+      assert.deepEqual(aContexts.filter((name) => name.startsWith(uploadBuild.id) || name.startsWith(gitBuild.id)), []);
+      assert.equal((await waitForBuild(`${a.url}/api/v1/namespaces/team/builds/${uploadBuild.id}`, () => true, 1000)).status, 'queued', 'A\'s only worker is busy');
+
+      const b2 = await startReplica('b', work.path, shared, settings(1));
+      replicas[1] = b2;
+      for (const [name, queuedBuild, repository, expected] of [
+        ['upload', uploadBuild, 'team/ctx-main-image', ['ctx/greeting.txt', 'ctx/docs/notes.md']],
+        ['git with an uploaded Dockerfile', gitBuild, 'team/gitdf-main-image', ['uploaded-dockerfile/hello.txt']],
+      ] as const) {
+        const log = await followLog(`${b2.url}/api/v1/namespaces/team/builds/${queuedBuild.id}/logs?follow=true`, 240_000);
+        assert.equal(log.end.status, 'succeeded', `${name}: ${JSON.stringify(log.end)}\n${log.lines.map((l) => l.text).join('\n').slice(-3000)}`);
+        const manifest = await call(`${b2.url}/v2/${repository}/manifests/v1`, {
+          headers: { authorization: basic, accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' },
+        });
+        assert.equal(manifest.status, 200, show(manifest));
+        assert.equal(manifest.headers.get('docker-content-digest'), log.end.digest, `${name}: the pushed image is the build's`);
+        const layers = (JSON.parse(manifest.body.toString('utf8')) as { layers: Array<{ digest: string }> }).layers;
+        const paths = [];
+        for (const layer of layers) {
+          const blob = await call(`${b2.url}/v2/${repository}/blobs/${layer.digest}`, { headers: { authorization: basic } });
+          assert.equal(blob.status, 200, show(blob));
+          paths.push(...layerPaths(blob.body));
+        }
+        for (const file of expected) assert.ok(paths.some((entry) => entry.replace(/^\.?\//, '') === file), `${name}: ${file} is in the image (${paths.join(', ')})`);
+      }
+      // Built while A's worker still waited on its clone: B ran both.
+      assert.equal((await waitForBuild(`${a.url}/api/v1/namespaces/team/builds/${blocker.id}`, () => true, 1000)).status, 'running');
+      assert.deepEqual(await contextObjects(), [], 'the ended builds\' objects are removed');
+      const bContexts = await readdir(path.join(b2.dataDir, 'builds', 'contexts')).catch(() => [] as string[]);
+      assert.deepEqual(bContexts, [], 'and so are the working copies on B');
+      assert.equal((await call(`${a.url}/api/v1/namespaces/team/builds/${blocker.id}/cancel`, { method: 'POST', headers: { authorization: basic } })).status, 200);
+      assert.equal((await waitForBuild(`${a.url}/api/v1/namespaces/team/builds/${blocker.id}`, (one) => !['queued', 'running'].includes(one.status), 60_000)).status, 'cancelled');
+      for (const socket of held) socket.destroy();
+      figures.uploadsBuiltBy = 'b';
+
       process.stdout.write(`# replica builds figures: ${JSON.stringify(figures)}\n`);
     } finally {
       for (const replica of replicas) await stopReplica(replica);
       await nginx?.stop();
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => (hangingGit ? hangingGit.close(resolve) : resolve(undefined)));
+      await objectsView.close();
       for (const one of buildah) await one.cleanup();
       await s3.close();
       await database.drop();

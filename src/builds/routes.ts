@@ -7,7 +7,7 @@
  * caller's credentials; the optional `linux_username` and `github_username` headers are
  * recorded on the build. Responses carry `status`, and `errorMessage` on failure.
  */
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -19,6 +19,7 @@ import { ApiError } from '../http/errors.js';
 import { parseBody, parseQuery } from '../http/validation.js';
 import type { BlobService } from '../registry/blob-service.js';
 import { buildSettingsBody, componentBody, componentQuery, imageForm, latestImageQuery, listBuildsQuery } from './api.js';
+import { maxDockerfileBytes } from './context-store.js';
 import { extractTarball } from './context-tarball.js';
 import { BuildInputError, type BuildService, type BuildView, type Requester } from './service.js';
 
@@ -30,7 +31,6 @@ export interface BuildRoutesOptions {
   maxContextBytes: number;
 }
 
-const maxDockerfileBytes = 1024 * 1024;
 const uploadedDockerfile = '.slipway.Dockerfile';
 
 /**
@@ -80,10 +80,10 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
     const requester = await caller(request, 'contributor');
     if (!request.isMultipart()) throw new BuildInputError('send multipart/form-data with the file "dockerfile", optionally the file "context" (tar.gz) and the fields component, branch, architecture, tag, buildArgs');
     const id = builds.newBuildId();
-    const root = builds.contextDir(id);
-    const contextDir = root;
+    const contextDir = builds.contextDir(id);
     await mkdir(contextDir, { recursive: true });
     let currentFile: NodeJS.ReadableStream | undefined;
+    let submitted = false;
     try {
       const fields: Record<string, string> = {};
       let dockerfile: Buffer | undefined;
@@ -123,14 +123,15 @@ export async function buildRoutes(app: FastifyInstance, options: BuildRoutesOpti
         git: gitUrl ? { url: gitUrl, ref: gitRef, commit: gitCommit } : undefined,
         secrets: secrets ? secrets.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
       }, requester);
+      // Queued: its inputs now belong to the build (removed when it ends), whatever happens to this request.
+      submitted = true;
       return finish(request, reply, build);
     } catch (error) {
       // The rest of the upload is not wanted: let it drain and close the connection after the
       // answer, so the request ends (an unread body would keep it, and shutdown, waiting).
       currentFile?.resume();
       reply.header('Connection', 'close');
-      await rm(root, { recursive: true, force: true });
-      await rm(`${root}.dockerfile`, { force: true });
+      if (!submitted) await builds.discardContext(id);
       throw error;
     }
   });

@@ -9,7 +9,7 @@
  */
 import { SlipwayError } from '../http/error-catalog.js';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, realpath, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AccessService, Principal } from '../auth/access.js';
 import type { Config } from '../config/config.js';
@@ -24,6 +24,7 @@ import { RegistryError } from '../registry/errors.js';
 import type { ManifestService } from '../registry/manifest-service.js';
 import type { UploadService } from '../registry/upload-service.js';
 import type { BuildDriver } from './build-driver.js';
+import type { BuildContextStore } from './context-store.js';
 import { resolveBaseImages, registryHostOfImage } from './base-resolution.js';
 import { formatBuildSpecWarning, readBuildSpec } from './build-spec.js';
 import { findBuildSpec } from './build-spec-file.js';
@@ -94,8 +95,10 @@ export interface BuildServiceDeps {
   /** `reads`: the registry's read path with pull-through, so `FROM <proxy ns>/…` resolves here (fetched on first use). */
   registry: { uploads: UploadService; manifests: ManifestService; reads?: Pick<ContentReader, 'manifest'> };
   config: Config['builds'];
-  /** Folder for build contexts and work trees (`<dataDir>/builds`). */
+  /** Folder for work trees (`<dataDir>/builds`). */
   workDir: string;
+  /** Where uploaded contexts wait for their worker (local folder, or shared with other replicas). */
+  contexts: BuildContextStore;
   /** `host:port` of Slipway's registry as builds and clients reach it. */
   registryHost: () => string;
   /** Present when access control is on: builds push with a short-lived key of the requester. */
@@ -122,9 +125,14 @@ export class BuildService {
     return found;
   }
 
-  /** Where an image build's uploaded context waits for its worker (kept across restarts). */
+  /** The local folder the route puts an image build's upload into (see context-store.ts). */
   contextDir(buildId: string): string {
-    return path.join(this.deps.workDir, 'contexts', buildId);
+    return this.deps.contexts.dir(buildId);
+  }
+
+  /** Drops the uploaded inputs of a build that was not queued after all (the route failed). */
+  discardContext(buildId: string): Promise<void> {
+    return this.deps.contexts.remove(buildId);
   }
 
   newBuildId(): string {
@@ -151,6 +159,8 @@ export class BuildService {
     }
     await this.pushable(repository);
     const imageName = `${this.deps.registryHost()}/${repository}:${input.tag ?? 'latest'}`;
+    // Durable before it is queued: any replica's worker may claim the build.
+    await this.deps.contexts.publish(id);
     return this.record(namespace, id, 'image', {
       component: input.component, branch: input.branch, tag: input.tag ?? 'latest', architecture: input.architecture,
       source: input.git
@@ -271,8 +281,8 @@ export class BuildService {
   async cancel(namespace: string, id: string, actor?: string): Promise<BuildView> {
     const build = await this.get(namespace, id);
     if (terminal.has(build.status)) return build;
-    await this.deps.queue.cancel(id);
-    // A queued build is cancelled at once; a running one when its worker sees the request.
+    // A queued build is cancelled at once (no worker will see its inputs); a running one when its worker sees the request.
+    if ((await this.deps.queue.cancel(id)) === 'cancelled' && build.kind === 'image') await this.deps.contexts.remove(id);
     await this.deps.db.write((trx) => trx.updateTable('builds').set({ status: 'cancelled', finished_at: Date.now(), error_message: `cancelled${actor ? ` by ${actor}` : ''}` })
       .where('id', '=', id).where('status', '=', 'queued').execute());
     this.notify(id);
@@ -319,6 +329,7 @@ export class BuildService {
 
   /** Builds left queued/running by a crash get the state their job ended in. */
   async reconcile(): Promise<void> {
+    await this.deps.contexts.recover();
     const open = await this.deps.db.kysely.selectFrom('builds').select(['id', 'job_id']).where('status', 'in', ['queued', 'running']).execute();
     const jobs = new Map((await this.deps.queue.getMany(open.map((b) => b.job_id))).map((job) => [job.id, job]));
     for (const build of open) {
@@ -360,15 +371,16 @@ export class BuildService {
         const contextDir = this.contextDir(row.id);
         if (source.type === 'git') {
           // The uploaded Dockerfile (if any) waits beside the context; the clone needs an empty folder.
-          const uploaded = await readFile(`${contextDir}.dockerfile`).catch(() => undefined);
+          const uploaded = await this.deps.contexts.uploadedDockerfile(row.id);
           await rm(contextDir, { recursive: true, force: true });
           const cloneStarted = Date.now();
           const cloned = await cloneRepository({ url: source.url!, ref: source.ref, commit: source.commit, destDir: contextDir, credentials: await this.gitCredentials(row.namespace, source.url!), signal }, log);
           phases.clone = Date.now() - cloneStarted;
           log(`cloned ${source.url} at ${cloned.ref} (${cloned.commit})`);
           if (uploaded) await writeFile(path.join(contextDir, source.dockerfile!), uploaded);
+        } else {
+          await this.deps.contexts.prepare(row.id);
         }
-        await stat(contextDir).catch(() => { throw new Error('the uploaded build context is gone (it is removed once a build ends)'); });
         const started = Date.now();
         const dockerfilePath = path.join(contextDir, source.dockerfile ?? 'Dockerfile');
         const resolved = await resolveBaseImages(await readFile(dockerfilePath, 'utf8'), this.deps.registryHost(), (repository, reference) => this.existsHere(repository, reference));
@@ -410,10 +422,9 @@ export class BuildService {
     } finally {
       if (pushKey) await this.deps.access?.revokeKey(pushKey.id, null).catch(() => undefined);
       const requeued = signal.aborted && ['shutdown', 'lease-lost'].includes((signal.reason as { kind?: string } | undefined)?.kind ?? '');
-      if (row.kind === 'image' && !requeued) {
-        await rm(this.contextDir(row.id), { recursive: true, force: true });
-        await rm(`${this.contextDir(row.id)}.dockerfile`, { force: true });
-      }
+      // The outcome stands even if removing its inputs fails (shared objects are only storage then).
+      if (row.kind === 'image') await (requeued ? this.deps.contexts.release(row.id) : this.deps.contexts.remove(row.id))
+        .catch((error: unknown) => log(`[slipway] removing the build's context failed: ${(error as Error).message}`));
       await this.deps.logs.finish(row.id);
       this.notify(row.id);
     }

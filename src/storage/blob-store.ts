@@ -60,8 +60,16 @@ export interface BlobStore {
  */
 export interface ObjectArea {
   put(key: string, body: Buffer): Promise<void>;
+  /**
+   * Writes the object from a stream of any size (a packed build context). Atomic like `put`:
+   * readable only once the whole stream is stored; a source that fails leaves no object under
+   * `key` (and no temporary files), and the promise rejects with the source's error.
+   */
+  putStream(key: string, source: Readable): Promise<void>;
   /** The object's bytes, or null when absent. */
   get(key: string): Promise<Buffer | null>;
+  /** The object as a stream, or null when absent (decided before any byte is read). */
+  getStream(key: string): Promise<Readable | null>;
   /** Objects whose key starts with `prefix`, in no particular order. */
   list(prefix: string): AsyncIterable<{ key: string; size: number; modifiedAt: number }>;
   /** Deletes the keys (absent ones are no error). */

@@ -15,11 +15,12 @@
  * Publishing is `fdatasync(file)` → `rename` into place → `fsync(dir)`, so a blob is either
  * complete and durable or absent.
  */
-import { createReadStream, constants as fsConstants } from 'node:fs';
+import { createReadStream, createWriteStream, constants as fsConstants } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, truncate, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { BlobNotFoundError, UploadNotFoundError, UploadOffsetError, type BlobReader, type BlobStat, type BlobStore, type ByteRange, type ObjectArea, type UploadStore, checkObjectKey } from './blob-store.js';
 
 const uploadIdPattern = /^[A-Za-z0-9_-]{8,128}$/;
@@ -138,6 +139,19 @@ class FsObjectArea implements ObjectArea {
     await rename(temp, file);
   }
 
+  async putStream(key: string, source: Readable): Promise<void> {
+    const file = this.file(key);
+    await mkdir(path.dirname(file), { recursive: true });
+    const temp = `${path.dirname(file)}/.tmp-${randomBytes(6).toString('hex')}`;
+    try {
+      await pipeline(source, createWriteStream(temp, { flags: 'wx' }));
+      await rename(temp, file);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
+  }
+
   async get(key: string): Promise<Buffer | null> {
     try {
       return await readFile(this.file(key));
@@ -145,6 +159,17 @@ class FsObjectArea implements ObjectArea {
       if (isMissing(error)) return null;
       throw error;
     }
+  }
+
+  async getStream(key: string): Promise<Readable | null> {
+    let handle;
+    try {
+      handle = await open(this.file(key), fsConstants.O_RDONLY);
+    } catch (error) {
+      if (isMissing(error)) return null;
+      throw error;
+    }
+    return handle.createReadStream({ highWaterMark: readHighWaterMark, autoClose: true });
   }
 
   async *list(prefix: string): AsyncIterable<{ key: string; size: number; modifiedAt: number }> {

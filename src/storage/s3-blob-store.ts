@@ -7,6 +7,7 @@
  *   │   ├── sha256/abcdef0123…          verified, immutable content, named by its digest
  *   │   └── sha512/…
  *   ├── objects/                      named objects (ObjectArea), e.g. objects/logs/builds/<id>/<chunk>
+ *   │                                 and objects/build-contexts/<build id>.tar (streamed: putStream)
  *   └── uploads/
  *       └── <upload id>/
  *           ├── 0000000000000000-0000000008388608   bytes 0 … partSize-1 (sealed)
@@ -173,6 +174,37 @@ class S3ObjectArea implements ObjectArea {
 
   async put(key: string, body: Buffer): Promise<void> {
     await this.store.client.send(new PutObjectCommand({ Bucket: this.store.bucket, Key: this.key(key), Body: body, ContentLength: body.length }));
+  }
+
+  /**
+   * One PUT for bodies below `partSize`, else a multipart upload (parts of `partSize`, two in
+   * flight): S3 shows the object only when the upload completes, so a failed source leaves
+   * none (an aborted multipart upload's parts are never listed as objects).
+   */
+  async putStream(key: string, source: Readable): Promise<void> {
+    let sourceError: unknown;
+    source.once('error', (error) => { sourceError ??= error; });
+    const upload = new Upload({
+      client: this.store.client,
+      params: { Bucket: this.store.bucket, Key: this.key(key), Body: source },
+      partSize: this.store.options.partSize,
+      queueSize: 2,
+    });
+    try {
+      await upload.done();
+    } catch (error) {
+      // The source's own failure, not what aborting the multipart upload answered (servers without AbortMultipartUpload).
+      throw sourceError ?? error;
+    }
+  }
+
+  async getStream(key: string): Promise<Readable | null> {
+    try {
+      return await this.store.getObject(this.key(key));
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw error;
+    }
   }
 
   async get(key: string): Promise<Buffer | null> {

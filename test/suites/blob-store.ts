@@ -147,6 +147,37 @@ export function blobStoreSuite(name: string, open: () => Promise<BlobStoreUnderT
       assert.deepEqual((await files()).filter((name) => name.includes('logs')), [], 'deleted objects leave no files');
     });
 
+    test('streamed named objects: a multi-MiB put reads back whole, a failing source leaves nothing, absent is null', { timeout: 60_000 }, async (t) => {
+      const objects = store.objects;
+      if (!objects) return t.skip('this driver has no object area');
+      const mebibyte = 1024 * 1024;
+      // Past two 5 MiB parts: the s3 driver streams it as a multipart upload.
+      const data = randomBytes(11 * mebibyte + 4321);
+      const chunks = Array.from({ length: Math.ceil(data.length / 65_536) }, (_, i) => data.subarray(i * 65_536, (i + 1) * 65_536));
+      await objects.putStream('build-contexts/stream-1.tar', Readable.from(chunks));
+      const back = await objects.getStream('build-contexts/stream-1.tar');
+      assert.ok(back, 'the streamed object is there');
+      assert.ok((await readAll(back)).equals(data), 'read back whole, in order');
+      assert.ok((await objects.get('build-contexts/stream-1.tar'))?.equals(data), 'get sees the same bytes');
+      await objects.putStream('build-contexts/small.tar', Readable.from([Buffer.from('small')]));
+      assert.equal((await readAll((await objects.getStream('build-contexts/small.tar'))!)).toString(), 'small');
+
+      for (const [name, failAfter] of [['early', 100_000], ['past a part', 7 * mebibyte]] as const) {
+        const failing = Readable.from((async function* () {
+          for (let sent = 0; sent < failAfter; sent += 65_536) yield randomBytes(65_536);
+          throw new Error(`source failed ${name}`);
+        })());
+        await assert.rejects(objects.putStream(`build-contexts/failed-${failAfter}.tar`, failing), new RegExp(`source failed ${name}`));
+        assert.equal(await objects.getStream(`build-contexts/failed-${failAfter}.tar`), null, `no object after a source failed ${name}`);
+      }
+      assert.equal(await objects.getStream('build-contexts/never-written.tar'), null);
+      assert.equal(await objects.get('build-contexts/never-written.tar'), null);
+      await assert.rejects(objects.putStream('build-contexts/../escape', Readable.from([Buffer.from('x')])));
+      await objects.delete(['build-contexts/stream-1.tar', 'build-contexts/small.tar']);
+      assert.equal(await objects.getStream('build-contexts/stream-1.tar'), null);
+      assert.deepEqual((await files()).filter((name) => name.includes('build-contexts') || name.includes('.tmp-')), [], 'no objects or temp files left');
+    });
+
     test('list, delete and abort leave nothing behind', async () => {
       const digests = [await storeBlob(store, Buffer.from('one')), await storeBlob(store, Buffer.from('two'))];
       const listed: string[] = [];
