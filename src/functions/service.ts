@@ -228,7 +228,6 @@ export class FunctionService {
     return this.async.enqueue(id, timeoutMs);
   }
 
-  /** One attempt of an async invocation; throws (for a retry) when the function failed. */
   /** This server's instances by state and the requests waiting for one (metrics, read at scrape). */
   instanceStates(): { instances: Record<string, number>; queued: number } {
     const instances: Record<string, number> = { starting: 0, ready: 0, stopping: 0 };
@@ -245,6 +244,7 @@ export class FunctionService {
     return { instances, queued };
   }
 
+  /** One attempt of an async invocation; throws (for a retry) when the function failed. */
   runInvocation(id: string, attempt: number, lastAttempt: boolean): Promise<void> {
     return this.async.run(id, attempt, lastAttempt);
   }
