@@ -29,16 +29,29 @@ export function tempDir(prefix: string): string {
   return dir;
 }
 
-/** A child killed when the bench exits; an unexpected exit prints the tail of its stderr. */
+const outputs = new WeakMap<ChildProcess, () => string>();
+
+/**
+ * A child killed when the bench exits; an unexpected exit prints the tail of its output
+ * (stdout and stderr, e.g. a server's error log lines), which `outputTail` also gives.
+ */
 export function startChild(command: string, args: string[], env?: NodeJS.ProcessEnv): ChildProcess {
-  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   children.push(child);
-  let stderr = '';
-  child.stderr!.on('data', (data: Buffer) => { stderr = (stderr + data.toString()).slice(-4000); });
+  let output = '';
+  const keep = (data: Buffer) => { output = (output + data.toString()).slice(-8000); };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  outputs.set(child, () => output);
   child.on('exit', (code, signal) => {
-    if (signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0) process.stderr.write(`bench: ${command} exited (${code ?? signal}): ${stderr}\n`);
+    if (signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0) process.stderr.write(`bench: ${command} exited (${code ?? signal}): ${output}\n`);
   });
   return child;
+}
+
+/** The last output of a child started by `startChild` (to explain a failed request). */
+export function outputTail(child: ChildProcess): string {
+  return outputs.get(child)?.() ?? '';
 }
 
 /** SIGTERM (so a --cpu-prof profile is written), then wait for the exit (at most `graceMs`). */

@@ -31,7 +31,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { cpuSeconds, freePort } from './host.js';
 import { expect, imageManifest, imageManifestType, pushChunked as pushInChunks, pushMonolithic as pushWhole, request as send, sha256, type RequestOptions, type Response, type Send } from './blob-http.js';
-import { startChild, startS3rver as startS3rverChild, stopChild, tempDir, waitFor } from './bench-processes.js';
+import { outputTail, startChild, startS3rver as startS3rverChild, stopChild, tempDir, waitFor } from './bench-processes.js';
 import { startNginxProxy, type NginxProxy } from '../test/helpers/nginx-proxy.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -102,6 +102,9 @@ async function dropDatabases(): Promise<void> {
 }
 
 
+/** Every replica started, so a failed run can show what their logs said. */
+const startedReplicas: Array<{ child: ChildProcess; host: string }> = [];
+
 /** A replica of a peer: its own data folder; database, bucket and vault master key shared. */
 async function startReplica(dir: string, database: string, s3: string, masterKey: string): Promise<{ child: ChildProcess; host: string }> {
   const port = await freePort();
@@ -113,6 +116,7 @@ async function startReplica(dir: string, database: string, s3: string, masterKey
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('SLIPWAY_')));
   const child = startChild(process.execPath, [path.join(repoRoot, 'bin/slipway.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--config', config], env);
   await waitFor(async () => (await request('GET', `http://127.0.0.1:${port}/v2/`, { headers: { Authorization: basic } })).status === 200, `replica on ${port}`, 60_000);
+  startedReplicas.push({ child, host: `127.0.0.1:${port}` });
   return { child, host: `127.0.0.1:${port}` };
 }
 
@@ -324,5 +328,10 @@ async function main(): Promise<void> {
 // process.exit runs bench-processes' exit hook: children killed, temp folders removed.
 main().then(() => process.exit(0), (error) => {
   process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
+  // A 500 carries only a request id: the replicas' warn/error lines say what happened.
+  for (const replica of startedReplicas) {
+    const lines = outputTail(replica.child).split('\n').filter((line) => /"level":(40|50|60)/.test(line));
+    if (lines.length > 0) process.stderr.write(`replica ${replica.host}:\n${lines.slice(-5).join('\n')}\n`);
+  }
   process.exit(1);
 });
