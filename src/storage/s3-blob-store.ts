@@ -127,6 +127,29 @@ export class S3BlobStore implements BlobStore {
     return out.Body as Readable;
   }
 
+  /** A whole object's bytes. */
+  async getObjectBytes(key: string): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of await this.getObject(key)) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  /**
+   * Stores a stream of any length under `key` (lib-storage: one PUT, or a multipart upload in
+   * `partSize` parts, visible only once complete). A failing source rejects with its own error,
+   * not with what aborting the multipart upload answered (servers without AbortMultipartUpload).
+   */
+  async putObjectStream(key: string, source: Readable): Promise<void> {
+    let sourceError: unknown;
+    source.once('error', (error) => { sourceError ??= error; });
+    const upload = new Upload({ client: this.client, params: { Bucket: this.bucket, Key: key, Body: source }, partSize: this.options.partSize, queueSize: 2 });
+    try {
+      await upload.done();
+    } catch (error) {
+      throw sourceError ?? error;
+    }
+  }
+
   /** A presigned GET of the digest's object (a Range header the client sends still applies). */
   async redirectUrl(digest: string): Promise<string | undefined> {
     const { redirectExpiryMs } = this.options;
@@ -182,20 +205,7 @@ class S3ObjectArea implements ObjectArea {
    * none (an aborted multipart upload's parts are never listed as objects).
    */
   async putStream(key: string, source: Readable): Promise<void> {
-    let sourceError: unknown;
-    source.once('error', (error) => { sourceError ??= error; });
-    const upload = new Upload({
-      client: this.store.client,
-      params: { Bucket: this.store.bucket, Key: this.key(key), Body: source },
-      partSize: this.store.options.partSize,
-      queueSize: 2,
-    });
-    try {
-      await upload.done();
-    } catch (error) {
-      // The source's own failure, not what aborting the multipart upload answered (servers without AbortMultipartUpload).
-      throw sourceError ?? error;
-    }
+    await this.store.putObjectStream(this.key(key), source);
   }
 
   async getStream(key: string): Promise<Readable | null> {
@@ -209,9 +219,7 @@ class S3ObjectArea implements ObjectArea {
 
   async get(key: string): Promise<Buffer | null> {
     try {
-      const chunks: Buffer[] = [];
-      for await (const chunk of await this.store.getObject(this.key(key))) chunks.push(chunk as Buffer);
-      return Buffer.concat(chunks);
+      return await this.store.getObjectBytes(this.key(key));
     } catch (error) {
       if (isNotFound(error)) return null;
       throw error;
@@ -305,12 +313,6 @@ class S3UploadStore implements UploadStore {
     return this.store.client.send(new PutObjectCommand({ Bucket: this.store.bucket, Key: key, Body: body, ContentLength: body.length }));
   }
 
-  private async download(key: string): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of await this.store.getObject(key)) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks);
-  }
-
   /** A session is its objects; an empty part at offset 0 marks a new one. */
   async create(id: string): Promise<void> {
     await this.put(this.partKey(id, 0, 0), Buffer.alloc(0));
@@ -325,7 +327,7 @@ class S3UploadStore implements UploadStore {
     // A tail below partSize is rewritten (under a new name) with the new bytes in front of it.
     const rewritesTail = last.size < partSize;
     let partOffset = rewritesTail ? last.offset : size;
-    let buffered: Buffer[] = rewritesTail && last.size > 0 ? [await this.download(last.key)] : [];
+    let buffered: Buffer[] = rewritesTail && last.size > 0 ? [await this.store.getObjectBytes(last.key)] : [];
     let bufferedBytes = rewritesTail ? last.size : 0;
     let received = 0;
     const written = new Set<string>();
@@ -383,7 +385,7 @@ class S3UploadStore implements UploadStore {
       if (exact) keep.add(exact.key);
       else {
         const key = this.partKey(id, part.offset, length);
-        await this.put(key, (await this.download(part.key)).subarray(0, length));
+        await this.put(key, (await this.store.getObjectBytes(part.key)).subarray(0, length));
         keep.add(key);
       }
       break;
@@ -456,13 +458,7 @@ class S3UploadStore implements UploadStore {
         this.serverSideCopy = false;
       }
     }
-    const upload = new Upload({
-      client,
-      params: { Bucket: bucket, Key: key, Body: await this.read(id) },
-      partSize: this.store.options.partSize,
-      queueSize: 2,
-    });
-    await upload.done();
+    await this.store.putObjectStream(key, await this.read(id));
   }
 
   async abort(id: string): Promise<void> {
