@@ -35,6 +35,7 @@ import { RuncDriver } from '../src/functions/runc-driver.js';
 import { ImageStore } from '../src/functions/image-store.js';
 import { tempDir, type TestServer } from '../test/helpers/harness.js';
 import { startNginxPeer } from './nginx-peer.js';
+import { wrk as runWrk } from './wrk.js';
 import { Session } from 'node:inspector/promises';
 import { buildFunctionImages, buildWork } from '../test/helpers/function-images.js';
 
@@ -68,21 +69,8 @@ function runCommand(command: string, args: string[], timeoutMs: number): Promise
   });
 }
 
-function wrkMs(text: string): number {
-  const match = /^([\d.]+)(us|ms|s)$/.exec(text);
-  if (!match) return NaN;
-  const v = Number(match[1]);
-  return match[2] === 'us' ? v / 1000 : match[2] === 's' ? v * 1000 : v;
-}
-
-async function wrk(url: string): Promise<{ rps: number; p50: number; p99: number; errors: string }> {
-  const out = await runCommand('wrk', ['-t2', '-c32', `-d${seconds}s`, '--latency', url], (seconds + 30) * 1000);
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
-  const p50 = wrkMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? '');
-  const p99 = wrkMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? '');
-  const errors = [/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[0], /Socket errors: .*/.exec(out)?.[0]].filter(Boolean).join('; ');
-  return { rps, p50, p99, errors };
-}
+/** wrk with this bench's settings (2 threads, 32 connections, BENCH_SECONDS). */
+const wrk = (url: string) => runWrk(url, { seconds });
 
 /** A paced client in its own process: `rate` requests/s for `secondsOf` s over keep-alive; p50/p99 in ms. */
 async function paced(url: string, rate: number, secondsOf: number): Promise<{ p50: number; p99: number; failed: number }> {

@@ -12,7 +12,6 @@
  *   node dist/bench/node-floor.js [--seconds 10] [--rounds 2] [--results bench/results-node-floor.md]
  */
 import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { startChild, stopChild } from './bench-processes.js';
 import { cpuSeconds, freePort } from './host.js';
 import { startNginxProxy, type NginxProxy } from '../test/helpers/nginx-proxy.js';
+import { wrk } from './wrk.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { values: flags } = parseArgs({
@@ -37,31 +37,13 @@ const floorServers = path.join(repoRoot, 'dist', 'bench', 'floor-servers.js');
 interface Peer { name: string; kind: 'answer' | 'proxy'; url: string; pids(): number[] }
 interface Sample { rps: number; cpuMicros: number; p50: number; p99: number }
 
-function wrk(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('wrk', ['-t2', '-c32', `-d${seconds}s`, '--latency', url], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
-    child.stderr.on('data', (c: Buffer) => { out += c.toString(); });
-    const timer = setTimeout(() => child.kill('SIGKILL'), (seconds + 30) * 1000);
-    child.on('close', (code) => { clearTimeout(timer); if (code === 0) resolve(out); else reject(new Error(`wrk exited ${code}: ${out}`)); });
-  });
-}
-
-function ms(text: string | undefined): number {
-  const match = /^([\d.]+)(us|ms|s)$/.exec(text ?? '');
-  if (!match) return NaN;
-  return Number(match[1]) * (match[2] === 'us' ? 0.001 : match[2] === 's' ? 1000 : 1);
-}
-
 async function measure(peer: Peer): Promise<Sample> {
   const cpu = () => peer.pids().reduce((sum, pid) => sum + cpuSeconds(pid), 0);
   const before = cpu();
-  const out = await wrk(peer.url);
+  const result = await wrk(peer.url, { seconds });
   const spent = cpu() - before;
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
-  if (/Non-2xx|Socket errors/.test(out)) throw new Error(`${peer.name}: errors under load\n${out}`);
-  return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]), cpuMicros: (spent * 1e6) / requests, p50: ms(/\s50%\s+(\S+)/.exec(out)?.[1]), p99: ms(/\s99%\s+(\S+)/.exec(out)?.[1]) };
+  if (result.errors) throw new Error(`${peer.name}: errors under load: ${result.errors}`);
+  return { rps: result.rps, cpuMicros: (spent * 1e6) / result.requests, p50: result.p50, p99: result.p99 };
 }
 
 async function floorServer(kind: string, upstream?: number): Promise<{ child: ChildProcess; port: number }> {
@@ -96,7 +78,7 @@ async function main(): Promise<void> {
       { name: 'nginx proxy_pass keepalive (1 worker)', kind: 'proxy', url: `${nginxProxy.url}/`, pids: () => nginxProxy.pids() },
     ];
     const samples = new Map<string, Sample[]>(peers.map((peer) => [peer.name, []]));
-    for (const peer of peers) await wrk(peer.url).catch(() => undefined); // warm up (JIT, connections)
+    for (const peer of peers) await wrk(peer.url, { seconds }).catch(() => undefined); // warm up (JIT, connections)
     for (let round = 0; round < rounds; round++) {
       // Alternate the order so a noisy moment does not always hit the same peer.
       for (const peer of round % 2 === 0 ? peers : [...peers].reverse()) {

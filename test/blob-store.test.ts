@@ -12,7 +12,7 @@ import { FsBlobStore } from '../src/storage/fs-blob-store.js';
 import { S3BlobStore } from '../src/storage/s3-blob-store.js';
 import { tempDir } from './helpers/harness.js';
 import { openS3BlobStoreUnderTest } from './helpers/s3-server.js';
-import { blobStoreSuite } from './suites/blob-store.js';
+import { blobStoreSuite, readAll } from './suites/blob-store.js';
 
 async function listFiles(root: string): Promise<string[]> {
   const entries = await readdir(root, { recursive: true, withFileTypes: true });
@@ -50,11 +50,6 @@ describe('S3 upload parts a dying writer left behind', () => {
     };
     return new S3BlobStore({ ...s3.store.options, client: Object.assign(Object.create(client) as S3Client, { send }) });
   }
-  const readAll = async (stream: AsyncIterable<unknown>) => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of stream) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks);
-  };
   const sessionObjects = async (id: string) => (await s3.files()).filter((key) => key.includes(`/uploads/${id}/`));
 
   test('a tail rewrite cut short loses none of the acknowledged bytes, and the upload goes on', { timeout: 60_000 }, async () => {
